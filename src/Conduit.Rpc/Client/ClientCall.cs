@@ -1,0 +1,547 @@
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Http.Headers;
+using Conduit.Rpc.Wire;
+
+namespace Conduit.Rpc.Client;
+
+/// <summary>
+/// One call over SocketsHttpHandler, whatever its kind: the request (one pre-serialized message,
+/// or a stream the caller writes to), the response headers, the response messages read straight
+/// from the HTTP/2 stream through a PipeReader, and the final status from the trailers. The
+/// deadline and cancellation are enforced locally: when either fires the HTTP/2 stream is reset.
+/// </summary>
+internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
+{
+    private const string UserAgent = "grpc-csharp-conduit/0.1";
+    private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
+
+    private readonly RpcChannel _channel;
+    private readonly Method<TRequest, TResponse> _method;
+    private readonly CallOptions _options;
+    private readonly CancellationTokenSource _cts = new();
+    private readonly TaskCompletionSource<Metadata> _headers = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly object _lock = new();
+    private DateTime _deadline = DateTime.MaxValue;
+    private int _reason;
+    private CancellationTokenRegistration _userRegistration;
+    private CancellationTokenRegistration _parentRegistration;
+    private ICompressionProvider? _requestCompressor;
+    private ICompressionProvider? _responseDecompressor;
+    private HttpRequestMessage? _request;
+    private HttpResponseMessage? _response;
+    private PipeReader? _reader;
+    private Task _started = Task.CompletedTask;
+    private StreamingContent? _streamingContent;
+    private Status? _status;
+    private Metadata? _trailers;
+
+    public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
+    {
+        _channel = channel;
+        _method = method;
+        _options = options;
+        ResponseStream = new ResponseReader(this);
+        RequestStream = new RequestWriter(this);
+    }
+
+    public IAsyncStreamReader<TResponse> ResponseStream { get; }
+
+    public IClientStreamWriter<TRequest> RequestStream { get; }
+
+    public Task<Metadata> ResponseHeadersAsync => _headers.Task;
+
+    public Status GetStatus() => _status ?? throw new InvalidOperationException("The call is still in progress: its status is not known yet.");
+
+    public Metadata GetTrailers() => _status is null
+        ? throw new InvalidOperationException("The call is still in progress: its trailers are not known yet.")
+        : _trailers ?? new Metadata();
+
+    public void StartUnary(TRequest request)
+    {
+        ResolveCompression();
+        PooledBufferWriter? buffer = new PooledBufferWriter();
+        try
+        {
+            MessageFraming.WriteMessage(buffer, request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
+        }
+        catch (RpcException ex)
+        {
+            buffer.Dispose();
+            Finish(ex.Status, null);
+            return;
+        }
+        Start(new UnaryContent(buffer));
+    }
+
+    public void StartStreaming()
+    {
+        ResolveCompression();
+        _streamingContent = new StreamingContent();
+        Start(_streamingContent);
+    }
+
+    private void ResolveCompression()
+    {
+        if (_options.Compression is { } name && !name.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
+        {
+            if (!_channel.Options.CompressionProviders.TryGet(name, out _requestCompressor))
+            {
+                throw new ArgumentException($"The channel has no compression provider named '{name}'.");
+            }
+        }
+    }
+
+    private void Start(HttpContent content)
+    {
+        var parent = _options.Parent;
+        _deadline = _options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
+        if (parent is not null && parent.Deadline < _deadline) _deadline = parent.Deadline;
+
+        var request = new HttpRequestMessage(HttpMethod.Post, _channel.GetUri(_method))
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = content,
+        };
+        _request = request;
+        var headers = request.Headers;
+        headers.TryAddWithoutValidation(GrpcProtocol.TeHeader, "trailers");
+        headers.TryAddWithoutValidation("user-agent", UserAgent);
+        headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, _channel.Options.CompressionProviders.AcceptEncoding);
+        if (_requestCompressor is not null) headers.TryAddWithoutValidation(GrpcProtocol.EncodingHeader, _requestCompressor.EncodingName);
+        content.Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
+        if (_options.Headers is { } metadata)
+        {
+            foreach (var entry in metadata)
+            {
+                if (GrpcProtocol.IsReservedHeader(entry.Key)) continue;
+                headers.TryAddWithoutValidation(entry.Key, entry.IsBinary ? HeaderEncoding.ToBase64Unpadded(entry.ValueBytes) : entry.Value);
+            }
+        }
+
+        if (_deadline != DateTime.MaxValue)
+        {
+            var remaining = _deadline - DateTime.UtcNow;
+            if (remaining <= TimeSpan.Zero)
+            {
+                _cts.Cancel();
+            }
+            else
+            {
+                headers.TryAddWithoutValidation(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(remaining));
+                _cts.CancelAfter(remaining);
+            }
+        }
+        if (_options.CancellationToken.CanBeCanceled)
+        {
+            _userRegistration = _options.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
+        }
+        if (parent is not null)
+        {
+            _parentRegistration = parent.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
+        }
+        _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
+    }
+
+    private void Cancel(int reason)
+    {
+        Interlocked.CompareExchange(ref _reason, reason, ReasonNone);
+        try
+        {
+            _cts.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    private async Task StartResponseAsync(Task<HttpResponseMessage> send)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            response = await send.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            Finish(StatusFromException(ex), null);
+            return;
+        }
+        _response = response;
+        var headerMetadata = ReadMetadata(response.Headers);
+        _headers.TrySetResult(headerMetadata);
+
+        if (response.Headers.Contains(GrpcProtocol.StatusTrailer))
+        {
+            // Trailers-only: the status arrived in the headers and there is no body.
+            Finish(ReadStatus(response.Headers), headerMetadata);
+            return;
+        }
+        if (response.StatusCode != HttpStatusCode.OK)
+        {
+            Finish(new Status(MapHttpStatus(response.StatusCode), $"Bad gRPC response. HTTP status code: {(int)response.StatusCode}"), headerMetadata);
+            return;
+        }
+        var contentType = response.Content.Headers.ContentType?.MediaType;
+        if (!GrpcProtocol.IsGrpcContentType(response.Content.Headers.TryGetValues("content-type", out var ct) ? ct.FirstOrDefault() : contentType))
+        {
+            Finish(new Status(StatusCode.Unknown, $"Bad gRPC response. Invalid content-type value: {contentType}"), headerMetadata);
+            return;
+        }
+        if (response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out var encodings))
+        {
+            var encoding = encodings.First();
+            if (!encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase)
+                && !_channel.Options.CompressionProviders.TryGet(encoding, out _responseDecompressor))
+            {
+                Finish(new Status(StatusCode.Internal, $"The server compressed the response with unsupported grpc-encoding '{encoding}'."), headerMetadata);
+                return;
+            }
+        }
+        try
+        {
+            var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
+            _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 1024));
+        }
+        catch (Exception ex)
+        {
+            Finish(StatusFromException(ex), null);
+        }
+    }
+
+    /// <summary>The next response message; false at the end of an OK call; RpcException otherwise.</summary>
+    public async ValueTask<(bool HasMessage, TResponse Message)> ReadNextAsync(CancellationToken cancellationToken)
+    {
+        await _started.ConfigureAwait(false);
+        ThrowIfFinished();
+        using var registration = cancellationToken.CanBeCanceled
+            ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
+            : default;
+        try
+        {
+            var result = await MessageFraming.ReadMessageAsync(_reader!, _method.ResponseMarshaller, _responseDecompressor,
+                _channel.Options.MaxReceiveMessageSize, "response", _cts.Token).ConfigureAwait(false);
+            if (result.HasMessage) return (true, result.Message);
+        }
+        catch (Exception ex)
+        {
+            Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
+            ThrowIfFinished();
+        }
+        var trailers = _response!.TrailingHeaders;
+        Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
+            ? ReadStatus(trailers)
+            : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
+        ThrowIfFinished();
+        return default;
+    }
+
+    public async Task<TResponse> ReadUnaryResponseAsync()
+    {
+        var (hasMessage, message) = await ReadNextAsync(default).ConfigureAwait(false);
+        if (!hasMessage)
+        {
+            Fail(new Status(StatusCode.Internal, "The server ended the call with OK but sent no response message."));
+        }
+        var (more, _) = await ReadNextAsync(default).ConfigureAwait(false);
+        if (more)
+        {
+            Cancel(ReasonDisposed);
+            Fail(new Status(StatusCode.Internal, "The server sent more than one response message to a call that expects one."));
+        }
+        return message;
+    }
+
+    private void ThrowIfFinished()
+    {
+        if (_status is { } status && status.Code != StatusCode.OK)
+        {
+            throw new RpcException(status, _trailers);
+        }
+    }
+
+    private void Fail(Status status)
+    {
+        lock (_lock) _status = status;
+        throw new RpcException(status, _trailers);
+    }
+
+    /// <summary>Records the final status (the first one wins) and releases what the call holds.</summary>
+    private void Finish(Status status, Metadata? trailers)
+    {
+        lock (_lock)
+        {
+            if (_status is not null) return;
+            _status = status;
+            _trailers = trailers ?? new Metadata();
+        }
+        if (!_headers.Task.IsCompleted)
+        {
+            _headers.TrySetException(new RpcException(status, _trailers));
+            _ = _headers.Task.Exception; // observed: a caller that never asks for headers is fine
+        }
+        _streamingContent?.Abort(new RpcException(status, _trailers));
+        _userRegistration.Dispose();
+        _parentRegistration.Dispose();
+        if (status.Code != StatusCode.OK)
+        {
+            // Resets the HTTP/2 stream if it is still open.
+            Cancel(ReasonDisposed);
+        }
+        else
+        {
+            try { _cts.CancelAfter(Timeout.Infinite); } catch (ObjectDisposedException) { }
+        }
+        if (status.Code != StatusCode.OK)
+        {
+            _response?.Dispose();
+            _request?.Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        Cancel(ReasonDisposed);
+        Finish(new Status(StatusCode.Cancelled, "Call disposed."), null);
+        _response?.Dispose();
+        _request?.Dispose();
+    }
+
+    private Status StatusFromException(Exception ex)
+    {
+        if (_cts.IsCancellationRequested)
+        {
+            return Volatile.Read(ref _reason) switch
+            {
+                ReasonCancelled => new Status(StatusCode.Cancelled, "Call canceled by the client."),
+                ReasonDisposed => new Status(StatusCode.Cancelled, "Call disposed."),
+                _ => new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded"),
+            };
+        }
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case RpcException rpc:
+                    return rpc.Status;
+                case HttpProtocolException protocol:
+                    return new Status(MapHttp2Error(protocol.ErrorCode), $"HTTP/2 error from the server: {protocol.Message}");
+            }
+        }
+        return ex switch
+        {
+            HttpRequestException or IOException => new Status(StatusCode.Unavailable, $"Error talking to {_channel.Address}: {Flatten(ex)}"),
+            OperationCanceledException => new Status(StatusCode.Cancelled, "Call canceled."),
+            _ => new Status(StatusCode.Internal, $"Error in the call: {Flatten(ex)}"),
+        };
+    }
+
+    private static string Flatten(Exception ex)
+    {
+        var parts = new List<string>();
+        for (var e = ex; e is not null; e = e.InnerException) parts.Add(e.Message);
+        return string.Join(" ", parts.Distinct());
+    }
+
+    /// <summary>grpc/grpc doc/http-grpc-status-mapping.md.</summary>
+    internal static StatusCode MapHttpStatus(HttpStatusCode code) => (int)code switch
+    {
+        400 => StatusCode.Internal,
+        401 => StatusCode.Unauthenticated,
+        403 => StatusCode.PermissionDenied,
+        404 => StatusCode.Unimplemented,
+        429 or 502 or 503 or 504 => StatusCode.Unavailable,
+        _ => StatusCode.Unknown,
+    };
+
+    /// <summary>RST_STREAM / GOAWAY codes as PROTOCOL-HTTP2.md maps them.</summary>
+    internal static StatusCode MapHttp2Error(long code) => code switch
+    {
+        0x7 => StatusCode.Unavailable,        // REFUSED_STREAM
+        0x8 => StatusCode.Cancelled,          // CANCEL
+        0xB => StatusCode.ResourceExhausted,  // ENHANCE_YOUR_CALM
+        0xC => StatusCode.PermissionDenied,   // INADEQUATE_SECURITY
+        _ => StatusCode.Internal,
+    };
+
+    private static Status ReadStatus(HttpHeaders headers)
+    {
+        var code = StatusCode.Unknown;
+        if (headers.TryGetValues(GrpcProtocol.StatusTrailer, out var values)
+            && int.TryParse(values.First(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var parsed))
+        {
+            code = (StatusCode)parsed;
+        }
+        var message = headers.TryGetValues(GrpcProtocol.MessageTrailer, out var messages) ? HeaderEncoding.PercentDecode(messages.First()) : string.Empty;
+        Google.Rpc.Status? rich = null;
+        if (headers.TryGetValues(GrpcProtocol.StatusDetailsTrailer, out var details))
+        {
+            try
+            {
+                rich = Google.Rpc.Status.Parser.ParseFrom(HeaderEncoding.FromBase64(details.First()));
+            }
+            catch (Exception ex) when (ex is FormatException or Google.Protobuf.InvalidProtocolBufferException)
+            {
+                // Unreadable details do not hide the code and message.
+            }
+        }
+        return new Status(code, message) { RichStatus = rich };
+    }
+
+    private static Metadata ReadMetadata(HttpHeaders headers)
+    {
+        var metadata = new Metadata();
+        foreach (var (key, values) in headers.NonValidated)
+        {
+            if (GrpcProtocol.IsReservedHeader(key)) continue;
+            foreach (var value in values)
+            {
+                try
+                {
+                    if (Metadata.IsBinaryKey(key))
+                    {
+                        foreach (var part in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                        {
+                            metadata.Add(key, HeaderEncoding.FromBase64(part));
+                        }
+                    }
+                    else
+                    {
+                        metadata.Add(key, value);
+                    }
+                }
+                catch (Exception ex) when (ex is ArgumentException or FormatException)
+                {
+                    // Not valid gRPC metadata: not exposed.
+                }
+            }
+        }
+        return metadata;
+    }
+
+    private sealed class ResponseReader(ClientCall<TRequest, TResponse> call) : IAsyncStreamReader<TResponse>
+    {
+        private TResponse? _current;
+
+        public TResponse Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
+
+        public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
+        {
+            var (hasMessage, message) = await call.ReadNextAsync(cancellationToken).ConfigureAwait(false);
+            _current = hasMessage ? message : default;
+            return hasMessage;
+        }
+
+        public IAsyncEnumerator<TResponse> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
+            AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
+    }
+
+    private sealed class RequestWriter(ClientCall<TRequest, TResponse> call) : IClientStreamWriter<TRequest>
+    {
+        private bool _completed;
+        private bool _writing;
+
+        public WriteFlags WriteFlags { get; set; }
+
+        public async Task WriteAsync(TRequest message, CancellationToken cancellationToken = default)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            var content = call._streamingContent ?? throw new InvalidOperationException("This call has no request stream.");
+            if (_completed) throw new InvalidOperationException("The request stream is already complete.");
+            if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+            call.ThrowIfFinished();
+            if (call._status is not null) throw new InvalidOperationException("The call is already over.");
+            _writing = true;
+            try
+            {
+                using var registration = cancellationToken.CanBeCanceled
+                    ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), call)
+                    : default;
+                var stream = await content.Stream.ConfigureAwait(false);
+                using var buffer = new PooledBufferWriter();
+                var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._requestCompressor;
+                MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, compressor, call._channel.Options.MaxSendMessageSize);
+                await stream.WriteAsync(buffer.WrittenMemory, call._cts.Token).ConfigureAwait(false);
+                await stream.FlushAsync(call._cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not RpcException || call._status is not null)
+            {
+                // The call ended under the write: report how it ended.
+                if (call._status is null) call.Finish(call.StatusFromException(ex), null);
+                if (call._status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
+                throw new RpcException(call._status!.Value, call._trailers);
+            }
+            finally
+            {
+                _writing = false;
+            }
+        }
+
+        public Task CompleteAsync()
+        {
+            _completed = true;
+            call._streamingContent?.Complete();
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>A pre-serialized single request message.</summary>
+    private sealed class UnaryContent(PooledBufferWriter buffer) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+            stream.WriteAsync(buffer.WrittenMemory).AsTask();
+
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
+            stream.WriteAsync(buffer.WrittenMemory, cancellationToken).AsTask();
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = buffer.WrittenCount;
+            return true;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) buffer.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
+    /// <summary>
+    /// The request stream of a streaming call: SocketsHttpHandler hands us the HTTP/2 request
+    /// stream and we keep it open until the caller completes (half-closes) or the call ends.
+    /// </summary>
+    private sealed class StreamingContent : HttpContent
+    {
+        private readonly TaskCompletionSource<Stream> _stream = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<Stream> Stream => _stream.Task;
+
+        public void Complete() => _done.TrySetResult();
+
+        public void Abort(Exception reason)
+        {
+            _stream.TrySetException(reason);
+            _ = _stream.Task.Exception;
+            _done.TrySetResult();
+        }
+
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+            SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+        {
+            _stream.TrySetResult(stream);
+            await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _done).ConfigureAwait(false);
+            await _done.Task.ConfigureAwait(false);
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
+    }
+}

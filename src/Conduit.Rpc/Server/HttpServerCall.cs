@@ -1,0 +1,323 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Conduit.Rpc.Wire;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace Conduit.Rpc.Server;
+
+/// <summary>One gRPC call on a Kestrel request: protocol checks, headers, deadline, status.</summary>
+internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallContext
+{
+    private readonly HttpContext _http;
+    private readonly Method<TRequest, TResponse> _method;
+    private readonly ServerRuntime _runtime;
+    private CancellationTokenSource? _callCts;
+    private DateTime _deadline = DateTime.MaxValue;
+    private Metadata? _requestHeaders;
+    private Metadata? _responseTrailers;
+    private ICompressionProvider? _requestDecompressor;
+    private ICompressionProvider? _responseCompressor;
+    private string? _responseCompression;
+    private bool _responseStarted;
+    private bool _completed;
+    private Reader? _reader;
+    private Writer? _writer;
+
+    public HttpServerCall(HttpContext http, Method<TRequest, TResponse> method, ServerRuntime runtime)
+    {
+        _http = http;
+        _method = method;
+        _runtime = runtime;
+    }
+
+    public override string Method => _method.FullName;
+
+    public override string Host => _http.Request.Host.Value ?? string.Empty;
+
+    public override string Peer => FormatPeer(_http.Connection.RemoteIpAddress, _http.Connection.RemotePort);
+
+    public override DateTime Deadline => _deadline;
+
+    public override Metadata RequestHeaders => _requestHeaders ??= MetadataHeaders.FromHeaders(_http.Request.Headers);
+
+    public override CancellationToken CancellationToken => _callCts?.Token ?? _http.RequestAborted;
+
+    public override Metadata ResponseTrailers => _responseTrailers ??= new Metadata();
+
+    public override Status Status { get; set; } = Status.DefaultSuccess;
+
+    public override string? ResponseCompression
+    {
+        get => _responseCompression ?? _runtime.Options.ResponseCompression;
+        set
+        {
+            if (_responseStarted) throw new InvalidOperationException("Response compression must be chosen before the response starts.");
+            if (value is not null && !_runtime.Options.CompressionProviders.TryGet(value, out _))
+            {
+                throw new ArgumentException($"Unknown compression '{value}'.", nameof(value));
+            }
+            _responseCompression = value;
+        }
+    }
+
+    public override bool LastRequestCompressed => _reader?.LastCompressed ?? false;
+
+    public Reader RequestReader => _reader ??= new Reader(this);
+
+    public Writer ResponseWriter => _writer ??= new Writer(this);
+
+    public override HttpContext GetHttpContext() => _http;
+
+    public override async Task WriteResponseHeadersAsync(Metadata responseHeaders)
+    {
+        if (_responseStarted) throw new InvalidOperationException("Response headers can only be sent once, before any response message.");
+        MetadataHeaders.ToHeaders(responseHeaders, _http.Response.Headers);
+        StartResponse();
+        await _http.Response.BodyWriter.FlushAsync(CancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Validates the request; on failure returns false and the status to answer with.</summary>
+    public bool TryStart(out Status failure)
+    {
+        failure = default;
+        var request = _http.Request;
+        var response = _http.Response;
+        if (!HttpProtocol.IsHttp2(request.Protocol) && !HttpProtocol.IsHttp3(request.Protocol))
+        {
+            response.StatusCode = StatusCodes.Status426UpgradeRequired;
+            response.Headers.Connection = "Upgrade";
+            response.Headers.Upgrade = "h2c";
+            failure = new Status(StatusCode.Internal, $"Request protocol '{request.Protocol}' is not supported: gRPC needs HTTP/2.");
+            return false;
+        }
+        if (!GrpcProtocol.IsGrpcContentType(request.ContentType))
+        {
+            response.StatusCode = StatusCodes.Status415UnsupportedMediaType;
+            failure = new Status(StatusCode.Internal, $"Content-Type '{request.ContentType}' is not supported.");
+            return false;
+        }
+        response.ContentType = GrpcProtocol.ContentType;
+        response.Headers[GrpcProtocol.AcceptEncodingHeader] = _runtime.Options.CompressionProviders.AcceptEncoding;
+
+        var encoding = request.Headers[GrpcProtocol.EncodingHeader].ToString();
+        if (encoding.Length > 0 && !encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
+        {
+            if (!_runtime.Options.CompressionProviders.TryGet(encoding, out _requestDecompressor))
+            {
+                failure = new Status(StatusCode.Unimplemented,
+                    $"Unsupported grpc-encoding value '{encoding}'. Supported encodings: {_runtime.Options.CompressionProviders.AcceptEncoding}");
+                return false;
+            }
+        }
+
+        var timeoutHeader = request.Headers[GrpcProtocol.TimeoutHeader];
+        TimeSpan? timeout = null;
+        if (timeoutHeader.Count > 0)
+        {
+            if (!GrpcTimeout.TryParse(timeoutHeader.ToString(), out var parsed))
+            {
+                failure = new Status(StatusCode.Internal, $"Malformed grpc-timeout '{timeoutHeader}'.");
+                return false;
+            }
+            timeout = parsed;
+            _deadline = DateTime.UtcNow + parsed;
+        }
+
+        // A linked source only where something besides the client can end the call: a deadline,
+        // or a server shutdown ending a stream that would otherwise stay open.
+        if (timeout is not null || _method.Type != MethodType.Unary)
+        {
+            _callCts = CancellationTokenSource.CreateLinkedTokenSource(_http.RequestAborted, _runtime.Stopping);
+            if (timeout is { } t) _callCts.CancelAfter(t > TimeSpan.Zero ? t : TimeSpan.FromTicks(1));
+        }
+        return true;
+    }
+
+    public async Task<TRequest> ReadSingleRequestAsync()
+    {
+        var reader = RequestReader;
+        if (!await reader.MoveNext().ConfigureAwait(false))
+        {
+            throw new RpcException(StatusCode.Internal, "Request did not contain a message.");
+        }
+        var request = reader.Current;
+        if (await reader.MoveNext().ConfigureAwait(false))
+        {
+            throw new RpcException(StatusCode.Internal, "Additional data after the request message received.");
+        }
+        return request;
+    }
+
+    public Status StatusFromException(Exception ex)
+    {
+        if (_http.RequestAborted.IsCancellationRequested) return new Status(StatusCode.Cancelled, "Call canceled by the client.");
+        if (_deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested && DateTime.UtcNow >= _deadline)
+        {
+            return new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded");
+        }
+        if (_runtime.Stopping.IsCancellationRequested && ex is OperationCanceledException)
+        {
+            return new Status(StatusCode.Unavailable, "The server is shutting down.");
+        }
+        switch (ex)
+        {
+            case RpcException rpc:
+                foreach (var entry in rpc.Trailers) ResponseTrailers.Add(entry);
+                return rpc.Status;
+            default:
+                Log.HandlerFailed(_runtime.Logger, ex, _method.FullName);
+                return new Status(StatusCode.Unknown, _runtime.Options.EnableDetailedErrors
+                    ? $"Exception was thrown by handler. {ex.GetType().Name}: {ex.Message}"
+                    : "Exception was thrown by handler.");
+        }
+    }
+
+    /// <summary>Ends the call: the status as trailers, or as headers (trailers-only) when nothing was sent.</summary>
+    public void Complete(Status status, long startTimestamp)
+    {
+        _completed = true;
+        try
+        {
+            if (!_responseStarted)
+            {
+                if (_responseTrailers is not null) MetadataHeaders.ToHeaders(_responseTrailers, _http.Response.Headers);
+                WriteStatusHeaders(status);
+            }
+            else
+            {
+                var trailers = _http.Features.Get<IHttpResponseTrailersFeature>()?.Trailers;
+                if (trailers is not null)
+                {
+                    if (_responseTrailers is not null) MetadataHeaders.ToHeaders(_responseTrailers, trailers);
+                    WriteStatus(status, trailers);
+                }
+            }
+        }
+        catch (InvalidOperationException) when (_http.RequestAborted.IsCancellationRequested)
+        {
+            // The client is gone; there is nobody to tell.
+        }
+        finally
+        {
+            _callCts?.Dispose();
+        }
+        if (_runtime.Logger.IsEnabled(LogLevel.Information))
+        {
+            Log.CallCompleted(_runtime.Logger, _method.FullName, status.Code, Stopwatch.GetElapsedTime(startTimestamp).TotalMilliseconds, Peer);
+        }
+    }
+
+    private void WriteStatusHeaders(Status status)
+    {
+        _http.Response.ContentType = GrpcProtocol.ContentType;
+        WriteStatus(status, _http.Response.Headers);
+    }
+
+    private static void WriteStatus(Status status, IHeaderDictionary headers)
+    {
+        headers[GrpcProtocol.StatusTrailer] = ((int)status.Code).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (!string.IsNullOrEmpty(status.Detail))
+        {
+            headers[GrpcProtocol.MessageTrailer] = HeaderEncoding.PercentEncode(status.Detail);
+        }
+        if (status.RichStatus is { } rich)
+        {
+            headers[GrpcProtocol.StatusDetailsTrailer] = HeaderEncoding.ToBase64Unpadded(Google.Protobuf.MessageExtensions.ToByteArray(rich));
+        }
+    }
+
+    private void StartResponse()
+    {
+        if (_responseStarted) return;
+        _responseStarted = true;
+        var name = ResponseCompression;
+        if (name is not null
+            && CompressionProviders.Accepts(_http.Request.Headers[GrpcProtocol.AcceptEncodingHeader].ToString(), name)
+            && _runtime.Options.CompressionProviders.TryGet(name, out var provider))
+        {
+            _responseCompressor = provider;
+            _http.Response.Headers[GrpcProtocol.EncodingHeader] = provider!.EncodingName;
+        }
+    }
+
+    private static string FormatPeer(IPAddress? address, int port) => address switch
+    {
+        null => "unknown",
+        { AddressFamily: AddressFamily.InterNetworkV6 } when address.IsIPv4MappedToIPv6 => $"ipv4:{address.MapToIPv4()}:{port}",
+        { AddressFamily: AddressFamily.InterNetworkV6 } => $"ipv6:[{address}]:{port}",
+        _ => $"ipv4:{address}:{port}",
+    };
+
+    internal sealed class Reader(HttpServerCall<TRequest, TResponse> call) : IAsyncStreamReader<TRequest>
+    {
+        private TRequest? _current;
+
+        public TRequest Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
+
+        public bool LastCompressed { get; private set; }
+
+        public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
+        {
+            var token = cancellationToken.CanBeCanceled ? cancellationToken : call.CancellationToken;
+            var result = await MessageFraming.ReadMessageAsync(call._http.Request.BodyReader, call._method.RequestMarshaller,
+                call._requestDecompressor, call._runtime.Options.MaxReceiveMessageSize, "request", token).ConfigureAwait(false);
+            if (!result.HasMessage)
+            {
+                _current = default;
+                return false;
+            }
+            _current = result.Message;
+            LastCompressed = result.WasCompressed;
+            return true;
+        }
+
+        public IAsyncEnumerator<TRequest> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
+            AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
+    }
+
+    internal sealed class Writer(HttpServerCall<TRequest, TResponse> call) : IServerStreamWriter<TResponse>
+    {
+        private bool _writing;
+
+        public WriteFlags WriteFlags { get; set; }
+
+        public async Task WriteAsync(TResponse message, CancellationToken cancellationToken = default)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            if (call._completed) throw new InvalidOperationException("The call is complete; no more messages can be written.");
+            if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+            _writing = true;
+            try
+            {
+                call.StartResponse();
+                var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._responseCompressor;
+                var writer = call._http.Response.BodyWriter;
+                MessageFraming.WriteMessage(writer, message, call._method.ResponseMarshaller, compressor, call._runtime.Options.MaxSendMessageSize);
+                if (call._method.Type is MethodType.Unary or MethodType.ClientStreaming)
+                {
+                    // A single response: Kestrel sends headers, data and trailers together at the end.
+                    return;
+                }
+                var token = cancellationToken.CanBeCanceled ? cancellationToken : call.CancellationToken;
+                var flush = await writer.FlushAsync(token).ConfigureAwait(false);
+                if (flush.IsCanceled) throw new OperationCanceledException(token);
+            }
+            finally
+            {
+                _writing = false;
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "{Method} {StatusCode} {ElapsedMs:0.000}ms peer={Peer}")]
+        public static partial void CallCompleted(ILogger logger, string method, StatusCode statusCode, double elapsedMs, string peer);
+
+        [LoggerMessage(2, LogLevel.Error, "Handler of {Method} threw.")]
+        public static partial void HandlerFailed(ILogger logger, Exception exception, string method);
+    }
+}

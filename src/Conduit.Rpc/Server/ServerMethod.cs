@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Conduit.Rpc.Server;
+
+/// <summary>One bound RPC, turned into an ASP.NET Core request delegate.</summary>
+internal interface IServerMethod
+{
+    IMethod Method { get; }
+
+    RequestDelegate CreateDelegate(IServiceProvider services, ServerRuntime runtime);
+}
+
+internal sealed class ServerMethod<TService, TRequest, TResponse>(
+    Method<TRequest, TResponse> method,
+    Func<HttpServerCall<TRequest, TResponse>, TService, Task> body) : IServerMethod
+    where TService : class
+{
+    public IMethod Method => method;
+
+    public RequestDelegate CreateDelegate(IServiceProvider services, ServerRuntime runtime)
+    {
+        var activator = new ServiceActivator<TService>(services);
+        return async http =>
+        {
+            var start = Stopwatch.GetTimestamp();
+            var call = new HttpServerCall<TRequest, TResponse>(http, method, runtime);
+            if (!call.TryStart(out var failure))
+            {
+                call.Complete(failure, start);
+                return;
+            }
+            Status status;
+            TService? service = null;
+            ServerCallContext.Current = call;
+            try
+            {
+                service = activator.Create(http);
+                await body(call, service).ConfigureAwait(false);
+                status = call.Status;
+            }
+            catch (Exception ex)
+            {
+                status = call.StatusFromException(ex);
+            }
+            finally
+            {
+                ServerCallContext.Current = null;
+                if (service is not null) await activator.ReleaseAsync(service).ConfigureAwait(false);
+            }
+            call.Complete(status, start);
+        };
+    }
+}
+
+/// <summary>
+/// Gets the service instance for a call: the one registered in DI when there is one (so a
+/// singleton keeps its state), otherwise a new instance per call built with DI, disposed after.
+/// </summary>
+internal sealed class ServiceActivator<TService> where TService : class
+{
+    private readonly bool _registered;
+    private readonly ObjectFactory<TService>? _factory;
+
+    public ServiceActivator(IServiceProvider services)
+    {
+        _registered = services.GetService<IServiceProviderIsService>()?.IsService(typeof(TService)) ?? false;
+        if (!_registered) _factory = ActivatorUtilities.CreateFactory<TService>([]);
+    }
+
+    public TService Create(HttpContext http) =>
+        _registered ? http.RequestServices.GetRequiredService<TService>() : _factory!(http.RequestServices, null);
+
+    public ValueTask ReleaseAsync(TService service)
+    {
+        if (_registered) return ValueTask.CompletedTask;
+        if (service is IAsyncDisposable asyncDisposable) return asyncDisposable.DisposeAsync();
+        (service as IDisposable)?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}
