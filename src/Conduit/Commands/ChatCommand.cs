@@ -1,0 +1,61 @@
+using System.CommandLine;
+using Conduit.Protos.Chat.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Client;
+
+namespace Conduit.Commands;
+
+internal static class ChatCommand
+{
+    public static Command Create()
+    {
+        var user = new Option<string>("--user") { Description = "Your name in the room", Required = true };
+        var room = new Option<string>("--room") { Description = "The room to join", DefaultValueFactory = _ => "lobby" };
+        var server = Cli.ServerOption();
+        var command = new Command("chat", "Join a chat room: each line of stdin is a message; the room is printed") { user, room, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var client = new Protos.Chat.V1.Chat.ChatClient(channel);
+            var userName = parse.GetValue(user)!;
+            using var call = client.ChatStream(new CallOptions(new Metadata { { "room", parse.GetValue(room)! } }, cancellationToken: cancellationToken));
+            var send = SendLinesAsync(call.RequestStream, userName, cancellationToken);
+            try
+            {
+                await foreach (var message in call.ResponseStream.WithCancellation(cancellationToken))
+                {
+                    var at = DateTimeOffset.FromUnixTimeMilliseconds(message.SentUnixMs).ToLocalTime();
+                    Console.WriteLine($"[{at:HH:mm:ss}] {message.User}: {message.Text}");
+                }
+                await send;
+                return 0;
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            {
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static async Task SendLinesAsync(IClientStreamWriter<ChatMessage> requests, string user, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
+            {
+                if (line.Length == 0) continue;
+                await requests.WriteAsync(new ChatMessage { User = user, Text = line });
+            }
+            await requests.CompleteAsync();
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or RpcException)
+        {
+            // The call ended (the receive loop reports why) or the user pressed Ctrl-C.
+        }
+    }
+}

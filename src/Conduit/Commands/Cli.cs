@@ -1,0 +1,33 @@
+using System.CommandLine;
+
+namespace Conduit.Commands;
+
+/// <summary>The `conduit` command line.</summary>
+public static class Cli
+{
+    public const string DefaultServer = "http://127.0.0.1:50051";
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("Conduit: gRPC services and the gRPC runtime they run on. `conduit serve` runs every service; the other commands are clients.");
+        root.Subcommands.Add(ServeCommand.Create());
+        root.Subcommands.Add(HelloCommand.Create());
+        root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(InteropCommand.Create());
+        return root;
+    }
+
+    /// <summary>The --server option every client command has.</summary>
+    public static Option<string> ServerOption() => new("--server")
+    {
+        Description = "The server to call: http://host:port (h2c) or https://host:port (TLS)",
+        DefaultValueFactory = _ => DefaultServer,
+    };
+
+    /// <summary>Prints a failed call the way a person wants to read it, and gives the exit code.</summary>
+    public static int ReportError(Rpc.RpcException ex)
+    {
+        Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}");
+        return 1;
+    }
+}

@@ -1,0 +1,103 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Conduit.Protos.Chat.V1;
+using Conduit.Rpc.Server;
+using Conduit.Services.Chat;
+using Conduit.Services.Greeter;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+namespace Conduit.Hosting;
+
+/// <summary>Builds the Kestrel application that serves Conduit's services.</summary>
+public static class ConduitHost
+{
+    /// <summary>
+    /// A web application listening where <paramref name="options"/> say, with the gRPC runtime
+    /// and logging set up; <paramref name="mapServices"/> adds the services.
+    /// </summary>
+    public static WebApplication Build(
+        ServeOptions options,
+        IConfiguration? configuration = null,
+        Action<IServiceCollection>? configureServices = null,
+        Action<WebApplication>? mapServices = null,
+        LogLevel? logLevel = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        if (configuration is not null) builder.Configuration.AddConfiguration(configuration);
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        if (logLevel is { } level)
+        {
+            builder.Logging.SetMinimumLevel(level);
+            if (level < LogLevel.Information) builder.Logging.AddFilter("Microsoft.AspNetCore", level);
+        }
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options);
+        });
+        builder.Services.AddRpc();
+        configureServices?.Invoke(builder.Services);
+        var app = builder.Build();
+        mapServices?.Invoke(app);
+        return app;
+    }
+
+    /// <summary>Every service `conduit serve` runs.</summary>
+    public static void AddConduitServices(IServiceCollection services)
+    {
+        services.AddSingleton<GreeterService>();
+        services.AddSingleton(new Rooms<ChatMessage>());
+        services.AddSingleton<ChatService>();
+    }
+
+    public static void MapConduitServices(WebApplication app)
+    {
+        app.MapRpcService<GreeterService>();
+        app.MapRpcService<ChatService>();
+    }
+
+    /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>
+    public static IReadOnlyList<string> Addresses(WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
+
+    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options)
+    {
+        var uri = new Uri(url);
+        var tls = uri.Scheme == Uri.UriSchemeHttps;
+        if (!tls && uri.Scheme != Uri.UriSchemeHttp) throw new ArgumentException($"URL '{url}' must be http:// (h2c) or https:// (TLS).");
+        X509Certificate2? certificate = null;
+        if (tls)
+        {
+            if (options.TlsCert is null || options.TlsKey is null)
+            {
+                throw new ArgumentException($"URL '{url}' is https://: give --tls-cert and --tls-key.");
+            }
+            certificate = LoadCertificate(options.TlsCert, options.TlsKey);
+        }
+        void Configure(ListenOptions listen)
+        {
+            listen.Protocols = tls ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http2;
+            if (certificate is not null) listen.UseHttps(certificate);
+        }
+        if (uri.Host is "localhost") kestrel.ListenLocalhost(uri.Port, Configure);
+        else if (uri.Host is "*" or "+" or "0.0.0.0") kestrel.ListenAnyIP(uri.Port, Configure);
+        else kestrel.Listen(IPAddress.Parse(uri.Host.Trim('[', ']')), uri.Port, Configure);
+    }
+
+    /// <summary>A certificate with its key from PEM files, usable by SslStream on every platform.</summary>
+    public static X509Certificate2 LoadCertificate(string certPath, string keyPath)
+    {
+        using var pem = X509Certificate2.CreateFromPemFile(certPath, keyPath);
+        return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+    }
+}

@@ -1,0 +1,3 @@
+using Conduit.Commands;
+
+return await Cli.Build().Parse(args).InvokeAsync();
