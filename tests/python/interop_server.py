@@ -211,7 +211,9 @@ def main():
         signal.signal(sig, lambda *_: stop.set())
     if not args.ignore_stdin:
         def watch_stdin():
-            while sys.stdin.buffer.read1(65536):
+            # os.read on the raw fd: a thread blocked in sys.stdin.buffer.read()
+            # holds the buffer's lock and makes interpreter shutdown abort.
+            while os.read(sys.stdin.fileno(), 65536):
                 pass
             stop.set()
         threading.Thread(target=watch_stdin, daemon=True).start()

@@ -29,11 +29,14 @@ public readonly record struct CallOptions
     /// <summary>Compress request messages with this algorithm ("gzip", "deflate"); null sends them as they are.</summary>
     public string? Compression { get; init; }
 
-    /// <summary>Whether a call made inside a handler inherits its deadline and cancellation (default true).</summary>
-    public bool PropagateFromServerCall { get; init; } = true;
+    /// <summary>
+    /// Set to make a call inside a handler independent of the incoming call: it then does not
+    /// inherit its deadline or cancellation (default false: it inherits both).
+    /// </summary>
+    public bool DetachFromServerCall { get; init; }
 
     /// <summary>A deadline <paramref name="timeout"/> from now.</summary>
     public CallOptions WithTimeout(TimeSpan timeout) => this with { Deadline = DateTime.UtcNow + timeout };
 
-    internal ServerCallContext? Parent => PropagateFromServerCall ? ServerCallContext.Current : null;
+    internal ServerCallContext? Parent => DetachFromServerCall ? null : ServerCallContext.Current;
 }

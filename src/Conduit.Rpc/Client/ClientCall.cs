@@ -533,6 +533,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
 
         protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
         {
+            // SocketsHttpHandler holds the request headers back until the body is flushed: flush
+            // now so the server sees the call even before the first message (or with none).
+            await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
             _stream.TrySetResult(stream);
             await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _done).ConfigureAwait(false);
             await _done.Task.ConfigureAwait(false);

@@ -1,0 +1,272 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Conduit.Interop;
+using Conduit.Protos.Grpc.Testing;
+using Conduit.Protos.HelloWorld;
+using Conduit.Rpc.Client;
+using Conduit.Rpc.Server;
+using Conduit.Services.Greeter;
+using Google.Protobuf;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Conduit.Rpc.Tests;
+
+/// <summary>The client channel against real servers: deadlines, cancellation, metadata, errors, concurrency.</summary>
+public class ClientTests
+{
+    [Fact]
+    public async Task Greeter_says_hello()
+    {
+        await using var host = await StartGreeterAndTestService();
+        var reply = await new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest { Name = "World" });
+        Assert.Equal("Hello World", reply.Message);
+    }
+
+    [Fact]
+    public async Task Deadline_is_raised_locally_when_the_server_never_answers()
+    {
+        // A TCP listener that accepts and never speaks: no HTTP/2, no status, nothing.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var channel = RpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        var client = new Greeter.GreeterClient(channel);
+        var watch = Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => client.SayHelloAsync(new HelloRequest(), new CallOptions().WithTimeout(TimeSpan.FromMilliseconds(300))).ResponseAsync);
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+        Assert.InRange(watch.Elapsed, TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task A_deadline_already_past_fails_without_sending()
+    {
+        await using var host = await StartGreeterAndTestService();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => new Greeter.GreeterClient(host.Channel)
+            .SayHelloAsync(new HelloRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(-1))).ResponseAsync);
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task Server_deadline_cancels_the_handler_and_answers_deadline_exceeded()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        var client = new TestService.TestServiceClient(host.Channel);
+        // The client deadline is generous; the server sees a short grpc-timeout through a raw call.
+        var raw = await host.PostAsync("/grpc.testing.TestService/UnaryCall", new ByteArrayContent(TestHost.Frame(new SimpleRequest { ResponseSize = -1 })), headers: ("grpc-timeout", "100m"));
+        Assert.Equal("4", raw.GrpcStatus);
+        Assert.True(await probe.HandlerCancelled.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task Calls_made_inside_a_handler_inherit_the_remaining_deadline()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        probe.Channel = host.Channel;
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        await new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest { ResponseSize = 1 }, new CallOptions(deadline: deadline));
+        var inner = await probe.InnerDeadline.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.True(inner <= deadline.AddMilliseconds(50), $"inner deadline {inner:O} outlives the caller's {deadline:O}");
+        Assert.True(inner > deadline.AddSeconds(-5), $"inner deadline {inner:O} is not the propagated one");
+    }
+
+    [Fact]
+    public async Task Client_cancel_mid_stream_reaches_the_handler()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        using var cts = new CancellationTokenSource();
+        using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall(new CallOptions(cancellationToken: cts.Token));
+        var request = new StreamingOutputCallRequest();
+        request.ResponseParameters.Add(new ResponseParameters { Size = 10 });
+        await call.RequestStream.WriteAsync(request);
+        Assert.True(await call.ResponseStream.MoveNext());
+        await cts.CancelAsync();
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+        Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
+        Assert.True(await probe.HandlerCancelled.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task Many_concurrent_calls_share_one_channel()
+    {
+        await using var host = await StartGreeterAndTestService();
+        var greeter = new Greeter.GreeterClient(host.Channel);
+        var test = new TestService.TestServiceClient(host.Channel);
+        var unary = Enumerable.Range(0, 500).Select(async i =>
+            Assert.Equal($"Hello {i}", (await greeter.SayHelloAsync(new HelloRequest { Name = i.ToString() })).Message));
+        var streams = Enumerable.Range(0, 50).Select(async i =>
+        {
+            var request = new StreamingOutputCallRequest();
+            request.ResponseParameters.AddRange(Enumerable.Range(1, 20).Select(size => new ResponseParameters { Size = size }));
+            using var call = test.StreamingOutputCall(request);
+            var sizes = new List<int>();
+            await foreach (var response in call.ResponseStream) sizes.Add(response.Payload.Body.Length);
+            Assert.Equal(Enumerable.Range(1, 20), sizes);
+        });
+        await Task.WhenAll(unary.Concat(streams));
+    }
+
+    [Fact]
+    public async Task Metadata_with_binary_values_round_trips_in_headers_and_trailers()
+    {
+        await using var host = await StartGreeterAndTestService();
+        var headers = new Metadata { { TestServiceImpl.EchoInitialKey, "hello" }, { TestServiceImpl.EchoTrailingKey, new byte[] { 0, 1, 2, 254, 255 } } };
+        using var call = new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest(), new CallOptions(headers));
+        await call;
+        Assert.Equal("hello", (await call.ResponseHeadersAsync).GetValue(TestServiceImpl.EchoInitialKey));
+        Assert.Equal(new byte[] { 0, 1, 2, 254, 255 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
+        Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+    }
+
+    [Fact]
+    public async Task Rich_error_details_reach_the_client()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        var ex = await Assert.ThrowsAsync<RpcException>(() => new TestService.TestServiceClient(host.Channel).EmptyCallAsync(new Empty()).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        Assert.Equal("slow down ☺", ex.Status.Detail);
+        Assert.Equal(TimeSpan.FromSeconds(3), ex.GetDetail<Google.Rpc.RetryInfo>()!.RetryDelay.ToTimeSpan());
+        Assert.Equal("tokens", ex.GetDetail<Google.Rpc.QuotaFailure>()!.Violations[0].Subject);
+        Assert.Null(ex.GetDetail<Google.Rpc.BadRequest>());
+    }
+
+    [Theory]
+    [InlineData("gzip")]
+    [InlineData("deflate")]
+    public async Task Compressed_requests_and_responses(string encoding)
+    {
+        await using var host = await StartGreeterAndTestService();
+        var response = await new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest
+        {
+            ExpectCompressed = new BoolValue { Value = true },
+            ResponseCompressed = new BoolValue { Value = true },
+            ResponseSize = 100_000,
+            Payload = new Payload { Body = ByteString.CopyFrom(new byte[100_000]) },
+        }, new CallOptions(compression: encoding));
+        Assert.Equal(100_000, response.Payload.Body.Length);
+    }
+
+    [Fact]
+    public async Task Response_larger_than_the_client_receive_limit_is_resource_exhausted()
+    {
+        await using var host = await StartGreeterAndTestService();
+        using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxReceiveMessageSize = 1000 });
+        var ex = await Assert.ThrowsAsync<RpcException>(() => new TestService.TestServiceClient(channel).UnaryCallAsync(new SimpleRequest { ResponseSize = 5000 }).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unreachable_server_is_unavailable()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        using var channel = RpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        var ex = await Assert.ThrowsAsync<RpcException>(() => new Greeter.GreeterClient(channel).SayHelloAsync(new HelloRequest()).ResponseAsync);
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+    }
+
+    [Theory]
+    [InlineData(404, StatusCode.Unimplemented)]
+    [InlineData(401, StatusCode.Unauthenticated)]
+    [InlineData(403, StatusCode.PermissionDenied)]
+    [InlineData(503, StatusCode.Unavailable)]
+    [InlineData(400, StatusCode.Internal)]
+    [InlineData(500, StatusCode.Unknown)]
+    public async Task Http_errors_map_to_grpc_codes(int httpStatus, StatusCode expected)
+    {
+        // A plain HTTP/2 endpoint (no gRPC) answering with an HTTP error, as a proxy might.
+        await using var host = await TestHost.StartAsync(map: app => app.MapPost("/helloworld.Greeter/SayHello", (HttpContext http) =>
+        {
+            http.Response.StatusCode = httpStatus;
+            return Task.CompletedTask;
+        }));
+        var ex = await Assert.ThrowsAsync<RpcException>(() => new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest()).ResponseAsync);
+        Assert.Equal(expected, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task Writing_after_the_server_failed_reports_the_servers_status()
+    {
+        await using var host = await StartGreeterAndTestService();
+        using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
+        await call.RequestStream.WriteAsync(new StreamingOutputCallRequest { ResponseStatus = new EchoStatus { Code = 9, Message = "no" } });
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        var write = await Assert.ThrowsAsync<RpcException>(() => call.RequestStream.WriteAsync(new StreamingOutputCallRequest()));
+        Assert.Equal(StatusCode.FailedPrecondition, write.StatusCode);
+    }
+
+    private static Task<TestHost> StartGreeterAndTestService() => TestHost.StartAsync(
+        s => s.AddSingleton<GreeterService>().AddSingleton<TestServiceImpl>(),
+        a =>
+        {
+            a.MapRpcService<GreeterService>();
+            a.MapRpcService<TestServiceImpl>();
+        });
+
+    public sealed class Probe
+    {
+        public TaskCompletionSource<bool> HandlerCancelled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource<DateTime> InnerDeadline { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public RpcChannel? Channel { get; set; }
+    }
+
+    /// <summary>A TestService that reports what its handlers saw.</summary>
+    public sealed class ProbeService(Probe probe) : TestService.TestServiceBase
+    {
+        public override async Task<SimpleResponse> UnaryCall(SimpleRequest request, ServerCallContext context)
+        {
+            if (request.ResponseSize < 0)
+            {
+                // Sleeps until the deadline cancels it.
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, context.CancellationToken);
+                }
+                finally
+                {
+                    probe.HandlerCancelled.TrySetResult(true);
+                }
+            }
+            // Calls back into this server: the inner call must carry our deadline.
+            await new TestService.TestServiceClient(probe.Channel!).StreamingInputCall().ResponseAsync.ContinueWith(_ => { });
+            return new SimpleResponse();
+        }
+
+        public override async Task<StreamingInputCallResponse> StreamingInputCall(IAsyncStreamReader<StreamingInputCallRequest> requestStream, ServerCallContext context)
+        {
+            probe.InnerDeadline.TrySetResult(context.Deadline);
+            await Task.CompletedTask;
+            return new StreamingInputCallResponse();
+        }
+
+        public override async Task FullDuplexCall(IAsyncStreamReader<StreamingOutputCallRequest> requestStream, IServerStreamWriter<StreamingOutputCallResponse> responseStream, ServerCallContext context)
+        {
+            try
+            {
+                await foreach (var request in requestStream.WithCancellation(context.CancellationToken))
+                {
+                    await responseStream.WriteAsync(new StreamingOutputCallResponse { Payload = new Payload() });
+                }
+                await Task.Delay(Timeout.Infinite, context.CancellationToken);
+            }
+            finally
+            {
+                if (context.CancellationToken.IsCancellationRequested) probe.HandlerCancelled.TrySetResult(true);
+            }
+        }
+
+        public override Task<Empty> EmptyCall(Empty request, ServerCallContext context) =>
+            throw RpcException.WithDetails(StatusCode.ResourceExhausted, "slow down ☺",
+                Details.RetryInfo(TimeSpan.FromSeconds(3)), Details.QuotaFailure(("tokens", "out of tokens")));
+    }
+}

@@ -1,0 +1,90 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Http.Headers;
+using Conduit.Hosting;
+using Conduit.Rpc.Client;
+using Google.Protobuf;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Conduit.Rpc.Tests;
+
+/// <summary>An in-process Conduit server on 127.0.0.1 with a free port, stopped on dispose.</summary>
+public sealed class TestHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private TestHost(WebApplication app, string address)
+    {
+        _app = app;
+        Address = address;
+        Channel = RpcChannel.ForAddress(address);
+    }
+
+    public string Address { get; }
+
+    public RpcChannel Channel { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null)
+    {
+        options ??= new ServeOptions();
+        if (options.Urls.Length == 0) options.Urls = ["http://127.0.0.1:0"];
+        var app = ConduitHost.Build(options, configureServices: services, mapServices: map, logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
+        await app.StartAsync();
+        return new TestHost(app, ConduitHost.Addresses(app)[0]);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Channel.Dispose();
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    /// <summary>A raw HTTP/2 exchange, to see exactly what the server puts on the wire.</summary>
+    public async Task<RawResponse> PostAsync(string path, HttpContent? content, string? contentType = "application/grpc", params (string Name, string Value)[] headers)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler()) { DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        using var request = new HttpRequestMessage(HttpMethod.Post, Address + path) { Content = content ?? new ByteArrayContent([]), Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        request.Content.Headers.ContentType = null;
+        if (contentType is not null) request.Content.Headers.TryAddWithoutValidation("content-type", contentType);
+        request.Headers.TryAddWithoutValidation("te", "trailers");
+        foreach (var (name, value) in headers) request.Headers.TryAddWithoutValidation(name, value);
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsByteArrayAsync();
+        return new RawResponse((int)response.StatusCode, Flatten(response.Headers, response.Content.Headers), body, Flatten(response.TrailingHeaders));
+    }
+
+    public static byte[] Frame(IMessage message, bool compressedFlag = false) => Frame(message.ToByteArray(), compressedFlag);
+
+    public static byte[] Frame(byte[] payload, bool compressedFlag = false)
+    {
+        var frame = new byte[5 + payload.Length];
+        frame[0] = compressedFlag ? (byte)1 : (byte)0;
+        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(1), (uint)payload.Length);
+        payload.CopyTo(frame, 5);
+        return frame;
+    }
+
+    private static Dictionary<string, string> Flatten(params HttpHeaders[] all)
+    {
+        var result = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var headers in all)
+        {
+            foreach (var (key, values) in headers.NonValidated) result[key] = string.Join(",", values);
+        }
+        return result;
+    }
+}
+
+public sealed record RawResponse(int HttpStatus, Dictionary<string, string> Headers, byte[] Body, Dictionary<string, string> Trailers)
+{
+    /// <summary>grpc-status from the trailers, or from the headers of a trailers-only response.</summary>
+    public string? GrpcStatus => Trailers.GetValueOrDefault("grpc-status") ?? Headers.GetValueOrDefault("grpc-status");
+
+    public string? GrpcMessage => Trailers.GetValueOrDefault("grpc-message") ?? Headers.GetValueOrDefault("grpc-message");
+
+    public bool TrailersOnly => Headers.ContainsKey("grpc-status") && Body.Length == 0;
+}
