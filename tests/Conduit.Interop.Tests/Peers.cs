@@ -1,0 +1,185 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using Conduit.Hosting;
+using Microsoft.AspNetCore.Builder;
+
+namespace Conduit.Interop.Tests;
+
+/// <summary>Where things are: the repository, the Python peers, the built conduit executable.</summary>
+public static class Paths
+{
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static string Python => "/usr/bin/python3";
+
+    public static string PythonScript(string name) => Path.Combine(RepoRoot, "tests", "python", name);
+
+    /// <summary>conduit.dll of the same configuration as this test assembly.</summary>
+    public static string ConduitDll
+    {
+        get
+        {
+            var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name; // bin/<Configuration>/net10.0/
+            return Path.Combine(RepoRoot, "src", "Conduit", "bin", configuration, "net10.0", "conduit.dll");
+        }
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (Directory.Exists(Path.Combine(dir.FullName, "protos")) && Directory.Exists(Path.Combine(dir.FullName, "tests", "python"))) return dir.FullName;
+        }
+        throw new InvalidOperationException("Cannot find the repository root above " + AppContext.BaseDirectory);
+    }
+}
+
+/// <summary>A child process whose output is collected; killed (with its children) on dispose.</summary>
+public sealed class ChildProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _stdout = new();
+    private readonly StringBuilder _stderr = new();
+    private readonly List<(Regex Pattern, TaskCompletionSource<Match> Found)> _waits = new();
+
+    private ChildProcess(Process process)
+    {
+        _process = process;
+        process.OutputDataReceived += (_, e) => OnLine(_stdout, e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(_stderr, e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public static ChildProcess Start(string fileName, params string[] args)
+    {
+        var info = new ProcessStartInfo(fileName)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in args) info.ArgumentList.Add(arg);
+        info.Environment["DOTNET_NOLOGO"] = "1";
+        return new ChildProcess(Process.Start(info) ?? throw new InvalidOperationException("could not start " + fileName));
+    }
+
+    /// <summary>Starts the conduit executable built next to these tests.</summary>
+    public static ChildProcess Conduit(params string[] args) => Start("dotnet", [Paths.ConduitDll, .. args]);
+
+    public StreamWriter StandardInput => _process.StandardInput;
+
+    public string Output { get { lock (_stdout) return _stdout.ToString(); } }
+
+    public string Errors { get { lock (_stderr) return _stderr.ToString(); } }
+
+    /// <summary>Waits for a line of stdout matching <paramref name="pattern"/>.</summary>
+    public async Task<Match> WaitForLine(string pattern, TimeSpan? timeout = null)
+    {
+        var regex = new Regex(pattern);
+        var found = new TaskCompletionSource<Match>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_stdout)
+        {
+            foreach (var line in _stdout.ToString().Split('\n'))
+            {
+                var match = regex.Match(line);
+                if (match.Success) return match;
+            }
+            _waits.Add((regex, found));
+        }
+        try
+        {
+            return await found.Task.WaitAsync(timeout ?? TimeSpan.FromSeconds(60));
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"No line matching '{pattern}'. stdout:\n{Output}\nstderr:\n{Errors}");
+        }
+    }
+
+    public async Task<int> WaitForExit(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(60));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"Process did not exit. stdout:\n{Output}\nstderr:\n{Errors}");
+        }
+        _process.WaitForExit(); // drains the output readers
+        return _process.ExitCode;
+    }
+
+    /// <summary>Sends SIGINT (Ctrl-C), as a person stopping a server would.</summary>
+    public void Interrupt() => Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+
+    private void OnLine(StringBuilder buffer, string? line)
+    {
+        if (line is null) return;
+        lock (buffer)
+        {
+            buffer.Append(line).Append('\n');
+            if (buffer != _stdout) return;
+            for (var i = _waits.Count - 1; i >= 0; i--)
+            {
+                var match = _waits[i].Pattern.Match(line);
+                if (match.Success)
+                {
+                    _waits[i].Found.TrySetResult(match);
+                    _waits.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    /// <summary>Runs a command to completion and returns its exit code and output.</summary>
+    public static async Task<(int ExitCode, string Output, string Errors)> Run(string fileName, params string[] args)
+    {
+        await using var child = Start(fileName, args);
+        child.StandardInput.Close();
+        var code = await child.WaitForExit(TimeSpan.FromSeconds(120));
+        return (code, child.Output, child.Errors);
+    }
+}
+
+/// <summary>An in-process Conduit server on 127.0.0.1 with a free port.</summary>
+public sealed class InProcessServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private InProcessServer(WebApplication app)
+    {
+        _app = app;
+        Port = new Uri(ConduitHost.Addresses(app)[0]).Port;
+    }
+
+    public int Port { get; }
+
+    public static async Task<InProcessServer> StartAsync(Action<WebApplication> map, ServeOptions? options = null)
+    {
+        options ??= new ServeOptions { Urls = ["http://127.0.0.1:0"] };
+        var app = ConduitHost.Build(options, mapServices: map, logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
+        await app.StartAsync();
+        return new InProcessServer(app);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}

@@ -1,0 +1,116 @@
+using Conduit.Protos.Chat.V1;
+using Conduit.Rpc.Client;
+using Conduit.Rpc.Server;
+using Conduit.Services.Chat;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Conduit.Rpc.Tests;
+
+public class ChatTests
+{
+    private static Task<TestHost> StartChat(int queueCapacity = 256) => TestHost.StartAsync(
+        s => s.AddSingleton(new Rooms<ChatMessage>(queueCapacity)).AddSingleton<ChatService>(),
+        a => a.MapRpcService<ChatService>());
+
+    private static AsyncDuplexStreamingCall<ChatMessage, ChatMessage> Join(TestHost host, string? room = null)
+    {
+        var headers = room is null ? null : new Metadata { { "room", room } };
+        return new Chat.ChatClient(host.Channel).ChatStream(new CallOptions(headers).WithTimeout(TimeSpan.FromSeconds(30)));
+    }
+
+    /// <summary>Joining is asynchronous on the server: wait until the room has the participants.</summary>
+    private static async Task WaitForParticipants(TestHost host, string room, int count)
+    {
+        var rooms = host.Services.GetRequiredService<Rooms<ChatMessage>>();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (rooms.CountIn(room) != count)
+        {
+            await Task.Delay(5, timeout.Token);
+        }
+    }
+
+    [Fact]
+    public async Task A_lone_participant_sees_its_own_message()
+    {
+        await using var host = await StartChat();
+        using var call = Join(host);
+        await call.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hi" });
+        Assert.True(await call.ResponseStream.MoveNext());
+        Assert.Equal(("ann", "hi"), (call.ResponseStream.Current.User, call.ResponseStream.Current.Text));
+        Assert.True(call.ResponseStream.Current.SentUnixMs > 0);
+        await call.RequestStream.CompleteAsync();
+        Assert.False(await call.ResponseStream.MoveNext());
+        Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+    }
+
+    [Fact]
+    public async Task Every_participant_of_a_room_gets_every_message_and_other_rooms_get_none()
+    {
+        await using var host = await StartChat();
+        using var ann = Join(host, "r1");
+        using var bob = Join(host, "r1");
+        using var eve = Join(host, "r2");
+        await ann.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hello" });
+        await WaitForParticipants(host, "r2", 1);
+        await WaitForParticipants(host, "r1", 2);
+        await bob.RequestStream.WriteAsync(new ChatMessage { User = "bob", Text = "hey ann" });
+
+        foreach (var call in new[] { ann, bob })
+        {
+            var texts = new List<string>();
+            while (texts.Count < 2 && await call.ResponseStream.MoveNext())
+            {
+                texts.Add(call.ResponseStream.Current.Text);
+            }
+            Assert.Contains("hey ann", texts);
+        }
+        await eve.RequestStream.WriteAsync(new ChatMessage { User = "eve", Text = "anyone?" });
+        Assert.True(await eve.ResponseStream.MoveNext());
+        Assert.Equal("anyone?", eve.ResponseStream.Current.Text);
+    }
+
+    [Fact]
+    public async Task A_participant_that_falls_behind_is_ended_with_resource_exhausted_and_the_room_goes_on()
+    {
+        await using var host = await StartChat(queueCapacity: 4);
+        using var slow = Join(host, "busy");
+        using var fast = Join(host, "busy");
+        await fast.RequestStream.WriteAsync(new ChatMessage { User = "fast", Text = "0" });
+        await WaitForParticipants(host, "busy", 2);
+        // The slow participant never reads; HTTP/2 flow control backs its stream up, its queue
+        // fills, and the server evicts it. The fast one reads everything and is never blocked.
+        var received = 0;
+        var sent = 0;
+        var payload = new string('x', 8 * 1024);
+        while (host.Services.GetRequiredService<Rooms<ChatMessage>>().CountIn("busy") == 2)
+        {
+            await fast.RequestStream.WriteAsync(new ChatMessage { User = "fast", Text = payload });
+            sent++;
+            while (received < sent && await fast.ResponseStream.MoveNext()) received++;
+            Assert.True(sent < 10_000, "the slow participant was never evicted");
+        }
+        var ex = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            while (await slow.ResponseStream.MoveNext()) { }
+        });
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        await fast.RequestStream.WriteAsync(new ChatMessage { User = "fast", Text = "still here" });
+        string last;
+        do
+        {
+            Assert.True(await fast.ResponseStream.MoveNext());
+            last = fast.ResponseStream.Current.Text;
+        } while (last != "still here");
+    }
+
+    [Fact]
+    public async Task A_message_without_a_user_is_invalid_argument()
+    {
+        await using var host = await StartChat();
+        using var call = Join(host);
+        await call.RequestStream.WriteAsync(new ChatMessage { Text = "who am I" });
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        Assert.Equal("user", ex.GetDetail<Google.Rpc.BadRequest>()!.FieldViolations[0].Field);
+    }
+}
