@@ -20,7 +20,7 @@ public static class Paths
     {
         get
         {
-            var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name; // bin/<Configuration>/net10.0/
+            var configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name; // bin/<Configuration>/net10.0
             return Path.Combine(RepoRoot, "src", "Conduit", "bin", configuration, "net10.0", "conduit.dll");
         }
     }
@@ -89,14 +89,10 @@ public sealed class ChildProcess : IAsyncDisposable
             }
             _waits.Add((regex, found));
         }
-        try
-        {
-            return await found.Task.WaitAsync(timeout ?? TimeSpan.FromSeconds(60));
-        }
-        catch (TimeoutException)
-        {
-            throw new TimeoutException($"No line matching '{pattern}'. stdout:\n{Output}\nstderr:\n{Errors}");
-        }
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(60));
+        var exited = _process.WaitForExitAsync(cts.Token);
+        if (await Task.WhenAny(found.Task, exited) == found.Task) return await found.Task;
+        throw new TimeoutException($"No line matching '{pattern}' ({(_process.HasExited ? "the process exited" : "timed out")}). stdout:\n{Output}\nstderr:\n{Errors}");
     }
 
     public async Task<int> WaitForExit(TimeSpan? timeout = null)

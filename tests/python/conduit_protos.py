@@ -7,7 +7,8 @@ The protos (../../protos relative to this file) are compiled with /usr/bin/proto
 (only `_pb2` message modules; there is no grpc_tools plugin, so stubs and
 handlers are built with grpc's generic API by the callers). Compilation runs on
 every import of this module (once per process), into $CONDUIT_PY_PROTO_DIR if
-set, otherwise a fresh temp dir, so stale generated files never matter.
+set (kept), otherwise a fresh temp dir (deleted again as soon as the modules
+are loaded), so stale generated files never matter.
 
 The generated modules are loaded by file path under flat names (empty_pb2, ...)
 instead of their package paths: `grpc/testing/*_pb2.py` would otherwise have to
@@ -39,19 +40,22 @@ _PROTOS = {
 }
 
 
-def _out_dir():
-    path = os.environ.get("CONDUIT_PY_PROTO_DIR")
-    if path:
-        os.makedirs(path, exist_ok=True)
-        return path
-    path = tempfile.mkdtemp(prefix="conduit_py_protos_")
-    import atexit
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
-
 def _compile_and_load():
-    out = _out_dir()
+    out = os.environ.get("CONDUIT_PY_PROTO_DIR")
+    if out:
+        os.makedirs(out, exist_ok=True)
+    else:
+        out = tempfile.mkdtemp(prefix="conduit_py_protos_")
+    try:
+        return _compile_and_load_into(out)
+    finally:
+        if not os.environ.get("CONDUIT_PY_PROTO_DIR"):
+            # Once executed, the modules live in memory; removing the temp dir
+            # now means a killed process can't leak it.
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _compile_and_load_into(out):
     # -I PROTO_ROOT keeps the canonical descriptor file names
     # (e.g. "grpc/testing/messages.proto"), matching the other implementations.
     cmd = [PROTOC, "-I", PROTO_ROOT, "--python_out=" + out] + list(_PROTOS.values())
@@ -67,7 +71,11 @@ def _compile_and_load():
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
         modules[name] = module
     return modules
 

@@ -1,0 +1,90 @@
+namespace Conduit.Interop.Tests;
+
+/// <summary>The real `conduit` executable, driven as a person would from a terminal.</summary>
+public class ExecutableTests
+{
+    private static async Task<(ChildProcess Server, string Url)> Serve(string dataDir)
+    {
+        var server = ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", dataDir);
+        var match = await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)");
+        return (server, match.Groups[1].Value);
+    }
+
+    [Fact]
+    public async Task Serve_answers_conduit_hello_and_a_python_greeter_and_stops_cleanly_on_ctrl_c()
+    {
+        var data = Directory.CreateTempSubdirectory("conduit-data-").FullName;
+        var (server, url) = await Serve(data);
+        await using (server)
+        {
+            var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "World", "--server", url);
+            Assert.Equal((0, "Hello World\n"), (hello.ExitCode, hello.Output));
+
+            var python = await ChildProcess.Run(Paths.Python, Paths.PythonScript("greeter_client.py"), "--server", url.Replace("http://", ""), "Python");
+            Assert.True(python.ExitCode == 0, python.Errors);
+            Assert.Equal("Hello Python\n", python.Output);
+
+            // A chat participant is connected while the server stops: nothing hangs.
+            await using var chat = ChildProcess.Conduit("chat", "--user", "ann", "--server", url);
+            await chat.StandardInput.WriteLineAsync("still here?");
+            await chat.StandardInput.FlushAsync();
+            await chat.WaitForLine("ann: still here\\?");
+            server.Interrupt();
+            Assert.Equal(0, await server.WaitForExit(TimeSpan.FromSeconds(20)));
+            Assert.Contains("/helloworld.Greeter/SayHello OK", server.Output);
+            var chatExit = await chat.WaitForExit(TimeSpan.FromSeconds(20));
+            Assert.Contains("Unavailable", chat.Errors);
+            Assert.Equal(1, chatExit);
+        }
+        Directory.Delete(data, recursive: true);
+    }
+
+    [Fact]
+    public async Task Two_chat_terminals_in_one_room_see_each_others_messages()
+    {
+        var data = Directory.CreateTempSubdirectory("conduit-data-").FullName;
+        var (server, url) = await Serve(data);
+        await using (server)
+        {
+            await using var ann = ChildProcess.Conduit("chat", "--user", "ann", "--room", "dev", "--server", url);
+            await using var bob = ChildProcess.Conduit("chat", "--user", "bob", "--room", "dev", "--server", url);
+            await using var eve = ChildProcess.Conduit("chat", "--user", "eve", "--room", "other", "--server", url);
+            // Each one says hello until it sees its own line: then it is in the room.
+            foreach (var (who, process) in new[] { ("ann", ann), ("bob", bob), ("eve", eve) })
+            {
+                await process.StandardInput.WriteLineAsync($"{who} joined");
+                await process.StandardInput.FlushAsync();
+                await process.WaitForLine($"{who}: {who} joined");
+            }
+            await ann.StandardInput.WriteLineAsync("hi bob");
+            await ann.StandardInput.FlushAsync();
+            await bob.WaitForLine(@"^\[\d\d:\d\d:\d\d\] ann: hi bob$");
+            await bob.StandardInput.WriteLineAsync("hi ann");
+            await bob.StandardInput.FlushAsync();
+            await ann.WaitForLine("bob: hi ann");
+
+            foreach (var process in new[] { ann, bob, eve })
+            {
+                process.StandardInput.Close();
+                Assert.Equal(0, await process.WaitForExit(TimeSpan.FromSeconds(20)));
+            }
+            Assert.DoesNotContain("hi bob", eve.Output);
+            Assert.DoesNotContain("eve joined", bob.Output);
+        }
+        Directory.Delete(data, recursive: true);
+    }
+
+    [Fact]
+    public async Task Interop_entry_points_take_the_official_flags()
+    {
+        await using var server = ChildProcess.Conduit("interop", "server", "--port=0");
+        var port = (await server.WaitForLine(@"listening on http://127\.0\.0\.1:(\d+)")).Groups[1].Value;
+        var pass = await ChildProcess.Run("dotnet", Paths.ConduitDll, "interop", "client", "--server_host=127.0.0.1",
+            $"--server_port={port}", "--test_case=large_unary", "--use_tls=false");
+        Assert.True(pass.ExitCode == 0, pass.Errors);
+        var unknown = await ChildProcess.Run("dotnet", Paths.ConduitDll, "interop", "client", "--server_host=127.0.0.1",
+            $"--server_port={port}", "--test_case=no_such_case");
+        Assert.NotEqual(0, unknown.ExitCode);
+        Assert.Contains("no_such_case", unknown.Errors);
+    }
+}
