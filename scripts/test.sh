@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on Debian (the official gRPC peers and their
+# protobuf runtime), builds everything with warnings as errors, runs every test suite, and ends
+# with one line "N passed, M failed" summed over all suites.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# python3-grpcio: the C-core gRPC for Python, our interop peer (client and server).
+# python3-protobuf + protobuf-compiler: generate and run its message classes from protos/.
+packages=(python3-grpcio python3-protobuf protobuf-compiler)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+dotnet build Conduit.slnx -c Release -nologo -v quiet
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+dotnet test Conduit.slnx -c Release --no-build -nologo 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# Sum the per-suite summaries: "Passed!  - Failed:     0, Passed:    69, Skipped: ..."
+passed=$(grep -Eo 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$(grep -Eo 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+suites=$(grep -Ec '(Passed|Failed)! +- ' "$log" || true)
+if [[ "$suites" -lt 2 && "$status" -eq 0 ]]; then
+  echo "expected 2 test suites, saw $suites" >&2
+  status=1
+fi
+echo "$passed passed, $failed failed"
+exit "$status"
