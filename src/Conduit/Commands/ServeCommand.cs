@@ -40,7 +40,7 @@ internal static class ServeCommand
             try
             {
                 await using var app = ConduitHost.Build(options, configuration,
-                    ConduitHost.AddConduitServices, ConduitHost.MapConduitServices, parse.GetValue(logLevel));
+                    services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, parse.GetValue(logLevel));
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
                 Console.WriteLine("services: helloworld.Greeter, chat.v1.Chat. Ctrl-C stops.");

@@ -52,8 +52,12 @@ public static class ConduitHost
         return app;
     }
 
-    /// <summary>Every service `conduit serve` runs.</summary>
-    public static void AddConduitServices(IServiceCollection services)
+    /// <summary>
+    /// Every service `conduit serve` runs. Each service binds its own options class from its own
+    /// section of <paramref name="configuration"/> ("Conduit:Log", "Conduit:Users", ...), with
+    /// defaults under <see cref="ServeOptions.DataDir"/>.
+    /// </summary>
+    public static void AddConduitServices(IServiceCollection services, IConfiguration configuration, ServeOptions options)
     {
         services.AddSingleton<GreeterService>();
         services.AddSingleton(new Rooms<ChatMessage>());
