@@ -69,7 +69,9 @@ public class ClientTests
         var deadline = DateTime.UtcNow.AddSeconds(20);
         await new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest { ResponseSize = 1 }, new CallOptions(deadline: deadline));
         var inner = await probe.InnerDeadline.Task.WaitAsync(TimeSpan.FromSeconds(5));
-        Assert.True(inner <= deadline.AddMilliseconds(50), $"inner deadline {inner:O} outlives the caller's {deadline:O}");
+        // Each server turns the relative grpc-timeout into a deadline when the request arrives, so
+        // the inner deadline is the caller's plus two transit times: allow for a loaded machine.
+        Assert.True(inner <= deadline.AddSeconds(2), $"inner deadline {inner:O} outlives the caller's {deadline:O}");
         Assert.True(inner > deadline.AddSeconds(-5), $"inner deadline {inner:O} is not the propagated one");
     }
 

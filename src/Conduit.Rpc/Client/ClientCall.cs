@@ -215,6 +215,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         await _started.ConfigureAwait(false);
         ThrowIfFinished();
+        if (_status is not null) return default; // ended OK: nothing more to read
         using var registration = cancellationToken.CanBeCanceled
             ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
             : default;
@@ -293,11 +294,10 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         {
             try { _cts.CancelAfter(Timeout.Infinite); } catch (ObjectDisposedException) { }
         }
-        if (status.Code != StatusCode.OK)
-        {
-            _response?.Dispose();
-            _request?.Dispose();
-        }
+        // The response is fully read (OK) or abandoned: return its buffers and connection stream.
+        _reader?.Complete();
+        _response?.Dispose();
+        _request?.Dispose();
     }
 
     public void Dispose()

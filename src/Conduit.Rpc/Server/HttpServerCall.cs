@@ -151,13 +151,15 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         return request;
     }
 
+    /// <summary>Whether the call's deadline passed (rather than the client or a shutdown ending it).</summary>
+    public bool DeadlineExceeded =>
+        _deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested
+        && !_http.RequestAborted.IsCancellationRequested && !_runtime.Stopping.IsCancellationRequested;
+
     public Status StatusFromException(Exception ex)
     {
         if (_http.RequestAborted.IsCancellationRequested) return new Status(StatusCode.Cancelled, "Call canceled by the client.");
-        if (_deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested && DateTime.UtcNow >= _deadline)
-        {
-            return new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded");
-        }
+        if (DeadlineExceeded) return new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded");
         if (_runtime.Stopping.IsCancellationRequested && ex is OperationCanceledException)
         {
             return new Status(StatusCode.Unavailable, "The server is shutting down.");

@@ -38,7 +38,8 @@ internal sealed class ServerMethod<TService, TRequest, TResponse>(
             {
                 service = activator.Create(http);
                 await body(call, service).ConfigureAwait(false);
-                status = call.Status;
+                // A handler that finished after its deadline still failed: the client gave up.
+                status = call.DeadlineExceeded ? new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded") : call.Status;
             }
             catch (Exception ex)
             {
