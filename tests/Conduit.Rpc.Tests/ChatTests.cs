@@ -50,9 +50,10 @@ public class ChatTests
         using var ann = Join(host, "r1");
         using var bob = Join(host, "r1");
         using var eve = Join(host, "r2");
-        await ann.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hello" });
-        await WaitForParticipants(host, "r2", 1);
+        // The calls reach the server (and join) before any message is written.
         await WaitForParticipants(host, "r1", 2);
+        await WaitForParticipants(host, "r2", 1);
+        await ann.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hello" });
         await bob.RequestStream.WriteAsync(new ChatMessage { User = "bob", Text = "hey ann" });
 
         foreach (var call in new[] { ann, bob })
@@ -62,7 +63,7 @@ public class ChatTests
             {
                 texts.Add(call.ResponseStream.Current.Text);
             }
-            Assert.Contains("hey ann", texts);
+            Assert.Equal(new[] { "hello", "hey ann" }, texts.Order());
         }
         await eve.RequestStream.WriteAsync(new ChatMessage { User = "eve", Text = "anyone?" });
         Assert.True(await eve.ResponseStream.MoveNext());
@@ -101,6 +102,39 @@ public class ChatTests
             Assert.True(await fast.ResponseStream.MoveNext());
             last = fast.ResponseStream.Current.Text;
         } while (last != "still here");
+    }
+
+    [Fact]
+    public async Task Participants_that_flood_each_other_end_with_resource_exhausted_and_nothing_else()
+    {
+        // Two participants each send a message per message they read: the room delivers twice
+        // what each reads, so both queues fill and both get evicted. Each eviction ends the
+        // handler while its request stream is still open: that must be a clean
+        // RESOURCE_EXHAUSTED, never a failure of the request reader (UNKNOWN/INTERNAL).
+        await using var host = await StartChat(queueCapacity: 8);
+        async Task<StatusCode> Flood(string user)
+        {
+            using var call = Join(host, "flood");
+            try
+            {
+                for (var i = 0; i < 10_000; i++)
+                {
+                    await call.RequestStream.WriteAsync(new ChatMessage { User = user, Text = "x" });
+                    if (!await call.ResponseStream.MoveNext()) return StatusCode.OK;
+                }
+                return StatusCode.OK;
+            }
+            catch (RpcException ex)
+            {
+                return ex.StatusCode;
+            }
+        }
+        for (var round = 0; round < 5; round++)
+        {
+            var codes = await Task.WhenAll(Flood("a"), Flood("b"));
+            Assert.All(codes, code => Assert.True(code is StatusCode.ResourceExhausted or StatusCode.OK, $"ended with {code}"));
+            Assert.Contains(StatusCode.ResourceExhausted, codes);
+        }
     }
 
     [Fact]

@@ -441,6 +441,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         private bool _completed;
         private bool _writing;
+        private bool _serverDone;
 
         public WriteFlags WriteFlags { get; set; }
 
@@ -452,6 +453,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
             call.ThrowIfFinished();
             if (call._status is not null) throw new InvalidOperationException("The call is already over.");
+            if (_serverDone) return;
             _writing = true;
             try
             {
@@ -467,6 +469,18 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             }
             catch (Exception ex) when (ex is not RpcException || call._status is not null)
             {
+                if (call._status is null && !call._cts.IsCancellationRequested)
+                {
+                    await call._started.ConfigureAwait(false);
+                    if (call._status is null && call._response is not null)
+                    {
+                        // The server answered and ended the call while we were still sending. As in
+                        // grpc-java, the message is dropped and the call's status is what reading
+                        // the response gives: that is where the server's real status is.
+                        _serverDone = true;
+                        return;
+                    }
+                }
                 // The call ended under the write: report how it ended.
                 if (call._status is null) call.Finish(call.StatusFromException(ex), null);
                 if (call._status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);

@@ -28,7 +28,11 @@ public sealed class ChatService(Rooms<ChatMessage> rooms, TimeProvider? time = n
         }
         var token = context.CancellationToken;
         using var participant = rooms.Join(room);
-        var pump = PumpAsync(requestStream, participant, token);
+        // The pump reads the request stream while this method writes the response stream. It must
+        // be over before the handler returns, whichever side ends first: the server reads the
+        // request body itself once the call is complete.
+        using var pumpCts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var pump = PumpAsync(requestStream, participant, pumpCts.Token);
         try
         {
             await foreach (var message in participant.Messages.ReadAllAsync(token).ConfigureAwait(false))
@@ -40,7 +44,11 @@ public sealed class ChatService(Rooms<ChatMessage> rooms, TimeProvider? time = n
         {
             throw new RpcException(StatusCode.ResourceExhausted, ex.Message);
         }
-        await pump.ConfigureAwait(false);
+        finally
+        {
+            await pumpCts.CancelAsync().ConfigureAwait(false);
+            await pump.ConfigureAwait(false);
+        }
     }
 
     private async Task PumpAsync(IAsyncStreamReader<ChatMessage> requests, Rooms<ChatMessage>.Participant participant, CancellationToken token)

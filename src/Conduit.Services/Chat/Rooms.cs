@@ -82,9 +82,12 @@ public sealed class Rooms<T>
         private readonly Room _room;
         private int _left;
 
+        private readonly int _capacity;
+
         internal Participant(Room room, int capacity)
         {
             _room = room;
+            _capacity = capacity;
             Queue = Channel.CreateBounded<T>(new BoundedChannelOptions(capacity)
             {
                 FullMode = BoundedChannelFullMode.Wait, // TryWrite fails when full, and we evict
@@ -112,14 +115,14 @@ public sealed class Rooms<T>
             Queue.Writer.TryComplete(error);
         }
 
-        internal void Evict() => Leave(new ParticipantEvictedException(_room.Count));
+        internal void Evict() => Leave(new ParticipantEvictedException(_capacity));
 
         public void Dispose() => Leave();
     }
 }
 
 /// <summary>A participant fell so far behind that its queue filled up, and was removed from the room.</summary>
-public sealed class ParticipantEvictedException(int roomSize)
-    : Exception($"The participant fell too far behind the room ({roomSize} participants) and was removed.")
+public sealed class ParticipantEvictedException(int queueCapacity)
+    : Exception($"The participant fell more than {queueCapacity} messages behind the room and was removed from it.")
 {
 }

@@ -14,6 +14,7 @@ public static class Cli
         root.Subcommands.Add(HelloCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
         root.Subcommands.Add(InteropCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         return root;
     }
 
