@@ -35,6 +35,34 @@ public class ServerProtocolTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Messages_split_across_many_http2_data_frames_are_reassembled()
+    {
+        var request = new SimpleRequest { ResponseSize = 7, Payload = new Payload { Body = ByteString.CopyFrom(new byte[3000]) } };
+        var response = await _host.PostAsync(UnaryCall, new TricklingContent(TestHost.Frame(request), chunk: 7));
+        Assert.Equal("0", response.GrpcStatus);
+        Assert.Equal(7, SimpleResponse.Parser.ParseFrom(response.Body.AsSpan(5)).Payload.Body.Length);
+    }
+
+    /// <summary>Sends its bytes a few at a time, flushing each piece into its own DATA frame.</summary>
+    private sealed class TricklingContent(byte[] bytes, int chunk) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            for (var i = 0; i < bytes.Length; i += chunk)
+            {
+                await stream.WriteAsync(bytes.AsMemory(i, Math.Min(chunk, bytes.Length - i)));
+                await stream.FlushAsync();
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
+    }
+
+    [Fact]
     public async Task Wrong_content_type_is_415_with_a_grpc_status()
     {
         var response = await _host.PostAsync(UnaryCall, new ByteArrayContent(TestHost.Frame(new SimpleRequest())), contentType: "application/json");
