@@ -66,17 +66,15 @@ public class PythonClientAgainstConduitServer(ConduitServers servers) : IClassFi
     [MemberData(nameof(Cases.All), MemberType = typeof(Cases))]
     public async Task Our_client_against_our_server_over_tls(string testCase)
     {
-        using var channel = RpcChannel.ForAddress($"https://localhost:{servers.Tls.Port}", new RpcChannelOptions
+        var (channel, probe) = InteropClient.CreateChannel($"https://localhost:{servers.Tls.Port}", new SocketsHttpHandler
         {
-            HttpHandler = new SocketsHttpHandler
+            SslOptions = new System.Net.Security.SslClientAuthenticationOptions
             {
-                SslOptions = new System.Net.Security.SslClientAuthenticationOptions
-                {
-                    RemoteCertificateValidationCallback = (_, cert, _, _) => cert is not null && cert.GetCertHashString() == CertHash(),
-                },
+                RemoteCertificateValidationCallback = (_, cert, _, _) => cert is not null && cert.GetCertHashString() == CertHash(),
             },
         });
-        await new InteropClient(channel).RunAsync(testCase);
+        using var _ = channel;
+        await new InteropClient(channel, probe).RunAsync(testCase);
     }
 
     private string CertHash()
@@ -110,7 +108,8 @@ public class ConduitClientAgainstPythonServer(PythonServer server) : IClassFixtu
     [MemberData(nameof(Cases.All), MemberType = typeof(Cases))]
     public async Task Interop_case(string testCase)
     {
-        using var channel = RpcChannel.ForAddress($"http://127.0.0.1:{server.Port}");
-        await new InteropClient(channel).RunAsync(testCase);
+        var (channel, probe) = InteropClient.CreateChannel($"http://127.0.0.1:{server.Port}");
+        using var _ = channel;
+        await new InteropClient(channel, probe).RunAsync(testCase);
     }
 }

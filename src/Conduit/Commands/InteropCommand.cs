@@ -80,11 +80,9 @@ internal static class InteropCommand
         {
             var tls = parse.GetValue(useTls);
             var address = $"{(tls ? "https" : "http")}://{parse.GetValue(serverHost)}:{parse.GetValue(serverPort)}";
-            using var channel = RpcChannel.ForAddress(address, new RpcChannelOptions
-            {
-                HttpHandler = tls ? TlsHandler(parse.GetValue(hostOverride), parse.GetValue(caFile)) : null,
-            });
-            var client = new InteropClient(channel);
+            var (channel, probe) = InteropClient.CreateChannel(address, tls ? TlsHandler(parse.GetValue(hostOverride), parse.GetValue(caFile)) : null);
+            using var _ = channel;
+            var client = new InteropClient(channel, probe);
             var cases = parse.GetValue(testCase) == "all" ? InteropClient.TestCases : [parse.GetValue(testCase)!];
             var failed = 0;
             foreach (var name in cases)

@@ -34,6 +34,8 @@ public static class ConduitHost
         });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // A failure to start (say, the port is taken) is reported by the caller in one line.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
         if (logLevel is { } level)
         {
             builder.Logging.SetMinimumLevel(level);

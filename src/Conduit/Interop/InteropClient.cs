@@ -12,10 +12,21 @@ public sealed class InteropFailure(string message) : Exception(message);
 /// The gRPC interop client: the test cases of grpc/grpc doc/interop-test-descriptions.md, each
 /// asserting what the spec says the client must check.
 /// </summary>
-public sealed class InteropClient(RpcChannel channel)
+public sealed class InteropClient(RpcChannel channel, CompressionProbe? probe = null)
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(30);
     private readonly TestService.TestServiceClient _client = new(channel);
+
+    /// <summary>
+    /// A channel whose handler carries a <see cref="CompressionProbe"/>, so the compression cases
+    /// also check each response message's compressed flag. <paramref name="handler"/> defaults to
+    /// a plain SocketsHttpHandler (give one with TLS options for https).
+    /// </summary>
+    public static (RpcChannel Channel, CompressionProbe Probe) CreateChannel(string address, HttpMessageHandler? handler = null)
+    {
+        var probe = new CompressionProbe(handler ?? new SocketsHttpHandler { EnableMultipleHttp2Connections = true });
+        return (RpcChannel.ForAddress(address, new RpcChannelOptions { HttpHandler = probe }), probe);
+    }
 
     public static IReadOnlyList<string> TestCases { get; } =
     [
@@ -87,12 +98,22 @@ public sealed class InteropClient(RpcChannel channel)
     {
         foreach (var compress in new[] { true, false })
         {
+            probe?.Reset();
             var response = await _client.UnaryCallAsync(new SimpleRequest
             {
                 ResponseCompressed = new BoolValue { Value = compress }, ResponseSize = 314159, Payload = Zeros(271828),
             }, Options());
             CheckPayload(response.Payload, 314159);
+            CheckCompressedFlags([compress]);
         }
+    }
+
+    /// <summary>With a probe, the response frames' compressed flags must be exactly these.</summary>
+    private void CheckCompressedFlags(bool[] expected)
+    {
+        if (probe is null) return;
+        var flags = probe.Flags;
+        Check(flags.SequenceEqual(expected), $"response compressed flags [{string.Join(",", flags)}], expected [{string.Join(",", expected)}]");
     }
 
     private async Task ClientStreaming()
@@ -140,7 +161,9 @@ public sealed class InteropClient(RpcChannel channel)
         var request = new StreamingOutputCallRequest();
         request.ResponseParameters.Add(new ResponseParameters { Compressed = new BoolValue { Value = true }, Size = 31415 });
         request.ResponseParameters.Add(new ResponseParameters { Compressed = new BoolValue { Value = false }, Size = 92653 });
+        probe?.Reset();
         await CheckStream(_client.StreamingOutputCall(request, Options()), [31415, 92653]);
+        CheckCompressedFlags([true, false]);
     }
 
     private static async Task CheckStream(AsyncServerStreamingCall<StreamingOutputCallResponse> call, int[] sizes)
