@@ -136,7 +136,8 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         return true;
     }
 
-    public async Task<TRequest> ReadSingleRequestAsync()
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<TRequest> ReadSingleRequestAsync()
     {
         var reader = RequestReader;
         if (!await reader.MoveNext().ConfigureAwait(false))
@@ -206,6 +207,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         {
             _callCts?.Dispose();
         }
+        _runtime.Metrics.OnCallCompleted(status.Code);
         if (_runtime.Logger.IsEnabled(LogLevel.Information))
         {
             Log.CallCompleted(_runtime.Logger, _method.FullName, status.Code, Stopwatch.GetElapsedTime(startTimestamp).TotalMilliseconds, Peer);
@@ -261,6 +263,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
         public bool LastCompressed { get; private set; }
 
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
         public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
         {
             var token = cancellationToken.CanBeCanceled ? cancellationToken : call.CancellationToken;

@@ -1,6 +1,7 @@
 using System.Reflection;
 using Conduit.Rpc.Wire;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
@@ -17,6 +18,9 @@ public static class RpcServiceCollectionExtensions
         services.AddOptions<RpcServerOptions>();
         if (configure is not null) services.Configure(configure);
         services.TryAddSingleton<ServerRuntime>();
+        services.TryAddSingleton<RpcServerMetrics>();
+        services.TryAddSingleton(new RpcServiceRegistrations(services));
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IStartupFilter, UnimplementedStartupFilter>());
         return services;
     }
 }
@@ -42,7 +46,6 @@ public static class RpcEndpointRouteBuilderExtensions
             var handler = method.CreateDelegate(endpoints.ServiceProvider, runtime);
             builders.Add(endpoints.MapPost(method.Method.FullName, handler).WithDisplayName("gRPC " + method.Method.FullName));
         }
-        MapUnimplemented(endpoints, runtime);
         return new CompositeConventionBuilder(builders);
     }
 
@@ -58,27 +61,6 @@ public static class RpcEndpointRouteBuilderExtensions
         throw new InvalidOperationException($"{serviceType} does not derive from a generated service base class.");
     }
 
-    private static void MapUnimplemented(IEndpointRouteBuilder endpoints, ServerRuntime runtime)
-    {
-        if (runtime.FallbackMapped) return;
-        runtime.FallbackMapped = true;
-        endpoints.MapPost("/{service}/{method}", http =>
-        {
-            var service = (string?)http.Request.RouteValues["service"] ?? string.Empty;
-            http.Response.StatusCode = GrpcProtocol.IsGrpcContentType(http.Request.ContentType)
-                ? StatusCodes.Status200OK
-                : StatusCodes.Status415UnsupportedMediaType;
-            http.Response.ContentType = GrpcProtocol.ContentType;
-            var code = http.Response.StatusCode == StatusCodes.Status200OK ? StatusCode.Unimplemented : StatusCode.Internal;
-            var message = code == StatusCode.Internal
-                ? $"Content-Type '{http.Request.ContentType}' is not supported."
-                : runtime.ServiceNames.Contains(service) ? "Method is unimplemented." : "Service is unimplemented.";
-            http.Response.Headers[GrpcProtocol.StatusTrailer] = ((int)code).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            http.Response.Headers[GrpcProtocol.MessageTrailer] = HeaderEncoding.PercentEncode(message);
-            return Task.CompletedTask;
-        }).WithDisplayName("gRPC unimplemented");
-    }
-
     private sealed class CompositeConventionBuilder(List<IEndpointConventionBuilder> builders) : IEndpointConventionBuilder
     {
         public void Add(Action<EndpointBuilder> convention)
@@ -86,4 +68,38 @@ public static class RpcEndpointRouteBuilderExtensions
             foreach (var builder in builders) builder.Add(convention);
         }
     }
+}
+
+/// <summary>
+/// Answers gRPC requests that no endpoint took: UNIMPLEMENTED, telling an unknown service from an
+/// unknown method. It runs at the very end of the pipeline rather than as a route with
+/// parameters, which would make routing allocate route values for every call.
+/// </summary>
+internal sealed class UnimplementedStartupFilter(ServerRuntime runtime) : IStartupFilter
+{
+    public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+    {
+        next(app);
+        app.Run(http =>
+        {
+            var grpc = GrpcProtocol.IsGrpcContentType(http.Request.ContentType);
+            if (!HttpMethods.IsPost(http.Request.Method) || (!grpc && runtime.ServiceNames.Count == 0))
+            {
+                http.Response.StatusCode = StatusCodes.Status404NotFound;
+                return Task.CompletedTask;
+            }
+            var path = http.Request.Path.Value ?? string.Empty;
+            var slash = path.IndexOf('/', 1);
+            var service = slash > 1 ? path[1..slash] : path.TrimStart('/');
+            http.Response.StatusCode = grpc ? StatusCodes.Status200OK : StatusCodes.Status415UnsupportedMediaType;
+            http.Response.ContentType = GrpcProtocol.ContentType;
+            var code = grpc ? StatusCode.Unimplemented : StatusCode.Internal;
+            var message = !grpc
+                ? $"Content-Type '{http.Request.ContentType}' is not supported."
+                : runtime.ServiceNames.Contains(service) ? "Method is unimplemented." : "Service is unimplemented.";
+            http.Response.Headers[GrpcProtocol.StatusTrailer] = ((int)code).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            http.Response.Headers[GrpcProtocol.MessageTrailer] = HeaderEncoding.PercentEncode(message);
+            return Task.CompletedTask;
+        });
+    };
 }

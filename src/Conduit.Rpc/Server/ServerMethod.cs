@@ -47,7 +47,8 @@ internal sealed class ServerMethod<TService, TRequest, TResponse>(
             }
             finally
             {
-                ServerCallContext.Current = null;
+                // ServerCallContext.Current needs no reset: an async method's AsyncLocal changes
+                // never reach its caller.
                 if (service is not null) await activator.ReleaseAsync(service).ConfigureAwait(false);
             }
             call.Complete(status, start);
@@ -56,22 +57,26 @@ internal sealed class ServerMethod<TService, TRequest, TResponse>(
 }
 
 /// <summary>
-/// Gets the service instance for a call: the one registered in DI when there is one (so a
-/// singleton keeps its state), otherwise a new instance per call built with DI, disposed after.
+/// Gets the service instance for a call: a singleton registered in DI is resolved once; a scoped
+/// or transient registration is resolved per call from the request's services; an unregistered
+/// service is built per call with DI (ActivatorUtilities) and disposed after it.
 /// </summary>
 internal sealed class ServiceActivator<TService> where TService : class
 {
     private readonly bool _registered;
     private readonly ObjectFactory<TService>? _factory;
+    private readonly Lazy<TService>? _singleton;
 
     public ServiceActivator(IServiceProvider services)
     {
-        _registered = services.GetService<IServiceProviderIsService>()?.IsService(typeof(TService)) ?? false;
+        var lifetime = services.GetService<RpcServiceRegistrations>()?.LifetimeOf(typeof(TService));
+        _registered = lifetime is not null || (services.GetService<IServiceProviderIsService>()?.IsService(typeof(TService)) ?? false);
+        if (lifetime == ServiceLifetime.Singleton) _singleton = new Lazy<TService>(services.GetRequiredService<TService>);
         if (!_registered) _factory = ActivatorUtilities.CreateFactory<TService>([]);
     }
 
     public TService Create(HttpContext http) =>
-        _registered ? http.RequestServices.GetRequiredService<TService>() : _factory!(http.RequestServices, null);
+        _singleton?.Value ?? (_registered ? http.RequestServices.GetRequiredService<TService>() : _factory!(http.RequestServices, null));
 
     public ValueTask ReleaseAsync(TService service)
     {
@@ -80,4 +85,13 @@ internal sealed class ServiceActivator<TService> where TService : class
         (service as IDisposable)?.Dispose();
         return ValueTask.CompletedTask;
     }
+}
+
+/// <summary>
+/// The service collection as registered, kept by AddRpc so a singleton service is resolved once
+/// instead of through a per-request DI scope.
+/// </summary>
+internal sealed class RpcServiceRegistrations(IServiceCollection services)
+{
+    public ServiceLifetime? LifetimeOf(Type type) => services.LastOrDefault(d => d.ServiceType == type && !d.IsKeyedService)?.Lifetime;
 }

@@ -50,6 +50,7 @@ internal static class MessageFraming
     /// RpcException: INTERNAL for a truncated or malformed frame or message, RESOURCE_EXHAUSTED
     /// for one larger than <paramref name="maxSize"/>.
     /// </summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     public static async ValueTask<ReadResult<T>> ReadMessageAsync<T>(
         PipeReader reader, Marshaller<T> marshaller, ICompressionProvider? decompressor, int maxSize, string direction, CancellationToken cancellationToken)
     {

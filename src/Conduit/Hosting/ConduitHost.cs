@@ -33,6 +33,10 @@ public static class ConduitHost
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // The runtime logs one line per call itself. With ASP.NET Core's request logging off, the
+        // hosting layer also skips its per-request Activity and log scope (most of the per-call
+        // allocations a gRPC server would otherwise make).
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         // A failure to start (say, the port is taken) is reported by the caller in one line.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);

@@ -1,0 +1,41 @@
+// Bare Kestrel answering /helloworld.Greeter/SayHello with a canned gRPC reply: reads the request
+// body to its end, writes one pre-built frame (HelloReply{message="Hello bench"}), sets
+// grpc-status 0 as a trailer. Whatever a gRPC layer on Kestrel costs is measured against this.
+//   dotnet run -c Release --project bench/BareKestrel -- --port 50090
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+var port = args.Length >= 2 && args[0] == "--port" ? int.Parse(args[1]) : 50090;
+var builder = WebApplication.CreateSlimBuilder(args);
+builder.Logging.ClearProviders();
+builder.WebHost.ConfigureKestrel(k =>
+{
+    k.AddServerHeader = false;
+    k.Listen(System.Net.IPAddress.Loopback, port, o => o.Protocols = HttpProtocols.Http2);
+});
+var app = builder.Build();
+
+// 0x0a 0x0b "Hello bench": field 1 (message), length 11.
+byte[] reply = [0, 0, 0, 0, 13, 0x0a, 11, .. "Hello bench"u8];
+long calls = 0;
+app.MapPost("/helloworld.Greeter/SayHello", async (HttpContext http) =>
+{
+    var reader = http.Request.BodyReader;
+    while (true)
+    {
+        var result = await reader.ReadAsync();
+        reader.AdvanceTo(result.Buffer.End);
+        if (result.IsCompleted) break;
+    }
+    http.Response.ContentType = "application/grpc";
+    await http.Response.BodyWriter.WriteAsync(reply);
+    http.Response.AppendTrailer("grpc-status", "0");
+    Interlocked.Increment(ref calls);
+});
+
+var allocatedAtStart = GC.GetTotalAllocatedBytes();
+await app.StartAsync();
+Console.WriteLine($"bare kestrel listening on http://127.0.0.1:{port}");
+await app.WaitForShutdownAsync();
+var allocated = GC.GetTotalAllocatedBytes() - allocatedAtStart;
+Console.WriteLine($"bare kestrel: stopped after {calls} calls; allocated {allocated / (1024.0 * 1024):0.0} MiB ({(calls > 0 ? allocated / calls : 0)} bytes per call); GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");

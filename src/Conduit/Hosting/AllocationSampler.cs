@@ -1,0 +1,32 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Tracing;
+
+namespace Conduit.Hosting;
+
+/// <summary>
+/// A profiling aid for `conduit serve` (CONDUIT_ALLOC_TRACE=1): tallies the runtime's GC
+/// AllocationTick samples (one per ~100 KB allocated) by type and prints the top 25 at shutdown.
+/// Sampled, so small types are over- or under-counted; good for finding what dominates.
+/// </summary>
+internal sealed class AllocationSampler : EventListener
+{
+    public ConcurrentDictionary<string, long> Bytes { get; } = new();
+
+    protected override void OnEventSourceCreated(EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime") EnableEvents(source, EventLevel.Verbose, (EventKeywords)0x1);
+    }
+
+    protected override void OnEventWritten(EventWrittenEventArgs e)
+    {
+        if (e.EventName is not "GCAllocationTick_V4" and not "GCAllocationTick_V3" || e.Payload is null) return;
+        var type = e.Payload[e.PayloadNames!.IndexOf("TypeName")]?.ToString() ?? "?";
+        var amount = Convert.ToInt64(e.Payload[e.PayloadNames!.IndexOf("AllocationAmount64")]);
+        Bytes.AddOrUpdate(type, amount, (_, v) => v + amount);
+    }
+
+    public void Print()
+    {
+        foreach (var (type, bytes) in Bytes.OrderByDescending(kv => kv.Value).Take(25)) Console.WriteLine($"{bytes / 1024,10} KiB  {type}");
+    }
+}
