@@ -14,6 +14,7 @@ public static class Cli
         root.Subcommands.Add(HelloCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
         root.Subcommands.Add(InteropCommand.Create());
+        root.Subcommands.Add(LogCommand.Create());
         return root;
     }
 
