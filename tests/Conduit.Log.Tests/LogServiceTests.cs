@@ -173,6 +173,24 @@ public class LogServiceTests
     }
 
     [Fact]
+    public async Task A_produce_stream_can_carry_more_than_kestrels_default_request_body_limit()
+    {
+        await using var server = await LogServer.StartAsync();
+        var value = ByteString.CopyFrom(new byte[64 * 1024]);
+        const int count = 600; // about 39 MB in one request stream; Kestrel's default body limit is 30 MB
+        using var call = server.Log.ProduceStream(Timeout(120));
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++) await call.RequestStream.WriteAsync(new ProduceRequest { Topic = "big", Record = new Record { Value = value } });
+            await call.RequestStream.CompleteAsync();
+        });
+        var n = 0;
+        await foreach (var _ in call.ResponseStream) n++;
+        await sending;
+        Assert.Equal(count, n);
+    }
+
+    [Fact]
     public async Task A_bad_request_in_a_produce_stream_ends_it_after_acknowledging_what_came_before()
     {
         await using var server = await LogServer.StartAsync();
