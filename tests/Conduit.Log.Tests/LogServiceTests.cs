@@ -255,6 +255,20 @@ public class LogServiceTests
     }
 
     [Fact]
+    public async Task Topics_beyond_the_configured_limit_are_refused_with_a_quota_failure()
+    {
+        await using var server = await LogServer.StartAsync(("Conduit:Log:MaxTopics", "3"));
+        await server.Log.ProduceAsync(Produce("x", "a"), Timeout());
+        await server.Admin.CreateTopicAsync(new CreateTopicRequest { Name = "b" }, Timeout());
+        var produce = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Produce("x", "c"), Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, produce.StatusCode);
+        Assert.Equal("topics", produce.GetDetail<QuotaFailure>()!.Violations[0].Subject);
+        var create = await Assert.ThrowsAsync<RpcException>(() => server.Admin.CreateTopicAsync(new CreateTopicRequest { Name = "c" }, Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, create.StatusCode);
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(Produce("y", "a"), Timeout())).Offset); // existing topics go on
+    }
+
+    [Fact]
     public async Task Retention_keeps_a_topic_within_its_byte_limit()
     {
         await using var server = await LogServer.StartAsync();

@@ -40,6 +40,11 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
         {
             throw Exists(request.Name);
         }
+        catch (TopicLimitException limit)
+        {
+            throw RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
+                Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
+        }
     }
 
     public override Task<ListTopicsResponse> ListTopics(ListTopicsRequest request, ServerCallContext context)

@@ -24,7 +24,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         {
             return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
         }
-        var log = storage.GetOrCreate(request.Topic);
+        var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
         var pending = LogMapping.Guard(log.Name, () => log.Append(record));
         await LogMapping.GuardAsync(log.Name, pending.Durable.WaitAsync(context.CancellationToken)).ConfigureAwait(false);
         return new ProduceResponse { Offset = (ulong)pending.Offset };
@@ -88,7 +88,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
                 }
                 else
                 {
-                    var log = storage.GetOrCreate(request.Topic);
+                    var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
                     pending = LogMapping.Guard(log.Name, () => log.Append(record));
                 }
                 await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
@@ -187,6 +187,8 @@ public static class LogMapping
                 ["offset"] = corrupted.Offset.ToString(CultureInfo.InvariantCulture),
             }),
             Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}.")),
+        TopicLimitException limit => RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
+            Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics"))),
         LogFailedException failed => new RpcException(StatusCode.Internal, failed.Message),
         ArgumentException argument => RpcException.WithDetails(StatusCode.InvalidArgument, argument.Message, Details.BadRequest(("record", argument.Message))),
         ObjectDisposedException => new RpcException(StatusCode.Unavailable, $"The log of topic '{topic}' is closing."),

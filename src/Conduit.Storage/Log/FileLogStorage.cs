@@ -34,8 +34,10 @@ public sealed class FileLogStorage : ILogStorage
     /// <param name="directory">The folder of every topic (created when missing).</param>
     /// <param name="defaults">Settings of topics created without their own.</param>
     /// <param name="retentionCheckInterval">How often retention runs besides at each segment roll; zero: only then.</param>
-    public FileLogStorage(string directory, TopicSettings? defaults = null, TimeSpan retentionCheckInterval = default, ILogger? logger = null, TimeProvider? time = null)
+    /// <param name="maxTopics">How many topics may exist (each holds open files); creating more fails with <see cref="TopicLimitException"/>.</param>
+    public FileLogStorage(string directory, TopicSettings? defaults = null, TimeSpan retentionCheckInterval = default, ILogger? logger = null, TimeProvider? time = null, int maxTopics = 1000)
     {
+        MaxTopics = maxTopics;
         _root = Path.GetFullPath(directory);
         Defaults = defaults ?? new TopicSettings();
         if (Defaults.Validate() is { } problem) throw new ArgumentException($"Default log settings: {problem}.");
@@ -72,6 +74,8 @@ public sealed class FileLogStorage : ILogStorage
 
     public TopicSettings Defaults { get; }
 
+    public int MaxTopics { get; }
+
     public IReadOnlyList<ITopicLog> Topics => [.. _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal)];
 
     public ITopicLog? Find(string name) => _topics.TryGetValue(name, out var topic) ? topic : null;
@@ -96,6 +100,7 @@ public sealed class FileLogStorage : ILogStorage
                 if (failIfExists) throw new TopicExistsException(name);
                 return existing;
             }
+            if (_topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
             var folder = Path.Combine(_root, name.Length == 0 ? DefaultTopicFolder : name);
             Directory.CreateDirectory(folder);
             if (config is not null) FileSystem.WriteAtomically(Path.Combine(folder, TopicFile), JsonSerializer.SerializeToUtf8Bytes(config, s_json));

@@ -191,6 +191,12 @@ public sealed class RecordCorruptedException(string topic, long offset, string r
     public long Offset { get; } = offset;
 }
 
+public sealed class TopicLimitException(string topic, int limit)
+    : Exception($"Topic '{topic}' cannot be created: the log holds its limit of {limit} topics.")
+{
+    public int Limit { get; } = limit;
+}
+
 public sealed class TopicExistsException(string topic) : Exception($"Topic '{topic}' already exists.")
 {
     public string Topic { get; } = topic;

@@ -29,6 +29,9 @@ public sealed class LogOptions
     /// <summary>0: keep everything.</summary>
     public long RetentionMs { get; set; }
 
+    /// <summary>How many topics may exist (each keeps its segment files open).</summary>
+    public int MaxTopics { get; set; } = 1000;
+
     /// <summary>How often retention runs besides at every segment roll.</summary>
     public int RetentionCheckSeconds { get; set; } = 60;
 
@@ -51,7 +54,8 @@ public static class LogHosting
             options.Directory ?? Path.Combine(serve.DataDir, "log"),
             options.TopicDefaults(),
             TimeSpan.FromSeconds(options.RetentionCheckSeconds),
-            provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log")));
+            provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log"),
+            maxTopics: options.MaxTopics));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
     }
