@@ -28,7 +28,10 @@ public sealed class LogServer : IAsyncDisposable
     public Protos.Log.V1.Log.LogClient Log { get; }
     public LogAdmin.LogAdminClient Admin { get; }
 
-    public static async Task<LogServer> StartAsync(params (string Key, string Value)[] settings)
+    public static Task<LogServer> StartAsync(params (string Key, string Value)[] settings) => StartAsync(null, settings);
+
+    /// <param name="replace">Runs after the services are registered: a test replaces a registration here.</param>
+    public static async Task<LogServer> StartAsync(Action<IServiceCollection, string>? replace, params (string Key, string Value)[] settings)
     {
         var data = new TempDir();
         var options = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = data.Path };
@@ -36,7 +39,11 @@ public sealed class LogServer : IAsyncDisposable
             .AddInMemoryCollection(settings.Select(s => new KeyValuePair<string, string?>(s.Key, s.Value)))
             .Build();
         var app = ConduitHost.Build(options, configuration,
-            services => ConduitHost.AddConduitServices(services, configuration, options),
+            services =>
+            {
+                ConduitHost.AddConduitServices(services, configuration, options);
+                replace?.Invoke(services, data.Path);
+            },
             ConduitHost.MapConduitServices, Microsoft.Extensions.Logging.LogLevel.Warning);
         await app.StartAsync();
         return new LogServer(app, data);
