@@ -158,7 +158,18 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         // Sealing made every written record durable.
         lock (_flushLock) _durable = Math.Max(_durable, _written);
         if (Settings.Durability == Durability.Always) Publish(_written);
-        if (Settings.RetentionBytes > 0 || Settings.RetentionAge > TimeSpan.Zero) RemoveForRetention();
+        if (Settings.RetentionBytes > 0 || Settings.RetentionAge > TimeSpan.Zero)
+        {
+            try
+            {
+                RemoveForRetention();
+            }
+            catch (IOException ex)
+            {
+                // Removing old data failed; the append itself did not, so the log goes on.
+                _logger.LogError(ex, "Log topic '{Topic}': retention could not remove old segments.", Name);
+            }
+        }
         return next;
     }
 

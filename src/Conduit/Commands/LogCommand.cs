@@ -107,6 +107,7 @@ internal static class LogCommand
                     // Let the server say what is retained.
                     await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
                 }
+                var exitCode = 0;
                 for (var o = offset; o < info.NextOffset; o++)
                 {
                     try
@@ -116,10 +117,11 @@ internal static class LogCommand
                     }
                     catch (RpcException ex) when (ex.StatusCode == StatusCode.DataLoss)
                     {
-                        Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}");
+                        // Say so and go on: the records after a damaged one are intact.
+                        exitCode = Cli.ReportError(ex);
                     }
                 }
-                return 0;
+                return exitCode;
             }
             catch (RpcException ex)
             {
