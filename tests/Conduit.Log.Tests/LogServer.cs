@@ -24,6 +24,9 @@ public sealed class LogServer : IAsyncDisposable
     }
 
     public string Address { get; }
+
+    /// <summary>The server's data folder (the log is under log/).</summary>
+    public string DataDir => _data.Path;
     public RpcChannel Channel { get; }
     public Protos.Log.V1.Log.LogClient Log { get; }
     public LogAdmin.LogAdminClient Admin { get; }

@@ -81,6 +81,26 @@ public class LogServiceTests
     }
 
     [Fact]
+    public async Task A_record_whose_bytes_rot_on_disk_answers_data_loss_and_the_others_are_still_served()
+    {
+        await using var server = await LogServer.StartAsync();
+        for (var i = 0; i < 5; i++) await server.Log.ProduceAsync(Produce($"record-{i}"), Timeout());
+        var store = Directory.GetFiles(Path.Combine(server.DataDir, "log", "_default"), "*.store").Single();
+        var bytes = File.ReadAllBytes(store);
+        var at = bytes.AsSpan().IndexOf("record-2"u8);
+        using (var f = new FileStream(store, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            f.Position = at + 7;
+            f.WriteByte((byte)'X');
+        }
+        var ex = await Assert.ThrowsAsync<RpcException>(() => server.Log.ConsumeAsync(new ConsumeRequest { Offset = 2 }, Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.DataLoss, ex.StatusCode);
+        Assert.Equal(("RECORD_CORRUPTED", "2"), (ex.GetDetail<ErrorInfo>()!.Reason, ex.GetDetail<ErrorInfo>()!.Metadata["offset"]));
+        Assert.Contains("offset 3", ex.GetDetail<LocalizedMessage>()!.Message);
+        Assert.Equal("record-3", (await server.Log.ConsumeAsync(new ConsumeRequest { Offset = 3 }, Timeout())).Record.Value.ToStringUtf8());
+    }
+
+    [Fact]
     public async Task A_consumer_waiting_at_the_end_receives_a_new_record_within_milliseconds()
     {
         await using var server = await LogServer.StartAsync();
