@@ -16,4 +16,14 @@ public class PythonClientTests
         var info = await server.Admin.DescribeTopicAsync(new Protos.Log.V1.DescribeTopicRequest { Name = "python" });
         Assert.Equal(61ul, info.NextOffset);
     }
+
+    [Fact]
+    public async Task A_client_built_from_the_books_own_proto_works_unchanged()
+    {
+        await using var server = await LogServer.StartAsync();
+        var (code, output, errors) = await ChildProcess.Run(Paths.Python, Paths.PythonScript("proglog_client.py"),
+            "--server", server.Address.Replace("http://", ""));
+        Assert.True(code == 0, $"proglog_client.py failed (exit {code}):\n{output}\n{errors}");
+        Assert.Equal("ok\n", output);
+    }
 }
