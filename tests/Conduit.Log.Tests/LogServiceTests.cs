@@ -123,9 +123,9 @@ public class LogServiceTests
             Assert.Equal((produced.Offset, $"after-{i}"), (stream.Current.Record.Offset, stream.Current.Record.Value.ToStringUtf8()));
         }
         // Woken by the append: delivery takes a network hop, not a polling period. A loose bound
-        // for a shared machine; the median is typically well under a millisecond.
+        // for a shared 2-core machine; the median is typically well under a millisecond.
         latencies.Sort();
-        Assert.True(latencies[2] < 200, $"median {latencies[2]:F2} ms after the acknowledgement");
+        Assert.True(latencies[2] < 50, $"median {latencies[2]:F2} ms after the acknowledgement ({string.Join(", ", latencies.Select(l => l.ToString("F2")))})");
         cts.Cancel();
     }
 
