@@ -100,6 +100,9 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
             return false;
         }
         response.ContentType = GrpcProtocol.ContentType;
+        // Message sizes are limited per message (MaxReceiveMessageSize); Kestrel's limit on the
+        // whole request body (30 MB by default) would end any long-lived request stream.
+        if (_http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit) bodyLimit.MaxRequestBodySize = null;
         response.Headers[GrpcProtocol.AcceptEncodingHeader] = _runtime.Options.CompressionProviders.AcceptEncoding;
 
         var encoding = request.Headers[GrpcProtocol.EncodingHeader].ToString();

@@ -15,6 +15,7 @@ public static class Cli
         root.Subcommands.Add(ChatCommand.Create());
         root.Subcommands.Add(InteropCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(LogCommand.Create());
         return root;
     }
 

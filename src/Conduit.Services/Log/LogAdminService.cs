@@ -1,0 +1,123 @@
+using Conduit.Protos.Log.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Server;
+using Conduit.Storage.Log;
+using StorageDurability = Conduit.Storage.Log.Durability;
+using WireDurability = Conduit.Protos.Log.V1.Durability;
+using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
+
+namespace Conduit.Services.Log;
+
+/// <summary>log.v1.LogAdmin: topics (create with settings, list, describe) and truncation of retained data.</summary>
+public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
+{
+    public override Task<TopicInfo> CreateTopic(CreateTopicRequest request, ServerCallContext context)
+    {
+        if (request.Name.Length == 0)
+        {
+            throw RpcException.WithDetails(StatusCode.AlreadyExists, "The default topic (the empty name) always exists.",
+                Details.ErrorInfo("TOPIC_EXISTS", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = "" }));
+        }
+        if (TopicNames.Validate(request.Name) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{request.Name}': {problem}.", Details.BadRequest(("name", problem)));
+        }
+        var config = ToConfig(request.Settings);
+        if (config.Apply(storage.Defaults).Validate() is { } invalid)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic '{request.Name}': {invalid}.", Details.BadRequest(("settings", invalid)));
+        }
+        if (storage.Find(request.Name) is not null) throw Exists(request.Name);
+        if (DryRun.IsRequested(context))
+        {
+            return Task.FromResult(new TopicInfo { Name = request.Name, Settings = ToProto(config.Apply(storage.Defaults)), Segments = 1 });
+        }
+        try
+        {
+            return Task.FromResult(Describe(storage.Create(request.Name, config)));
+        }
+        catch (TopicExistsException)
+        {
+            throw Exists(request.Name);
+        }
+        catch (TopicLimitException limit)
+        {
+            throw RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
+                Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
+        }
+    }
+
+    public override Task<ListTopicsResponse> ListTopics(ListTopicsRequest request, ServerCallContext context)
+    {
+        var response = new ListTopicsResponse();
+        foreach (var topic in storage.Topics) response.Topics.Add(Describe(topic));
+        return Task.FromResult(response);
+    }
+
+    public override Task<TopicInfo> DescribeTopic(DescribeTopicRequest request, ServerCallContext context) =>
+        Task.FromResult(Describe(storage.Find(request.Name) ?? throw LogMapping.TopicNotFound(request.Name)));
+
+    public override Task<TruncateResponse> Truncate(TruncateRequest request, ServerCallContext context)
+    {
+        var log = storage.Find(request.Topic) ?? throw LogMapping.TopicNotFound(request.Topic);
+        var before = request.BeforeOffset > long.MaxValue ? long.MaxValue : (long)request.BeforeOffset;
+        var removed = log.TruncateBefore(before, DryRun.IsRequested(context));
+        return Task.FromResult(new TruncateResponse { Topic = Describe(log), SegmentsRemoved = (uint)removed });
+    }
+
+    public static TopicInfo Describe(ITopicLog log)
+    {
+        var stats = log.Stats();
+        return new TopicInfo
+        {
+            Name = log.Name,
+            Settings = ToProto(log.Settings),
+            FirstOffset = (ulong)stats.FirstOffset,
+            NextOffset = (ulong)stats.NextOffset,
+            Bytes = (ulong)stats.Bytes,
+            Segments = (uint)stats.Segments,
+        };
+    }
+
+    private static RpcException Exists(string name) =>
+        RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{name}' already exists.",
+            Details.ErrorInfo("TOPIC_EXISTS", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = name }));
+
+    private static TopicConfig ToConfig(TopicSettings? settings)
+    {
+        if (settings is null) return new TopicConfig();
+        static long? Checked(bool has, ulong value, string field) => !has ? null
+            : value <= long.MaxValue / 2 ? (long)value
+            : throw RpcException.WithDetails(StatusCode.InvalidArgument, $"{field} is too large.", Details.BadRequest(("settings." + field, "too large")));
+        return new TopicConfig
+        {
+            Durability = settings.Durability switch
+            {
+                WireDurability.Unspecified => null,
+                WireDurability.Always => StorageDurability.Always,
+                WireDurability.Interval => StorageDurability.Interval,
+                WireDurability.Never => StorageDurability.Never,
+                _ => throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Unknown durability {(int)settings.Durability}.",
+                    Details.BadRequest(("settings.durability", "ALWAYS, INTERVAL or NEVER"))),
+            },
+            FlushIntervalMs = Checked(settings.HasFlushIntervalMs, settings.FlushIntervalMs, "flush_interval_ms"),
+            SegmentBytes = Checked(settings.HasSegmentBytes, settings.SegmentBytes, "segment_bytes"),
+            RetentionBytes = Checked(settings.HasRetentionBytes, settings.RetentionBytes, "retention_bytes"),
+            RetentionMs = Checked(settings.HasRetentionMs, settings.RetentionMs, "retention_ms"),
+        };
+    }
+
+    private static TopicSettings ToProto(Storage.Log.TopicSettings settings) => new()
+    {
+        Durability = settings.Durability switch
+        {
+            StorageDurability.Always => WireDurability.Always,
+            StorageDurability.Interval => WireDurability.Interval,
+            _ => WireDurability.Never,
+        },
+        FlushIntervalMs = (ulong)settings.FlushInterval.TotalMilliseconds,
+        SegmentBytes = (ulong)settings.SegmentBytes,
+        RetentionBytes = (ulong)settings.RetentionBytes,
+        RetentionMs = (ulong)settings.RetentionAge.TotalMilliseconds,
+    };
+}

@@ -1,0 +1,216 @@
+using System.Globalization;
+using System.Threading.Channels;
+using Conduit.Protos.Log.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Server;
+using Conduit.Storage.Log;
+using Google.Protobuf;
+
+namespace Conduit.Services.Log;
+
+/// <summary>
+/// log.v1.Log: produce to and consume from the commit log, wire-compatible with proglog. Every
+/// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends.
+/// </summary>
+public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
+{
+    /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
+    public const int ProduceStreamWindow = 1024;
+
+    public override async Task<ProduceResponse> Produce(ProduceRequest request, ServerCallContext context)
+    {
+        var record = LogMapping.ToStorage(request, "record");
+        if (DryRun.IsRequested(context))
+        {
+            return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
+        }
+        var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
+        var pending = LogMapping.Guard(log.Name, () => log.Append(record));
+        await LogMapping.GuardAsync(log.Name, pending.Durable.WaitAsync(context.CancellationToken)).ConfigureAwait(false);
+        return new ProduceResponse { Offset = (ulong)pending.Offset };
+    }
+
+    public override Task<ConsumeResponse> Consume(ConsumeRequest request, ServerCallContext context)
+    {
+        var log = FindForReading(request.Topic);
+        if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
+        var record = LogMapping.Guard(log.Name, () => log.Read((long)request.Offset));
+        return Task.FromResult(new ConsumeResponse { Record = LogMapping.ToProto(record) });
+    }
+
+    public override async Task ConsumeStream(ConsumeRequest request, IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
+    {
+        var log = FindForReading(request.Topic);
+        var token = context.CancellationToken;
+        if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
+        var offset = (long)request.Offset;
+        if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
+        while (true)
+        {
+            if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
+            var record = LogMapping.Guard(log.Name, () => log.Read(offset));
+            // One message at a time: the write completes when HTTP/2 flow control lets it, so a
+            // slow consumer holds at most one record here.
+            await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+            offset++;
+        }
+    }
+
+    public override async Task ProduceStream(IAsyncStreamReader<ProduceRequest> requestStream, IServerStreamWriter<ProduceResponse> responseStream, ServerCallContext context)
+    {
+        var token = context.CancellationToken;
+        var dryRun = DryRun.IsRequested(context);
+        var acknowledgements = Channel.CreateBounded<PendingAppend>(new BoundedChannelOptions(ProduceStreamWindow) { SingleReader = true, SingleWriter = true });
+        var reading = ReadRequestsAsync(requestStream, acknowledgements.Writer, dryRun, token);
+        await foreach (var pending in acknowledgements.Reader.ReadAllAsync(token).ConfigureAwait(false))
+        {
+            await LogMapping.GuardAsync("", pending.Durable.WaitAsync(token)).ConfigureAwait(false);
+            await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)pending.Offset }, token).ConfigureAwait(false);
+        }
+        await reading.ConfigureAwait(false);
+    }
+
+    /// <summary>Appends each request as it arrives, so many records share one fsync; responses follow in order.</summary>
+    private async Task ReadRequestsAsync(IAsyncStreamReader<ProduceRequest> requests, ChannelWriter<PendingAppend> acknowledgements, bool dryRun, CancellationToken token)
+    {
+        Dictionary<string, long>? dryRunNext = dryRun ? new(StringComparer.Ordinal) : null;
+        try
+        {
+            await foreach (var request in requests.WithCancellation(token).ConfigureAwait(false))
+            {
+                var record = LogMapping.ToStorage(request, "record");
+                PendingAppend pending;
+                if (dryRunNext is not null)
+                {
+                    if (!dryRunNext.TryGetValue(request.Topic, out var next)) next = storage.Find(request.Topic)?.NextOffset ?? 0;
+                    dryRunNext[request.Topic] = next + 1;
+                    pending = new PendingAppend(next, Task.CompletedTask);
+                }
+                else
+                {
+                    var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
+                    pending = LogMapping.Guard(log.Name, () => log.Append(record));
+                }
+                await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
+            }
+            acknowledgements.TryComplete();
+        }
+        catch (Exception ex)
+        {
+            // Records already appended are still acknowledged; then the call ends with this error.
+            acknowledgements.TryComplete(ex);
+        }
+    }
+
+    private ITopicLog FindForReading(string topic)
+    {
+        if (TopicNames.Validate(topic) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{topic}': {problem}.", Details.BadRequest(("topic", problem)));
+        }
+        return storage.Find(topic) ?? throw LogMapping.TopicNotFound(topic);
+    }
+}
+
+/// <summary>Between the wire messages and the storage engine, and from storage errors to statuses.</summary>
+public static class LogMapping
+{
+    public const string ErrorDomain = "log.conduit.dev";
+
+    public static LogRecord ToStorage(ProduceRequest request, string field)
+    {
+        if (TopicNames.Validate(request.Topic) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{request.Topic}': {problem}.", Details.BadRequest(("topic", problem)));
+        }
+        if (request.Record is not { } record)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A produce request needs a record.", Details.BadRequest((field, "required")));
+        }
+        if (record.TimestampUnixMs < 0)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field + ".timestamp_unix_ms", "0 (now) or positive")));
+        }
+        return new LogRecord
+        {
+            Value = record.Value.Memory,
+            Key = record.Key.Memory,
+            TimestampMs = record.TimestampUnixMs,
+            Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
+        };
+    }
+
+    public static Record ToProto(LogRecord record)
+    {
+        var result = new Record
+        {
+            Offset = (ulong)record.Offset,
+            Value = UnsafeByteOperations.UnsafeWrap(record.Value),
+            TimestampUnixMs = record.TimestampMs,
+            Key = UnsafeByteOperations.UnsafeWrap(record.Key),
+        };
+        foreach (var (name, value) in record.Headers) result.Headers[name] = UnsafeByteOperations.UnsafeWrap(value);
+        return result;
+    }
+
+    public static T Guard<T>(string topic, Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception ex) when (Map(topic, ex) is { } mapped)
+        {
+            throw mapped;
+        }
+    }
+
+    public static async Task GuardAsync(string topic, Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (Map(topic, ex) is { } mapped)
+        {
+            throw mapped;
+        }
+    }
+
+    private static RpcException? Map(string topic, Exception ex) => ex switch
+    {
+        OffsetOutOfRangeException range => OutOfRange(range, (ulong)range.Offset),
+        RecordCorruptedException corrupted => RpcException.WithDetails(StatusCode.DataLoss, corrupted.Message,
+            Details.ErrorInfo("RECORD_CORRUPTED", ErrorDomain, new Dictionary<string, string>
+            {
+                ["topic"] = corrupted.Topic,
+                ["offset"] = corrupted.Offset.ToString(CultureInfo.InvariantCulture),
+            }),
+            Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}.")),
+        TopicLimitException limit => RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
+            Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics"))),
+        LogFailedException failed => new RpcException(StatusCode.Internal, failed.Message),
+        ArgumentException argument => RpcException.WithDetails(StatusCode.InvalidArgument, argument.Message, Details.BadRequest(("record", argument.Message))),
+        ObjectDisposedException => new RpcException(StatusCode.Unavailable, $"The log of topic '{topic}' is closing."),
+        _ => null,
+    };
+
+    public static RpcException OutOfRange(OffsetOutOfRangeException ex, ulong requested)
+    {
+        var message = ex.BeforeStart ? ex.Message : ex.Message.Replace($"Offset {ex.Offset}", $"Offset {requested}", StringComparison.Ordinal);
+        return RpcException.WithDetails(StatusCode.OutOfRange, message,
+            Details.ErrorInfo(ex.BeforeStart ? "OFFSET_BEFORE_START" : "OFFSET_PAST_END", ErrorDomain, new Dictionary<string, string>
+            {
+                ["topic"] = ex.Topic,
+                ["offset"] = requested.ToString(CultureInfo.InvariantCulture),
+                ["first_offset"] = ex.FirstOffset.ToString(CultureInfo.InvariantCulture),
+                ["next_offset"] = ex.NextOffset.ToString(CultureInfo.InvariantCulture),
+            }),
+            Details.LocalizedMessage(message));
+    }
+
+    public static RpcException TopicNotFound(string topic) =>
+        RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",
+            Details.ErrorInfo("TOPIC_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }),
+            Details.LocalizedMessage($"There is no topic '{topic}'. Producing to it creates it; `conduit log topics` lists the topics."));
+}

@@ -1,0 +1,159 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Conduit.Storage.Log;
+
+/// <summary>
+/// The embedded log engine: one folder per topic under <c>Directory</c> ("_default" for the
+/// empty topic), each with its segments and, when created with settings, a topic.json.
+/// </summary>
+public sealed class FileLogStorage : ILogStorage
+{
+    public const string DefaultTopicFolder = "_default";
+    public const string TopicFile = "topic.json";
+
+    private static readonly JsonSerializerOptions s_json = new()
+    {
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+    };
+
+    private readonly string _root;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<string, FileTopicLog> _topics = new(StringComparer.Ordinal);
+    private readonly object _createLock = new();
+    private readonly Timer? _retentionTimer;
+    private bool _disposed;
+
+    /// <param name="directory">The folder of every topic (created when missing).</param>
+    /// <param name="defaults">Settings of topics created without their own.</param>
+    /// <param name="retentionCheckInterval">How often retention runs besides at each segment roll; zero: only then.</param>
+    /// <param name="maxTopics">How many topics may exist (each holds open files); creating more fails with <see cref="TopicLimitException"/>.</param>
+    public FileLogStorage(string directory, TopicSettings? defaults = null, TimeSpan retentionCheckInterval = default, ILogger? logger = null, TimeProvider? time = null, int maxTopics = 1000)
+    {
+        MaxTopics = maxTopics;
+        _root = Path.GetFullPath(directory);
+        Defaults = defaults ?? new TopicSettings();
+        if (Defaults.Validate() is { } problem) throw new ArgumentException($"Default log settings: {problem}.");
+        _logger = logger ?? NullLogger.Instance;
+        _time = time ?? TimeProvider.System;
+        Directory.CreateDirectory(_root);
+        try
+        {
+            foreach (var folder in Directory.EnumerateDirectories(_root))
+            {
+                var folderName = Path.GetFileName(folder);
+                var name = folderName == DefaultTopicFolder ? "" : folderName;
+                if (name.Length > 0 && TopicNames.Validate(name) is not null)
+                {
+                    _logger.LogWarning("Log: ignoring folder {Folder}: not a topic name.", folder);
+                    continue;
+                }
+                _topics[name] = OpenTopic(name, folder, ReadConfig(folder));
+            }
+            GetOrCreate("");
+        }
+        catch
+        {
+            foreach (var topic in _topics.Values) topic.Dispose();
+            throw;
+        }
+        if (retentionCheckInterval > TimeSpan.Zero)
+        {
+            _retentionTimer = new Timer(_ => EnforceRetention(), null, retentionCheckInterval, retentionCheckInterval);
+        }
+    }
+
+    public string Root => _root;
+
+    public TopicSettings Defaults { get; }
+
+    public int MaxTopics { get; }
+
+    public IReadOnlyList<ITopicLog> Topics => [.. _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal)];
+
+    public ITopicLog? Find(string name) => _topics.TryGetValue(name, out var topic) ? topic : null;
+
+    public ITopicLog GetOrCreate(string name)
+    {
+        if (_topics.TryGetValue(name, out var existing)) return existing;
+        return CreateCore(name, null, failIfExists: false);
+    }
+
+    public ITopicLog Create(string name, TopicConfig config) => CreateCore(name, config, failIfExists: true);
+
+    private FileTopicLog CreateCore(string name, TopicConfig? config, bool failIfExists)
+    {
+        if (TopicNames.Validate(name) is { } problem) throw new ArgumentException($"Topic name '{name}': {problem}.", nameof(name));
+        if (config is not null && config.Apply(Defaults).Validate() is { } invalid) throw new ArgumentException($"Topic '{name}': {invalid}.", nameof(config));
+        lock (_createLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_topics.TryGetValue(name, out var existing))
+            {
+                if (failIfExists) throw new TopicExistsException(name);
+                return existing;
+            }
+            if (_topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
+            var folder = Path.Combine(_root, name.Length == 0 ? DefaultTopicFolder : name);
+            Directory.CreateDirectory(folder);
+            if (config is not null) FileSystem.WriteAtomically(Path.Combine(folder, TopicFile), JsonSerializer.SerializeToUtf8Bytes(config, s_json));
+            var topic = OpenTopic(name, folder, config);
+            FileSystem.SyncDirectory(_root);
+            _topics[name] = topic;
+            return topic;
+        }
+    }
+
+    private FileTopicLog OpenTopic(string name, string folder, TopicConfig? config) =>
+        FileTopicLog.Open(name, folder, config?.Apply(Defaults) ?? Defaults, _logger, _time);
+
+    private TopicConfig? ReadConfig(string folder)
+    {
+        var path = Path.Combine(folder, TopicFile);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            return JsonSerializer.Deserialize<TopicConfig>(File.ReadAllBytes(path), s_json);
+        }
+        catch (JsonException ex)
+        {
+            throw new IOException($"Cannot read topic settings {path}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Applies every topic's retention now; returns the number of segments removed.</summary>
+    public int EnforceRetention()
+    {
+        var removed = 0;
+        foreach (var topic in _topics.Values)
+        {
+            try
+            {
+                removed += topic.EnforceRetention();
+            }
+            catch (IOException ex)
+            {
+                _logger.LogError(ex, "Log topic '{Topic}': retention failed.", topic.Name);
+            }
+        }
+        return removed;
+    }
+
+    public void Dispose()
+    {
+        lock (_createLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        _retentionTimer?.Dispose();
+        foreach (var topic in _topics.Values) topic.Dispose();
+    }
+}

@@ -1,0 +1,209 @@
+namespace Conduit.Storage.Log;
+
+/// <summary>One record of a log. <see cref="Offset"/> is assigned by the log on append.</summary>
+public sealed class LogRecord
+{
+    public long Offset { get; init; }
+
+    /// <summary>Milliseconds since the Unix epoch; 0 on append means "now".</summary>
+    public long TimestampMs { get; init; }
+
+    /// <summary>Optional key; empty means none.</summary>
+    public ReadOnlyMemory<byte> Key { get; init; }
+
+    public IReadOnlyList<KeyValuePair<string, ReadOnlyMemory<byte>>> Headers { get; init; } = [];
+
+    public ReadOnlyMemory<byte> Value { get; init; }
+}
+
+/// <summary>When an acknowledged append is on disk (see docs/log.md for what each one can lose).</summary>
+public enum Durability
+{
+    /// <summary>Acknowledge after fsync; appends waiting at the same time share one fsync (group commit).</summary>
+    Always,
+
+    /// <summary>Acknowledge after the write; fsync every <see cref="TopicSettings.FlushInterval"/>.</summary>
+    Interval,
+
+    /// <summary>Acknowledge after the write; the operating system decides when it reaches the disk.</summary>
+    Never,
+}
+
+/// <summary>The settings of one topic.</summary>
+public sealed record TopicSettings
+{
+    public Durability Durability { get; init; } = Durability.Always;
+
+    /// <summary>For <see cref="Durability.Interval"/>: how often to fsync.</summary>
+    public TimeSpan FlushInterval { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>A segment is rolled once its store file would grow past this size.</summary>
+    public long SegmentBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>Whole old segments are removed while the log is bigger than this; 0: no limit.</summary>
+    public long RetentionBytes { get; init; }
+
+    /// <summary>Whole old segments whose newest record is older than this are removed; zero: no limit.</summary>
+    public TimeSpan RetentionAge { get; init; }
+
+    public const long MinSegmentBytes = 1024;
+    public const long MaxSegmentBytes = 1L << 30;
+
+    /// <summary>A description of what is wrong with these settings, or null.</summary>
+    public string? Validate()
+    {
+        if (SegmentBytes is < MinSegmentBytes or > MaxSegmentBytes) return $"segment size must be between {MinSegmentBytes} and {MaxSegmentBytes} bytes";
+        if (RetentionBytes < 0) return "retention bytes must not be negative";
+        if (RetentionAge < TimeSpan.Zero) return "retention age must not be negative";
+        if (Durability == Durability.Interval && (FlushInterval <= TimeSpan.Zero || FlushInterval > TimeSpan.FromHours(1)))
+        {
+            return "the flush interval must be between 1 ms and 1 hour";
+        }
+        return null;
+    }
+}
+
+/// <summary>Settings given when a topic is created; what is null comes from the storage's defaults.</summary>
+public sealed record TopicConfig
+{
+    public Durability? Durability { get; init; }
+    public long? FlushIntervalMs { get; init; }
+    public long? SegmentBytes { get; init; }
+    public long? RetentionBytes { get; init; }
+    public long? RetentionMs { get; init; }
+
+    public TopicSettings Apply(TopicSettings defaults) => defaults with
+    {
+        Durability = Durability ?? defaults.Durability,
+        FlushInterval = FlushIntervalMs is { } f ? TimeSpan.FromMilliseconds(f) : defaults.FlushInterval,
+        SegmentBytes = SegmentBytes ?? defaults.SegmentBytes,
+        RetentionBytes = RetentionBytes ?? defaults.RetentionBytes,
+        RetentionAge = RetentionMs is { } r ? TimeSpan.FromMilliseconds(r) : defaults.RetentionAge,
+    };
+}
+
+/// <summary>What a topic holds right now.</summary>
+public readonly record struct TopicStats(long FirstOffset, long NextOffset, long Bytes, int Segments);
+
+/// <summary>An append that has been written; <see cref="Durable"/> completes when the topic's policy says it is safe.</summary>
+public readonly record struct PendingAppend(long Offset, Task Durable);
+
+/// <summary>One named log: an ordered set of segments.</summary>
+public interface ITopicLog
+{
+    /// <summary>The topic's name; the empty string is the default log.</summary>
+    string Name { get; }
+
+    TopicSettings Settings { get; }
+
+    /// <summary>The oldest retained offset.</summary>
+    long FirstOffset { get; }
+
+    /// <summary>The offset the next record will get, as far as readers can see.</summary>
+    long NextOffset { get; }
+
+    TopicStats Stats();
+
+    /// <summary>
+    /// Writes a record and gives its offset at once, with a task that completes when the record is
+    /// as durable as the policy promises (and visible to readers). Offsets are dense and in the
+    /// order of the calls.
+    /// </summary>
+    PendingAppend Append(LogRecord record);
+
+    /// <summary>Appends and waits until the record is durable; returns its offset.</summary>
+    async Task<long> AppendAsync(LogRecord record, CancellationToken cancellationToken = default)
+    {
+        var pending = Append(record);
+        await pending.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return pending.Offset;
+    }
+
+    /// <summary>Reads one record. Throws <see cref="OffsetOutOfRangeException"/> or <see cref="RecordCorruptedException"/>.</summary>
+    LogRecord Read(long offset);
+
+    /// <summary>Completes when a record with <paramref name="offset"/> can be read (woken by the append, not polled).</summary>
+    Task WaitForAsync(long offset, CancellationToken cancellationToken);
+
+    /// <summary>Removes whole segments whose every record is below <paramref name="offset"/>; returns how many (or would, on a dry run).</summary>
+    int TruncateBefore(long offset, bool dryRun = false);
+
+    /// <summary>Applies the retention settings now; returns how many segments were removed.</summary>
+    int EnforceRetention();
+}
+
+/// <summary>Where the logs live: the embedded file engine, later PostgreSQL.</summary>
+public interface ILogStorage : IDisposable
+{
+    TopicSettings Defaults { get; }
+
+    /// <summary>The topic, or null when it does not exist.</summary>
+    ITopicLog? Find(string name);
+
+    /// <summary>The topic, created with the default settings when it does not exist yet.</summary>
+    ITopicLog GetOrCreate(string name);
+
+    /// <summary>Creates a topic; throws <see cref="TopicExistsException"/>.</summary>
+    ITopicLog Create(string name, TopicConfig config);
+
+    /// <summary>Every topic, by name.</summary>
+    IReadOnlyList<ITopicLog> Topics { get; }
+}
+
+public static class TopicNames
+{
+    public const int MaxLength = 128;
+
+    /// <summary>What is wrong with a topic name, or null. The empty name is the default topic.</summary>
+    public static string? Validate(string name)
+    {
+        if (name.Length == 0) return null;
+        if (name.Length > MaxLength) return $"at most {MaxLength} characters";
+        if (!char.IsAsciiLetterOrDigit(name[0])) return "must start with a letter or digit";
+        foreach (var c in name)
+        {
+            if (!char.IsAsciiLetterOrDigit(c) && c is not ('.' or '_' or '-')) return "only letters, digits, '.', '_' and '-'";
+        }
+        return null;
+    }
+}
+
+/// <summary>An offset outside the retained range of a topic.</summary>
+public sealed class OffsetOutOfRangeException(string topic, long offset, long firstOffset, long nextOffset)
+    : Exception(offset < firstOffset
+        ? $"Offset {offset} is below the oldest retained record of topic '{topic}': the log holds offsets {firstOffset} to {nextOffset - 1}; older records were removed by retention or truncation."
+        : nextOffset == firstOffset
+            ? $"Offset {offset} is past the end of topic '{topic}': the log holds no records; the next record will get offset {nextOffset}."
+            : $"Offset {offset} is past the end of topic '{topic}': the log holds offsets {firstOffset} to {nextOffset - 1}; the next record will get offset {nextOffset}.")
+{
+    public string Topic { get; } = topic;
+    public long Offset { get; } = offset;
+    public long FirstOffset { get; } = firstOffset;
+    public long NextOffset { get; } = nextOffset;
+    public bool BeforeStart => Offset < FirstOffset;
+}
+
+/// <summary>A record that cannot be served because its bytes fail their checksum or are missing.</summary>
+public sealed class RecordCorruptedException(string topic, long offset, string reason)
+    : Exception($"Record {offset} of topic '{topic}' is corrupted and is not served: {reason}.")
+{
+    public string Topic { get; } = topic;
+    public long Offset { get; } = offset;
+}
+
+public sealed class TopicLimitException(string topic, int limit)
+    : Exception($"Topic '{topic}' cannot be created: the log holds its limit of {limit} topics.")
+{
+    public int Limit { get; } = limit;
+}
+
+public sealed class TopicExistsException(string topic) : Exception($"Topic '{topic}' already exists.")
+{
+    public string Topic { get; } = topic;
+}
+
+/// <summary>The log can take no more writes (a failed fsync leaves the page cache in an unknown state).</summary>
+public sealed class LogFailedException(string topic, Exception inner)
+    : Exception($"Topic '{topic}' stopped taking writes after a storage failure: {inner.Message}", inner)
+{
+}

@@ -1,0 +1,270 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using Conduit.Protos.Log.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Client;
+using Google.Protobuf;
+
+namespace Conduit.Commands;
+
+/// <summary>`conduit log ...`: produce, consume, tail and list topics of log.v1.Log.</summary>
+internal static class LogCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("log", "The commit log: produce, consume, tail, topics");
+        command.Subcommands.Add(Produce());
+        command.Subcommands.Add(Consume());
+        command.Subcommands.Add(Tail());
+        command.Subcommands.Add(Topics());
+        command.Subcommands.Add(CreateTopic());
+        command.Subcommands.Add(Truncate());
+        return command;
+    }
+
+    private static Option<string> TopicOption() => new("--topic") { Description = "The topic (default: the default log)", DefaultValueFactory = _ => "" };
+
+    /// <summary>A record as one line: offset, a tab, the value (UTF-8).</summary>
+    private static string Line(Record record) => $"{record.Offset}\t{record.Value.ToStringUtf8()}";
+
+    private static Command Produce()
+    {
+        var topic = TopicOption();
+        var value = new Option<string?>("--value") { Description = "Produce this one value (otherwise every line of stdin is a record)" };
+        var key = new Option<string?>("--key") { Description = "The records' key" };
+        var server = Cli.ServerOption();
+        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var client = new Protos.Log.V1.Log.LogClient(channel);
+            var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
+            ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
+            try
+            {
+                if (parse.GetValue(value) is { } single)
+                {
+                    var reply = await client.ProduceAsync(Request(single), new CallOptions(cancellationToken: cancellationToken));
+                    Console.WriteLine(reply.Offset);
+                    return 0;
+                }
+                using var call = client.ProduceStream(new CallOptions(cancellationToken: cancellationToken));
+                var send = Task.Run(async () =>
+                {
+                    while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
+                    {
+                        await call.RequestStream.WriteAsync(Request(line));
+                    }
+                    await call.RequestStream.CompleteAsync();
+                }, cancellationToken);
+                await foreach (var reply in call.ResponseStream.WithCancellation(cancellationToken))
+                {
+                    Console.WriteLine(reply.Offset);
+                }
+                await send;
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static Command Consume()
+    {
+        var topic = TopicOption();
+        var from = new Option<ulong>("--from") { Description = "The first offset to read", DefaultValueFactory = _ => 0 };
+        var count = new Option<int?>("--count") { Description = "Read this many records, waiting for new ones if needed (default: up to the current end)" };
+        var server = Cli.ServerOption();
+        var command = new Command("consume", "Print records (offset TAB value) from an offset on") { topic, from, count, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var client = new Protos.Log.V1.Log.LogClient(channel);
+            var name = parse.GetValue(topic)!;
+            var offset = parse.GetValue(from);
+            try
+            {
+                if (parse.GetValue(count) is { } wanted)
+                {
+                    if (wanted <= 0) return 0;
+                    using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
+                    var seen = 0;
+                    await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
+                    {
+                        Console.WriteLine(Line(response.Record));
+                        if (++seen == wanted) break;
+                    }
+                    return 0;
+                }
+                var admin = new LogAdmin.LogAdminClient(channel);
+                var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
+                if (offset < info.FirstOffset || offset > info.NextOffset)
+                {
+                    // Let the server say what is retained.
+                    await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
+                }
+                var exitCode = 0;
+                for (var o = offset; o < info.NextOffset; o++)
+                {
+                    try
+                    {
+                        var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
+                        Console.WriteLine(Line(response.Record));
+                    }
+                    catch (RpcException ex) when (ex.StatusCode == StatusCode.DataLoss)
+                    {
+                        // Say so and go on: the records after a damaged one are intact.
+                        exitCode = Cli.ReportError(ex);
+                    }
+                }
+                return exitCode;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static Command Tail()
+    {
+        var topic = TopicOption();
+        var lines = new Option<ulong>("--lines", "-n") { Description = "How many of the last records to print", DefaultValueFactory = _ => 10 };
+        var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing records as they are appended (Ctrl-C stops)" };
+        var server = Cli.ServerOption();
+        var command = new Command("tail", "Print the last records; with -f, follow the log") { topic, lines, follow, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var client = new Protos.Log.V1.Log.LogClient(channel);
+            var admin = new LogAdmin.LogAdminClient(channel);
+            var name = parse.GetValue(topic)!;
+            try
+            {
+                var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
+                var start = Math.Max(info.FirstOffset, info.NextOffset - Math.Min(info.NextOffset, parse.GetValue(lines)));
+                if (!parse.GetValue(follow))
+                {
+                    for (var o = start; o < info.NextOffset; o++)
+                    {
+                        var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
+                        Console.WriteLine(Line(response.Record));
+                    }
+                    return 0;
+                }
+                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = start }, new CallOptions(cancellationToken: cancellationToken));
+                await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
+                {
+                    Console.WriteLine(Line(response.Record));
+                }
+                return 0;
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            {
+                return 0;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static Command Topics()
+    {
+        var server = Cli.ServerOption();
+        var command = new Command("topics", "List the topics: offsets, size, segments, durability") { server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var admin = new LogAdmin.LogAdminClient(channel);
+            try
+            {
+                var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
+                var table = new StringBuilder();
+                table.AppendLine(CultureInfo.InvariantCulture, $"{"TOPIC",-24} {"FIRST",10} {"NEXT",10} {"BYTES",14} {"SEGMENTS",8}  DURABILITY");
+                foreach (var t in list.Topics)
+                {
+                    var durability = t.Settings.Durability.ToString().ToLowerInvariant();
+                    table.AppendLine(CultureInfo.InvariantCulture, $"{(t.Name.Length == 0 ? "(default)" : t.Name),-24} {t.FirstOffset,10} {t.NextOffset,10} {t.Bytes,14} {t.Segments,8}  {durability}");
+                }
+                Console.Write(table.ToString());
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static Command CreateTopic()
+    {
+        var name = new Argument<string>("name") { Description = "The topic's name" };
+        var durability = new Option<Durability>("--durability") { Description = "always, interval or never (default: the server's)" };
+        var segmentBytes = new Option<ulong?>("--segment-bytes") { Description = "Roll segments at this size" };
+        var retentionBytes = new Option<ulong?>("--retention-bytes") { Description = "Keep at most about this many bytes (0: no limit)" };
+        var retentionMs = new Option<ulong?>("--retention-ms") { Description = "Remove segments whose records are all older than this (0: no limit)" };
+        var server = Cli.ServerOption();
+        var command = new Command("create-topic", "Create a topic with its own durability and retention") { name, durability, segmentBytes, retentionBytes, retentionMs, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var admin = new LogAdmin.LogAdminClient(channel);
+            var settings = new TopicSettings { Durability = parse.GetValue(durability) };
+            if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
+            if (parse.GetValue(retentionBytes) is { } rb) settings.RetentionBytes = rb;
+            if (parse.GetValue(retentionMs) is { } rm) settings.RetentionMs = rm;
+            try
+            {
+                var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings }, new CallOptions(cancellationToken: cancellationToken));
+                Console.WriteLine($"created topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+
+    private static Command Truncate()
+    {
+        var topic = TopicOption();
+        var before = new Option<ulong>("--before") { Description = "Remove whole segments whose records are all below this offset", Required = true };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Say what would be removed, remove nothing" };
+        var server = Cli.ServerOption();
+        var command = new Command("truncate", "Remove old retained data (whole segments)") { topic, before, dryRun, server };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            var admin = new LogAdmin.LogAdminClient(channel);
+            var headers = new Metadata();
+            if (parse.GetValue(dryRun)) headers.Add(Rpc.Server.DryRun.Header);
+            try
+            {
+                var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
+                    new CallOptions(headers, cancellationToken: cancellationToken));
+                Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        });
+        return command;
+    }
+}

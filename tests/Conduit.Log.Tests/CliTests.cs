@@ -1,0 +1,57 @@
+using Conduit.Interop.Tests;
+
+namespace Conduit.Log.Tests;
+
+/// <summary>`conduit log ...` as a person types it, against a running server.</summary>
+public class CliTests
+{
+    private static async Task<(int ExitCode, string Output, string Errors)> Conduit(string? stdin, params string[] args)
+    {
+        await using var child = ChildProcess.Conduit(args);
+        if (stdin is not null) await child.StandardInput.WriteAsync(stdin);
+        child.StandardInput.Close();
+        var code = await child.WaitForExit(TimeSpan.FromSeconds(60));
+        return (code, child.Output, child.Errors);
+    }
+
+    [Fact]
+    public async Task Produce_consume_tail_and_topics_from_the_command_line()
+    {
+        await using var server = await LogServer.StartAsync();
+        var url = server.Address;
+
+        Assert.Equal((0, "0\n1\n2\n", ""), await Conduit("alpha\nbeta\ngamma\n", "log", "produce", "--server", url));
+        Assert.Equal((0, "0\n", ""), await Conduit(null, "log", "produce", "--topic", "orders", "--value", "order-1", "--server", url));
+
+        Assert.Equal((0, "1\tbeta\n2\tgamma\n", ""), await Conduit(null, "log", "consume", "--from", "1", "--server", url));
+        Assert.Equal((0, "0\talpha\n", ""), await Conduit(null, "log", "consume", "--from", "0", "--count", "1", "--server", url));
+        Assert.Equal((0, "2\tgamma\n", ""), await Conduit(null, "log", "tail", "-n", "1", "--server", url));
+
+        var past = await Conduit(null, "log", "consume", "--from", "9", "--server", url);
+        Assert.Equal(1, past.ExitCode);
+        Assert.Contains("OutOfRange: Offset 9 is past the end", past.Errors);
+
+        var topics = await Conduit(null, "log", "topics", "--server", url);
+        Assert.Equal(0, topics.ExitCode);
+        var lines = topics.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("TOPIC", lines[0]);
+        Assert.Matches(@"^\(default\)\s+0\s+3\s+\d+\s+1\s+always$", lines[1]);
+        Assert.Matches(@"^orders\s+0\s+1\s+\d+\s+1\s+always$", lines[2]);
+    }
+
+    [Fact]
+    public async Task Tail_follow_prints_records_appended_after_it_started()
+    {
+        await using var server = await LogServer.StartAsync();
+        await using var tail = ChildProcess.Conduit("log", "tail", "-f", "--server", server.Address);
+        // Produce until the follower prints the first record: then it is following.
+        await server.Log.ProduceAsync(new Protos.Log.V1.ProduceRequest { Record = new Protos.Log.V1.Record { Value = Google.Protobuf.ByteString.CopyFromUtf8("first") } });
+        await tail.WaitForLine("^0\tfirst$");
+        await server.Log.ProduceAsync(new Protos.Log.V1.ProduceRequest { Record = new Protos.Log.V1.Record { Value = Google.Protobuf.ByteString.CopyFromUtf8("second") } });
+        await tail.WaitForLine("^1\tsecond$");
+        tail.Interrupt();
+        // Ctrl-C ends it at once, with the shell's convention for SIGINT (128 + 2), like tail -f.
+        Assert.Equal(130, await tail.WaitForExit(TimeSpan.FromSeconds(20)));
+        Assert.Equal("", tail.Errors);
+    }
+}
