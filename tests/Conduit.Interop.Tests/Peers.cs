@@ -113,8 +113,12 @@ public sealed class ChildProcess : IAsyncDisposable
     /// <summary>Sends SIGINT (Ctrl-C), as a person stopping a server would.</summary>
     public void Interrupt() => Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
 
+    private bool _disposed;
+
     public async ValueTask DisposeAsync()
     {
+        if (_disposed) return;
+        _disposed = true;
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);
