@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Unary SayHello side by side, same load generator (h2load), same pinning (server on core 0,
+# load on core 1), same warm-up, in one run:
+#   bare Kestrel (canned reply: the ceiling for any layer on Kestrel), Conduit,
+#   C++ gRPC (Debian libgrpc++, callback API), Node @grpc/grpc-js, Python grpcio (sync).
+# Prints one table; only the ratios within one run mean anything on a shared machine.
+#
+#   bash bench/compare.sh                      # 30 s warm-up + 30 s per row, as the issue asks
+#   WARMUP=2 DURATION=5 bash bench/compare.sh  # a quick look
+#   SERVERS="kestrel conduit" bash bench/compare.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+warmup="${WARMUP:-30}"
+duration="${DURATION:-30}"
+servers="${SERVERS:-kestrel conduit cpp node python}"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+need=(nghttp2-client python3-grpcio python3-protobuf protobuf-compiler)
+[[ " $servers " == *" cpp "* ]] && need+=(libgrpc++-dev protobuf-compiler-grpc pkg-config g++)
+# Node: the machine's own node/npm when there are (Debian's npm conflicts with other installs).
+[[ " $servers " == *" node "* ]] && ! command -v npm >/dev/null && need+=(nodejs npm)
+missing=()
+for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  sudo=""; [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "building ..." >&2
+dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
+dotnet build "$root/bench/BareKestrel/BareKestrel.csproj" -c Release -nologo -v quiet >&2
+if [[ " $servers " == *" cpp "* ]]; then
+  mkdir -p "$work/cpp"
+  protoc -I "$root/protos" --cpp_out="$work/cpp" --grpc_out="$work/cpp" \
+    --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "$root/protos/helloworld/helloworld.proto"
+  g++ -O2 -std=c++17 -I"$work/cpp" "$root/bench/reference/cpp/greeter_server.cc" \
+    "$work/cpp/helloworld/helloworld.pb.cc" "$work/cpp/helloworld/helloworld.grpc.pb.cc" \
+    $(pkg-config --cflags --libs grpc++ protobuf) -o "$work/cpp/greeter_server"
+fi
+if [[ " $servers " == *" node "* ]]; then
+  cp "$root/bench/reference/node/"{package.json,server.js} "$work/"
+  (cd "$work" && npm install --silent --no-audit --no-fund >/dev/null)
+fi
+
+# HelloRequest{name="bench"} as one gRPC frame: flag 0, length 7, field 1 (0x0a) length 5.
+printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$work/body.bin"
+
+start_server() { # name port
+  case "$1" in
+    kestrel) taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$2" ;;
+    conduit) taskset -c 0 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" serve --urls "http://127.0.0.1:$2" --log-level Warning --data "$work/data" ;;
+    cpp) taskset -c 0 "$work/cpp/greeter_server" "$2" ;;
+    node) taskset -c 0 node "$work/server.js" "$root/protos" "$2" ;;
+    python) taskset -c 0 /usr/bin/python3 "$root/bench/reference/python/greeter_server.py" "$2" ;;
+  esac
+}
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+run_h2load() { # port connections streams -> "req/s mean_ms"
+  local out
+  out="$(taskset -c 1 h2load -D "$duration" --warm-up-time "$warmup" -c "$2" -m "$3" \
+    -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/body.bin" \
+    "http://127.0.0.1:$1/helloworld.Greeter/SayHello" 2>&1)"
+  local rps mean failed
+  rps="$(grep -Eo 'finished in [0-9.]+[a-z]+, [0-9.]+ req/s' <<<"$out" | grep -Eo '[0-9.]+ req/s' | cut -d' ' -f1)"
+  mean="$(grep -E '^time for request:' <<<"$out" | awk '{print $6}')"
+  failed="$(grep -Eo '[0-9]+ failed' <<<"$out" | head -1 | cut -d' ' -f1)"
+  echo "${rps:-0} ${mean:-?} ${failed:-?}"
+}
+
+port=50090
+declare -A result
+for name in $servers; do
+  port=$((port + 1))
+  start_server "$name" "$port" > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  if ! wait_port "$port"; then echo "$name did not start:" >&2; cat "$work/$name.log" >&2; continue; fi
+  echo "measuring $name ..." >&2
+  result["$name 1x1"]="$(run_h2load "$port" 1 1)"
+  result["$name 4x32"]="$(run_h2load "$port" 4 32)"
+  kill "${pids[-1]}" 2>/dev/null || true
+  wait "${pids[-1]}" 2>/dev/null || true
+done
+
+echo
+echo "unary SayHello, h2load $(h2load --version | head -1 | awk '{print $2}'), server pinned to core 0, h2load to core 1, ${warmup}s warm-up + ${duration}s per row, $(date -u '+%Y-%m-%d %H:%M UTC')"
+printf '%-10s %14s %12s %14s %12s %10s\n' server "1x1 req/s" "1x1 mean" "4x32 req/s" "4x32 mean" "vs kestrel"
+base="$(awk '{print $1}' <<<"${result[kestrel 4x32]:-0}")"
+for name in $servers; do
+  read -r r1 m1 f1 <<<"${result[$name 1x1]:-0 ? ?}"
+  read -r r4 m4 f4 <<<"${result[$name 4x32]:-0 ? ?}"
+  ratio="$(awk -v a="$r4" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+  printf '%-10s %14s %12s %14s %12s %10s\n' "$name" "$r1" "$m1" "$r4" "$m4" "$ratio"
+  [[ "$f1" != "0" || "$f4" != "0" ]] && echo "  ($name: failed requests: $f1 / $f4)"
+done
