@@ -205,6 +205,36 @@ public class ClientTests
         Assert.Equal(StatusCode.FailedPrecondition, write.StatusCode);
     }
 
+    [Fact]
+    public async Task A_read_the_handler_left_running_is_stopped_before_the_call_ends()
+    {
+        var service = new AbandoningService();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(service), a => a.MapRpcService<AbandoningService>());
+        for (var i = 0; i < 20; i++)
+        {
+            using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
+            await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
+            var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+            Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+            // The read the handler abandoned was cancelled, not left to fight Kestrel's own read.
+            var abandoned = await service.AbandonedReads.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        }
+    }
+
+    /// <summary>Starts a read in the background, then fails without waiting for it.</summary>
+    public sealed class AbandoningService : TestService.TestServiceBase
+    {
+        public System.Threading.Channels.Channel<Task> AbandonedReads { get; } = System.Threading.Channels.Channel.CreateUnbounded<Task>();
+
+        public override async Task FullDuplexCall(IAsyncStreamReader<StreamingOutputCallRequest> requestStream, IServerStreamWriter<StreamingOutputCallResponse> responseStream, ServerCallContext context)
+        {
+            Assert.True(await requestStream.MoveNext());
+            AbandonedReads.Writer.TryWrite(requestStream.MoveNext().AsTask());
+            throw new RpcException(StatusCode.ResourceExhausted, "giving up");
+        }
+    }
+
     private static Task<TestHost> StartGreeterAndTestService() => TestHost.StartAsync(
         s => s.AddSingleton<GreeterService>().AddSingleton<TestServiceImpl>(),
         a =>

@@ -160,6 +160,27 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         _deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested
         && !_http.RequestAborted.IsCancellationRequested && !_runtime.Stopping.IsCancellationRequested;
 
+    /// <summary>
+    /// Called once the handler is over: a request read it left running (a background reader it
+    /// did not wait for) is cancelled and awaited, because Kestrel reads the rest of the request
+    /// body itself when the call ends, and two readers of one body break both.
+    /// </summary>
+    public async ValueTask StopAbandonedReadAsync()
+    {
+        if (_reader is null) return;
+        var idle = _reader.WhenIdleAsync();
+        if (idle.IsCompleted) return;
+        _callCts?.Cancel();
+        try
+        {
+            await idle.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            Log.AbandonedRead(_runtime.Logger, _method.FullName);
+        }
+    }
+
     public Status StatusFromException(Exception ex)
     {
         if (_http.RequestAborted.IsCancellationRequested) return new Status(StatusCode.Cancelled, "Call canceled by the client.");
@@ -266,20 +287,60 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
         public bool LastCompressed { get; private set; }
 
+        private bool _reading;
+        private TaskCompletionSource? _idle;
+
         [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
         public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
         {
-            var token = cancellationToken.CanBeCanceled ? cancellationToken : call.CancellationToken;
-            var result = await MessageFraming.ReadMessageAsync(call._http.Request.BodyReader, call._method.RequestMarshaller,
-                call._requestDecompressor, call._runtime.Options.MaxReceiveMessageSize, "request", token).ConfigureAwait(false);
-            if (!result.HasMessage)
+            lock (this)
             {
-                _current = default;
-                return false;
+                if (_reading) throw new InvalidOperationException("A read is already pending; await it before the next one.");
+                _reading = true;
             }
-            _current = result.Message;
-            LastCompressed = result.WasCompressed;
-            return true;
+            CancellationTokenSource? linked = null;
+            try
+            {
+                // The call's own token always applies (deadline, client cancel, shutdown); a
+                // caller's token is added to it, not put in its place.
+                var token = call.CancellationToken;
+                if (cancellationToken.CanBeCanceled && cancellationToken != token)
+                {
+                    linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, token);
+                    token = linked.Token;
+                }
+                var result = await MessageFraming.ReadMessageAsync(call._http.Request.BodyReader, call._method.RequestMarshaller,
+                    call._requestDecompressor, call._runtime.Options.MaxReceiveMessageSize, "request", token).ConfigureAwait(false);
+                if (!result.HasMessage)
+                {
+                    _current = default;
+                    return false;
+                }
+                _current = result.Message;
+                LastCompressed = result.WasCompressed;
+                return true;
+            }
+            finally
+            {
+                linked?.Dispose();
+                lock (this)
+                {
+                    _reading = false;
+                    _idle?.TrySetResult();
+                    _idle = null;
+                }
+            }
+        }
+
+        /// <summary>Completes when no read is pending.</summary>
+        public Task WhenIdleAsync()
+        {
+            lock (this)
+            {
+                if (!_reading) return Task.CompletedTask;
+                _idle ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                return _idle.Task;
+            }
         }
 
         public IAsyncEnumerator<TRequest> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
@@ -327,5 +388,8 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
         [LoggerMessage(2, LogLevel.Error, "Handler of {Method} threw.")]
         public static partial void HandlerFailed(ILogger logger, Exception exception, string method);
+
+        [LoggerMessage(3, LogLevel.Warning, "Handler of {Method} returned with a request read still pending, which did not stop within 5 s of being cancelled.")]
+        public static partial void AbandonedRead(ILogger logger, string method);
     }
 }

@@ -51,6 +51,7 @@ internal sealed class ServerMethod<TService, TRequest, TResponse>(
                 // never reach its caller.
                 if (service is not null) await activator.ReleaseAsync(service).ConfigureAwait(false);
             }
+            await call.StopAbandonedReadAsync().ConfigureAwait(false);
             call.Complete(status, start);
         };
     }
