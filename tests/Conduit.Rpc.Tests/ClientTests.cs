@@ -206,6 +206,30 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task Deadlines_beyond_what_a_timer_can_hold_work_on_both_sides()
+    {
+        await using var host = await StartGreeterAndTestService();
+        var reply = await new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest { Name = "far" }, new CallOptions().WithTimeout(TimeSpan.FromDays(60)));
+        Assert.Equal("Hello far", reply.Message);
+        // The largest grpc-timeout the spec allows (about 11,400 years).
+        var raw = await host.PostAsync("/grpc.testing.TestService/EmptyCall", new ByteArrayContent(TestHost.Frame([])), headers: ("grpc-timeout", "99999999H"));
+        Assert.Equal("0", raw.GrpcStatus);
+    }
+
+    [Fact]
+    public async Task A_call_started_by_work_that_outlives_its_handler_is_not_tied_to_the_finished_call()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>().AddSingleton<GreeterService>(),
+            a => { a.MapRpcService<ProbeService>(); a.MapRpcService<GreeterService>(); });
+        probe.Channel = host.Channel;
+        var call = new TestService.TestServiceClient(host.Channel).StreamingOutputCall(new StreamingOutputCallRequest(), new CallOptions().WithTimeout(TimeSpan.FromSeconds(10)));
+        Assert.False(await call.ResponseStream.MoveNext());
+        var reply = await probe.Background.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal("Hello later", reply);
+    }
+
+    [Fact]
     public async Task A_read_the_handler_left_running_is_stopped_before_the_call_ends()
     {
         var service = new AbandoningService();
@@ -213,8 +237,13 @@ public class ClientTests
         for (var i = 0; i < 20; i++)
         {
             using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
-            await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
-            var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+            // The status may already be known when the write returns (a trailers-only answer):
+            // then the write reports it; otherwise the read does.
+            var ex = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
+                await call.ResponseStream.MoveNext();
+            });
             Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
             // The read the handler abandoned was cancelled, not left to fight Kestrel's own read.
             var abandoned = await service.AbandonedReads.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5));
@@ -250,6 +279,8 @@ public class ClientTests
         public TaskCompletionSource<DateTime> InnerDeadline { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public RpcChannel? Channel { get; set; }
+
+        public TaskCompletionSource<string> Background { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>A TestService that reports what its handlers saw.</summary>
@@ -295,6 +326,25 @@ public class ClientTests
             {
                 if (context.CancellationToken.IsCancellationRequested) probe.HandlerCancelled.TrySetResult(true);
             }
+        }
+
+        public override Task StreamingOutputCall(StreamingOutputCallRequest request, IServerStreamWriter<StreamingOutputCallResponse> responseStream, ServerCallContext context)
+        {
+            // Fire and forget: the call below starts after this handler (and its call) are over.
+            _ = Task.Run(async () =>
+            {
+                await Task.Delay(200);
+                try
+                {
+                    var reply = await new Greeter.GreeterClient(probe.Channel!).SayHelloAsync(new HelloRequest { Name = "later" });
+                    probe.Background.TrySetResult(reply.Message);
+                }
+                catch (Exception ex)
+                {
+                    probe.Background.TrySetException(ex);
+                }
+            });
+            return Task.CompletedTask;
         }
 
         public override Task<Empty> EmptyCall(Empty request, ServerCallContext context) =>

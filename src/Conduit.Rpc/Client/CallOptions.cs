@@ -38,5 +38,6 @@ public readonly record struct CallOptions
     /// <summary>A deadline <paramref name="timeout"/> from now.</summary>
     public CallOptions WithTimeout(TimeSpan timeout) => this with { Deadline = DateTime.UtcNow + timeout };
 
-    internal ServerCallContext? Parent => DetachFromServerCall ? null : ServerCallContext.Current;
+    // A call started by background work that outlived its handler has no parent any more.
+    internal ServerCallContext? Parent => DetachFromServerCall || ServerCallContext.Current is not { IsCompleted: false } parent ? null : parent;
 }

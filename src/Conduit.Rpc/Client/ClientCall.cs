@@ -15,6 +15,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
 {
     private const string UserAgent = "grpc-csharp-conduit/0.1";
     private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
+    internal static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
@@ -35,6 +36,8 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private StreamingContent? _streamingContent;
     private Status? _status;
     private Metadata? _trailers;
+    private int _reading;
+    private int _released;
 
     public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
     {
@@ -130,7 +133,8 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             else
             {
                 headers.TryAddWithoutValidation(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(remaining));
-                _cts.CancelAfter(remaining);
+                // Timers take at most ~49.7 days; a deadline further away never fires in practice.
+                if (remaining < MaxTimer) _cts.CancelAfter(remaining);
             }
         }
         if (_options.CancellationToken.CanBeCanceled)
@@ -139,7 +143,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
         if (parent is not null)
         {
-            _parentRegistration = parent.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
+            // The incoming call ending at its deadline is this call's deadline too (same instant).
+            _parentRegistration = parent.CancellationToken.UnsafeRegister(static s =>
+            {
+                var call = (ClientCall<TRequest, TResponse>)s!;
+                call.Cancel(DateTime.UtcNow >= call._deadline ? ReasonNone : ReasonCancelled);
+            }, this);
         }
         _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
     }
@@ -168,7 +177,16 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             Finish(StatusFromException(ex), null);
             return;
         }
-        _response = response;
+        lock (_lock)
+        {
+            if (_status is not null)
+            {
+                // Disposed or failed while the headers were on their way: nobody will read this.
+                response.Dispose();
+                return;
+            }
+            _response = response;
+        }
         var headerMetadata = ReadMetadata(response.Headers);
         _headers.TrySetResult(headerMetadata);
 
@@ -202,7 +220,16 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         try
         {
             var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
-            _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 1024));
+            var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 1024));
+            lock (_lock)
+            {
+                if (_status is not null)
+                {
+                    reader.Complete();
+                    return;
+                }
+                _reader = reader;
+            }
         }
         catch (Exception ex)
         {
@@ -214,28 +241,39 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     public async ValueTask<(bool HasMessage, TResponse Message)> ReadNextAsync(CancellationToken cancellationToken)
     {
         await _started.ConfigureAwait(false);
-        ThrowIfFinished();
-        if (_status is not null) return default; // ended OK: nothing more to read
-        using var registration = cancellationToken.CanBeCanceled
-            ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
-            : default;
+        // While a read runs, Finish (from Dispose, a deadline, the writer) leaves the response and
+        // its pooled buffers alone; the read releases them on its way out.
+        Interlocked.Exchange(ref _reading, 1);
         try
         {
-            var result = await MessageFraming.ReadMessageAsync(_reader!, _method.ResponseMarshaller, _responseDecompressor,
-                _channel.Options.MaxReceiveMessageSize, "response", _cts.Token).ConfigureAwait(false);
-            if (result.HasMessage) return (true, result.Message);
-        }
-        catch (Exception ex)
-        {
-            Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
             ThrowIfFinished();
+            if (_status is not null) return default; // ended OK: nothing more to read
+            using var registration = cancellationToken.CanBeCanceled
+                ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
+                : default;
+            try
+            {
+                var result = await MessageFraming.ReadMessageAsync(_reader!, _method.ResponseMarshaller, _responseDecompressor,
+                    _channel.Options.MaxReceiveMessageSize, "response", _cts.Token).ConfigureAwait(false);
+                if (result.HasMessage) return (true, result.Message);
+            }
+            catch (Exception ex)
+            {
+                Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
+                ThrowIfFinished();
+            }
+            var trailers = _response!.TrailingHeaders;
+            Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
+                ? ReadStatus(trailers)
+                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
+            ThrowIfFinished();
+            return default;
         }
-        var trailers = _response!.TrailingHeaders;
-        Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
-            ? ReadStatus(trailers)
-            : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
-        ThrowIfFinished();
-        return default;
+        finally
+        {
+            Volatile.Write(ref _reading, 0);
+            if (_status is not null) ReleaseResponse();
+        }
     }
 
     public async Task<TResponse> ReadUnaryResponseAsync()
@@ -262,8 +300,10 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
+    /// <summary>Ends the call with <paramref name="status"/> (even one that ended OK on the wire) and throws it.</summary>
     private void Fail(Status status)
     {
+        Finish(status, null);
         lock (_lock) _status = status;
         throw new RpcException(status, _trailers);
     }
@@ -294,9 +334,19 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         {
             try { _cts.CancelAfter(Timeout.Infinite); } catch (ObjectDisposedException) { }
         }
-        // The response is fully read (OK) or abandoned: return its buffers and connection stream.
-        _reader?.Complete();
-        _response?.Dispose();
+        // The response is fully read (OK) or abandoned: return its buffers and connection stream,
+        // unless a read is running right now (it releases them when it returns).
+        if (Volatile.Read(ref _reading) == 0) ReleaseResponse();
+    }
+
+    private void ReleaseResponse()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0) return;
+        PipeReader? reader;
+        HttpResponseMessage? response;
+        lock (_lock) (reader, response) = (_reader, _response);
+        reader?.Complete();
+        response?.Dispose();
         _request?.Dispose();
     }
 
@@ -304,8 +354,6 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         Cancel(ReasonDisposed);
         Finish(new Status(StatusCode.Cancelled, "Call disposed."), null);
-        _response?.Dispose();
-        _request?.Dispose();
     }
 
     private Status StatusFromException(Exception ex)
@@ -463,7 +511,16 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 var stream = await content.Stream.ConfigureAwait(false);
                 using var buffer = new PooledBufferWriter();
                 var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._requestCompressor;
-                MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, compressor, call._channel.Options.MaxSendMessageSize);
+                try
+                {
+                    MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, compressor, call._channel.Options.MaxSendMessageSize);
+                }
+                catch (RpcException ex)
+                {
+                    // A message too large to send fails the call, as on the unary path.
+                    call.Finish(ex.Status, null);
+                    throw;
+                }
                 await stream.WriteAsync(buffer.WrittenMemory, call._cts.Token).ConfigureAwait(false);
                 await stream.FlushAsync(call._cts.Token).ConfigureAwait(false);
             }

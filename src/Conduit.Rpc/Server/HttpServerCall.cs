@@ -15,6 +15,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     private readonly Method<TRequest, TResponse> _method;
     private readonly ServerRuntime _runtime;
     private CancellationTokenSource? _callCts;
+    private CancellationToken _callToken;
     private DateTime _deadline = DateTime.MaxValue;
     private Metadata? _requestHeaders;
     private Metadata? _responseTrailers;
@@ -43,7 +44,10 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
     public override Metadata RequestHeaders => _requestHeaders ??= MetadataHeaders.FromHeaders(_http.Request.Headers);
 
-    public override CancellationToken CancellationToken => _callCts?.Token ?? _http.RequestAborted;
+    // Captured once: it stays readable after the call completes and its source is disposed.
+    public override CancellationToken CancellationToken => _callToken;
+
+    internal override bool IsCompleted => _completed;
 
     public override Metadata ResponseTrailers => _responseTrailers ??= new Metadata();
 
@@ -126,7 +130,9 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
                 return false;
             }
             timeout = parsed;
-            _deadline = DateTime.UtcNow + parsed;
+            // Saturating: the spec allows up to 99999999H, past DateTime's range.
+            var now = DateTime.UtcNow;
+            _deadline = parsed < DateTime.MaxValue - now ? now + parsed : DateTime.MaxValue;
         }
 
         // A linked source only where something besides the client can end the call: a deadline,
@@ -134,8 +140,10 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         if (timeout is not null || _method.Type != MethodType.Unary)
         {
             _callCts = CancellationTokenSource.CreateLinkedTokenSource(_http.RequestAborted, _runtime.Stopping);
-            if (timeout is { } t) _callCts.CancelAfter(t > TimeSpan.Zero ? t : TimeSpan.FromTicks(1));
+            // Timers take at most ~49.7 days; a deadline further away never fires in practice.
+            if (timeout is { } t && t < TimeSpan.FromMilliseconds(uint.MaxValue - 1)) _callCts.CancelAfter(t > TimeSpan.Zero ? t : TimeSpan.FromTicks(1));
         }
+        _callToken = _callCts?.Token ?? _http.RequestAborted;
         return true;
     }
 
@@ -296,6 +304,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
             lock (this)
             {
                 if (_reading) throw new InvalidOperationException("A read is already pending; await it before the next one.");
+                if (call._completed) throw new InvalidOperationException("The call is complete; its request stream can no longer be read.");
                 _reading = true;
             }
             CancellationTokenSource? linked = null;

@@ -55,4 +55,7 @@ public abstract class ServerCallContext
 
     /// <summary>The underlying ASP.NET Core request, for what the gRPC abstraction does not cover.</summary>
     public abstract HttpContext GetHttpContext();
+
+    /// <summary>Whether the call has ended (work it started may still hold this context).</summary>
+    internal virtual bool IsCompleted => false;
 }

@@ -58,7 +58,20 @@ internal static class MessageFraming
         {
             var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
             var buffer = result.Buffer;
-            if (TryReadFrame(buffer, maxSize, direction, out var compressed, out var payload))
+            bool complete;
+            bool compressed;
+            ReadOnlySequence<byte> payload;
+            try
+            {
+                complete = TryReadFrame(buffer, maxSize, direction, out compressed, out payload);
+            }
+            catch (RpcException)
+            {
+                // Every ReadAsync is paired with an AdvanceTo, or the next read fails.
+                reader.AdvanceTo(buffer.Start);
+                throw;
+            }
+            if (complete)
             {
                 try
                 {
@@ -77,8 +90,8 @@ internal static class MessageFraming
                 if (leftover == 0) return default;
                 throw new RpcException(StatusCode.Internal, $"Incomplete {direction} message: the stream ended inside a frame.");
             }
-            if (result.IsCanceled) throw new OperationCanceledException(cancellationToken);
             reader.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCanceled) throw new OperationCanceledException(cancellationToken);
         }
     }
 

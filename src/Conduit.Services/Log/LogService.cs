@@ -61,11 +61,30 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         var token = context.CancellationToken;
         var dryRun = DryRun.IsRequested(context);
         var acknowledgements = Channel.CreateBounded<PendingAppend>(new BoundedChannelOptions(ProduceStreamWindow) { SingleReader = true, SingleWriter = true });
-        var reading = ReadRequestsAsync(requestStream, acknowledgements.Writer, dryRun, token);
-        await foreach (var pending in acknowledgements.Reader.ReadAllAsync(token).ConfigureAwait(false))
+        // The reader appends as requests arrive. If acknowledging fails, it must stop before this
+        // handler returns: no record may be appended after the client was told the stream failed.
+        using var readingCts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var reading = ReadRequestsAsync(requestStream, acknowledgements.Writer, dryRun, readingCts.Token);
+        try
         {
-            await LogMapping.GuardAsync("", pending.Durable.WaitAsync(token)).ConfigureAwait(false);
-            await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)pending.Offset }, token).ConfigureAwait(false);
+            await foreach (var pending in acknowledgements.Reader.ReadAllAsync(token).ConfigureAwait(false))
+            {
+                await LogMapping.GuardAsync("", pending.Durable.WaitAsync(token)).ConfigureAwait(false);
+                await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)pending.Offset }, token).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            await readingCts.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await reading.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The acknowledging side's error is the one the client gets.
+            }
+            throw;
         }
         await reading.ConfigureAwait(false);
     }
@@ -79,6 +98,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
             await foreach (var request in requests.WithCancellation(token).ConfigureAwait(false))
             {
                 var record = LogMapping.ToStorage(request, "record");
+                token.ThrowIfCancellationRequested();
                 PendingAppend pending;
                 if (dryRunNext is not null)
                 {

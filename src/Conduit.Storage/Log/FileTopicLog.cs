@@ -286,8 +286,10 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     {
         for (var attempt = 0; ; attempt++)
         {
-            var segments = Volatile.Read(ref _segments);
+            // Visible before segments: an offset published after a roll is then always found in
+            // the segment array read after it (the other order could miss the new segment).
             var visible = Volatile.Read(ref _visible);
+            var segments = Volatile.Read(ref _segments);
             var first = segments[0].BaseOffset;
             if (offset < first || offset >= visible) throw new OffsetOutOfRangeException(Name, offset, first, visible);
             var segment = Find(segments, offset);
@@ -386,7 +388,23 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         lock (_writeLock)
         {
             if (_disposed || _failure is not null) return;
-            _segments[^1].Seal();
+            try
+            {
+                _segments[^1].Seal();
+            }
+            catch (IOException ex)
+            {
+                // As on every other fsync path: a failed fsync is never retried (the kernel may
+                // have dropped the dirty pages), the topic stops taking writes until restart.
+                _failure = ex;
+                _logger.LogError(ex, "Log topic '{Topic}': fsync failed; the topic takes no more writes until the server restarts.", Name);
+                lock (_flushLock)
+                {
+                    _pendingFlush?.TrySetException(new LogFailedException(Name, ex));
+                    _pendingFlush = null;
+                }
+                return;
+            }
             lock (_flushLock)
             {
                 _durable = Math.Max(_durable, _written);
