@@ -93,6 +93,20 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task Cancelling_reaches_the_server_even_when_nobody_is_reading()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        using var cts = new CancellationTokenSource();
+        using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall(new CallOptions(cancellationToken: cts.Token));
+        await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
+        Assert.True(await call.ResponseStream.MoveNext());
+        await cts.CancelAsync(); // no read pending: the stream must be reset all the same
+        Assert.True(await probe.HandlerCancelled.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(StatusCode.Cancelled, call.GetStatus().Code);
+    }
+
+    [Fact]
     public async Task Many_concurrent_calls_share_one_channel()
     {
         await using var host = await StartGreeterAndTestService();

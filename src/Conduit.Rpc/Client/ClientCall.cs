@@ -63,18 +63,23 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     public void StartUnary(TRequest request)
     {
         ResolveCompression();
-        PooledBufferWriter? buffer = new PooledBufferWriter();
-        try
+        byte[] frame;
+        using (var buffer = new PooledBufferWriter())
         {
-            MessageFraming.WriteMessage(buffer, request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
+            try
+            {
+                MessageFraming.WriteMessage(buffer, request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
+            }
+            catch (RpcException ex)
+            {
+                Finish(ex.Status, null);
+                return;
+            }
+            // A plain array, not the pooled one: SocketsHttpHandler may still be sending (or
+            // resend) the body when the call ends, so nothing may return it to a pool under it.
+            frame = buffer.WrittenSpan.ToArray();
         }
-        catch (RpcException ex)
-        {
-            buffer.Dispose();
-            Finish(ex.Status, null);
-            return;
-        }
-        Start(new UnaryContent(buffer));
+        Start(new UnaryContent(frame));
     }
 
     public void StartStreaming()
@@ -150,6 +155,13 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 call.Cancel(DateTime.UtcNow >= call._deadline ? ReasonNone : ReasonCancelled);
             }, this);
         }
+        // Whatever cancels the call (deadline, caller, parent, Dispose) ends it at once: the status
+        // is recorded and the HTTP/2 stream reset, even if nobody is reading the response.
+        _cts.Token.UnsafeRegister(static s =>
+        {
+            var call = (ClientCall<TRequest, TResponse>)s!;
+            call.Finish(call.StatusFromException(new OperationCanceledException()), null);
+        }, this);
         _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
     }
 
@@ -558,24 +570,18 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     }
 
     /// <summary>A pre-serialized single request message.</summary>
-    private sealed class UnaryContent(PooledBufferWriter buffer) : HttpContent
+    private sealed class UnaryContent(byte[] frame) : HttpContent
     {
         protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-            stream.WriteAsync(buffer.WrittenMemory).AsTask();
+            stream.WriteAsync(frame).AsTask();
 
         protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
-            stream.WriteAsync(buffer.WrittenMemory, cancellationToken).AsTask();
+            stream.WriteAsync(frame, cancellationToken).AsTask();
 
         protected override bool TryComputeLength(out long length)
         {
-            length = buffer.WrittenCount;
+            length = frame.Length;
             return true;
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) buffer.Dispose();
-            base.Dispose(disposing);
         }
     }
 
