@@ -23,9 +23,17 @@ public static class PageToken
     public static bool TryDecode(string token, out long lastId)
     {
         lastId = 0;
-        Span<byte> bytes = stackalloc byte[12];
-        if (token.Length > 16 || !Base64Url.TryDecodeFromChars(token, bytes, out var written) || written != 9 || bytes[0] != Version) return false;
-        lastId = BinaryPrimitives.ReadInt64BigEndian(bytes[1..9]);
+        if (token.Length != 12) return false; // 9 bytes in base64url
+        Span<byte> bytes = stackalloc byte[9];
+        try
+        {
+            if (Base64Url.DecodeFromChars(token, bytes) != 9 || bytes[0] != Version) return false;
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+        lastId = BinaryPrimitives.ReadInt64BigEndian(bytes[1..]);
         return lastId >= 0;
     }
 }
