@@ -39,7 +39,7 @@ public sealed class CliTests : IAsyncLifetime
         Assert.True(created.ExitCode == 0, created.Errors);
         var id = created.Output.Split('\t')[0];
         Assert.Equal($"{id}\tAnn Lee\tann@example.com\n", created.Output);
-        Assert.Equal("created 1 users\n", created.Errors);
+        Assert.Equal("created 1 user\n", created.Errors);
 
         Assert.Equal(created.Output, (await Users("get", id)).Output);
         Assert.Equal(created.Output, (await Users("find", "ANN@EXAMPLE.COM")).Output);
@@ -103,7 +103,7 @@ public sealed class CliTests : IAsyncLifetime
     {
         var result = await Users("create", "--dry-run", "--from-csv", Csv("dry.csv", "Ann,ann@example.com\n"));
         Assert.Equal("0\tAnn\tann@example.com\n", result.Output);
-        Assert.Equal("dry run: 1 users would be created\n", result.Errors);
+        Assert.Equal("dry run: 1 user would be created\n", result.Errors);
         Assert.Equal("", (await Users("list")).Output);
     }
 

@@ -155,7 +155,8 @@ internal static class UsersCommand
             {
                 var response = await call.ResponseAsync;
                 foreach (var user in response.Users) Print(user);
-                Console.Error.WriteLine(parse.GetValue(dryRun) ? $"dry run: {response.Count} users would be created" : $"created {response.Count} users");
+                var users = response.Count == 1 ? "1 user" : $"{response.Count} users";
+                Console.Error.WriteLine(parse.GetValue(dryRun) ? $"dry run: {users} would be created" : $"created {users}");
                 return 0;
             }
             catch (RpcException ex) when (file is not null && ex.GetDetail<Google.Rpc.ErrorInfo>() is { } info
