@@ -200,7 +200,9 @@ public sealed class PostgresServer : IAsyncLifetime, IBackend
     private static bool IsRoot => Environment.UserName == "root";
 
     private Task RunAsPostgres(string tool, params string[] args) =>
-        IsRoot ? Run("runuser", ["-u", "postgres", "--", Path.Combine(_bin, tool), .. args]) : Run(Path.Combine(_bin, tool), args);
+        IsRoot ? Run(RunUser, ["-u", "postgres", "--", Path.Combine(_bin, tool), .. args]) : Run(Path.Combine(_bin, tool), args);
+
+    private static string RunUser => new[] { "/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser" }.FirstOrDefault(File.Exists) ?? "runuser";
 
     private static string FindBinaries()
     {
