@@ -125,9 +125,33 @@ public abstract class SqlUserStore(SqlDialect dialect, TimeProvider? time) : IUs
             await tx.RollbackAsync(cancellationToken).ConfigureAwait(false);
             return created;
         }
-        await using var insert = Command(connection, tx,
-            "INSERT INTO users (name, email, email_key, created_unix_ms, updated_unix_ms) VALUES (@name, @email, @key, @now, @now) RETURNING id",
-            ("name", ""), ("email", ""), ("key", ""), ("now", now));
+        try
+        {
+            if (connection.CanCreateBatch) await InsertBatchedAsync(connection, tx, users, now, created, cancellationToken).ConfigureAwait(false);
+            else await InsertOneByOneAsync(connection, tx, users, now, created, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IndexedUniqueViolation violation)
+        {
+            throw new EmailTakenException(users[violation.Index].Email, violation.Index, withinBatch: false); // disposing tx rolls the batch back
+        }
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return created;
+    }
+
+    private const string InsertSql =
+        "INSERT INTO users (name, email, email_key, created_unix_ms, updated_unix_ms) VALUES (@name, @email, @key, @now, @now) RETURNING id";
+
+    /// <summary>Rows per round trip when the provider batches statements (Npgsql; SQLite is in-process anyway).</summary>
+    private const int InsertBatchSize = 500;
+
+    private sealed class IndexedUniqueViolation(int index) : Exception
+    {
+        public int Index { get; } = index;
+    }
+
+    private async Task InsertOneByOneAsync(DbConnection connection, DbTransaction tx, IReadOnlyList<NewUser> users, long now, List<UserRecord> created, CancellationToken cancellationToken)
+    {
+        await using var insert = Command(connection, tx, InsertSql, ("name", ""), ("email", ""), ("key", ""), ("now", now));
         for (var i = 0; i < users.Count; i++)
         {
             insert.Parameters[0].Value = users[i].Name;
@@ -140,11 +164,50 @@ public abstract class SqlUserStore(SqlDialect dialect, TimeProvider? time) : IUs
             }
             catch (DbException ex) when (dialect.IsUniqueViolation(ex))
             {
-                throw new EmailTakenException(users[i].Email, i, withinBatch: false); // disposing tx rolls the batch back
+                throw new IndexedUniqueViolation(i);
             }
         }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return created;
+    }
+
+    /// <summary>
+    /// The same statements, several per round trip: still one INSERT per user in request order (ids
+    /// follow the request order), and a failing statement still names its user (DbException.BatchCommand).
+    /// </summary>
+    private async Task InsertBatchedAsync(DbConnection connection, DbTransaction tx, IReadOnlyList<NewUser> users, long now, List<UserRecord> created, CancellationToken cancellationToken)
+    {
+        for (var start = 0; start < users.Count; start += InsertBatchSize)
+        {
+            var count = Math.Min(InsertBatchSize, users.Count - start);
+            await using var batch = connection.CreateBatch();
+            batch.Transaction = tx;
+            for (var i = start; i < start + count; i++)
+            {
+                var command = batch.CreateBatchCommand();
+                command.CommandText = InsertSql;
+                AddParameter(command.CreateParameter(), command.Parameters, "name", users[i].Name);
+                AddParameter(command.CreateParameter(), command.Parameters, "email", users[i].Email);
+                AddParameter(command.CreateParameter(), command.Parameters, "key", Schema.EmailKey(users[i].Email));
+                AddParameter(command.CreateParameter(), command.Parameters, "now", now);
+                batch.BatchCommands.Add(command);
+            }
+            // Results are consumed in statement order, and an error surfaces when its statement's
+            // result is reached: `current` is the user whose statement that is.
+            var current = start;
+            try
+            {
+                await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                for (; current < start + count; current++)
+                {
+                    if (current > start) await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+                    if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false)) throw new InvalidOperationException("INSERT ... RETURNING returned no row.");
+                    created.Add(new UserRecord(reader.GetInt64(0), users[current].Name, users[current].Email, now, now));
+                }
+            }
+            catch (DbException ex) when (dialect.IsUniqueViolation(ex))
+            {
+                throw new IndexedUniqueViolation(ex.BatchCommand is { } failed ? start + batch.BatchCommands.IndexOf(failed) : current);
+            }
+        }
     }
 
     public async Task<UserRecord?> UpdateAsync(long id, string? name, string? email, bool dryRun, CancellationToken cancellationToken = default)
@@ -221,13 +284,14 @@ public abstract class SqlUserStore(SqlDialect dialect, TimeProvider? time) : IUs
         var command = connection.CreateCommand();
         command.CommandText = sql;
         command.Transaction = tx;
-        foreach (var (name, value) in parameters)
-        {
-            var parameter = command.CreateParameter();
-            parameter.ParameterName = "@" + name;
-            parameter.Value = value;
-            command.Parameters.Add(parameter);
-        }
+        foreach (var (name, value) in parameters) AddParameter(command.CreateParameter(), command.Parameters, name, value);
         return command;
+    }
+
+    private static void AddParameter(DbParameter parameter, DbParameterCollection parameters, string name, object value)
+    {
+        parameter.ParameterName = "@" + name;
+        parameter.Value = value;
+        parameters.Add(parameter);
     }
 }

@@ -219,6 +219,21 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
         Assert.Equal(2, (await Create(("A", "a@example.com"), ("B", "b@example.com"))).Count);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(499)]
+    [InlineData(500)]
+    [InlineData(777)]
+    public async Task A_collision_deep_in_a_large_batch_names_its_index(int index)
+    {
+        await Create(("Taken", "taken@example.com"));
+        var batch = Numbered(800).ToList();
+        batch[index] = ("Collides", "Taken@Example.com");
+        var ex = await Fails(StatusCode.AlreadyExists, () => Create(batch));
+        Assert.Equal(index.ToString(System.Globalization.CultureInfo.InvariantCulture), ex.GetDetail<ErrorInfo>()!.Metadata["index"]);
+        Assert.Equal(["taken@example.com"], (await ListAll()).Select(u => u.Email));
+    }
+
     [Fact]
     public async Task The_same_email_twice_in_one_batch_names_the_second_index()
     {
