@@ -126,10 +126,27 @@ public interface IBackend
 public sealed class SqliteBackend : IBackend
 {
     public static readonly SqliteBackend Instance = new();
-    private static readonly string s_root = Directory.CreateTempSubdirectory("conduit-users-sqlite-").FullName;
+    private const string Prefix = "conduit-users-sqlite-";
+    private static readonly string s_root = CreateRoot();
     private static int s_next;
 
-    static SqliteBackend() => AppDomain.CurrentDomain.ProcessExit += (_, _) => Directory.Delete(s_root, recursive: true);
+    /// <summary>
+    /// A folder named after this process, removed when it exits; folders of earlier runs whose
+    /// process is gone (a test host that was killed) are removed first.
+    /// </summary>
+    private static string CreateRoot()
+    {
+        foreach (var stale in Directory.GetDirectories(Path.GetTempPath(), Prefix + "*"))
+        {
+            if (int.TryParse(Path.GetFileName(stale)[Prefix.Length..], out var pid) && !Directory.Exists($"/proc/{pid}"))
+            {
+                try { Directory.Delete(stale, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            }
+        }
+        var root = Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), Prefix + Environment.ProcessId)).FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Directory.Delete(root, recursive: true);
+        return root;
+    }
 
     public string Name => "SQLite";
 
