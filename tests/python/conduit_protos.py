@@ -1,7 +1,7 @@
 """Compile Conduit's .proto files to Python message modules and expose them.
 
 Usage:
-    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2, log_pb2
+    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2, log_pb2, user_pb2
 
 The protos (../../protos relative to this file) are compiled with /usr/bin/protoc
 (only `_pb2` message modules; there is no grpc_tools plugin, so stubs and
@@ -38,6 +38,7 @@ _PROTOS = {
     "helloworld_pb2": "helloworld/helloworld.proto",
     "chat_pb2": "chat/v1/chat.proto",
     "log_pb2": "log/v1/log.proto",
+    "user_pb2": "user/v1/user.proto",
     "status_pb2": "google/rpc/status.proto",
     "error_details_pb2": "google/rpc/error_details.proto",
 }
@@ -89,8 +90,9 @@ messages_pb2 = _modules["messages_pb2"]
 helloworld_pb2 = _modules["helloworld_pb2"]
 chat_pb2 = _modules["chat_pb2"]
 log_pb2 = _modules["log_pb2"]
+user_pb2 = _modules["user_pb2"]
 status_pb2 = _modules["status_pb2"]
 error_details_pb2 = _modules["error_details_pb2"]
 
-__all__ = ["PROTO_ROOT", "empty_pb2", "messages_pb2", "helloworld_pb2", "chat_pb2", "log_pb2",
+__all__ = ["PROTO_ROOT", "empty_pb2", "messages_pb2", "helloworld_pb2", "chat_pb2", "log_pb2", "user_pb2",
            "status_pb2", "error_details_pb2"]

@@ -13,6 +13,7 @@ public static class Cli
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(HelloCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(UsersCommand.Create());
         root.Subcommands.Add(InteropCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(LogCommand.Create());

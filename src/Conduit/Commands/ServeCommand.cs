@@ -16,9 +16,10 @@ internal static class ServeCommand
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate for https:// URLs" };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert" };
         var dataDir = new Option<string?>("--data") { Description = "Data folder (default ./data)" };
+        var usersDb = new Option<string?>("--users-db") { Description = "Users database: a SQLite file, or a PostgreSQL connection string \"Host=...\" (default <data>/users.db)" };
         var logLevel = new Option<LogLevel?>("--log-level") { Description = "Trace, Debug, Information (default), Warning, Error" };
         var logDurability = new Option<string?>("--log-durability") { Description = "Log service default: always (default; fsync before acknowledging), interval or never" };
-        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, logLevel, logDurability };
+        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -31,6 +32,7 @@ internal static class ServeCommand
             if (parse.GetValue(tlsKey) is { } key) overrides[$"{ServeOptions.Section}:TlsKey"] = key;
             if (parse.GetValue(dataDir) is { } data) overrides[$"{ServeOptions.Section}:DataDir"] = data;
             if (parse.GetValue(logDurability) is { } durability) overrides[$"{LogOptions.Section}:Durability"] = durability;
+            if (parse.GetValue(usersDb) is { } users) overrides[$"{UsersOptions.Section}:Database"] = users;
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)
@@ -46,7 +48,7 @@ internal static class ServeCommand
                     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, parse.GetValue(logLevel));
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
-                Console.WriteLine("services: helloworld.Greeter, chat.v1.Chat, log.v1.Log, log.v1.LogAdmin. Ctrl-C stops.");
+                Console.WriteLine("services: helloworld.Greeter, chat.v1.Chat, log.v1.Log, log.v1.LogAdmin, user.v1.UserService. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
                 var allocatedAtStart = GC.GetTotalAllocatedBytes();
                 var collectionsAtStart = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));

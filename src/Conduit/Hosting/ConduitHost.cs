@@ -69,6 +69,7 @@ public static class ConduitHost
         services.AddSingleton(new Rooms<ChatMessage>());
         services.AddSingleton<ChatService>();
         LogHosting.AddLog(services, configuration, options);
+        services.AddUsers(configuration, options);
     }
 
     public static void MapConduitServices(WebApplication app)
@@ -76,6 +77,7 @@ public static class ConduitHost
         app.MapRpcService<GreeterService>();
         app.MapRpcService<ChatService>();
         LogHosting.MapLog(app);
+        app.MapUsers();
     }
 
     /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>
