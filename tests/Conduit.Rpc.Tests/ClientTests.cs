@@ -208,15 +208,32 @@ public class ClientTests
     }
 
     [Fact]
-    public async Task Writing_after_the_server_failed_reports_the_servers_status()
+    public async Task Writes_after_the_server_ended_the_call_are_dropped_and_the_read_reports_its_status()
     {
         await using var host = await StartGreeterAndTestService();
-        using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
-        await call.RequestStream.WriteAsync(new StreamingOutputCallRequest { ResponseStatus = new EchoStatus { Code = 9, Message = "no" } });
-        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
-        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
-        var write = await Assert.ThrowsAsync<RpcException>(() => call.RequestStream.WriteAsync(new StreamingOutputCallRequest()));
-        Assert.Equal(StatusCode.FailedPrecondition, write.StatusCode);
+        for (var i = 0; i < 20; i++)
+        {
+            using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
+            // However the server's status races with these writes, none of them throws...
+            await call.RequestStream.WriteAsync(new StreamingOutputCallRequest { ResponseStatus = new EchoStatus { Code = 9, Message = "no" } });
+            var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
+            await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
+            await call.RequestStream.CompleteAsync();
+            // ...and the read reports the server's status.
+            Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+            Assert.Equal(StatusCode.FailedPrecondition, call.GetStatus().Code);
+        }
+    }
+
+    [Fact]
+    public async Task Writes_after_the_caller_cancelled_throw_cancelled()
+    {
+        await using var host = await StartGreeterAndTestService();
+        using var cts = new CancellationTokenSource();
+        using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall(new CallOptions(cancellationToken: cts.Token));
+        await cts.CancelAsync();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => call.RequestStream.WriteAsync(new StreamingOutputCallRequest()));
+        Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
     }
 
     [Fact]
@@ -251,13 +268,8 @@ public class ClientTests
         for (var i = 0; i < 20; i++)
         {
             using var call = new TestService.TestServiceClient(host.Channel).FullDuplexCall();
-            // The status may already be known when the write returns (a trailers-only answer):
-            // then the write reports it; otherwise the read does.
-            var ex = await Assert.ThrowsAsync<RpcException>(async () =>
-            {
-                await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
-                await call.ResponseStream.MoveNext();
-            });
+            await call.RequestStream.WriteAsync(new StreamingOutputCallRequest());
+            var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext());
             Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
             // The read the handler abandoned was cancelled, not left to fight Kestrel's own read.
             var abandoned = await service.AbandonedReads.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5));

@@ -38,6 +38,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private Metadata? _trailers;
     private int _reading;
     private int _released;
+    private volatile bool _endedByServer;
 
     public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
     {
@@ -205,6 +206,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         if (response.Headers.Contains(GrpcProtocol.StatusTrailer))
         {
             // Trailers-only: the status arrived in the headers and there is no body.
+            _endedByServer = true;
             Finish(ReadStatus(response.Headers), headerMetadata);
             return;
         }
@@ -275,6 +277,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 ThrowIfFinished();
             }
             var trailers = _response!.TrailingHeaders;
+            _endedByServer = true;
             Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
                 ? ReadStatus(trailers)
                 : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
@@ -511,9 +514,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             var content = call._streamingContent ?? throw new InvalidOperationException("This call has no request stream.");
             if (_completed) throw new InvalidOperationException("The request stream is already complete.");
             if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+            // The server ended the call: the message is dropped and the server's status is what
+            // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
+            // deadline, Dispose, a broken connection) throws how it ended instead.
+            if (_serverDone || call._endedByServer) return;
             call.ThrowIfFinished();
             if (call._status is not null) throw new InvalidOperationException("The call is already over.");
-            if (_serverDone) return;
             _writing = true;
             try
             {
@@ -538,6 +544,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             }
             catch (Exception ex) when (ex is not RpcException || call._status is not null)
             {
+                if (call._endedByServer) return;
                 if (call._status is null && !call._cts.IsCancellationRequested)
                 {
                     await call._started.ConfigureAwait(false);
