@@ -16,7 +16,10 @@ internal static class ServeCommand
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert" };
         var dataDir = new Option<string?>("--data") { Description = "Data folder (default ./data)" };
         var logLevel = new Option<LogLevel?>("--log-level") { Description = "Trace, Debug, Information (default), Warning, Error" };
-        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, logLevel };
+        var accountsUrl = new Option<string?>("--accounts-url") { Description = "Call the Accounts service of another server (default: this server's own, over loopback)" };
+        var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default) or redis://host:port[/db]" };
+        var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: a file in the data folder)" };
+        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, logLevel, accountsUrl, cacheBackend, accountsDb };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -28,6 +31,9 @@ internal static class ServeCommand
             if (parse.GetValue(tlsCert) is { } cert) overrides[$"{ServeOptions.Section}:TlsCert"] = cert;
             if (parse.GetValue(tlsKey) is { } key) overrides[$"{ServeOptions.Section}:TlsKey"] = key;
             if (parse.GetValue(dataDir) is { } data) overrides[$"{ServeOptions.Section}:DataDir"] = data;
+            if (parse.GetValue(accountsUrl) is { } accounts) overrides[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] = accounts;
+            if (parse.GetValue(cacheBackend) is { } backend) overrides[$"{Services.Cache.CacheOptions.Section}:Backend"] = backend;
+            if (parse.GetValue(accountsDb) is { } db) overrides[$"{Services.Accounts.AccountsOptions.Section}:ConnectionString"] = db;
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)
@@ -43,7 +49,8 @@ internal static class ServeCommand
                     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, parse.GetValue(logLevel));
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
-                Console.WriteLine("services: helloworld.Greeter, chat.v1.Chat. Ctrl-C stops.");
+                var accountsHere = configuration[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] is not { Length: > 0 };
+                Console.WriteLine($"services: helloworld.Greeter, chat.v1.Chat, cache.v1.Cache{(accountsHere ? ", accounts.v1.Accounts" : "")}. Ctrl-C stops.");
                 await app.WaitForShutdownAsync(cancellationToken);
                 return 0;
             }

@@ -62,12 +62,14 @@ public static class ConduitHost
         services.AddSingleton<GreeterService>();
         services.AddSingleton(new Rooms<ChatMessage>());
         services.AddSingleton<ChatService>();
+        CacheHosting.AddAccountsAndCache(services, configuration, options);
     }
 
     public static void MapConduitServices(WebApplication app)
     {
         app.MapRpcService<GreeterService>();
         app.MapRpcService<ChatService>();
+        CacheHosting.Map(app);
     }
 
     /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>
