@@ -176,7 +176,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
     }
 
     /// <summary>"ipv4:127.0.0.1:5000" or "ipv6:[::1]:5000".</summary>
-    internal static bool IsLoopback(string peer)
+    public static bool IsLoopback(string peer)
     {
         var address = peer;
         var colon = address.IndexOf(':', StringComparison.Ordinal);
