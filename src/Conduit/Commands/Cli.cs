@@ -14,6 +14,8 @@ public static class Cli
         root.Subcommands.Add(HelloCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
         root.Subcommands.Add(InteropCommand.Create());
+        root.Subcommands.Add(CacheCommand.Create());
+        root.Subcommands.Add(AccountsCommand.Create());
         return root;
     }
 
