@@ -1,7 +1,7 @@
 """Compile Conduit's .proto files to Python message modules and expose them.
 
 Usage:
-    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2
+    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2, cache_pb2, accounts_pb2
 
 The protos (../../protos relative to this file) are compiled with /usr/bin/protoc
 (only `_pb2` message modules; there is no grpc_tools plugin, so stubs and
@@ -37,6 +37,8 @@ _PROTOS = {
     "messages_pb2": "grpc/testing/messages.proto",
     "helloworld_pb2": "helloworld/helloworld.proto",
     "chat_pb2": "chat/v1/chat.proto",
+    "cache_pb2": "cache/v1/cache.proto",
+    "accounts_pb2": "accounts/v1/accounts.proto",
 }
 
 
@@ -85,5 +87,8 @@ empty_pb2 = _modules["empty_pb2"]
 messages_pb2 = _modules["messages_pb2"]
 helloworld_pb2 = _modules["helloworld_pb2"]
 chat_pb2 = _modules["chat_pb2"]
+cache_pb2 = _modules["cache_pb2"]
+accounts_pb2 = _modules["accounts_pb2"]
 
-__all__ = ["PROTO_ROOT", "empty_pb2", "messages_pb2", "helloworld_pb2", "chat_pb2"]
+__all__ = ["PROTO_ROOT", "empty_pb2", "messages_pb2", "helloworld_pb2", "chat_pb2",
+           "cache_pb2", "accounts_pb2"]
