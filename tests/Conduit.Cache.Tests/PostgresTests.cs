@@ -13,7 +13,10 @@ namespace Conduit.Cache.Tests;
 /// </summary>
 public sealed class PostgresServer : IAsyncLifetime
 {
-    private const string Bin = "/usr/lib/postgresql/15/bin";
+    /// <summary>The newest installed server's binaries (Debian: /usr/lib/postgresql/&lt;major&gt;/bin).</summary>
+    private static readonly string Bin = Directory.Exists("/usr/lib/postgresql")
+        ? Directory.GetDirectories("/usr/lib/postgresql").OrderByDescending(d => int.TryParse(Path.GetFileName(d), out var v) ? v : 0).Select(d => Path.Combine(d, "bin")).FirstOrDefault() ?? "/usr/lib/postgresql/15/bin"
+        : "/usr/lib/postgresql/15/bin";
     private Process? _process;
     private string? _dir;
 
