@@ -17,10 +17,18 @@ public sealed class RedisServer : IAsyncLifetime
 
     public string Url => $"redis://127.0.0.1:{Port}";
 
+    /// <summary>A server on a given port (e.g. to restart one on the port it had).</summary>
+    public static async Task<AsyncDisposable> StartOnAsync(int port)
+    {
+        var server = new RedisServer { Port = port };
+        await server.InitializeAsync();
+        return new AsyncDisposable(server.DisposeAsync);
+    }
+
     public async Task InitializeAsync()
     {
         _dir = Directory.CreateTempSubdirectory("conduit-redis-").FullName;
-        Port = FreePort();
+        if (Port == 0) Port = FreePort();
         var info = new ProcessStartInfo("redis-server")
         {
             RedirectStandardOutput = true,
@@ -59,6 +67,11 @@ public sealed class RedisServer : IAsyncLifetime
         }
         _process?.Dispose();
         if (_dir is not null) try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+    }
+
+    public sealed class AsyncDisposable(Func<Task> dispose) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await dispose();
     }
 
     public static int FreePort()
