@@ -19,12 +19,12 @@ public sealed class CacheHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private CacheHost(WebApplication app, string dataDir)
+    private CacheHost(WebApplication app, string dataDir, RpcChannelOptions? channelOptions)
     {
         _app = app;
         DataDir = dataDir;
         Address = ConduitHost.Addresses(app)[0];
-        Channel = RpcChannel.ForAddress(Address);
+        Channel = RpcChannel.ForAddress(Address, channelOptions);
         Cache = new Protos.Cache.V1.Cache.CacheClient(Channel);
         Accounts = new Protos.Accounts.V1.Accounts.AccountsClient(Channel);
     }
@@ -42,10 +42,12 @@ public sealed class CacheHost : IAsyncDisposable
     public IServiceProvider Services => _app.Services;
 
     public static async Task<CacheHost> StartAsync(CacheOptions? cache = null, AccountsOptions? accounts = null,
-        Action<IServiceCollection>? services = null, Action<WebApplication>? map = null)
+        Action<IServiceCollection>? services = null, Action<WebApplication>? map = null,
+        Action<ServeOptions>? configureServe = null, RpcChannelOptions? channelOptions = null)
     {
         var dataDir = Directory.CreateTempSubdirectory("conduit-cache-tests-").FullName;
         var serve = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = dataDir };
+        configureServe?.Invoke(serve);
         var app = ConduitHost.Build(serve,
             configureServices: s =>
             {
@@ -60,7 +62,7 @@ public sealed class CacheHost : IAsyncDisposable
             },
             logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
         await app.StartAsync();
-        return new CacheHost(app, dataDir);
+        return new CacheHost(app, dataDir, channelOptions);
     }
 
     /// <summary>Creates an account through Accounts/CreateAccount; answers its id and token.</summary>

@@ -31,6 +31,7 @@ public class LookupTests
         public override async Task<GetByTokenResp> GetByToken(GetByTokenReq request, ServerCallContext context)
         {
             Interlocked.Increment(ref _calls);
+            if (request.Token != Token) throw new RpcException(StatusCode.NotFound, "unknown");
             try
             {
                 await Task.Delay(Delay, context.CancellationToken);
@@ -40,7 +41,6 @@ public class LookupTests
                 Cut.TrySetResult((context.Deadline, DateTime.UtcNow));
                 throw;
             }
-            if (request.Token != Token) throw new RpcException(StatusCode.NotFound, "unknown");
             return new GetByTokenResp { Account = new Account { Id = "acc_fake", MaxCacheKeys = 100, MaxValueBytes = 1000 } };
         }
     }
@@ -78,12 +78,24 @@ public class LookupTests
         }
     }
 
+    /// <summary>
+    /// One lookup of an unknown token (answered at once) so that JIT and the connection to
+    /// Accounts do not eat the short deadlines the tests then use.
+    /// </summary>
+    private static async Task WarmUp(CacheHost host, FakeAccounts accounts)
+    {
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_warm-up")));
+        Assert.Equal(StatusCode.Unauthenticated, ex.StatusCode);
+        Assert.Equal(1, accounts.Calls);
+    }
+
     [Fact]
     public async Task The_accounts_lookup_is_cut_short_by_the_callers_deadline()
     {
         await using var remote = await Remote.StartAsync(Timeout.InfiniteTimeSpan);
         // The cache's own deadline for lookups is long; the caller's is short and must win.
         await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsTimeout = TimeSpan.FromSeconds(60) });
+        await WarmUp(host, remote.Accounts);
         var callerDeadline = DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" },
             As(FakeAccounts.Token) with { Deadline = callerDeadline }));
@@ -101,6 +113,7 @@ public class LookupTests
     {
         await using var remote = await Remote.StartAsync(Timeout.InfiniteTimeSpan);
         await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsTimeout = TimeSpan.FromMilliseconds(300) });
+        await WarmUp(host, remote.Accounts);
         var started = DateTime.UtcNow;
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") },
             As(FakeAccounts.Token, timeout: TimeSpan.FromSeconds(30))));
@@ -151,6 +164,27 @@ public class LookupTests
         // With --accounts-url, this server does not serve Accounts itself.
         var unimplemented = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq()));
         Assert.Equal(StatusCode.Unimplemented, unimplemented.StatusCode);
+    }
+
+    [Fact]
+    public async Task Over_tls_only_the_cache_calls_its_own_server_trusting_its_certificate()
+    {
+        var certDir = Directory.CreateTempSubdirectory("conduit-cache-tls-").FullName;
+        try
+        {
+            var (cert, key) = Commands.SelfSigned.WritePem(certDir);
+            var handler = new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
+            await using var host = await StartAsync(configureServe: s => { s.Urls = ["https://127.0.0.1:0"]; s.TlsCert = cert; s.TlsKey = key; },
+                channelOptions: new Rpc.Client.RpcChannelOptions { HttpHandler = handler });
+            Assert.StartsWith("https://", host.Address);
+            var (_, token) = await host.CreateAccountAsync();
+            await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));
+            Assert.Equal("v", (await host.Cache.GetAsync(new GetReq { Key = "k" }, As(token))).Val.ToStringUtf8());
+        }
+        finally
+        {
+            Directory.Delete(certDir, true);
+        }
     }
 
     [Fact]
