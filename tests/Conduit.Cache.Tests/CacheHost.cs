@@ -114,6 +114,11 @@ public sealed class CountingBackend(ICacheBackend inner) : ICacheBackend
 
     public long Dumped => Interlocked.Read(ref _dumped);
 
+    /// <summary>Dumps started on the backend.</summary>
+    public int DumpCalls => Volatile.Read(ref _dumpCalls);
+
+    private int _dumpCalls;
+
     public Task<StoreOutcome> StoreAsync(string account, string key, byte[] value, TimeSpan? ttl, long maxKeys, bool dryRun, CancellationToken cancellationToken) =>
         inner.StoreAsync(account, key, value, ttl, maxKeys, dryRun, cancellationToken);
 
@@ -123,6 +128,7 @@ public sealed class CountingBackend(ICacheBackend inner) : ICacheBackend
 
     public async IAsyncEnumerable<KeyValuePair<string, byte[]>> DumpAsync(string account, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _dumpCalls);
         await foreach (var item in inner.DumpAsync(account, cancellationToken))
         {
             Interlocked.Increment(ref _dumped);
