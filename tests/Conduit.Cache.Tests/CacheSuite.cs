@@ -319,4 +319,35 @@ public sealed class RedisCacheTests(RedisServer redis) : CacheSuite, IClassFixtu
     protected override CacheOptions Options() => new() { Backend = redis.Url, RedisKeyPrefix = $"test{Guid.NewGuid():N}:" };
 
     protected override int LargeDumpEntries => 30_000;
+
+    [Fact]
+    public async Task Two_servers_on_one_redis_share_the_cache_and_the_quota_stays_exact_across_them()
+    {
+        var prefix = $"shared{Guid.NewGuid():N}:";
+        await using var one = await CacheHost.StartAsync(new CacheOptions { Backend = redis.Url, RedisKeyPrefix = prefix });
+        await using var two = await CacheHost.StartAsync(new CacheOptions { Backend = redis.Url, RedisKeyPrefix = prefix, AccountsUrl = one.Address });
+        var (_, token) = await one.CreateAccountAsync(maxKeys: 10);
+
+        await one.Cache.StoreAsync(new StoreReq { Key = "from-one", Val = Bytes("1") }, As(token));
+        Assert.Equal("1", (await two.Cache.GetAsync(new GetReq { Key = "from-one" }, As(token))).Val.ToStringUtf8());
+        await two.Cache.DeleteAsync(new DeleteReq { Key = "from-one" }, As(token));
+        await Fails(StatusCode.NotFound, async () => await one.Cache.GetAsync(new GetReq { Key = "from-one" }, As(token)));
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 64).Select(async i =>
+        {
+            var server = i % 2 == 0 ? one : two;
+            try
+            {
+                await server.Cache.StoreAsync(new StoreReq { Key = $"key{i}", Val = Bytes("v") }, As(token));
+                return StatusCode.OK;
+            }
+            catch (RpcException ex)
+            {
+                return ex.StatusCode;
+            }
+        }));
+        Assert.Equal(10, results.Count(r => r == StatusCode.OK));
+        Assert.Equal(54, results.Count(r => r == StatusCode.FailedPrecondition));
+        Assert.Equal(10, (await DumpAll(two, token)).Count);
+    }
 }

@@ -188,6 +188,20 @@ public class LookupTests
     }
 
     [Fact]
+    public async Task Two_servers_apart_one_cache_uses_the_other_servers_accounts()
+    {
+        await using var accounts = await StartAsync();
+        await using var cache = await StartAsync(new CacheOptions { AccountsUrl = accounts.Address });
+        var (_, token) = await accounts.CreateAccountAsync("apart", maxKeys: 1);
+        await cache.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await cache.Cache.StoreAsync(new StoreReq { Key = "k2", Val = ByteString.CopyFromUtf8("v") }, As(token)));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        // The entries live in the cache server, not in the accounts server's own cache.
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await accounts.Cache.GetAsync(new GetReq { Key = "k" }, As(token)));
+        Assert.Equal(StatusCode.NotFound, ex.StatusCode);
+    }
+
+    [Fact]
     public async Task By_default_the_cache_calls_the_accounts_service_of_its_own_server()
     {
         await using var host = await StartAsync();
