@@ -117,6 +117,18 @@ public class AccountsTests
         Assert.Equal("x", (await host.Accounts.GetByTokenAsync(new GetByTokenReq { Token = created.Token }, Admin())).Account.Name);
     }
 
+    [Fact]
+    public void A_corrupt_accounts_file_stops_the_store_at_start_and_is_left_as_it_was()
+    {
+        var dir = Directory.CreateTempSubdirectory("conduit-accounts-bad-").FullName;
+        var path = Path.Combine(dir, "accounts.json");
+        File.WriteAllText(path, "{\"accounts\": [ {broken");
+        var ex = Assert.Throws<IOException>(() => new FileAccountStore(path));
+        Assert.Contains(path, ex.Message);
+        Assert.Equal("{\"accounts\": [ {broken", File.ReadAllText(path));
+        Directory.Delete(dir, true);
+    }
+
     [Theory]
     [InlineData("ipv4:127.0.0.1:5000", true)]
     [InlineData("ipv4:127.1.2.3:5000", true)]

@@ -19,9 +19,17 @@ public sealed class FileAccountStore : IAccountStore
     {
         _path = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
-        var accounts = File.Exists(_path)
-            ? JsonSerializer.Deserialize(File.ReadAllBytes(_path), AccountsJson.Default.AccountsFile)?.Accounts ?? []
-            : [];
+        List<AccountRecord> accounts;
+        try
+        {
+            accounts = File.Exists(_path)
+                ? JsonSerializer.Deserialize(File.ReadAllBytes(_path), AccountsJson.Default.AccountsFile)?.Accounts ?? []
+                : [];
+        }
+        catch (JsonException ex)
+        {
+            throw new IOException($"The accounts file {_path} is not valid: {ex.Message}", ex);
+        }
         _snapshot = new Snapshot(accounts);
     }
 

@@ -48,8 +48,13 @@ public static class CacheHosting
     public static void Map(WebApplication app)
     {
         var cache = app.Services.GetService<CacheOptions>();
+        // Resolved now, so a bad accounts file or backend setting stops the server at start.
         if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapRpcService<AccountsService>();
-        if (cache is not null) app.MapRpcService<CacheService>();
+        if (cache is not null)
+        {
+            app.Services.GetRequiredService<CacheService>();
+            app.MapRpcService<CacheService>();
+        }
     }
 
     /// <summary>
