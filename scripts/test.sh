@@ -8,8 +8,9 @@ cd "$root"
 
 # python3-grpcio: the C-core gRPC for Python, our interop peer (client and server).
 # python3-protobuf + protobuf-compiler: generate and run its message classes from protos/.
-# postgresql: the users tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
-packages=(python3-grpcio python3-protobuf protobuf-compiler postgresql)
+# postgresql: the users and cache tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
+# redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
+packages=(python3-grpcio python3-protobuf protobuf-compiler redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

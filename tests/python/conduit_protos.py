@@ -1,7 +1,7 @@
 """Compile Conduit's .proto files to Python message modules and expose them.
 
 Usage:
-    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2, log_pb2, user_pb2
+    from conduit_protos import empty_pb2, messages_pb2, helloworld_pb2, chat_pb2, log_pb2, user_pb2, cache_pb2, accounts_pb2
 
 The protos (../../protos relative to this file) are compiled with /usr/bin/protoc
 (only `_pb2` message modules; there is no grpc_tools plugin, so stubs and
@@ -41,6 +41,8 @@ _PROTOS = {
     "user_pb2": "user/v1/user.proto",
     "status_pb2": "google/rpc/status.proto",
     "error_details_pb2": "google/rpc/error_details.proto",
+    "cache_pb2": "cache/v1/cache.proto",
+    "accounts_pb2": "accounts/v1/accounts.proto",
 }
 
 
@@ -93,6 +95,8 @@ log_pb2 = _modules["log_pb2"]
 user_pb2 = _modules["user_pb2"]
 status_pb2 = _modules["status_pb2"]
 error_details_pb2 = _modules["error_details_pb2"]
+cache_pb2 = _modules["cache_pb2"]
+accounts_pb2 = _modules["accounts_pb2"]
 
 __all__ = ["PROTO_ROOT", "empty_pb2", "messages_pb2", "helloworld_pb2", "chat_pb2", "log_pb2", "user_pb2",
-           "status_pb2", "error_details_pb2"]
+           "status_pb2", "error_details_pb2", "cache_pb2", "accounts_pb2"]

@@ -17,6 +17,8 @@ public static class Cli
         root.Subcommands.Add(InteropCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(LogCommand.Create());
+        root.Subcommands.Add(CacheCommand.Create());
+        root.Subcommands.Add(AccountsCommand.Create());
         return root;
     }
 

@@ -70,6 +70,7 @@ public static class ConduitHost
         services.AddSingleton<ChatService>();
         LogHosting.AddLog(services, configuration, options);
         services.AddUsers(configuration, options);
+        CacheHosting.AddAccountsAndCache(services, configuration, options);
     }
 
     public static void MapConduitServices(WebApplication app)
@@ -78,6 +79,7 @@ public static class ConduitHost
         app.MapRpcService<ChatService>();
         LogHosting.MapLog(app);
         app.MapUsers();
+        CacheHosting.Map(app);
     }
 
     /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>

@@ -1,0 +1,211 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Conduit.Protos.Accounts.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Server;
+
+namespace Conduit.Services.Accounts;
+
+/// <summary>
+/// accounts.v1.Accounts: token lookups for other services, and the operator RPCs. Mutating RPCs
+/// honour dry run: everything is validated and the answer is the would-be result (a dry-run
+/// CreateAccount or RotateToken answers a token that is never stored, so it never works).
+/// </summary>
+public sealed class AccountsService(IAccountStore store, AccountsOptions options, TimeProvider? time = null) : Protos.Accounts.V1.Accounts.AccountsBase
+{
+    public const int MaxNameLength = 200;
+    private const string Domain = "accounts.conduit";
+
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+
+    public override async Task<GetByTokenResp> GetByToken(GetByTokenReq request, ServerCallContext context)
+    {
+        if (request.Token.Length == 0)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A token is required.", Details.BadRequest(("token", "required")));
+        }
+        var account = await Guard(() => store.FindByTokenHashAsync(AccountTokens.Hash(request.Token), context.CancellationToken)).ConfigureAwait(false);
+        if (account is null || account.Disabled)
+        {
+            throw RpcException.WithDetails(StatusCode.NotFound, "No enabled account has this token.", Details.ErrorInfo("TOKEN_UNKNOWN", Domain));
+        }
+        return new GetByTokenResp { Account = ToProto(account) };
+    }
+
+    public override async Task<CreateAccountResp> CreateAccount(CreateAccountReq request, ServerCallContext context)
+    {
+        RequireOperator(context);
+        var violations = new List<(string, string)>();
+        ValidateName(request.Name, violations);
+        if (request.MaxCacheKeys < 0) violations.Add(("max_cache_keys", "must be positive (0: the server's default)"));
+        if (request.MaxValueBytes < 0) violations.Add(("max_value_bytes", "must be positive (0: the server's default)"));
+        ThrowIfInvalid(violations);
+
+        var token = AccountTokens.NewToken();
+        var account = new AccountRecord(
+            AccountTokens.NewId(),
+            request.Name,
+            request.MaxCacheKeys == 0 ? options.DefaultMaxCacheKeys : request.MaxCacheKeys,
+            request.MaxValueBytes == 0 ? options.DefaultMaxValueBytes : request.MaxValueBytes,
+            Disabled: false,
+            _time.GetUtcNow().ToUnixTimeMilliseconds(),
+            AccountTokens.Hash(token));
+        if (!DryRun.IsRequested(context) && !await Guard(() => store.CreateAsync(account, context.CancellationToken)).ConfigureAwait(false))
+        {
+            // 96 random bits of id and 256 of token: a collision is a broken random generator.
+            throw new RpcException(StatusCode.Aborted, "The new account's id or token collided with an existing one; try again.");
+        }
+        return new CreateAccountResp { Account = ToProto(account), Token = token };
+    }
+
+    public override async Task<ListAccountsResp> ListAccounts(ListAccountsReq request, ServerCallContext context)
+    {
+        RequireOperator(context);
+        var response = new ListAccountsResp();
+        foreach (var account in await Guard(() => store.ListAsync(context.CancellationToken)).ConfigureAwait(false))
+        {
+            response.Accounts.Add(ToProto(account));
+        }
+        return response;
+    }
+
+    public override async Task<Account> UpdateAccount(UpdateAccountReq request, ServerCallContext context)
+    {
+        RequireOperator(context);
+        var violations = new List<(string, string)>();
+        if (request.HasName) ValidateName(request.Name, violations);
+        if (request.HasMaxCacheKeys && request.MaxCacheKeys <= 0) violations.Add(("max_cache_keys", "must be positive"));
+        if (request.HasMaxValueBytes && request.MaxValueBytes <= 0) violations.Add(("max_value_bytes", "must be positive"));
+        ThrowIfInvalid(violations);
+        var account = await GetOrThrowAsync(request.Id, context).ConfigureAwait(false);
+        var updated = account with
+        {
+            Name = request.HasName ? request.Name : account.Name,
+            MaxCacheKeys = request.HasMaxCacheKeys ? request.MaxCacheKeys : account.MaxCacheKeys,
+            MaxValueBytes = request.HasMaxValueBytes ? request.MaxValueBytes : account.MaxValueBytes,
+            Disabled = request.HasDisabled ? request.Disabled : account.Disabled,
+        };
+        if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
+        {
+            throw new RpcException(StatusCode.NotFound, $"No account has id '{request.Id}'.");
+        }
+        return ToProto(updated);
+    }
+
+    public override async Task<RotateTokenResp> RotateToken(RotateTokenReq request, ServerCallContext context)
+    {
+        RequireOperator(context);
+        var account = await GetOrThrowAsync(request.Id, context).ConfigureAwait(false);
+        var token = AccountTokens.NewToken();
+        var updated = account with { TokenHash = AccountTokens.Hash(token) };
+        if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
+        {
+            throw new RpcException(StatusCode.NotFound, $"No account has id '{request.Id}'.");
+        }
+        return new RotateTokenResp { Account = ToProto(updated), Token = token };
+    }
+
+    private static async Task<T> Guard<T>(Func<Task<T>> operation)
+    {
+        try
+        {
+            return await operation().ConfigureAwait(false);
+        }
+        catch (AccountStoreUnavailableException ex)
+        {
+            throw RpcException.WithDetails(StatusCode.Unavailable, ex.Message, Details.RetryInfo(TimeSpan.FromSeconds(1)));
+        }
+    }
+
+    public static Account ToProto(AccountRecord account) => new()
+    {
+        Id = account.Id,
+        Name = account.Name,
+        MaxCacheKeys = account.MaxCacheKeys,
+        MaxValueBytes = account.MaxValueBytes,
+        Disabled = account.Disabled,
+        CreatedUnixMs = account.CreatedUnixMs,
+    };
+
+    private async Task<AccountRecord> GetOrThrowAsync(string id, ServerCallContext context)
+    {
+        if (id.Length == 0)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "An account id is required.", Details.BadRequest(("id", "required")));
+        }
+        return await Guard(() => store.GetAsync(id, context.CancellationToken)).ConfigureAwait(false)
+            ?? throw new RpcException(StatusCode.NotFound, $"No account has id '{id}'.");
+    }
+
+    private static void ValidateName(string name, List<(string, string)> violations)
+    {
+        if (name.Length == 0 || name.Length > MaxNameLength) violations.Add(("name", $"1 to {MaxNameLength} characters"));
+    }
+
+    private static void ThrowIfInvalid(List<(string, string)> violations)
+    {
+        if (violations.Count > 0)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "Invalid request: " + string.Join("; ", violations.Select(v => $"{v.Item1}: {v.Item2}")),
+                Details.BadRequest([.. violations]));
+        }
+    }
+
+    /// <summary>The operator RPCs: the admin token when one is configured, otherwise loopback callers only.</summary>
+    private void RequireOperator(ServerCallContext context)
+    {
+        if (options.AdminToken is { Length: > 0 } admin)
+        {
+            var given = BearerToken.From(context.RequestHeaders);
+            if (given is null)
+            {
+                throw new RpcException(StatusCode.Unauthenticated, "This operator RPC needs 'authorization: Bearer <admin token>'.");
+            }
+            if (!CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(admin))))
+            {
+                throw new RpcException(StatusCode.PermissionDenied, "The token is not the admin token.");
+            }
+            return;
+        }
+        if (!IsLoopback(context.Peer))
+        {
+            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only on loopback unless an admin token is configured (Conduit:Accounts:AdminToken).",
+                Details.ErrorInfo("OPERATOR_LOOPBACK_ONLY", Domain));
+        }
+    }
+
+    /// <summary>"ipv4:127.0.0.1:5000" or "ipv6:[::1]:5000".</summary>
+    public static bool IsLoopback(string peer)
+    {
+        var address = peer;
+        var colon = address.IndexOf(':', StringComparison.Ordinal);
+        if (colon >= 0) address = address[(colon + 1)..];
+        if (address.StartsWith('['))
+        {
+            var end = address.IndexOf(']', StringComparison.Ordinal);
+            address = end > 0 ? address[1..end] : address;
+        }
+        else if (address.LastIndexOf(':') is var port and > 0)
+        {
+            address = address[..port];
+        }
+        return IPAddress.TryParse(address, out var ip) && IPAddress.IsLoopback(ip);
+    }
+}
+
+/// <summary>The caller's token from `authorization: Bearer &lt;token&gt;`.</summary>
+public static class BearerToken
+{
+    public const string Header = "authorization";
+
+    public static string? From(Metadata headers)
+    {
+        var value = headers.GetValue(Header);
+        if (value is null || !value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return null;
+        var token = value["Bearer ".Length..].Trim();
+        return token.Length == 0 ? null : token;
+    }
+
+    public static Metadata.Entry Entry(string token) => new(Header, "Bearer " + token);
+}

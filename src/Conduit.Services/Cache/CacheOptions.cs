@@ -1,0 +1,45 @@
+namespace Conduit.Services.Cache;
+
+/// <summary>Settings of the Cache service, bound from configuration section "Conduit:Cache".</summary>
+public sealed class CacheOptions
+{
+    public const string Section = "Conduit:Cache";
+
+    /// <summary>"memory" (the default: entries in this process) or "redis://host:port[/db]".</summary>
+    public string Backend { get; set; } = "memory";
+
+    /// <summary>The memory backend's bound for all accounts together; least recently used entries are evicted past it.</summary>
+    public long MaxMemoryBytes { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Longest key, in UTF-8 bytes.</summary>
+    public int MaxKeyBytes { get; set; } = 1024;
+
+    /// <summary>Dumps running at once; one more is answered RESOURCE_EXHAUSTED before any work.</summary>
+    public int MaxConcurrentDumps { get; set; } = 4;
+
+    /// <summary>The Accounts service to call; null: the Accounts service of this same server (over loopback).</summary>
+    public string? AccountsUrl { get; set; }
+
+    /// <summary>The deadline of one Accounts lookup (shortened further by the caller's own deadline).</summary>
+    public TimeSpan AccountsTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// How long a token's account (its quotas, or that it is unknown) is remembered before Accounts
+    /// is asked again: a rotated or disabled token keeps working at most this long.
+    /// </summary>
+    public TimeSpan AccountsCacheTime { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The prefix of every Redis key the Redis backend uses.</summary>
+    public string RedisKeyPrefix { get; set; } = "conduit:cache:";
+
+    /// <summary>Pipelined connections to Redis per server.</summary>
+    public int RedisConnections { get; set; } = 4;
+
+    /// <summary>The backend these options choose.</summary>
+    public ICacheBackend CreateBackend(TimeProvider? time = null)
+    {
+        if (Backend.Equals("memory", StringComparison.OrdinalIgnoreCase)) return new MemoryCacheBackend(MaxMemoryBytes, time);
+        if (Backend.StartsWith("redis://", StringComparison.OrdinalIgnoreCase)) return new RedisCacheBackend(new Uri(Backend), RedisKeyPrefix, RedisConnections);
+        throw new ArgumentException($"Cache backend '{Backend}' must be \"memory\" or redis://host:port.");
+    }
+}

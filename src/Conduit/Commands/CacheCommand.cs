@@ -1,0 +1,174 @@
+using System.CommandLine;
+using System.Globalization;
+using Conduit.Protos.Cache.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Client;
+using Conduit.Rpc.Server;
+using Conduit.Services.Accounts;
+using Google.Protobuf;
+
+namespace Conduit.Commands;
+
+/// <summary>`conduit cache set|get|del|dump`: the cache.v1.Cache client.</summary>
+internal static class CacheCommand
+{
+    public const string TokenEnvironment = "CONDUIT_TOKEN";
+
+    public static Command Create()
+    {
+        var command = new Command("cache", "Store, get, delete and dump keys of your account in cache.v1.Cache");
+        command.Subcommands.Add(Set());
+        command.Subcommands.Add(Get());
+        command.Subcommands.Add(Del());
+        command.Subcommands.Add(Dump());
+        return command;
+    }
+
+    private static Command Set()
+    {
+        var key = new Argument<string>("key");
+        var value = new Argument<string>("value") { Description = "The value (UTF-8); '-' reads it from stdin" };
+        var ttl = new Option<string?>("--ttl") { Description = "Time to live: 250ms, 10s, 5m, 2h, 1d (default: no expiry)" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Validate everything (token, quotas, sizes) and change nothing" };
+        var command = WithCommon(new Command("set", "Store a value under a key") { key, value, ttl, dryRun }, out var common);
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var text = parse.GetValue(value)!;
+            var bytes = text == "-" ? await ReadStdinAsync(cancellationToken) : ByteString.CopyFromUtf8(text);
+            var request = new StoreReq { Key = parse.GetValue(key)!, Val = bytes };
+            if (parse.GetValue(ttl) is { } t)
+            {
+                if (!TryParseDuration(t, out var span))
+                {
+                    Console.Error.WriteLine($"error: --ttl '{t}' is not a duration such as 250ms, 10s, 5m, 2h, 1d");
+                    return 2;
+                }
+                request.Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(span);
+            }
+            return await common.Run(parse, parse.GetValue(dryRun), cancellationToken, async (client, options) =>
+            {
+                await client.StoreAsync(request, options);
+                if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: would be stored");
+            });
+        });
+        return command;
+    }
+
+    private static Command Get()
+    {
+        var key = new Argument<string>("key");
+        var command = WithCommon(new Command("get", "Print the value of a key") { key }, out var common);
+        command.SetAction((parse, cancellationToken) => common.Run(parse, false, cancellationToken, async (client, options) =>
+        {
+            var reply = await client.GetAsync(new GetReq { Key = parse.GetValue(key)! }, options);
+            using var stdout = Console.OpenStandardOutput();
+            reply.Val.WriteTo(stdout);
+            if (!Console.IsOutputRedirected) stdout.Write("\n"u8);
+        }));
+        return command;
+    }
+
+    private static Command Del()
+    {
+        var key = new Argument<string>("key");
+        var dryRun = new Option<bool>("--dry-run") { Description = "Check the key exists and change nothing" };
+        var command = WithCommon(new Command("del", "Delete a key") { key, dryRun }, out var common);
+        command.SetAction((parse, cancellationToken) => common.Run(parse, parse.GetValue(dryRun), cancellationToken, async (client, options) =>
+        {
+            await client.DeleteAsync(new DeleteReq { Key = parse.GetValue(key)! }, options);
+            if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: would be deleted");
+        }));
+        return command;
+    }
+
+    private static Command Dump()
+    {
+        var command = WithCommon(new Command("dump", "Print every key of your account: one line per key, key TAB value") { }, out var common);
+        command.SetAction((parse, cancellationToken) => common.Run(parse, false, cancellationToken, async (client, options) =>
+        {
+            using var call = client.Dump(new DumpReq(), options);
+            var count = 0;
+            while (await call.ResponseStream.MoveNext(cancellationToken))
+            {
+                var item = call.ResponseStream.Current;
+                Console.Out.Write(item.Key);
+                Console.Out.Write('\t');
+                Console.Out.WriteLine(item.Val.ToStringUtf8());
+                count++;
+            }
+            Console.Error.WriteLine($"{count} keys");
+        }));
+        return command;
+    }
+
+    /// <summary>--server, --token and --timeout, and running one call with them.</summary>
+    private sealed class Common
+    {
+        public required Option<string> Server { get; init; }
+        public required Option<string?> Token { get; init; }
+        public required Option<double> Timeout { get; init; }
+
+        public async Task<int> Run(ParseResult parse, bool dryRun, CancellationToken cancellationToken, Func<Protos.Cache.V1.Cache.CacheClient, CallOptions, Task> call)
+        {
+            var token = parse.GetValue(Token);
+            if (string.IsNullOrEmpty(token))
+            {
+                Console.Error.WriteLine($"error: give --token or set {TokenEnvironment} (`conduit accounts create` prints one)");
+                return 2;
+            }
+            var headers = new Metadata { BearerToken.Entry(token) };
+            if (dryRun) headers.Add(DryRun.Header);
+            using var channel = RpcChannel.ForAddress(parse.GetValue(Server)!);
+            try
+            {
+                await call(new Protos.Cache.V1.Cache.CacheClient(channel),
+                    new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                return Cli.ReportError(ex);
+            }
+        }
+    }
+
+    private static Command WithCommon(Command command, out Common common)
+    {
+        common = new Common
+        {
+            Server = Cli.ServerOption(),
+            Token = new Option<string?>("--token") { Description = $"Your account's token (default: ${TokenEnvironment})", DefaultValueFactory = _ => Environment.GetEnvironmentVariable(TokenEnvironment) },
+            Timeout = new Option<double>("--timeout") { Description = "Deadline in seconds", DefaultValueFactory = _ => 30 },
+        };
+        command.Options.Add(common.Server);
+        command.Options.Add(common.Token);
+        command.Options.Add(common.Timeout);
+        return command;
+    }
+
+    private static async Task<ByteString> ReadStdinAsync(CancellationToken cancellationToken)
+    {
+        using var stdin = Console.OpenStandardInput();
+        using var buffer = new MemoryStream();
+        await stdin.CopyToAsync(buffer, cancellationToken);
+        return ByteString.CopyFrom(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    /// <summary>"250ms", "10s", "5m", "2h", "1d" (a number with one unit).</summary>
+    public static bool TryParseDuration(string text, out TimeSpan duration)
+    {
+        duration = default;
+        var units = new (string Suffix, double Seconds)[] { ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400) };
+        foreach (var (suffix, seconds) in units)
+        {
+            if (text.EndsWith(suffix, StringComparison.Ordinal)
+                && double.TryParse(text[..^suffix.Length], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var n)
+                && !(suffix == "m" && text.EndsWith("ms", StringComparison.Ordinal)))
+            {
+                duration = TimeSpan.FromSeconds(n * seconds);
+                return n > 0;
+            }
+        }
+        return false;
+    }
+}

@@ -1,0 +1,83 @@
+using System.Security.Cryptography.X509Certificates;
+using Conduit.Rpc.Client;
+using Conduit.Rpc.Server;
+using Conduit.Services.Accounts;
+using Conduit.Services.Cache;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+
+namespace Conduit.Hosting;
+
+/// <summary>
+/// Accounts and Cache in `conduit serve`. Accounts keeps its accounts in a file under the data
+/// folder (or PostgreSQL with Conduit:Accounts:ConnectionString). The cache calls Accounts through
+/// the generated client: at Conduit:Cache:AccountsUrl when set (Accounts then runs elsewhere and
+/// is not served here), otherwise at this server's own first address, found once it listens.
+/// </summary>
+public static class CacheHosting
+{
+    public static void AddAccountsAndCache(IServiceCollection services, IConfiguration configuration, ServeOptions serve)
+    {
+        var accounts = configuration.GetSection(AccountsOptions.Section).Get<AccountsOptions>() ?? new AccountsOptions();
+        var cache = configuration.GetSection(CacheOptions.Section).Get<CacheOptions>() ?? new CacheOptions();
+        AddAccounts(services, accounts, serve);
+        AddCache(services, cache, serve);
+    }
+
+    public static void AddAccounts(IServiceCollection services, AccountsOptions options, ServeOptions serve)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton<IAccountStore>(_ => options.ConnectionString is { Length: > 0 } connectionString
+            ? new PostgresAccountStore(connectionString)
+            : new FileAccountStore(options.FilePath ?? Path.Combine(serve.DataDir, "accounts", "accounts.json")));
+        services.AddSingleton(sp => new AccountsService(sp.GetRequiredService<IAccountStore>(), options));
+    }
+
+    public static void AddCache(IServiceCollection services, CacheOptions options, ServeOptions serve)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(_ => options.CreateBackend());
+        services.AddSingleton(new DumpLimiter(options.MaxConcurrentDumps));
+        services.AddSingleton(sp => new AccountsLookup(
+            () => options.AccountsUrl is { Length: > 0 } url ? RpcChannel.ForAddress(url) : OwnChannel(sp, serve), options));
+        services.AddSingleton<IAccountDirectory>(sp => sp.GetRequiredService<AccountsLookup>());
+        services.AddSingleton(sp => new CacheService(sp.GetRequiredService<ICacheBackend>(), sp.GetRequiredService<IAccountDirectory>(), options, sp.GetRequiredService<DumpLimiter>()));
+    }
+
+    /// <summary>Maps Cache, and Accounts unless the cache is configured to call another server's.</summary>
+    public static void Map(WebApplication app)
+    {
+        var cache = app.Services.GetService<CacheOptions>();
+        // Resolved now, so a bad accounts file or backend setting stops the server at start.
+        if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapRpcService<AccountsService>();
+        if (cache is not null)
+        {
+            app.Services.GetRequiredService<CacheService>();
+            app.MapRpcService<CacheService>();
+        }
+    }
+
+    /// <summary>
+    /// A channel to this same server, at the first address it really listens on (so port 0 works):
+    /// an http:// one when there is one; a wildcard host becomes loopback. Over https:// the
+    /// channel trusts exactly this server's own certificate.
+    /// </summary>
+    private static RpcChannel OwnChannel(IServiceProvider services, ServeOptions serve)
+    {
+        var addresses = services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
+        var chosen = addresses.FirstOrDefault(a => a.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) ?? addresses.FirstOrDefault()
+            ?? throw new InvalidOperationException("the server is not listening yet");
+        var uri = new UriBuilder(chosen);
+        if (uri.Host is "0.0.0.0" or "*" or "+") uri.Host = "127.0.0.1";
+        else if (uri.Host is "[::]" or "::") uri.Host = "[::1]";
+        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return RpcChannel.ForAddress(uri.Uri);
+        using var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
+        var thumbprint = own.GetCertHashString();
+        var handler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            SslOptions = { RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && c.GetCertHashString() == thumbprint },
+        };
+        return RpcChannel.ForAddress(uri.Uri, new RpcChannelOptions { HttpHandler = handler });
+    }
+}

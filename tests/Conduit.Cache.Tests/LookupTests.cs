@@ -1,0 +1,212 @@
+using Conduit.Hosting;
+using Conduit.Protos.Accounts.V1;
+using Conduit.Protos.Cache.V1;
+using Conduit.Rpc;
+using Conduit.Rpc.Server;
+using Conduit.Services.Cache;
+using Google.Protobuf;
+using Google.Rpc;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using static Conduit.Cache.Tests.CacheHost;
+
+namespace Conduit.Cache.Tests;
+
+/// <summary>The cache's calls to Accounts: where they go, their deadlines, the lookup cache, failures.</summary>
+public class LookupTests
+{
+    /// <summary>An Accounts service that knows one token, answers after <see cref="Delay"/> and records what each call looked like.</summary>
+    public sealed class FakeAccounts : Protos.Accounts.V1.Accounts.AccountsBase
+    {
+        public const string Token = "cdt_fake";
+
+        public TimeSpan Delay { get; set; }
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        private int _calls;
+
+        public TaskCompletionSource<(DateTime Deadline, DateTime Cancelled)> Cut { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override async Task<GetByTokenResp> GetByToken(GetByTokenReq request, ServerCallContext context)
+        {
+            Interlocked.Increment(ref _calls);
+            if (request.Token != Token) throw new RpcException(StatusCode.NotFound, "unknown");
+            try
+            {
+                await Task.Delay(Delay, context.CancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                Cut.TrySetResult((context.Deadline, DateTime.UtcNow));
+                throw;
+            }
+            return new GetByTokenResp { Account = new Account { Id = "acc_fake", MaxCacheKeys = 100, MaxValueBytes = 1000 } };
+        }
+    }
+
+    private sealed class Remote : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+
+        private Remote(WebApplication app, FakeAccounts accounts)
+        {
+            _app = app;
+            Accounts = accounts;
+            Url = ConduitHost.Addresses(app)[0];
+        }
+
+        public FakeAccounts Accounts { get; }
+
+        public string Url { get; }
+
+        public static async Task<Remote> StartAsync(TimeSpan delay)
+        {
+            var accounts = new FakeAccounts { Delay = delay };
+            var app = ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"] },
+                configureServices: s => s.AddSingleton(accounts),
+                mapServices: a => a.MapRpcService<FakeAccounts>(),
+                logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
+            await app.StartAsync();
+            return new Remote(app, accounts);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// One lookup of an unknown token (answered at once) so that JIT and the connection to
+    /// Accounts do not eat the short deadlines the tests then use.
+    /// </summary>
+    private static async Task WarmUp(CacheHost host, FakeAccounts accounts)
+    {
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_warm-up")));
+        Assert.Equal(StatusCode.Unauthenticated, ex.StatusCode);
+        Assert.Equal(1, accounts.Calls);
+    }
+
+    [Fact]
+    public async Task The_accounts_lookup_is_cut_short_by_the_callers_deadline()
+    {
+        await using var remote = await Remote.StartAsync(Timeout.InfiniteTimeSpan);
+        // The cache's own deadline for lookups is long; the caller's is short and must win.
+        await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsTimeout = TimeSpan.FromSeconds(60) });
+        await WarmUp(host, remote.Accounts);
+        var callerDeadline = DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" },
+            As(FakeAccounts.Token) with { Deadline = callerDeadline }));
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+
+        var (seenDeadline, cancelledAt) = await remote.Accounts.Cut.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        // Accounts saw (via grpc-timeout) a deadline no later than the caller's, not the cache's 60 s...
+        Assert.True(seenDeadline <= callerDeadline + TimeSpan.FromMilliseconds(50), $"Accounts deadline {seenDeadline:O} is after the caller's {callerDeadline:O}");
+        // ...and its call was ended around then, not a minute later.
+        Assert.True(cancelledAt < callerDeadline + TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task A_lookup_that_outlives_its_own_deadline_is_unavailable_with_retry_info()
+    {
+        await using var remote = await Remote.StartAsync(Timeout.InfiniteTimeSpan);
+        await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsTimeout = TimeSpan.FromMilliseconds(300) });
+        await WarmUp(host, remote.Accounts);
+        var started = DateTime.UtcNow;
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") },
+            As(FakeAccounts.Token, timeout: TimeSpan.FromSeconds(30))));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<RetryInfo>());
+        var (seenDeadline, _) = await remote.Accounts.Cut.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(seenDeadline <= started + TimeSpan.FromSeconds(2), "the lookup carried the cache's own short deadline");
+    }
+
+    [Fact]
+    public async Task Accounts_down_is_unavailable_with_retry_info_and_never_a_wrong_answer()
+    {
+        var closedPort = RedisServer.FreePort();
+        await using var host = await StartAsync(new CacheOptions { AccountsUrl = $"http://127.0.0.1:{closedPort}" });
+        foreach (var call in new Func<Task>[]
+        {
+            async () => await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As("cdt_any")),
+            async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_any")),
+            async () => await host.Cache.DeleteAsync(new DeleteReq { Key = "k" }, As("cdt_any")),
+        })
+        {
+            var ex = await Assert.ThrowsAsync<RpcException>(call);
+            Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+            Assert.NotNull(ex.GetDetail<RetryInfo>());
+        }
+        // Answers about unreachable Accounts are not remembered: nothing was cached as "unknown".
+        Assert.Equal(3, host.Services.GetRequiredService<AccountsLookup>().RemoteLookups);
+    }
+
+    [Fact]
+    public async Task A_hot_token_is_looked_up_once_within_the_cache_time_and_the_services_can_run_apart()
+    {
+        await using var remote = await Remote.StartAsync(TimeSpan.Zero);
+        await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsCacheTime = TimeSpan.FromMinutes(5) });
+        await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(FakeAccounts.Token));
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal("v", (await host.Cache.GetAsync(new GetReq { Key = "k" }, As(FakeAccounts.Token))).Val.ToStringUtf8());
+        }
+        Assert.Equal(1, remote.Accounts.Calls);
+        // Unknown tokens are remembered too.
+        for (var i = 0; i < 3; i++)
+        {
+            var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_other")));
+            Assert.Equal(StatusCode.Unauthenticated, ex.StatusCode);
+        }
+        Assert.Equal(2, remote.Accounts.Calls);
+        // With --accounts-url, this server does not serve Accounts itself.
+        var unimplemented = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq()));
+        Assert.Equal(StatusCode.Unimplemented, unimplemented.StatusCode);
+    }
+
+    [Fact]
+    public async Task Over_tls_only_the_cache_calls_its_own_server_trusting_its_certificate()
+    {
+        var certDir = Directory.CreateTempSubdirectory("conduit-cache-tls-").FullName;
+        try
+        {
+            var (cert, key) = Commands.SelfSigned.WritePem(certDir);
+            var handler = new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
+            await using var host = await StartAsync(configureServe: s => { s.Urls = ["https://127.0.0.1:0"]; s.TlsCert = cert; s.TlsKey = key; },
+                channelOptions: new Rpc.Client.RpcChannelOptions { HttpHandler = handler });
+            Assert.StartsWith("https://", host.Address);
+            var (_, token) = await host.CreateAccountAsync();
+            await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));
+            Assert.Equal("v", (await host.Cache.GetAsync(new GetReq { Key = "k" }, As(token))).Val.ToStringUtf8());
+        }
+        finally
+        {
+            Directory.Delete(certDir, true);
+        }
+    }
+
+    [Fact]
+    public async Task Two_servers_apart_one_cache_uses_the_other_servers_accounts()
+    {
+        await using var accounts = await StartAsync();
+        await using var cache = await StartAsync(new CacheOptions { AccountsUrl = accounts.Address });
+        var (_, token) = await accounts.CreateAccountAsync("apart", maxKeys: 1);
+        await cache.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await cache.Cache.StoreAsync(new StoreReq { Key = "k2", Val = ByteString.CopyFromUtf8("v") }, As(token)));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        // The entries live in the cache server, not in the accounts server's own cache.
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await accounts.Cache.GetAsync(new GetReq { Key = "k" }, As(token)));
+        Assert.Equal(StatusCode.NotFound, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task By_default_the_cache_calls_the_accounts_service_of_its_own_server()
+    {
+        await using var host = await StartAsync();
+        var (_, token) = await host.CreateAccountAsync();
+        await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));
+        Assert.Equal(1, host.Services.GetRequiredService<AccountsLookup>().RemoteLookups);
+    }
+}
