@@ -438,8 +438,8 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
         var call = Client.ListUsers(new ListUsersRequest { PageSize = 1000 }, Timeout());
         Assert.True(await call.ResponseStream.MoveNext());
         var listing = Assert.Single(Host.Store.Lists);
-        // Disposing a call that is still running cancels it (RST_STREAM). (A CallOptions
-        // cancellation token does not reset the stream while no read is pending: see docs/users.md.)
+        // Disposing a call that is still running cancels it (RST_STREAM), as a cancelled
+        // CallOptions token does.
         call.Dispose();
         await listing.Released.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.False(listing.ReachedEnd);
