@@ -50,11 +50,11 @@ printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$work/body.bin"
 
 start_server() { # name port
   case "$1" in
-    kestrel) taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$2" ;;
-    conduit) taskset -c 0 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" serve --urls "http://127.0.0.1:$2" --log-level Warning --data "$work/data" ;;
-    cpp) taskset -c 0 "$work/cpp/greeter_server" "$2" ;;
-    node) taskset -c 0 node "$work/server.js" "$root/protos" "$2" ;;
-    python) taskset -c 0 /usr/bin/python3 "$root/bench/reference/python/greeter_server.py" "$2" ;;
+    kestrel) exec taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$2" ;;
+    conduit) exec taskset -c 0 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" serve --urls "http://127.0.0.1:$2" --log-level Warning --data "$work/data" ;;
+    cpp) exec taskset -c 0 "$work/cpp/greeter_server" "$2" ;;
+    node) exec taskset -c 0 node "$work/server.js" "$root/protos" "$2" ;;
+    python) exec taskset -c 0 /usr/bin/python3 "$root/bench/reference/python/greeter_server.py" "$2" ;;
   esac
 }
 
@@ -74,6 +74,7 @@ run_h2load() { # port connections streams -> "req/s mean_ms"
 
 port=50090
 declare -A result
+declare -A latency
 for name in $servers; do
   port=$((port + 1))
   start_server "$name" "$port" > "$work/$name.log" 2>&1 &
@@ -82,6 +83,10 @@ for name in $servers; do
   echo "measuring $name ..." >&2
   result["$name 1x1"]="$(run_h2load "$port" 1 1)"
   result["$name 4x32"]="$(run_h2load "$port" 4 32)"
+  # h2load reports means only: the 1x1 percentiles come from conduit bench, pinned the same way.
+  latency["$name"]="$(taskset -c 1 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" bench helloworld.Greeter/SayHello \
+    --server "http://127.0.0.1:$port" -c 1 --concurrency 1 -d "${duration}s" --warmup "${warmup}s" --data '{"name":"bench"}' --json \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); l=r["latency_ms"]; print("%.0f %.3f %.3f %.3f" % (r["calls_per_s"], l["p50"], l["p99"], l["p99_9"]))')"
   kill "${pids[-1]}" 2>/dev/null || true
   wait "${pids[-1]}" 2>/dev/null || true
 done
@@ -95,5 +100,12 @@ for name in $servers; do
   read -r r4 m4 f4 <<<"${result[$name 4x32]:-0 ? ?}"
   ratio="$(awk -v a="$r4" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
   printf '%-10s %14s %12s %14s %12s %10s\n' "$name" "$r1" "$m1" "$r4" "$m4" "$ratio"
-  [[ "$f1" != "0" || "$f4" != "0" ]] && echo "  ($name: failed requests: $f1 / $f4)"
+  if [[ "$f1" != "0" || "$f4" != "0" ]]; then echo "  ($name: failed requests: $f1 / $f4)"; fi
+done
+echo
+echo "1 connection x 1 call in flight, latency percentiles from conduit bench (same client for every server):"
+printf '%-10s %12s %12s %12s %12s\n' server "calls/s" p50 p99 p99.9
+for name in $servers; do
+  read -r c p50 p99 p999 <<<"${latency[$name]:-0 ? ? ?}"
+  printf '%-10s %12s %12s %12s %12s\n' "$name" "$c" "${p50}ms" "${p99}ms" "${p999}ms"
 done
