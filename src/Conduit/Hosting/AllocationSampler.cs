@@ -17,8 +17,19 @@ internal sealed class AllocationSampler : EventListener
         if (source.Name == "Microsoft-Windows-DotNETRuntime") EnableEvents(source, EventLevel.Verbose, (EventKeywords)0x1);
     }
 
+    public ConcurrentDictionary<string, long> Collections { get; } = new();
+
     protected override void OnEventWritten(EventWrittenEventArgs e)
     {
+        if (e.EventName is "GCStart_V2" or "GCStart_V1" && e.Payload is not null)
+        {
+            // Which generation, and why (reasons as in the runtime's GC_REASON: 0 small alloc,
+            // 1 induced, 4 large alloc, 6 LOH out of space, 7 induced not forced, ...).
+            var depth = e.Payload[e.PayloadNames!.IndexOf("Depth")];
+            var reason = e.Payload[e.PayloadNames!.IndexOf("Reason")];
+            Collections.AddOrUpdate($"gen{depth} reason {reason}", 1, (_, v) => v + 1);
+            return;
+        }
         if (e.EventName is not "GCAllocationTick_V4" and not "GCAllocationTick_V3" || e.Payload is null) return;
         var type = e.Payload[e.PayloadNames!.IndexOf("TypeName")]?.ToString() ?? "?";
         var amount = Convert.ToInt64(e.Payload[e.PayloadNames!.IndexOf("AllocationAmount64")]);
@@ -27,6 +38,7 @@ internal sealed class AllocationSampler : EventListener
 
     public void Print()
     {
+        foreach (var (what, count) in Collections.OrderBy(kv => kv.Key)) Console.WriteLine($"{count,10} GCs  {what}");
         foreach (var (type, bytes) in Bytes.OrderByDescending(kv => kv.Value).Take(25)) Console.WriteLine($"{bytes / 1024,10} KiB  {type}");
     }
 }
