@@ -16,6 +16,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private const string UserAgent = "grpc-csharp-conduit/0.1";
     private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
     internal static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+    private static readonly OperationCanceledException Cancelled = new();
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
@@ -161,7 +162,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         _cts.Token.UnsafeRegister(static s =>
         {
             var call = (ClientCall<TRequest, TResponse>)s!;
-            call.Finish(call.StatusFromException(new OperationCanceledException()), null);
+            call.Finish(call.StatusFromException(Cancelled), null);
         }, this);
         _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
     }
@@ -345,8 +346,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             // Resets the HTTP/2 stream if it is still open.
             Cancel(ReasonDisposed);
         }
-        else
+        else if (_deadline != DateTime.MaxValue)
         {
+            // Stop the deadline timer of a call that ended in time.
             try { _cts.CancelAfter(Timeout.Infinite); } catch (ObjectDisposedException) { }
         }
         // The response is fully read (OK) or abandoned: return its buffers and connection stream,
@@ -367,6 +369,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
 
     public void Dispose()
     {
+        // A call that is over has nothing left to cancel (and cancelling costs: callbacks, timers).
+        if (_status is not null)
+        {
+            if (Volatile.Read(ref _reading) == 0) ReleaseResponse();
+            return;
+        }
         Cancel(ReasonDisposed);
         Finish(new Status(StatusCode.Cancelled, "Call disposed."), null);
     }

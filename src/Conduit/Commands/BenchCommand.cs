@@ -57,7 +57,16 @@ internal static class BenchCommand
             {
                 OnProgress = live ? p => { Console.Write($"\r  {p.Ok} ok, {p.Errors} errors ..."); return Task.CompletedTask; } : null,
             };
+            using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new Hosting.AllocationSampler() : null;
+            var allocatedAtStart = GC.GetTotalAllocatedBytes();
             var result = await generator.RunAsync(cancellationToken);
+            if (sampler is not null)
+            {
+                // The client side's cost, as `conduit serve` reports the server's.
+                var calls = Math.Max(1, result.Ok + result.Errors.Values.Sum());
+                Console.Error.WriteLine($"client allocated {(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per call (warm-up included); GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
+                sampler.Print();
+            }
             if (live) Console.Write("\r" + new string(' ', 40) + "\r");
             Console.WriteLine(parse.GetValue(json) ? ToJson(settings, result) : ToText(settings, result));
             return result.Ok > 0 ? 0 : 1;

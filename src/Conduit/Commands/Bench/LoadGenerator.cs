@@ -42,7 +42,14 @@ internal sealed class LoadGenerator(BenchSettings settings)
         var method = CreateMethod(_settings.Method);
         var channels = Enumerable.Range(0, _settings.Connections).Select(_ => RpcChannel.ForAddress(_settings.Server, new RpcChannelOptions
         {
-            HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = false, UseProxy = false },
+            HttpHandler = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = false,
+                UseProxy = false,
+                UseCookies = false,
+                AllowAutoRedirect = false,
+                AutomaticDecompression = System.Net.DecompressionMethods.None,
+            },
         })).ToArray();
         var workers = new Worker[_settings.Concurrency];
         try
