@@ -364,7 +364,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         lock (_lock) (reader, response) = (_reader, _response);
         reader?.Complete();
         response?.Dispose();
-        _request?.Dispose();
+        // The request is not disposed: SocketsHttpHandler may still hold it (a call that ended
+        // before it was sent), and its content (a plain array, or the streaming content) holds
+        // nothing that needs releasing.
     }
 
     public void Dispose()
