@@ -76,6 +76,19 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task An_inner_call_ended_by_the_inherited_deadline_reports_deadline_exceeded()
+    {
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        probe.Channel = host.Channel;
+        // Raw, so no client-side timer cancels the outer call first: the server's deadline ends
+        // it, and with it the inner call, which must say DEADLINE_EXCEEDED, not CANCELLED.
+        var raw = await host.PostAsync("/grpc.testing.TestService/UnaryCall", new ByteArrayContent(TestHost.Frame(new SimpleRequest { ResponseSize = -2 })), headers: ("grpc-timeout", "300m"));
+        Assert.Equal("4", raw.GrpcStatus);
+        Assert.Equal(StatusCode.DeadlineExceeded, await probe.InnerStatus.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
     public async Task Client_cancel_mid_stream_reaches_the_handler()
     {
         var probe = new Probe();
@@ -174,6 +187,18 @@ public class ClientTests
         using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxReceiveMessageSize = 1000 });
         var ex = await Assert.ThrowsAsync<RpcException>(() => new TestService.TestServiceClient(channel).UnaryCallAsync(new SimpleRequest { ResponseSize = 5000 }).ResponseAsync);
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_streaming_message_over_the_send_limit_fails_the_call()
+    {
+        await using var host = await StartGreeterAndTestService();
+        using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxSendMessageSize = 1000 });
+        using var call = new TestService.TestServiceClient(channel).StreamingInputCall();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => call.RequestStream.WriteAsync(new StreamingInputCallRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[5000]) } }));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        var response = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, response.StatusCode);
     }
 
     [Fact]
@@ -307,6 +332,8 @@ public class ClientTests
         public RpcChannel? Channel { get; set; }
 
         public TaskCompletionSource<string> Background { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource<StatusCode> InnerStatus { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>A TestService that reports what its handlers saw.</summary>
@@ -314,6 +341,19 @@ public class ClientTests
     {
         public override async Task<SimpleResponse> UnaryCall(SimpleRequest request, ServerCallContext context)
         {
+            if (request.ResponseSize == -2)
+            {
+                // An inner call that can only end by the deadline it inherited from this call.
+                try
+                {
+                    await new TestService.TestServiceClient(probe.Channel!).UnaryCallAsync(new SimpleRequest { ResponseSize = -1 });
+                }
+                catch (RpcException ex)
+                {
+                    probe.InnerStatus.TrySetResult(ex.StatusCode);
+                    throw;
+                }
+            }
             if (request.ResponseSize < 0)
             {
                 // Sleeps until the deadline cancels it.

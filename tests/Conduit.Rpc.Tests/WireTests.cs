@@ -159,6 +159,20 @@ public class WireTests
     }
 
     [Fact]
+    public async Task A_rejected_frame_leaves_the_reader_usable()
+    {
+        // Every ReadAsync must be paired with AdvanceTo, also when the frame is refused, or the
+        // next read fails with "Reading is already in progress".
+        var pipe = new Pipe();
+        await pipe.Writer.WriteAsync(new byte[] { 0, 0x7f, 0xff, 0xff, 0xff });
+        var ex = await Assert.ThrowsAsync<RpcException>(() => MessageFraming.ReadMessageAsync(pipe.Reader, RequestMarshaller, null, 1024, "request", default).AsTask());
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        await pipe.Writer.CompleteAsync();
+        var result = await pipe.Reader.ReadAsync();
+        pipe.Reader.AdvanceTo(result.Buffer.End);
+    }
+
+    [Fact]
     public void Sending_more_than_the_send_limit_is_resource_exhausted()
     {
         var request = new SimpleRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[2000]) } };

@@ -40,6 +40,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private int _reading;
     private int _released;
     private volatile bool _endedByServer;
+    private Server.ServerCallContext? _parent;
 
     public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
     {
@@ -151,10 +152,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         if (parent is not null)
         {
             // The incoming call ending at its deadline is this call's deadline too (same instant).
+            _parent = parent;
             _parentRegistration = parent.CancellationToken.UnsafeRegister(static s =>
             {
                 var call = (ClientCall<TRequest, TResponse>)s!;
-                call.Cancel(DateTime.UtcNow >= call._deadline ? ReasonNone : ReasonCancelled);
+                call.Cancel(call._parent!.DeadlineReached ? ReasonNone : ReasonCancelled);
             }, this);
         }
         // Whatever cancels the call (deadline, caller, parent, Dispose) ends it at once: the status

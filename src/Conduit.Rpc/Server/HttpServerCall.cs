@@ -49,6 +49,8 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
     internal override bool IsCompleted => _completed;
 
+    internal override bool DeadlineReached => DeadlineExceeded;
+
     public override Metadata ResponseTrailers => _responseTrailers ??= new Metadata();
 
     public override Status Status { get; set; } = Status.DefaultSuccess;

@@ -58,4 +58,7 @@ public abstract class ServerCallContext
 
     /// <summary>Whether the call has ended (work it started may still hold this context).</summary>
     internal virtual bool IsCompleted => false;
+
+    /// <summary>Whether the call's token fired because its deadline passed.</summary>
+    internal virtual bool DeadlineReached => false;
 }
