@@ -126,8 +126,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         {
             foreach (var entry in metadata)
             {
-                if (GrpcProtocol.IsReservedHeader(entry.Key)) continue;
-                headers.TryAddWithoutValidation(entry.Key, entry.IsBinary ? HeaderEncoding.ToBase64Unpadded(entry.ValueBytes) : entry.Value);
+                if (MetadataCodec.TryEncode(entry, out var value)) headers.TryAddWithoutValidation(entry.Key, value);
             }
         }
 
@@ -469,22 +468,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         var metadata = new Metadata();
         foreach (var (key, values) in headers.NonValidated)
         {
-            if (GrpcProtocol.IsReservedHeader(key)) continue;
             foreach (var value in values)
             {
                 try
                 {
-                    if (Metadata.IsBinaryKey(key))
-                    {
-                        foreach (var part in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                        {
-                            metadata.Add(key, HeaderEncoding.FromBase64(part));
-                        }
-                    }
-                    else
-                    {
-                        metadata.Add(key, value);
-                    }
+                    MetadataCodec.Add(metadata, key, value);
                 }
                 catch (Exception ex) when (ex is ArgumentException or FormatException)
                 {

@@ -3,7 +3,7 @@ using Microsoft.AspNetCore.Http;
 
 namespace Conduit.Rpc.Server;
 
-/// <summary>Metadata to and from ASP.NET Core header dictionaries.</summary>
+/// <summary>Metadata to and from ASP.NET Core header dictionaries (the encoding is <see cref="MetadataCodec"/>'s).</summary>
 internal static class MetadataHeaders
 {
     public static Metadata FromHeaders(IHeaderDictionary headers)
@@ -11,31 +11,20 @@ internal static class MetadataHeaders
         var metadata = new Metadata();
         foreach (var (key, values) in headers)
         {
-            if (GrpcProtocol.IsReservedHeader(key)) continue;
-            if (Metadata.IsBinaryKey(key))
+            foreach (var value in values)
             {
-                foreach (var value in values)
+                if (value is null) continue;
+                try
                 {
-                    if (value is null) continue;
-                    foreach (var part in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                    {
-                        metadata.Add(key, DecodeBinary(key, part));
-                    }
+                    MetadataCodec.Add(metadata, key, value);
                 }
-            }
-            else
-            {
-                foreach (var value in values)
+                catch (FormatException)
                 {
-                    if (value is null) continue;
-                    try
-                    {
-                        metadata.Add(new Metadata.Entry(key, value));
-                    }
-                    catch (ArgumentException)
-                    {
-                        // Not valid gRPC metadata (e.g. a non-ASCII value from a proxy): not exposed.
-                    }
+                    throw new RpcException(StatusCode.Internal, $"Header '{key}' is not valid base64.");
+                }
+                catch (ArgumentException)
+                {
+                    // Not valid gRPC metadata (e.g. a non-ASCII value from a proxy): not exposed.
                 }
             }
         }
@@ -46,21 +35,7 @@ internal static class MetadataHeaders
     {
         foreach (var entry in metadata)
         {
-            if (GrpcProtocol.IsReservedHeader(entry.Key)) continue;
-            var value = entry.IsBinary ? HeaderEncoding.ToBase64Unpadded(entry.ValueBytes) : entry.Value;
-            headers.Append(entry.Key, value);
-        }
-    }
-
-    private static byte[] DecodeBinary(string key, string value)
-    {
-        try
-        {
-            return HeaderEncoding.FromBase64(value);
-        }
-        catch (FormatException)
-        {
-            throw new RpcException(StatusCode.Internal, $"Header '{key}' is not valid base64.");
+            if (MetadataCodec.TryEncode(entry, out var value)) headers.Append(entry.Key, value);
         }
     }
 }
