@@ -231,6 +231,8 @@ public abstract class CacheSuite
                 return;
             }
             Assert.True(DateTime.UtcNow < until, $"key {key} did not expire");
+            // Expiry is wall-clock time passing in the backend (Redis expires keys itself): there
+            // is no event to wait on, so this asks again until the key is gone, bounded above.
             await Task.Delay(20);
         }
     }
@@ -296,6 +298,8 @@ public abstract class CacheSuite
             }
             catch (RpcException ex) when (ex.StatusCode == StatusCode.ResourceExhausted && DateTime.UtcNow < until)
             {
+                // The server's end of a call the client reset is not observable from the client:
+                // ask again, bounded above, until the server has released the slot.
                 await Task.Delay(20);
             }
         }

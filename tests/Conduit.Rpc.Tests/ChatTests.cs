@@ -18,15 +18,31 @@ public class ChatTests
         return new Chat.ChatClient(host.Channel).ChatStream(new CallOptions(headers).WithTimeout(TimeSpan.FromSeconds(30)));
     }
 
-    /// <summary>Joining is asynchronous on the server: wait until the room has the participants.</summary>
-    private static async Task WaitForParticipants(TestHost host, string room, int count)
+    private const string Joined = "(joined)";
+
+    /// <summary>
+    /// Joins and waits until the server has this participant in the room: its own first
+    /// message comes back only once it is (joining is asynchronous on the server).
+    /// </summary>
+    private static async Task<AsyncDuplexStreamingCall<ChatMessage, ChatMessage>> JoinAsync(TestHost host, string room, string user)
     {
-        var rooms = host.Services.GetRequiredService<Rooms<ChatMessage>>();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while (rooms.CountIn(room) != count)
+        var call = Join(host, room);
+        await call.RequestStream.WriteAsync(new ChatMessage { User = user, Text = Joined });
+        while (await call.ResponseStream.MoveNext())
         {
-            await Task.Delay(5, timeout.Token);
+            if (call.ResponseStream.Current is { Text: Joined } m && m.User == user) return call;
         }
+        throw new InvalidOperationException($"{user} never saw its own message in {room}");
+    }
+
+    /// <summary>The next message that is not someone's join announcement.</summary>
+    private static async Task<bool> NextMessage(AsyncDuplexStreamingCall<ChatMessage, ChatMessage> call)
+    {
+        while (await call.ResponseStream.MoveNext())
+        {
+            if (call.ResponseStream.Current.Text != Joined) return true;
+        }
+        return false;
     }
 
     [Fact]
@@ -47,26 +63,24 @@ public class ChatTests
     public async Task Every_participant_of_a_room_gets_every_message_and_other_rooms_get_none()
     {
         await using var host = await StartChat();
-        using var ann = Join(host, "r1");
-        using var bob = Join(host, "r1");
-        using var eve = Join(host, "r2");
-        // The calls reach the server (and join) before any message is written.
-        await WaitForParticipants(host, "r1", 2);
-        await WaitForParticipants(host, "r2", 1);
+        // Everyone is in before any message is written.
+        using var ann = await JoinAsync(host, "r1", "ann");
+        using var bob = await JoinAsync(host, "r1", "bob");
+        using var eve = await JoinAsync(host, "r2", "eve");
         await ann.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hello" });
         await bob.RequestStream.WriteAsync(new ChatMessage { User = "bob", Text = "hey ann" });
 
         foreach (var call in new[] { ann, bob })
         {
             var texts = new List<string>();
-            while (texts.Count < 2 && await call.ResponseStream.MoveNext())
+            while (texts.Count < 2 && await NextMessage(call))
             {
                 texts.Add(call.ResponseStream.Current.Text);
             }
             Assert.Equal(new[] { "hello", "hey ann" }, texts.Order());
         }
         await eve.RequestStream.WriteAsync(new ChatMessage { User = "eve", Text = "anyone?" });
-        Assert.True(await eve.ResponseStream.MoveNext());
+        Assert.True(await NextMessage(eve));
         Assert.Equal("anyone?", eve.ResponseStream.Current.Text);
     }
 
@@ -74,10 +88,8 @@ public class ChatTests
     public async Task A_participant_that_falls_behind_is_ended_with_resource_exhausted_and_the_room_goes_on()
     {
         await using var host = await StartChat(queueCapacity: 4);
-        using var slow = Join(host, "busy");
-        using var fast = Join(host, "busy");
-        await fast.RequestStream.WriteAsync(new ChatMessage { User = "fast", Text = "0" });
-        await WaitForParticipants(host, "busy", 2);
+        using var slow = await JoinAsync(host, "busy", "slow");
+        using var fast = await JoinAsync(host, "busy", "fast");
         // The slow participant never reads; HTTP/2 flow control backs its stream up, its queue
         // fills, and the server evicts it. The fast one reads everything and is never blocked.
         var received = 0;
@@ -87,7 +99,7 @@ public class ChatTests
         {
             await fast.RequestStream.WriteAsync(new ChatMessage { User = "fast", Text = payload });
             sent++;
-            while (received < sent && await fast.ResponseStream.MoveNext()) received++;
+            while (received < sent && await NextMessage(fast)) received++;
             Assert.True(sent < 10_000, "the slow participant was never evicted");
         }
         var ex = await Assert.ThrowsAsync<RpcException>(async () =>
