@@ -17,12 +17,8 @@ cleanup() { for p in "${pids[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null |
 trap cleanup EXIT
 
 need=(libgrpc++-dev protobuf-compiler-grpc protobuf-compiler pkg-config g++)
-missing=()
-for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
-if ((${#missing[@]})); then
-  sudo=""; [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source "$root/scripts/lib.sh"
+ensure_packages "${need[@]}"
 
 echo "building ..." >&2
 dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
@@ -32,7 +28,6 @@ g++ -O2 -std=c++17 -I"$work" "$root/bench/reference/cpp/test_server.cc" \
   "$work"/grpc/testing/*.pb.cc $(pkg-config --cflags --libs grpc++ protobuf) -o "$work/test_server"
 
 conduit=(dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll")
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stream_data="$(python3 -c 'import json; print(json.dumps({"response_parameters": [{"size": 10}] * 100}))')"
 pingpong_data='{"response_parameters":[{"size":10}],"payload":{"body":"AAAAAAAAAAAAAA=="}}'
 

@@ -22,12 +22,8 @@ need=(nghttp2-client python3-grpcio python3-protobuf protobuf-compiler)
 [[ " $servers " == *" cpp "* ]] && need+=(libgrpc++-dev protobuf-compiler-grpc pkg-config g++)
 # Node: the machine's own node/npm when there are (Debian's npm conflicts with other installs).
 [[ " $servers " == *" node "* ]] && ! command -v npm >/dev/null && need+=(nodejs npm)
-missing=()
-for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
-if ((${#missing[@]})); then
-  sudo=""; [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source "$root/scripts/lib.sh"
+ensure_packages "${need[@]}"
 
 echo "building ..." >&2
 dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
@@ -58,7 +54,6 @@ start_server() { # name port
   esac
 }
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 run_h2load() { # port connections streams -> "req/s mean_ms"
   local out

@@ -11,17 +11,8 @@ cd "$root"
 # postgresql: the users and cache tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
 # redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
 packages=(python3-grpcio python3-protobuf protobuf-compiler redis-server postgresql)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
-  echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source "$root/scripts/lib.sh"
+ensure_packages "${packages[@]}"
 
 dotnet build Conduit.slnx -c Release -nologo -v quiet
 

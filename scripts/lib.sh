@@ -1,0 +1,22 @@
+# Shell helpers shared by scripts/test.sh and the bench/ scripts (source it).
+
+# ensure_packages PKG...: installs the Debian packages that are missing (as root, or via sudo).
+ensure_packages() {
+  local missing=() p sudo=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# wait_port PORT: until something accepts connections on 127.0.0.1:PORT (10 s at most). A
+# server announces readiness by listening; there is nothing else to wait on.
+wait_port() {
+  local _
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
