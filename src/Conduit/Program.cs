@@ -1,3 +1,20 @@
 using Conduit.Commands;
+using Conduit.Rpc;
+using System.CommandLine;
 
-return await Cli.Build().Parse(args).InvokeAsync();
+// A call that fails ends any command the same way: one "error: Code: message" line on stderr
+// and exit code 1 (commands only catch the statuses they handle differently).
+try
+{
+    return await Cli.Build().Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (RpcException ex)
+{
+    return Cli.ReportError(ex);
+}
+catch (Exception ex) when (ex is not OperationCanceledException)
+{
+    // What System.CommandLine's own handler did for anything else.
+    Console.Error.WriteLine($"Unhandled exception: {ex}");
+    return 1;
+}

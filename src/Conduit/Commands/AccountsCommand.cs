@@ -112,15 +112,8 @@ internal static class AccountsCommand
             if (parse.GetValue(AdminToken) is { Length: > 0 } admin) headers.Add(BearerToken.Entry(admin));
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = RpcChannel.ForAddress(parse.GetValue(Server)!);
-            try
-            {
-                await call(new Protos.Accounts.V1.Accounts.AccountsClient(channel), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
-                return 0;
-            }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            await call(new Protos.Accounts.V1.Accounts.AccountsClient(channel), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
+            return 0;
         }
     }
 

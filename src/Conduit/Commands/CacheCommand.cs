@@ -119,16 +119,9 @@ internal static class CacheCommand
             var headers = new Metadata { BearerToken.Entry(token) };
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = RpcChannel.ForAddress(parse.GetValue(Server)!);
-            try
-            {
-                await call(new Protos.Cache.V1.Cache.CacheClient(channel),
-                    new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
-                return 0;
-            }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            await call(new Protos.Cache.V1.Cache.CacheClient(channel),
+                new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
+            return 0;
         }
     }
 

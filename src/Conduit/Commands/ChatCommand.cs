@@ -34,10 +34,6 @@ internal static class ChatCommand
             {
                 return 0;
             }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
         });
         return command;
     }

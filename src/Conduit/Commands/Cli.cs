@@ -29,7 +29,10 @@ public static class Cli
         DefaultValueFactory = _ => DefaultServer,
     };
 
-    /// <summary>Prints a failed call the way a person wants to read it, and gives the exit code.</summary>
+    /// <summary>
+    /// Prints a failed call the way a person wants to read it, and gives the exit code. Program
+    /// does this for every command; commands call it only where they add something after it.
+    /// </summary>
     public static int ReportError(Rpc.RpcException ex)
     {
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}");

@@ -17,17 +17,10 @@ internal static class HelloCommand
         {
             using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
             var client = new Greeter.GreeterClient(channel);
-            try
-            {
-                var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
-                    new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));
-                Console.WriteLine(reply.Message);
-                return 0;
-            }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
+                new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));
+            Console.WriteLine(reply.Message);
+            return 0;
         });
         return command;
     }

@@ -41,34 +41,27 @@ internal static class LogCommand
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
-            try
+            if (parse.GetValue(value) is { } single)
             {
-                if (parse.GetValue(value) is { } single)
-                {
-                    var reply = await client.ProduceAsync(Request(single), new CallOptions(cancellationToken: cancellationToken));
-                    Console.WriteLine(reply.Offset);
-                    return 0;
-                }
-                using var call = client.ProduceStream(new CallOptions(cancellationToken: cancellationToken));
-                var send = Task.Run(async () =>
-                {
-                    while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
-                    {
-                        await call.RequestStream.WriteAsync(Request(line));
-                    }
-                    await call.RequestStream.CompleteAsync();
-                }, cancellationToken);
-                await foreach (var reply in call.ResponseStream.WithCancellation(cancellationToken))
-                {
-                    Console.WriteLine(reply.Offset);
-                }
-                await send;
+                var reply = await client.ProduceAsync(Request(single), new CallOptions(cancellationToken: cancellationToken));
+                Console.WriteLine(reply.Offset);
                 return 0;
             }
-            catch (RpcException ex)
+            using var call = client.ProduceStream(new CallOptions(cancellationToken: cancellationToken));
+            var send = Task.Run(async () =>
             {
-                return Cli.ReportError(ex);
+                while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
+                {
+                    await call.RequestStream.WriteAsync(Request(line));
+                }
+                await call.RequestStream.CompleteAsync();
+            }, cancellationToken);
+            await foreach (var reply in call.ResponseStream.WithCancellation(cancellationToken))
+            {
+                Console.WriteLine(reply.Offset);
             }
+            await send;
+            return 0;
         });
         return command;
     }
@@ -86,47 +79,40 @@ internal static class LogCommand
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var name = parse.GetValue(topic)!;
             var offset = parse.GetValue(from);
-            try
+            if (parse.GetValue(count) is { } wanted)
             {
-                if (parse.GetValue(count) is { } wanted)
+                if (wanted <= 0) return 0;
+                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
+                var seen = 0;
+                await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
                 {
-                    if (wanted <= 0) return 0;
-                    using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
-                    var seen = 0;
-                    await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
-                    {
-                        Console.WriteLine(Line(response.Record));
-                        if (++seen == wanted) break;
-                    }
-                    return 0;
+                    Console.WriteLine(Line(response.Record));
+                    if (++seen == wanted) break;
                 }
-                var admin = new LogAdmin.LogAdminClient(channel);
-                var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
-                if (offset < info.FirstOffset || offset > info.NextOffset)
-                {
-                    // Let the server say what is retained.
-                    await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
-                }
-                var exitCode = 0;
-                for (var o = offset; o < info.NextOffset; o++)
-                {
-                    try
-                    {
-                        var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
-                        Console.WriteLine(Line(response.Record));
-                    }
-                    catch (RpcException ex) when (ex.StatusCode == StatusCode.DataLoss)
-                    {
-                        // Say so and go on: the records after a damaged one are intact.
-                        exitCode = Cli.ReportError(ex);
-                    }
-                }
-                return exitCode;
+                return 0;
             }
-            catch (RpcException ex)
+            var admin = new LogAdmin.LogAdminClient(channel);
+            var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
+            if (offset < info.FirstOffset || offset > info.NextOffset)
             {
-                return Cli.ReportError(ex);
+                // Let the server say what is retained.
+                await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
             }
+            var exitCode = 0;
+            for (var o = offset; o < info.NextOffset; o++)
+            {
+                try
+                {
+                    var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
+                    Console.WriteLine(Line(response.Record));
+                }
+                catch (RpcException ex) when (ex.StatusCode == StatusCode.DataLoss)
+                {
+                    // Say so and go on: the records after a damaged one are intact.
+                    exitCode = Cli.ReportError(ex);
+                }
+            }
+            return exitCode;
         });
         return command;
     }
@@ -172,10 +158,6 @@ internal static class LogCommand
             {
                 return 0;
             }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
         });
         return command;
     }
@@ -188,23 +170,16 @@ internal static class LogCommand
         {
             using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(channel);
-            try
+            var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
+            var table = new StringBuilder();
+            table.AppendLine(CultureInfo.InvariantCulture, $"{"TOPIC",-24} {"FIRST",10} {"NEXT",10} {"BYTES",14} {"SEGMENTS",8}  DURABILITY");
+            foreach (var t in list.Topics)
             {
-                var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
-                var table = new StringBuilder();
-                table.AppendLine(CultureInfo.InvariantCulture, $"{"TOPIC",-24} {"FIRST",10} {"NEXT",10} {"BYTES",14} {"SEGMENTS",8}  DURABILITY");
-                foreach (var t in list.Topics)
-                {
-                    var durability = t.Settings.Durability.ToString().ToLowerInvariant();
-                    table.AppendLine(CultureInfo.InvariantCulture, $"{(t.Name.Length == 0 ? "(default)" : t.Name),-24} {t.FirstOffset,10} {t.NextOffset,10} {t.Bytes,14} {t.Segments,8}  {durability}");
-                }
-                Console.Write(table.ToString());
-                return 0;
+                var durability = t.Settings.Durability.ToString().ToLowerInvariant();
+                table.AppendLine(CultureInfo.InvariantCulture, $"{(t.Name.Length == 0 ? "(default)" : t.Name),-24} {t.FirstOffset,10} {t.NextOffset,10} {t.Bytes,14} {t.Segments,8}  {durability}");
             }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            Console.Write(table.ToString());
+            return 0;
         });
         return command;
     }
@@ -226,16 +201,9 @@ internal static class LogCommand
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
             if (parse.GetValue(retentionBytes) is { } rb) settings.RetentionBytes = rb;
             if (parse.GetValue(retentionMs) is { } rm) settings.RetentionMs = rm;
-            try
-            {
-                var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings }, new CallOptions(cancellationToken: cancellationToken));
-                Console.WriteLine($"created topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
-                return 0;
-            }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings }, new CallOptions(cancellationToken: cancellationToken));
+            Console.WriteLine($"created topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
+            return 0;
         });
         return command;
     }
@@ -253,17 +221,10 @@ internal static class LogCommand
             var admin = new LogAdmin.LogAdminClient(channel);
             var headers = new Metadata();
             if (parse.GetValue(dryRun)) headers.Add(Rpc.Server.DryRun.Header);
-            try
-            {
-                var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
-                    new CallOptions(headers, cancellationToken: cancellationToken));
-                Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");
-                return 0;
-            }
-            catch (RpcException ex)
-            {
-                return Cli.ReportError(ex);
-            }
+            var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
+                new CallOptions(headers, cancellationToken: cancellationToken));
+            Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");
+            return 0;
         });
         return command;
     }

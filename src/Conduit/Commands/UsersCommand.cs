@@ -206,14 +206,7 @@ internal static class UsersCommand
     private static async Task<int> Call(ParseResult parse, Option<string> server, Func<UserService.UserServiceClient, Task<int>> action)
     {
         using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
-        try
-        {
-            return await action(new UserService.UserServiceClient(channel));
-        }
-        catch (RpcException ex)
-        {
-            return Cli.ReportError(ex); // the status message names the invalid fields
-        }
+        return await action(new UserService.UserServiceClient(channel));
     }
 
     private static void Print(User user) => Console.WriteLine($"{user.Id}\t{user.Name}\t{user.Email}");
