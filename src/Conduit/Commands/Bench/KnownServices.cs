@@ -10,6 +10,10 @@ internal static class KnownServices
         Protos.HelloWorld.HelloworldReflection.Descriptor,
         Protos.Chat.V1.ChatReflection.Descriptor,
         Protos.Grpc.Testing.TestReflection.Descriptor,
+        Protos.Log.V1.LogReflection.Descriptor,
+        Protos.User.V1.UserReflection.Descriptor,
+        Protos.Cache.V1.CacheReflection.Descriptor,
+        Protos.Accounts.V1.AccountsReflection.Descriptor,
     ];
 
     /// <summary>"package.Service/Method" (a leading '/' is fine) to its descriptor, or null.</summary>
