@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 namespace Conduit.Rpc.Server;
 
 /// <summary>One gRPC call on a Kestrel request: protocol checks, headers, deadline, status.</summary>
-internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallContext
+internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallContext, IAsyncStreamReader<TRequest>, IServerStreamWriter<TResponse>
 {
     private readonly HttpContext _http;
     private readonly Method<TRequest, TResponse> _method;
@@ -24,8 +24,11 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     private string? _responseCompression;
     private bool _responseStarted;
     private bool _completed;
-    private Reader? _reader;
-    private Writer? _writer;
+    private TRequest? _current;
+    private bool _lastCompressed;
+    private int _reading;
+    private bool _writing;
+    private TaskCompletionSource? _readIdle;
 
     public HttpServerCall(HttpContext http, Method<TRequest, TResponse> method, ServerRuntime runtime)
     {
@@ -69,11 +72,9 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         }
     }
 
-    public override bool LastRequestCompressed => _reader?.LastCompressed ?? false;
+    public override bool LastRequestCompressed => _lastCompressed;
 
-    public Reader RequestReader => _reader ??= new Reader(this);
 
-    public Writer ResponseWriter => _writer ??= new Writer(this);
 
     public override HttpContext GetHttpContext() => _http;
 
@@ -152,13 +153,12 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<TRequest> ReadSingleRequestAsync()
     {
-        var reader = RequestReader;
-        if (!await reader.MoveNext().ConfigureAwait(false))
+        if (!await MoveNext().ConfigureAwait(false))
         {
             throw new RpcException(StatusCode.Internal, "Request did not contain a message.");
         }
-        var request = reader.Current;
-        if (await reader.MoveNext().ConfigureAwait(false))
+        var request = _current!;
+        if (await MoveNext().ConfigureAwait(false))
         {
             throw new RpcException(StatusCode.Internal, "Additional data after the request message received.");
         }
@@ -177,8 +177,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     /// </summary>
     public async ValueTask StopAbandonedReadAsync()
     {
-        if (_reader is null) return;
-        var idle = _reader.WhenIdleAsync();
+        var idle = WhenReadIdleAsync();
         if (idle.IsCompleted) return;
         _callCts?.Cancel();
         try
@@ -289,106 +288,87 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         _ => $"ipv4:{address}:{port}",
     };
 
-    internal sealed class Reader(HttpServerCall<TRequest, TResponse> call) : IAsyncStreamReader<TRequest>
+    // The request stream and the response stream are this object too: one allocation per call.
+
+    TRequest IAsyncStreamReader<TRequest>.Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
     {
-        private TRequest? _current;
-
-        public TRequest Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
-
-        public bool LastCompressed { get; private set; }
-
-        private bool _reading;
-        private TaskCompletionSource? _idle;
-
-        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
-        public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
+        if (_completed) throw new InvalidOperationException("The call is complete; its request stream can no longer be read.");
+        if (Interlocked.Exchange(ref _reading, 1) != 0) throw new InvalidOperationException("A read is already pending; await it before the next one.");
+        CancellationTokenSource? linked = null;
+        try
         {
-            lock (this)
+            // The call's own token always applies (deadline, client cancel, shutdown); a
+            // caller's token is added to it, not put in its place.
+            var token = CancellationToken;
+            if (cancellationToken.CanBeCanceled && cancellationToken != token)
             {
-                if (_reading) throw new InvalidOperationException("A read is already pending; await it before the next one.");
-                if (call._completed) throw new InvalidOperationException("The call is complete; its request stream can no longer be read.");
-                _reading = true;
+                linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, token);
+                token = linked.Token;
             }
-            CancellationTokenSource? linked = null;
-            try
+            var result = await MessageFraming.ReadMessageAsync(_http.Request.BodyReader, _method.RequestMarshaller,
+                _requestDecompressor, _runtime.Options.MaxReceiveMessageSize, "request", token).ConfigureAwait(false);
+            if (!result.HasMessage)
             {
-                // The call's own token always applies (deadline, client cancel, shutdown); a
-                // caller's token is added to it, not put in its place.
-                var token = call.CancellationToken;
-                if (cancellationToken.CanBeCanceled && cancellationToken != token)
-                {
-                    linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, token);
-                    token = linked.Token;
-                }
-                var result = await MessageFraming.ReadMessageAsync(call._http.Request.BodyReader, call._method.RequestMarshaller,
-                    call._requestDecompressor, call._runtime.Options.MaxReceiveMessageSize, "request", token).ConfigureAwait(false);
-                if (!result.HasMessage)
-                {
-                    _current = default;
-                    return false;
-                }
-                _current = result.Message;
-                LastCompressed = result.WasCompressed;
-                return true;
+                _current = default;
+                return false;
             }
-            finally
-            {
-                linked?.Dispose();
-                lock (this)
-                {
-                    _reading = false;
-                    _idle?.TrySetResult();
-                    _idle = null;
-                }
-            }
+            _current = result.Message;
+            _lastCompressed = result.WasCompressed;
+            return true;
         }
-
-        /// <summary>Completes when no read is pending.</summary>
-        public Task WhenIdleAsync()
+        finally
         {
-            lock (this)
-            {
-                if (!_reading) return Task.CompletedTask;
-                _idle ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                return _idle.Task;
-            }
+            linked?.Dispose();
+            Volatile.Write(ref _reading, 0);
+            Interlocked.Exchange(ref _readIdle, null)?.TrySetResult();
         }
-
-        public IAsyncEnumerator<TRequest> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
-            AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
     }
 
-    internal sealed class Writer(HttpServerCall<TRequest, TResponse> call) : IServerStreamWriter<TResponse>
+    /// <summary>Completes when no request read is pending.</summary>
+    private Task WhenReadIdleAsync()
     {
-        private bool _writing;
+        if (Volatile.Read(ref _reading) == 0) return Task.CompletedTask;
+        var idle = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Interlocked.CompareExchange(ref _readIdle, idle, null);
+        var waiter = Volatile.Read(ref _readIdle) ?? idle;
+        // The read may have ended between the first check and publishing the waiter: either it
+        // sees the waiter and completes it, or this sees it ended.
+        if (Volatile.Read(ref _reading) == 0) Interlocked.Exchange(ref _readIdle, null)?.TrySetResult();
+        return waiter.Task;
+    }
 
-        public WriteFlags WriteFlags { get; set; }
+    public IAsyncEnumerator<TRequest> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
+        AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
 
-        public async Task WriteAsync(TResponse message, CancellationToken cancellationToken = default)
+    public WriteFlags WriteFlags { get; set; }
+
+    public async Task WriteAsync(TResponse message, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (_completed) throw new InvalidOperationException("The call is complete; no more messages can be written.");
+        if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+        _writing = true;
+        try
         {
-            ArgumentNullException.ThrowIfNull(message);
-            if (call._completed) throw new InvalidOperationException("The call is complete; no more messages can be written.");
-            if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
-            _writing = true;
-            try
+            StartResponse();
+            var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : _responseCompressor;
+            var writer = _http.Response.BodyWriter;
+            MessageFraming.WriteMessage(writer, message, _method.ResponseMarshaller, compressor, _runtime.Options.MaxSendMessageSize);
+            if (_method.Type is MethodType.Unary or MethodType.ClientStreaming)
             {
-                call.StartResponse();
-                var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._responseCompressor;
-                var writer = call._http.Response.BodyWriter;
-                MessageFraming.WriteMessage(writer, message, call._method.ResponseMarshaller, compressor, call._runtime.Options.MaxSendMessageSize);
-                if (call._method.Type is MethodType.Unary or MethodType.ClientStreaming)
-                {
-                    // A single response: Kestrel sends headers, data and trailers together at the end.
-                    return;
-                }
-                var token = cancellationToken.CanBeCanceled ? cancellationToken : call.CancellationToken;
-                var flush = await writer.FlushAsync(token).ConfigureAwait(false);
-                if (flush.IsCanceled) throw new OperationCanceledException(token);
+                // A single response: Kestrel sends headers, data and trailers together at the end.
+                return;
             }
-            finally
-            {
-                _writing = false;
-            }
+            var token = cancellationToken.CanBeCanceled ? cancellationToken : CancellationToken;
+            var flush = await writer.FlushAsync(token).ConfigureAwait(false);
+            if (flush.IsCanceled) throw new OperationCanceledException(token);
+        }
+        finally
+        {
+            _writing = false;
         }
     }
 

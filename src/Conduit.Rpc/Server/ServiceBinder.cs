@@ -22,29 +22,31 @@ public sealed class ServiceBinder<TService> where TService : class
 {
     internal List<IServerMethod> Methods { get; } = new();
 
+    // The call object is the handler's context, its request stream and its response stream.
+
     public void AddUnaryMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, UnaryServerMethod<TService, TRequest, TResponse> handler) =>
         Methods.Add(new ServerMethod<TService, TRequest, TResponse>(method, async (call, service) =>
         {
             var request = await call.ReadSingleRequestAsync().ConfigureAwait(false);
             var response = await handler(service, request, call).ConfigureAwait(false);
-            await call.ResponseWriter.WriteAsync(response).ConfigureAwait(false);
+            await call.WriteAsync(response).ConfigureAwait(false);
         }));
 
     public void AddClientStreamingMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ClientStreamingServerMethod<TService, TRequest, TResponse> handler) =>
         Methods.Add(new ServerMethod<TService, TRequest, TResponse>(method, async (call, service) =>
         {
-            var response = await handler(service, call.RequestReader, call).ConfigureAwait(false);
-            await call.ResponseWriter.WriteAsync(response).ConfigureAwait(false);
+            var response = await handler(service, call, call).ConfigureAwait(false);
+            await call.WriteAsync(response).ConfigureAwait(false);
         }));
 
     public void AddServerStreamingMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ServerStreamingServerMethod<TService, TRequest, TResponse> handler) =>
         Methods.Add(new ServerMethod<TService, TRequest, TResponse>(method, async (call, service) =>
         {
             var request = await call.ReadSingleRequestAsync().ConfigureAwait(false);
-            await handler(service, request, call.ResponseWriter, call).ConfigureAwait(false);
+            await handler(service, request, call, call).ConfigureAwait(false);
         }));
 
     public void AddDuplexStreamingMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, DuplexStreamingServerMethod<TService, TRequest, TResponse> handler) =>
         Methods.Add(new ServerMethod<TService, TRequest, TResponse>(method, (call, service) =>
-            handler(service, call.RequestReader, call.ResponseWriter, call)));
+            handler(service, call, call, call)));
 }
