@@ -298,11 +298,11 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         if (_completed) throw new InvalidOperationException("The call is complete; its request stream can no longer be read.");
         if (Interlocked.Exchange(ref _reading, 1) != 0) throw new InvalidOperationException("A read is already pending; await it before the next one.");
         CancellationTokenSource? linked = null;
+        // The call's own token always applies (deadline, client cancel, shutdown); a
+        // caller's token is added to it, not put in its place.
+        var token = CancellationToken;
         try
         {
-            // The call's own token always applies (deadline, client cancel, shutdown); a
-            // caller's token is added to it, not put in its place.
-            var token = CancellationToken;
             if (cancellationToken.CanBeCanceled && cancellationToken != token)
             {
                 linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, token);
@@ -318,6 +318,14 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
             _current = result.Message;
             _lastCompressed = result.WasCompressed;
             return true;
+        }
+        catch (Exception ex) when (ex is IOException || (ex is OperationCanceledException && !token.IsCancellationRequested))
+        {
+            // Kestrel ends a request body it can no longer deliver (the client reset the stream,
+            // its connection failed) with an IOException or a ConnectionAbortedException, and may
+            // do so before RequestAborted fires: the client is gone, a cancelled call, not a
+            // handler failure to log with its stack trace.
+            throw new RpcException(new Status(StatusCode.Cancelled, $"The request stream was aborted: {ex.Message}"), innerException: ex);
         }
         finally
         {

@@ -1,0 +1,206 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Text;
+using Conduit.Protos.HelloWorld;
+using Conduit.Rpc.Server;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Features;
+using Conduit.Services.Greeter;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Conduit.Rpc.Tests;
+
+/// <summary>
+/// A client whose connection dies in the middle of a request is a cancelled call, not a failing
+/// handler: no error with a stack trace in the server's log for every client that goes away.
+/// Driven with hand-written HTTP/2 over a raw socket, because only a raw socket can drop the
+/// connection abruptly (an HttpClient resets the stream politely first).
+/// </summary>
+public class ClientGoneTests
+{
+    [Fact]
+    public async Task A_connection_dropped_mid_request_ends_the_call_cancelled_and_logs_no_error()
+    {
+        var log = new CapturingLoggerProvider(expectedCalls: Clients);
+        await using var host = await TestHost.StartAsync(
+            services => services.AddSingleton<GreeterService>().AddLogging(logging =>
+            {
+                logging.AddProvider(log);
+                logging.AddFilter<CapturingLoggerProvider>(null, LogLevel.Information);
+            }),
+            app => app.MapRpcService<GreeterService>());
+        var uri = new Uri(host.Address);
+
+        // Many clients at once: whether the server sees the dropped connection first as a failed
+        // body read or as the request's abort token is a race, and one client seldom loses it.
+        var sockets = await Task.WhenAll(Enumerable.Range(0, Clients).Select(_ => StartCallAsync(uri)));
+        foreach (var socket in sockets)
+        {
+            // Linger 0: close with a TCP RST, the way a crashed client or a dead network ends.
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Dispose();
+        }
+
+        var statuses = await log.AllCallsCompleted.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.All(statuses, status => Assert.Equal(StatusCode.Cancelled, status));
+        Assert.DoesNotContain(log.Entries, e => e.Level >= LogLevel.Error);
+    }
+
+    [Fact]
+    public async Task A_request_body_that_fails_in_transport_is_a_cancelled_call_not_a_handler_error()
+    {
+        // What Kestrel does when a connection faults under load: the body read fails with an
+        // IOException before the request's abort token has fired (Kestrel fires it from the
+        // thread pool). Here the body reader fails that way with the client still connected.
+        var log = new CapturingLoggerProvider(expectedCalls: 1);
+        await using var host = await TestHost.StartAsync(
+            services => services.AddSingleton<GreeterService>().AddLogging(logging =>
+            {
+                logging.AddProvider(log);
+                logging.AddFilter<CapturingLoggerProvider>(null, LogLevel.Information);
+            }),
+            app =>
+            {
+                app.Use(next => http =>
+                {
+                    http.Features.Set<IRequestBodyPipeFeature>(new FailingBody());
+                    return next(http);
+                });
+                app.MapRpcService<GreeterService>();
+            });
+        var client = new Greeter.GreeterClient(host.Channel);
+
+        var error = await Assert.ThrowsAsync<RpcException>(() => client.SayHelloAsync(new HelloRequest { Name = "x" }).ResponseAsync);
+
+        Assert.Equal(StatusCode.Cancelled, error.StatusCode);
+        Assert.Equal([StatusCode.Cancelled], await log.AllCallsCompleted.Task.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.DoesNotContain(log.Entries, e => e.Level >= LogLevel.Error);
+    }
+
+    private sealed class FailingBody : PipeReader, IRequestBodyPipeFeature
+    {
+        public PipeReader Reader => this;
+
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default) =>
+            ValueTask.FromException<ReadResult>(new IOException("The request stream was aborted.", new ConnectionAbortedException("The HTTP/2 connection faulted.")));
+
+        public override bool TryRead(out ReadResult result)
+        {
+            result = default;
+            return false;
+        }
+
+        public override void AdvanceTo(SequencePosition consumed) { }
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) { }
+
+        public override void CancelPendingRead() { }
+
+        public override void Complete(Exception? exception = null) { }
+    }
+
+    private const int Clients = 64;
+
+    /// <summary>A connection with one SayHello call whose request message is only half sent.</summary>
+    private static async Task<Socket> StartCallAsync(Uri uri)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(uri.Host, uri.Port);
+        await socket.SendAsync(Encoding.ASCII.GetBytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        await socket.SendAsync(Frame(type: 0x4, flags: 0, stream: 0, []));                     // SETTINGS
+        await socket.SendAsync(Frame(type: 0x1, flags: 0x4, stream: 1, Headers(                // HEADERS, END_HEADERS
+            (":method", "POST"), (":scheme", "http"), (":path", "/helloworld.Greeter/SayHello"),
+            (":authority", uri.Authority), ("content-type", "application/grpc"), ("te", "trailers"))));
+        // Half a message: a frame header announcing 10 bytes, and 1 of them.
+        await socket.SendAsync(Frame(type: 0x0, flags: 0, stream: 1, [0, 0, 0, 0, 10, 0x0a]));
+        // PING, and wait for its ACK: the server has read every frame sent before it.
+        await socket.SendAsync(Frame(type: 0x6, flags: 0, stream: 0, new byte[8]));
+        await ReadUntilPingAckAsync(socket);
+        return socket;
+    }
+
+    private static byte[] Frame(byte type, byte flags, int stream, byte[] payload)
+    {
+        var frame = new byte[9 + payload.Length];
+        frame[0] = (byte)(payload.Length >> 16);
+        frame[1] = (byte)(payload.Length >> 8);
+        frame[2] = (byte)payload.Length;
+        frame[3] = type;
+        frame[4] = flags;
+        BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(5), stream);
+        payload.CopyTo(frame, 9);
+        return frame;
+    }
+
+    /// <summary>HPACK literal fields without indexing, names and values as raw octets (all under 127 bytes).</summary>
+    private static byte[] Headers(params (string Name, string Value)[] fields)
+    {
+        var block = new List<byte>();
+        foreach (var (name, value) in fields)
+        {
+            block.Add(0x00);
+            block.Add((byte)name.Length);
+            block.AddRange(Encoding.ASCII.GetBytes(name));
+            block.Add((byte)value.Length);
+            block.AddRange(Encoding.ASCII.GetBytes(value));
+        }
+        return [.. block];
+    }
+
+    private static async Task ReadUntilPingAckAsync(Socket socket)
+    {
+        var header = new byte[9];
+        while (true)
+        {
+            await ReadExactlyAsync(socket, header);
+            var length = (header[0] << 16) | (header[1] << 8) | header[2];
+            await ReadExactlyAsync(socket, new byte[length]);
+            if (header[3] == 0x6 && (header[4] & 0x1) != 0) return;
+        }
+    }
+
+    private static async Task ReadExactlyAsync(Socket socket, byte[] buffer)
+    {
+        for (var read = 0; read < buffer.Length;)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(read)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            if (n == 0) throw new IOException("The server closed the connection.");
+            read += n;
+        }
+    }
+
+    private sealed record Entry(LogLevel Level, EventId Id, string Message);
+
+    private sealed class CapturingLoggerProvider(int expectedCalls) : ILoggerProvider, ILogger
+    {
+        public ConcurrentQueue<Entry> Entries { get; } = new();
+
+        private readonly ConcurrentQueue<StatusCode> _statuses = new();
+
+        /// <summary>The statuses of the calls the runtime logged as completed, once there are as many as expected.</summary>
+        public TaskCompletionSource<StatusCode[]> AllCallsCompleted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public void Dispose() { }
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            Entries.Enqueue(new Entry(logLevel, eventId, formatter(state, exception) + " " + exception));
+            if (eventId.Id == 1 && state is IReadOnlyList<KeyValuePair<string, object?>> fields
+                && fields.FirstOrDefault(f => f.Key == "StatusCode").Value is StatusCode code)
+            {
+                _statuses.Enqueue(code);
+                if (_statuses.Count == expectedCalls) AllCallsCompleted.TrySetResult([.. _statuses]);
+            }
+        }
+    }
+}
