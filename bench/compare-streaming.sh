@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Streaming side by side, same load generator (conduit bench), same pinning (server on core 0,
 # load on core 1), in one run: grpc.testing.TestService on Conduit (`conduit interop server`) and
-# on the C++ gRPC library (bench/reference/cpp/test_server.cc, sync API).
+# on the C++ gRPC library (bench/reference/cpp/test_server.cc, callback API).
 #   - server stream: StreamingOutputCall, 100 messages of 10 bytes per call
 #   - bidi ping-pong: FullDuplexCall, one 10-byte message each way per round trip
 #   bash bench/compare-streaming.sh                     # 10 s warm-up + 20 s per row
