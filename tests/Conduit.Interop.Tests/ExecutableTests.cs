@@ -11,7 +11,7 @@ public class ExecutableTests
     }
 
     [Fact]
-    public async Task Serve_answers_conduit_hello_and_a_python_greeter_and_stops_cleanly_on_ctrl_c()
+    public async Task Serve_answers_conduit_hello_and_a_python_greeter_reports_on_sigusr1_and_stops_cleanly_on_ctrl_c()
     {
         var data = Directory.CreateTempSubdirectory("conduit-data-").FullName;
         var (server, url) = await Serve(data);
@@ -23,6 +23,10 @@ public class ExecutableTests
             var python = await ChildProcess.Run(Paths.Python, Paths.PythonScript("greeter_client.py"), "--server", url.Replace("http://", ""), "Python");
             Assert.True(python.ExitCode == 0, python.Errors);
             Assert.Equal("Hello Python\n", python.Output);
+
+            // SIGUSR1 prints the figures so far and the server goes on serving.
+            server.Signal("USR1");
+            await server.WaitForLine(@"so far 2 calls \(0 failed\); allocated [\d.]+ MiB \(\d+ bytes per call\); GC collections gen0/gen1/gen2 \d+/\d+/\d+");
 
             // A chat participant is connected while the server stops: nothing hangs.
             await using var chat = ChildProcess.Conduit("chat", "--user", "ann", "--server", url);

@@ -111,7 +111,9 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Sends SIGINT (Ctrl-C), as a person stopping a server would.</summary>
-    public void Interrupt() => Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+    public void Interrupt() => Signal("INT");
+
+    public void Signal(string name) => Process.Start("kill", [$"-{name}", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
 
     private bool _disposed;
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Conduit.Hosting;
 using Conduit.Rpc.Server;
 
@@ -57,10 +58,17 @@ internal static class ServeCommand
                 var accountsHere = configuration[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] is not { Length: > 0 };
                 Console.WriteLine($"services: helloworld.Greeter, chat.v1.Chat, log.v1.Log, log.v1.LogAdmin, user.v1.UserService, cache.v1.Cache{(accountsHere ? ", accounts.v1.Accounts" : "")}. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
-                var allocatedAtStart = GC.GetTotalAllocatedBytes();
-                var collectionsAtStart = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+                var metrics = app.Services.GetRequiredService<RpcServerMetrics>();
+                var start = RunStats.Take(metrics);
+                // SIGUSR1 prints the same figures as the summary at shutdown, so far (like dd):
+                // two of them bracket a load run's steady state, warm-up left out.
+                using var onUsr1 = PosixSignalRegistration.Create((PosixSignal)Sigusr1, signal =>
+                {
+                    signal.Cancel = true; // not the default action, which ends the process
+                    Console.WriteLine($"conduit serve: so far {RunStats.Take(metrics) - start}");
+                });
                 await app.WaitForShutdownAsync(cancellationToken);
-                PrintSummary(app.Services.GetRequiredService<RpcServerMetrics>(), allocatedAtStart, collectionsAtStart);
+                Console.WriteLine($"conduit serve: stopped after {RunStats.Take(metrics) - start}");
                 sampler?.Print();
                 return 0;
             }
@@ -73,17 +81,23 @@ internal static class ServeCommand
         return command;
     }
 
+    private const int Sigusr1 = 10; // Linux; PosixSignalRegistration takes raw signal numbers on Unix.
+
     /// <summary>
-    /// What the run cost, for operators and for allocation budgets (issue: zero Gen2 collections
+    /// What a run cost, for operators and for allocation budgets (issue: zero Gen2 collections
     /// under load): calls served, bytes allocated by the whole process per call, GC counts.
     /// </summary>
-    private static void PrintSummary(RpcServerMetrics metrics, long allocatedAtStart, (int, int, int) collectionsAtStart)
+    private readonly record struct RunStats(long Calls, long Failed, long Allocated, int Gen0, int Gen1, int Gen2)
     {
-        var calls = metrics.CallsCompleted;
-        var allocated = GC.GetTotalAllocatedBytes() - allocatedAtStart;
-        var perCall = calls > 0 ? $" ({allocated / calls} bytes per call)" : "";
-        Console.WriteLine($"conduit serve: stopped after {calls} calls ({metrics.CallsFailed} failed); " +
-            $"allocated {allocated / (1024.0 * 1024):0.0} MiB{perCall}; GC collections gen0/gen1/gen2 " +
-            $"{GC.CollectionCount(0) - collectionsAtStart.Item1}/{GC.CollectionCount(1) - collectionsAtStart.Item2}/{GC.CollectionCount(2) - collectionsAtStart.Item3}");
+        public static RunStats Take(RpcServerMetrics metrics) => new(metrics.CallsCompleted, metrics.CallsFailed,
+            GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+
+        public static RunStats operator -(RunStats a, RunStats b) =>
+            new(a.Calls - b.Calls, a.Failed - b.Failed, a.Allocated - b.Allocated, a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2);
+
+        public override string ToString() =>
+            $"{Calls} calls ({Failed} failed); allocated {Allocated / (1024.0 * 1024):0.0} MiB"
+            + (Calls > 0 ? $" ({Allocated / Calls} bytes per call)" : "")
+            + $"; GC collections gen0/gen1/gen2 {Gen0}/{Gen1}/{Gen2}";
     }
 }

@@ -19,6 +19,10 @@ internal sealed class AllocationSampler : EventListener
 
     public ConcurrentDictionary<string, long> Collections { get; } = new();
 
+    private readonly long _start = System.Diagnostics.Stopwatch.GetTimestamp();
+    private readonly ConcurrentQueue<string> _olderCollections = new();
+    private int _lastDepth;
+
     protected override void OnEventWritten(EventWrittenEventArgs e)
     {
         if (e.EventName is "GCStart_V2" or "GCStart_V1" && e.Payload is not null)
@@ -28,6 +32,15 @@ internal sealed class AllocationSampler : EventListener
             var depth = e.Payload[e.PayloadNames!.IndexOf("Depth")];
             var reason = e.Payload[e.PayloadNames!.IndexOf("Reason")];
             Collections.AddOrUpdate($"gen{depth} reason {reason}", 1, (_, v) => v + 1);
+            _lastDepth = Convert.ToInt32(depth);
+            return;
+        }
+        if (e.EventName is "GCHeapStats_V2" or "GCHeapStats_V1" && e.Payload is not null && _lastDepth >= 1)
+        {
+            // What gen1 and gen2 collections promote is what fills gen2 until it is collected.
+            long Field(string name) => Convert.ToInt64(e.Payload[e.PayloadNames!.IndexOf(name)]);
+            _olderCollections.Enqueue($"{System.Diagnostics.Stopwatch.GetElapsedTime(_start).TotalSeconds,8:0.0}s gen{_lastDepth}: promoted to gen1 "
+                + $"{Field("TotalPromotedSize0") / 1024} KiB, to gen2 {Field("TotalPromotedSize1") / 1024} KiB; gen2 now {Field("GenerationSize2") / 1024} KiB");
             return;
         }
         if (e.EventName is not "GCAllocationTick_V4" and not "GCAllocationTick_V3" || e.Payload is null) return;
@@ -39,6 +52,7 @@ internal sealed class AllocationSampler : EventListener
     public void Print()
     {
         foreach (var (what, count) in Collections.OrderBy(kv => kv.Key)) Console.WriteLine($"{count,10} GCs  {what}");
+        foreach (var line in _olderCollections) Console.WriteLine(line);
         foreach (var (type, bytes) in Bytes.OrderByDescending(kv => kv.Value).Take(25)) Console.WriteLine($"{bytes / 1024,10} KiB  {type}");
     }
 }
