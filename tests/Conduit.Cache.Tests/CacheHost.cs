@@ -15,54 +15,39 @@ namespace Conduit.Cache.Tests;
 /// An in-process `conduit serve` with Accounts and Cache wired the way the executable wires them
 /// (CacheHosting), on 127.0.0.1 with a free port and a temporary data folder.
 /// </summary>
-public sealed class CacheHost : IAsyncDisposable
+public sealed class CacheHost : InProcessServer
 {
-    private readonly WebApplication _app;
-
-    private CacheHost(WebApplication app, string dataDir, RpcChannelOptions? channelOptions)
+    private CacheHost(InProcessServer server) : base(server)
     {
-        _app = app;
-        DataDir = dataDir;
-        Address = ConduitHost.Addresses(app)[0];
-        Channel = RpcChannel.ForAddress(Address, channelOptions);
         Cache = new Protos.Cache.V1.Cache.CacheClient(Channel);
         Accounts = new Protos.Accounts.V1.Accounts.AccountsClient(Channel);
     }
-
-    public string Address { get; }
-
-    public string DataDir { get; }
-
-    public RpcChannel Channel { get; }
 
     public Protos.Cache.V1.Cache.CacheClient Cache { get; }
 
     public Protos.Accounts.V1.Accounts.AccountsClient Accounts { get; }
 
-    public IServiceProvider Services => _app.Services;
-
     public static async Task<CacheHost> StartAsync(CacheOptions? cache = null, AccountsOptions? accounts = null,
         Action<IServiceCollection>? services = null, Action<WebApplication>? map = null,
         Action<ServeOptions>? configureServe = null, RpcChannelOptions? channelOptions = null)
     {
-        var dataDir = Directory.CreateTempSubdirectory("conduit-cache-tests-").FullName;
-        var serve = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = dataDir };
+        var data = new TempDir("conduit-cache-tests-");
+        var serve = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = data.Path };
         configureServe?.Invoke(serve);
-        var app = ConduitHost.Build(serve,
-            configureServices: s =>
+        var server = await InProcessServer.StartAsync(
+            s =>
             {
                 CacheHosting.AddAccounts(s, accounts ?? new AccountsOptions(), serve);
                 CacheHosting.AddCache(s, cache ?? new CacheOptions(), serve);
                 services?.Invoke(s);
             },
-            mapServices: a =>
+            a =>
             {
                 CacheHosting.Map(a);
                 map?.Invoke(a);
             },
-            logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
-        await app.StartAsync();
-        return new CacheHost(app, dataDir, channelOptions);
+            serve, channelOptions: channelOptions, data: data);
+        return new CacheHost(server);
     }
 
     /// <summary>Creates an account through Accounts/CreateAccount; answers its id and token.</summary>
@@ -80,14 +65,6 @@ public sealed class CacheHost : IAsyncDisposable
         if (token is not null) headers.Add(BearerToken.Entry(token));
         if (dryRun) headers.Add(DryRun.Header);
         return new CallOptions(headers).WithTimeout(timeout ?? TimeSpan.FromSeconds(30));
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        Channel.Dispose();
-        await _app.StopAsync();
-        await _app.DisposeAsync();
-        try { Directory.Delete(DataDir, recursive: true); } catch (IOException) { }
     }
 }
 

@@ -45,36 +45,17 @@ public class LookupTests
         }
     }
 
-    private sealed class Remote : IAsyncDisposable
+    private sealed class Remote(InProcessServer server, FakeAccounts accounts) : InProcessServer(server)
     {
-        private readonly WebApplication _app;
+        public FakeAccounts Accounts => accounts;
 
-        private Remote(WebApplication app, FakeAccounts accounts)
-        {
-            _app = app;
-            Accounts = accounts;
-            Url = ConduitHost.Addresses(app)[0];
-        }
-
-        public FakeAccounts Accounts { get; }
-
-        public string Url { get; }
+        public string Url => Address;
 
         public static async Task<Remote> StartAsync(TimeSpan delay)
         {
             var accounts = new FakeAccounts { Delay = delay };
-            var app = ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"] },
-                configureServices: s => s.AddSingleton(accounts),
-                mapServices: a => a.MapRpcService<FakeAccounts>(),
-                logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
-            await app.StartAsync();
-            return new Remote(app, accounts);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _app.StopAsync();
-            await _app.DisposeAsync();
+            var server = await InProcessServer.StartAsync(s => s.AddSingleton(accounts), a => a.MapRpcService<FakeAccounts>());
+            return new Remote(server, accounts);
         }
     }
 
@@ -126,7 +107,7 @@ public class LookupTests
     [Fact]
     public async Task Accounts_down_is_unavailable_with_retry_info_and_never_a_wrong_answer()
     {
-        var closedPort = RedisServer.FreePort();
+        var closedPort = Ports.Free();
         await using var host = await StartAsync(new CacheOptions { AccountsUrl = $"http://127.0.0.1:{closedPort}" });
         foreach (var call in new Func<Task>[]
         {

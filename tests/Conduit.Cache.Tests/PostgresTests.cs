@@ -32,7 +32,7 @@ public sealed class PostgresServer : IAsyncLifetime
         var data = Path.Combine(_dir, "data");
         var (code, output) = await RunAsync("runuser", "-u", "postgres", "--", Bin + "/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync");
         if (code != 0) throw new InvalidOperationException("initdb failed:\n" + output);
-        Port = RedisServer.FreePort();
+        Port = Ports.Free();
         var info = new ProcessStartInfo("runuser") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (var a in new[] { "-u", "postgres", "--", Bin + "/postgres", "-D", data, "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-h", "127.0.0.1", "-k", _dir, "-c", "fsync=off" })
         {
@@ -109,7 +109,7 @@ public class PostgresTests(PostgresServer postgres) : IClassFixture<PostgresServ
     [Fact]
     public async Task An_unreachable_database_is_unavailable()
     {
-        await using var host = await StartAsync(accounts: new AccountsOptions { ConnectionString = $"Host=127.0.0.1;Port={RedisServer.FreePort()};Username=postgres;Timeout=2" });
+        await using var host = await StartAsync(accounts: new AccountsOptions { ConnectionString = $"Host=127.0.0.1;Port={Ports.Free()};Username=postgres;Timeout=2" });
         var ex = await Assert.ThrowsAsync<Rpc.RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), As(null)));
         Assert.Equal(Rpc.StatusCode.Unavailable, ex.StatusCode);
     }

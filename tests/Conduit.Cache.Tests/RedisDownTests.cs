@@ -12,7 +12,7 @@ public class RedisDownTests
     [Fact]
     public async Task An_unreachable_redis_is_unavailable_with_retry_info_on_every_rpc()
     {
-        await using var host = await StartAsync(new CacheOptions { Backend = $"redis://127.0.0.1:{RedisServer.FreePort()}" });
+        await using var host = await StartAsync(new CacheOptions { Backend = $"redis://127.0.0.1:{Ports.Free()}" });
         var (_, token) = await host.CreateAccountAsync();
         foreach (var call in new Func<Task>[]
         {

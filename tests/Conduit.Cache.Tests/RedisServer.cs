@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 
 namespace Conduit.Cache.Tests;
 
@@ -28,7 +26,7 @@ public sealed class RedisServer : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _dir = Directory.CreateTempSubdirectory("conduit-redis-").FullName;
-        if (Port == 0) Port = FreePort();
+        if (Port == 0) Port = Ports.Free();
         var info = new ProcessStartInfo("redis-server")
         {
             RedirectStandardOutput = true,
@@ -72,12 +70,5 @@ public sealed class RedisServer : IAsyncLifetime
     public sealed class AsyncDisposable(Func<Task> dispose) : IAsyncDisposable
     {
         public async ValueTask DisposeAsync() => await dispose();
-    }
-
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -23,10 +23,10 @@ public sealed class ConduitServers : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Plain = await InProcessServer.StartAsync(app => app.MapRpcService<TestServiceImpl>());
+        Plain = await InProcessServer.StartAsync(map: app => app.MapRpcService<TestServiceImpl>());
         var (cert, key) = SelfSigned.WritePem(CertDir);
-        Tls = await InProcessServer.StartAsync(app => app.MapRpcService<TestServiceImpl>(),
-            new ServeOptions { Urls = ["https://127.0.0.1:0"], TlsCert = cert, TlsKey = key });
+        Tls = await InProcessServer.StartAsync(map: app => app.MapRpcService<TestServiceImpl>(),
+            options: new ServeOptions { Urls = ["https://127.0.0.1:0"], TlsCert = cert, TlsKey = key });
     }
 
     public async Task DisposeAsync()

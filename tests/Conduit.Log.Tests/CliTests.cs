@@ -1,4 +1,3 @@
-using Conduit.Interop.Tests;
 
 namespace Conduit.Log.Tests;
 

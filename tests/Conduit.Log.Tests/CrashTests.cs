@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using Conduit.Interop.Tests;
 using Conduit.Protos.Log.V1;
 using Conduit.Rpc;
 using Conduit.Rpc.Client;

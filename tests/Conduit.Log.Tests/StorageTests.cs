@@ -3,17 +3,6 @@ using Conduit.Storage.Log;
 
 namespace Conduit.Log.Tests;
 
-/// <summary>A temp folder removed after the test.</summary>
-public sealed class TempDir : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("conduit-log-").FullName;
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-    }
-}
-
 /// <summary>A clock the test moves.</summary>
 public sealed class ManualTime(DateTimeOffset start) : TimeProvider
 {

@@ -2,46 +2,17 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Http.Headers;
 using Conduit.Hosting;
-using Conduit.Rpc.Client;
 using Google.Protobuf;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Conduit.Rpc.Tests;
 
-/// <summary>An in-process Conduit server on 127.0.0.1 with a free port, stopped on dispose.</summary>
-public sealed class TestHost : IAsyncDisposable
+/// <summary>An in-process Conduit server (see <see cref="InProcessServer"/>) with raw HTTP/2 helpers.</summary>
+public sealed class TestHost(InProcessServer server) : InProcessServer(server)
 {
-    private readonly WebApplication _app;
-
-    private TestHost(WebApplication app, string address)
-    {
-        _app = app;
-        Address = address;
-        Channel = RpcChannel.ForAddress(address);
-    }
-
-    public string Address { get; }
-
-    public RpcChannel Channel { get; }
-
-    public IServiceProvider Services => _app.Services;
-
-    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null)
-    {
-        options ??= new ServeOptions();
-        if (options.Urls.Length == 0) options.Urls = ["http://127.0.0.1:0"];
-        var app = ConduitHost.Build(options, configureServices: services, mapServices: map, logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
-        await app.StartAsync();
-        return new TestHost(app, ConduitHost.Addresses(app)[0]);
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        Channel.Dispose();
-        await _app.StopAsync();
-        await _app.DisposeAsync();
-    }
+    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null) =>
+        new(await InProcessServer.StartAsync(services, map, options));
 
     /// <summary>A raw HTTP/2 exchange, to see exactly what the server puts on the wire.</summary>
     public async Task<RawResponse> PostAsync(string path, HttpContent? content, string? contentType = "application/grpc", params (string Name, string Value)[] headers)

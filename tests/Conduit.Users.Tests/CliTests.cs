@@ -191,7 +191,7 @@ public sealed class ServeTests(PostgresServer postgres)
     {
         var data = args.Contains("--data") ? [] : new[] { "--data", Directory.CreateTempSubdirectory("conduit-users-serve-").FullName };
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in (string[])[Processes.ConduitDll, "serve", "--urls", "http://127.0.0.1:0", .. data, .. args]) info.ArgumentList.Add(arg);
+        foreach (var arg in (string[])[Paths.ConduitDll, "serve", "--urls", "http://127.0.0.1:0", .. data, .. args]) info.ArgumentList.Add(arg);
         var process = Process.Start(info)!;
         var log = new System.Text.StringBuilder();
         while (await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60)) is { } line)

@@ -1,33 +1,20 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Conduit.Hosting;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc.Client;
 using Conduit.Users.Storage;
-using Microsoft.AspNetCore.Builder;
 using Npgsql;
 
 namespace Conduit.Users.Tests;
 
 /// <summary>An in-process conduit server on 127.0.0.1 (free port) running only user.v1.UserService.</summary>
-public sealed class UsersHost : IAsyncDisposable
+public sealed class UsersHost : InProcessServer
 {
-    private readonly WebApplication _app;
-
-    private UsersHost(WebApplication app, ObservedStore store)
+    private UsersHost(InProcessServer server, ObservedStore store) : base(server)
     {
-        _app = app;
         Store = store;
-        Address = ConduitHost.Addresses(app)[0];
-        Channel = RpcChannel.ForAddress(Address);
         Client = new UserService.UserServiceClient(Channel);
     }
-
-    public string Address { get; }
-
-    public RpcChannel Channel { get; }
 
     public UserService.UserServiceClient Client { get; }
 
@@ -38,18 +25,8 @@ public sealed class UsersHost : IAsyncDisposable
     public static async Task<UsersHost> StartAsync(IUserStore store)
     {
         var observed = new ObservedStore(store);
-        var app = ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"] },
-            configureServices: s => s.AddUsers(_ => observed), mapServices: a => a.MapUsers(),
-            logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
-        await app.StartAsync();
-        return new UsersHost(app, observed);
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        Channel.Dispose();
-        await _app.StopAsync();
-        await _app.DisposeAsync();
+        var server = await InProcessServer.StartAsync(s => s.AddUsers(_ => observed), a => a.MapUsers());
+        return new UsersHost(server, observed);
     }
 }
 
@@ -185,7 +162,7 @@ public sealed class PostgresServer : IAsyncLifetime, IBackend
         _data = Path.Combine(_dir, "data");
         if (IsRoot) await Run("chown", "postgres", _dir);
         await RunAsPostgres("initdb", "-D", _data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-locale");
-        Port = FreePort();
+        Port = Ports.Free();
         await RunAsPostgres("pg_ctl", "-D", _data, "-w", "-t", "60", "-l", Path.Combine(_dir, "postgres.log"), "-o",
             $"-p {Port} -c listen_addresses=127.0.0.1 -k {_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start");
     }
@@ -231,13 +208,6 @@ public sealed class PostgresServer : IAsyncLifetime, IBackend
         throw new InvalidOperationException("PostgreSQL is not installed (apt-get install postgresql; scripts/test.sh does it).");
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
     private static async Task Run(string file, params string[] args)
     {
         var (code, output, errors) = await Processes.Run(file, args);
@@ -251,26 +221,12 @@ public sealed class PostgresCollection : ICollectionFixture<PostgresServer>
     public const string Name = "postgres";
 }
 
-/// <summary>Child processes: the conduit executable, the Python client, the PostgreSQL tools.</summary>
+/// <summary>Child processes run to completion: the conduit executable, the Python client, the PostgreSQL tools.</summary>
 public static class Processes
 {
-    public static string RepoRoot { get; } = FindRepoRoot();
+    public static Task<(int ExitCode, string Output, string Errors)> Conduit(params string[] args) => Run("dotnet", [Paths.ConduitDll, .. args]);
 
-    public static string PythonScript(string name) => Path.Combine(RepoRoot, "tests", "python", name);
-
-    /// <summary>conduit.dll of the same configuration as this test assembly.</summary>
-    public static string ConduitDll
-    {
-        get
-        {
-            var configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
-            return Path.Combine(RepoRoot, "src", "Conduit", "bin", configuration, "net10.0", "conduit.dll");
-        }
-    }
-
-    public static Task<(int ExitCode, string Output, string Errors)> Conduit(params string[] args) => Run("dotnet", [ConduitDll, .. args]);
-
-    public static Task<(int ExitCode, string Output, string Errors)> Python(string script, params string[] args) => Run("/usr/bin/python3", [PythonScript(script), .. args]);
+    public static Task<(int ExitCode, string Output, string Errors)> Python(string script, params string[] args) => Run(Paths.Python, [Paths.PythonScript(script), .. args]);
 
     /// <summary>Runs to completion (at most 2 minutes) with stdin closed.</summary>
     public static async Task<(int ExitCode, string Output, string Errors)> Run(string file, params string[] args)
@@ -293,14 +249,5 @@ public static class Processes
             throw new TimeoutException($"{file} {string.Join(' ', args)} did not exit");
         }
         return (process.ExitCode, await stdout, await stderr);
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (Directory.Exists(Path.Combine(dir.FullName, "protos")) && Directory.Exists(Path.Combine(dir.FullName, "tests", "python"))) return dir.FullName;
-        }
-        throw new InvalidOperationException("Cannot find the repository root above " + AppContext.BaseDirectory);
     }
 }

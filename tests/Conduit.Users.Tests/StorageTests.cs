@@ -137,24 +137,14 @@ public class UnavailableDatabaseTests(PostgresServer postgres)
         // A port nothing listens on: the server is up, its database is not.
         var (store, database) = await postgres.NewDatabaseAsync();
         await store.DisposeAsync();
-        var unreachable = new NpgsqlConnectionStringBuilder(database) { Port = FreePort(), Timeout = 5 }.ToString();
-        await using var app = ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"] },
-            configureServices: s => s.AddSingleton<IUserStore>(UserStores.Open(unreachable, "/nonexistent"))
+        var unreachable = new NpgsqlConnectionStringBuilder(database) { Port = Ports.Free(), Timeout = 5 }.ToString();
+        await using var server = await InProcessServer.StartAsync(
+            s => s.AddSingleton<IUserStore>(UserStores.Open(unreachable, "/nonexistent"))
                 .AddSingleton(new Rooms<ChatMessage>()).AddSingleton<UsersService>(),
-            mapServices: a => a.MapUsers(), logLevel: Microsoft.Extensions.Logging.LogLevel.Critical);
-        await app.StartAsync();
-        using var channel = RpcChannel.ForAddress(ConduitHost.Addresses(app)[0]);
-        var client = new UserService.UserServiceClient(channel);
+            a => a.MapUsers(), logLevel: Microsoft.Extensions.Logging.LogLevel.Critical);
+        var client = new UserService.UserServiceClient(server.Channel);
         var ex = await Assert.ThrowsAsync<RpcException>(() => client.GetUserAsync(new GetUserRequest { Id = 1 }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(30))).ResponseAsync);
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
         Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
-        await app.StopAsync();
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -1,39 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
-using Conduit.Hosting;
-using Microsoft.AspNetCore.Builder;
 
-namespace Conduit.Interop.Tests;
-
-/// <summary>Where things are: the repository, the Python peers, the built conduit executable.</summary>
-public static class Paths
-{
-    public static string RepoRoot { get; } = FindRepoRoot();
-
-    public static string Python => "/usr/bin/python3";
-
-    public static string PythonScript(string name) => Path.Combine(RepoRoot, "tests", "python", name);
-
-    /// <summary>conduit.dll of the same configuration as this test assembly.</summary>
-    public static string ConduitDll
-    {
-        get
-        {
-            var configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name; // bin/<Configuration>/net10.0
-            return Path.Combine(RepoRoot, "src", "Conduit", "bin", configuration, "net10.0", "conduit.dll");
-        }
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (Directory.Exists(Path.Combine(dir.FullName, "protos")) && Directory.Exists(Path.Combine(dir.FullName, "tests", "python"))) return dir.FullName;
-        }
-        throw new InvalidOperationException("Cannot find the repository root above " + AppContext.BaseDirectory);
-    }
-}
+namespace Conduit.Testing;
 
 /// <summary>A child process whose output is collected; killed (with its children) on dispose.</summary>
 public sealed class ChildProcess : IAsyncDisposable
@@ -155,33 +124,5 @@ public sealed class ChildProcess : IAsyncDisposable
         child.StandardInput.Close();
         var code = await child.WaitForExit(TimeSpan.FromSeconds(120));
         return (code, child.Output, child.Errors);
-    }
-}
-
-/// <summary>An in-process Conduit server on 127.0.0.1 with a free port.</summary>
-public sealed class InProcessServer : IAsyncDisposable
-{
-    private readonly WebApplication _app;
-
-    private InProcessServer(WebApplication app)
-    {
-        _app = app;
-        Port = new Uri(ConduitHost.Addresses(app)[0]).Port;
-    }
-
-    public int Port { get; }
-
-    public static async Task<InProcessServer> StartAsync(Action<WebApplication> map, ServeOptions? options = null)
-    {
-        options ??= new ServeOptions { Urls = ["http://127.0.0.1:0"] };
-        var app = ConduitHost.Build(options, mapServices: map, logLevel: Microsoft.Extensions.Logging.LogLevel.Warning);
-        await app.StartAsync();
-        return new InProcessServer(app);
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        await _app.StopAsync();
-        await _app.DisposeAsync();
     }
 }
