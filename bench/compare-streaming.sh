@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Streaming side by side, same load generator, same pinning (server on core 0, load on core 1), in
-# one run: grpc.testing.TestService on Conduit (`conduit interop server`) and on the C++ gRPC
-# library (bench/reference/cpp/test_server.cc, callback API).
+# one run: grpc.testing.TestService on Conduit (`conduit interop server`), on the C++ gRPC
+# library (bench/reference/cpp/test_server.cc, callback API), and bare Kestrel answering the same
+# two methods with canned frames (bench/BareKestrel: the ceiling for any gRPC layer on Kestrel).
 #   - server stream: StreamingOutputCall, 100 messages of 10 bytes per call
 #   - bidi ping-pong: FullDuplexCall, one 10-byte message each way per round trip
 #   bash bench/compare-streaming.sh                     # 10 s warm-up + 20 s per row
 #   WARMUP=2 DURATION=5 CONCURRENCY=4 bash bench/compare-streaming.sh
 #   LOAD=conduit CONNECTIONS=4 CONCURRENCY=32 bash bench/compare-streaming.sh
+#   SERVERS="conduit cpp" bash bench/compare-streaming.sh
 #
 # LOAD picks the load generator, the same one for both servers:
 #   cpp (default)  bench/reference/cpp/stream_load.cc on Debian's libgrpc++ 1.51 (async API, two
@@ -36,6 +38,7 @@ duration="${DURATION:-20}"
 concurrency="${CONCURRENCY:-4}"
 connections="${CONNECTIONS:-1}"
 load="${LOAD:-cpp}"
+servers="${SERVERS:-kestrel conduit cpp}"
 [[ "$load" == cpp || "$load" == conduit ]] || { echo "LOAD must be cpp or conduit" >&2; exit 1; }
 work="$(mktemp -d)"
 pids=()
@@ -48,6 +51,7 @@ ensure_packages "${need[@]}"
 
 echo "building ..." >&2
 dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
+dotnet build "$root/bench/BareKestrel/BareKestrel.csproj" -c Release -nologo -v quiet >&2
 protos=(grpc/testing/empty.proto grpc/testing/messages.proto grpc/testing/test.proto)
 (cd "$root/protos" && protoc -I . --cpp_out="$work" --grpc_out="$work" --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "${protos[@]}")
 g++ -O2 -std=c++17 -I"$work" "$root/bench/reference/cpp/test_server.cc" \
@@ -87,9 +91,10 @@ measure() { # port pid method mode data -> "messages/s p50 p99 errors server-cpu
 
 declare -A result
 port=50190
-for name in conduit cpp; do
+for name in $servers; do
   port=$((port + 1))
   case "$name" in
+    kestrel) (exec taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$port") > "$work/$name.log" 2>&1 & ;;
     conduit) (exec taskset -c 0 "${conduit[@]}" interop server --port "$port") > "$work/$name.log" 2>&1 & ;;
     cpp) (exec taskset -c 0 "$work/test_server" "$port") > "$work/$name.log" 2>&1 & ;;
   esac
@@ -106,15 +111,18 @@ echo
 load_name="$([[ "$load" == cpp ]] && echo "stream_load (C++)" || echo "conduit bench")"
 echo "streaming, LOAD=$load: $load_name on core 1, server on core 0, $connections connection(s) x $concurrency calls in flight, ${warmup}s warm-up + ${duration}s per row, $(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%-8s %22s %10s %10s %11s %9s %18s %10s %10s %11s %9s\n' server "server-stream msgs/s" "call p50" "call p99" "server CPU" "load CPU" "ping-pong msgs/s" "rtt p50" "rtt p99" "server CPU" "load CPU"
-for name in conduit cpp; do
+for name in $servers; do
   read -r s_rate s_p50 s_p99 s_err s_cpu s_load <<<"${result[$name stream]}"
   read -r p_rate p_p50 p_p99 p_err p_cpu p_load <<<"${result[$name pingpong]}"
   printf '%-8s %22s %9sms %9sms %10s%% %8s%% %18s %9sms %9sms %10s%% %8s%%\n' "$name" "$s_rate" "$s_p50" "$s_p99" "$s_cpu" "$s_load" "$p_rate" "$p_p50" "$p_p99" "$p_cpu" "$p_load"
   if [[ "$s_err" != "0" || "$p_err" != "0" ]]; then echo "  ($name: errors: $s_err / $p_err)"; fi
 done
-read -r cs _ _ _ csc _ <<<"${result[conduit stream]}"; read -r ps _ _ _ psc _ <<<"${result[cpp stream]}"
-read -r cp _ _ _ cpc _ <<<"${result[conduit pingpong]}"; read -r pp _ _ _ ppc _ <<<"${result[cpp pingpong]}"
-awk -v a="$cs" -v b="$ps" -v c="$cp" -v d="$pp" 'BEGIN { printf "conduit / cpp: server stream %.2fx, ping-pong %.2fx\n", a / b, c / d }'
-# Messages per second of server CPU: what each server would do with its core to itself.
-awk -v a="$cs" -v b="$ps" -v c="$cp" -v d="$pp" -v ac="$csc" -v bc="$psc" -v cc="$cpc" -v dc="$ppc" \
-  'BEGIN { printf "per server CPU-second: server stream conduit %.0f, cpp %.0f (%.2fx); ping-pong conduit %.0f, cpp %.0f (%.2fx)\n", 100*a/ac, 100*b/bc, (a/ac)/(b/bc), 100*c/cc, 100*d/dc, (c/cc)/(d/dc) }'
+ratio() { # a b -> "a/b" of the message rates, and of the rates per server CPU-second
+  [[ -n "${result[$1 stream]:-}" && -n "${result[$2 stream]:-}" ]] || return 0
+  read -r as _ _ _ asc _ <<<"${result[$1 stream]}"; read -r bs _ _ _ bsc _ <<<"${result[$2 stream]}"
+  read -r ap _ _ _ apc _ <<<"${result[$1 pingpong]}"; read -r bp _ _ _ bpc _ <<<"${result[$2 pingpong]}"
+  awk -v n="$1 / $2" -v a="$as" -v b="$bs" -v c="$ap" -v d="$bp" -v ac="$asc" -v bc="$bsc" -v cc="$apc" -v dc="$bpc" \
+    'BEGIN { printf "%-16s server stream %.2fx (per server CPU-second %.2fx), ping-pong %.2fx (per server CPU-second %.2fx)\n", n, a/b, (a/ac)/(b/bc), c/d, (c/cc)/(d/dc) }'
+}
+ratio conduit cpp
+ratio conduit kestrel
