@@ -64,7 +64,8 @@ internal static class BenchCommand
             {
                 // The client side's cost, as `conduit serve` reports the server's.
                 var calls = Math.Max(1, result.Ok + result.Errors.Values.Sum());
-                Console.Error.WriteLine($"client allocated {(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per call (warm-up included); GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
+                var window = generator.AllocatedInWindow is { } w ? $"{w / calls} bytes per measured call after the warm-up, " : "";
+                Console.Error.WriteLine($"client allocated {window}{(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per measured call counting start-up and warm-up; GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
                 sampler.Print();
             }
             if (live) Console.Write("\r" + new string(' ', 40) + "\r");
