@@ -152,6 +152,48 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task Response_headers_and_trailers_are_the_same_whenever_they_are_asked_for()
+    {
+        // The client turns headers and trailers into Metadata lazily: asking before the response
+        // arrived, after the call ended, or twice must all give the server's values.
+        await using var host = await StartGreeterAndTestService();
+        var client = new TestService.TestServiceClient(host.Channel);
+        var headers = new Metadata { { TestServiceImpl.EchoInitialKey, "early" }, { TestServiceImpl.EchoTrailingKey, new byte[] { 7 } } };
+        using (var call = client.UnaryCallAsync(new SimpleRequest(), new CallOptions(headers)))
+        {
+            var early = call.ResponseHeadersAsync; // asked before anything arrived
+            await call;
+            Assert.Equal("early", (await early).GetValue(TestServiceImpl.EchoInitialKey));
+            Assert.Same(await early, await call.ResponseHeadersAsync);
+            Assert.Equal(new byte[] { 7 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
+            Assert.Same(call.GetTrailers(), call.GetTrailers());
+        }
+        using (var call = client.UnaryCallAsync(new SimpleRequest(), new CallOptions(headers)))
+        {
+            await call; // asked only once the call is over
+            Assert.Equal("early", (await call.ResponseHeadersAsync).GetValue(TestServiceImpl.EchoInitialKey));
+            Assert.Equal(new byte[] { 7 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
+            Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+        }
+
+        // A call that fails before any headers: the headers task fails with the call's status,
+        // asked before or after it failed.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        using var dead = RpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        using (var call = new Greeter.GreeterClient(dead).SayHelloAsync(new HelloRequest()))
+        {
+            var before = call.ResponseHeadersAsync;
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync)).StatusCode);
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => before)).StatusCode);
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => call.ResponseHeadersAsync)).StatusCode);
+            Assert.Empty(call.GetTrailers());
+        }
+    }
+
+    [Fact]
     public async Task Rich_error_details_reach_the_client()
     {
         var probe = new Probe();

@@ -17,12 +17,17 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
     internal static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
     private static readonly OperationCanceledException Cancelled = new();
+    private static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 16 * 1024, minimumReadSize: 1024);
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
     private readonly CallOptions _options;
     private readonly CancellationTokenSource _cts = new();
-    private readonly TaskCompletionSource<Metadata> _headers = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Response headers become Metadata only when asked for, and the task only exists once asked.
+    private TaskCompletionSource<Metadata>? _headersSource;
+    private Task<Metadata>? _headersTask;
+    private Metadata? _headerMetadata;
+    private bool _headersReceived;
     private readonly object _lock = new();
     private DateTime _deadline = DateTime.MaxValue;
     private int _reason;
@@ -36,7 +41,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private Task _started = Task.CompletedTask;
     private StreamingContent? _streamingContent;
     private Status? _status;
+    // Null until asked for, converted from _trailerSource (the response's trailers) if set.
     private Metadata? _trailers;
+    private HttpHeaders? _trailerSource;
     private int _reading;
     private int _released;
     private volatile bool _endedByServer;
@@ -55,13 +62,49 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
 
     public IClientStreamWriter<TRequest> RequestStream { get; }
 
-    public Task<Metadata> ResponseHeadersAsync => _headers.Task;
+    public Task<Metadata> ResponseHeadersAsync
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_headersTask is not null) return _headersTask;
+                if (_headersReceived)
+                {
+                    _headersTask = Task.FromResult(HeaderMetadata());
+                }
+                else if (_status is { } status)
+                {
+                    _headersTask = Task.FromException<Metadata>(new RpcException(status, Trailers));
+                    _ = _headersTask.Exception; // observed: a caller that never awaits it is fine
+                }
+                else
+                {
+                    _headersSource = new TaskCompletionSource<Metadata>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _headersTask = _headersSource.Task;
+                }
+                return _headersTask;
+            }
+        }
+    }
 
     public Status GetStatus() => _status ?? throw new InvalidOperationException("The call is still in progress: its status is not known yet.");
 
     public Metadata GetTrailers() => _status is null
         ? throw new InvalidOperationException("The call is still in progress: its trailers are not known yet.")
-        : _trailers ?? new Metadata();
+        : Trailers;
+
+    /// <summary>The trailers of a finished call, converted to Metadata the first time they are asked for.</summary>
+    private Metadata Trailers
+    {
+        get
+        {
+            lock (_lock) return _trailers ??= _trailerSource is { } source ? ReadMetadata(source) : new Metadata();
+        }
+    }
+
+    /// <summary>The response headers as Metadata (under _lock, once they were received).</summary>
+    private Metadata HeaderMetadata() => _headerMetadata ??= ReadMetadata(_response!.Headers);
 
     public void StartUnary(TRequest request)
     {
@@ -192,6 +235,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             Finish(StatusFromException(ex), null);
             return;
         }
+        TaskCompletionSource<Metadata>? headersSource;
         lock (_lock)
         {
             if (_status is not null)
@@ -201,42 +245,47 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 return;
             }
             _response = response;
+            _headersReceived = true;
+            headersSource = _headersSource;
         }
-        var headerMetadata = ReadMetadata(response.Headers);
-        _headers.TrySetResult(headerMetadata);
+        if (headersSource is not null)
+        {
+            Metadata metadata;
+            lock (_lock) metadata = HeaderMetadata();
+            headersSource.TrySetResult(metadata);
+        }
 
-        if (response.Headers.Contains(GrpcProtocol.StatusTrailer))
+        // Header values are read unparsed (NonValidated): typed access would parse and allocate.
+        var headers = response.Headers.NonValidated;
+        if (headers.Contains(GrpcProtocol.StatusTrailer))
         {
             // Trailers-only: the status arrived in the headers and there is no body.
             _endedByServer = true;
-            Finish(ReadStatus(response.Headers), headerMetadata);
+            Finish(ReadStatus(headers), null, response.Headers);
             return;
         }
         if (response.StatusCode != HttpStatusCode.OK)
         {
-            Finish(new Status(MapHttpStatus(response.StatusCode), $"Bad gRPC response. HTTP status code: {(int)response.StatusCode}"), headerMetadata);
+            Finish(new Status(MapHttpStatus(response.StatusCode), $"Bad gRPC response. HTTP status code: {(int)response.StatusCode}"), null, response.Headers);
             return;
         }
-        var contentType = response.Content.Headers.ContentType?.MediaType;
-        if (!GrpcProtocol.IsGrpcContentType(response.Content.Headers.TryGetValues("content-type", out var ct) ? ct.FirstOrDefault() : contentType))
+        if (!GrpcProtocol.IsGrpcContentType(FirstValue(response.Content.Headers.NonValidated, "content-type")))
         {
-            Finish(new Status(StatusCode.Unknown, $"Bad gRPC response. Invalid content-type value: {contentType}"), headerMetadata);
+            var contentType = response.Content.Headers.ContentType?.MediaType;
+            Finish(new Status(StatusCode.Unknown, $"Bad gRPC response. Invalid content-type value: {contentType}"), null, response.Headers);
             return;
         }
-        if (response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out var encodings))
+        if (FirstValue(headers, GrpcProtocol.EncodingHeader) is { } encoding
+            && !encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase)
+            && !_channel.Options.CompressionProviders.TryGet(encoding, out _responseDecompressor))
         {
-            var encoding = encodings.First();
-            if (!encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase)
-                && !_channel.Options.CompressionProviders.TryGet(encoding, out _responseDecompressor))
-            {
-                Finish(new Status(StatusCode.Internal, $"The server compressed the response with unsupported grpc-encoding '{encoding}'."), headerMetadata);
-                return;
-            }
+            Finish(new Status(StatusCode.Internal, $"The server compressed the response with unsupported grpc-encoding '{encoding}'."), null, response.Headers);
+            return;
         }
         try
         {
             var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
-            var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 1024));
+            var reader = PipeReader.Create(stream, ReaderOptions);
             lock (_lock)
             {
                 if (_status is not null)
@@ -280,9 +329,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             }
             var trailers = _response!.TrailingHeaders;
             _endedByServer = true;
-            Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
-                ? ReadStatus(trailers)
-                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
+            Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
+                ? ReadStatus(trailers.NonValidated)
+                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
             ThrowIfFinished();
             return default;
         }
@@ -313,7 +362,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         if (_status is { } status && status.Code != StatusCode.OK)
         {
-            throw new RpcException(status, _trailers);
+            throw new RpcException(status, Trailers);
         }
     }
 
@@ -322,24 +371,31 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         Finish(status, null);
         lock (_lock) _status = status;
-        throw new RpcException(status, _trailers);
+        throw new RpcException(status, Trailers);
     }
 
-    /// <summary>Records the final status (the first one wins) and releases what the call holds.</summary>
-    private void Finish(Status status, Metadata? trailers)
+    /// <summary>
+    /// Records the final status (the first one wins) and releases what the call holds. The
+    /// trailers are <paramref name="trailers"/>, else read from <paramref name="trailerSource"/>
+    /// when first asked for, else empty.
+    /// </summary>
+    private void Finish(Status status, Metadata? trailers, HttpHeaders? trailerSource = null)
     {
+        TaskCompletionSource<Metadata>? headersSource;
         lock (_lock)
         {
             if (_status is not null) return;
             _status = status;
-            _trailers = trailers ?? new Metadata();
+            _trailers = trailers;
+            _trailerSource = trailerSource;
+            headersSource = _headersReceived ? null : _headersSource;
         }
-        if (!_headers.Task.IsCompleted)
+        if (headersSource is not null)
         {
-            _headers.TrySetException(new RpcException(status, _trailers));
-            _ = _headers.Task.Exception; // observed: a caller that never asks for headers is fine
+            headersSource.TrySetException(new RpcException(status, Trailers));
+            _ = headersSource.Task.Exception; // observed: a caller that never awaits it is fine
         }
-        _streamingContent?.Abort(new RpcException(status, _trailers));
+        if (_streamingContent is { } streaming) streaming.Abort(new RpcException(status, Trailers));
         _userRegistration.Dispose();
         _parentRegistration.Dispose();
         if (status.Code != StatusCode.OK)
@@ -439,21 +495,29 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         _ => StatusCode.Internal,
     };
 
-    private static Status ReadStatus(HttpHeaders headers)
+    /// <summary>The first value of a header as received (not parsed), or null.</summary>
+    private static string? FirstValue(HttpHeadersNonValidated headers, string name)
+    {
+        if (!headers.TryGetValues(name, out var values)) return null;
+        foreach (var value in values) return value;
+        return null;
+    }
+
+    private static Status ReadStatus(HttpHeadersNonValidated headers)
     {
         var code = StatusCode.Unknown;
-        if (headers.TryGetValues(GrpcProtocol.StatusTrailer, out var values)
-            && int.TryParse(values.First(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var parsed))
+        if (FirstValue(headers, GrpcProtocol.StatusTrailer) is { } text
+            && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var parsed))
         {
             code = (StatusCode)parsed;
         }
-        var message = headers.TryGetValues(GrpcProtocol.MessageTrailer, out var messages) ? HeaderEncoding.PercentDecode(messages.First()) : string.Empty;
+        var message = FirstValue(headers, GrpcProtocol.MessageTrailer) is { } encoded ? HeaderEncoding.PercentDecode(encoded) : string.Empty;
         Google.Rpc.Status? rich = null;
-        if (headers.TryGetValues(GrpcProtocol.StatusDetailsTrailer, out var details))
+        if (FirstValue(headers, GrpcProtocol.StatusDetailsTrailer) is { } details)
         {
             try
             {
-                rich = Google.Rpc.Status.Parser.ParseFrom(HeaderEncoding.FromBase64(details.First()));
+                rich = Google.Rpc.Status.Parser.ParseFrom(HeaderEncoding.FromBase64(details));
             }
             catch (Exception ex) when (ex is FormatException or Google.Protobuf.InvalidProtocolBufferException)
             {
@@ -560,7 +624,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 // The call ended under the write: report how it ended.
                 if (call._status is null) call.Finish(call.StatusFromException(ex), null);
                 if (call._status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
-                throw new RpcException(call._status!.Value, call._trailers);
+                throw new RpcException(call._status!.Value, call.Trailers);
             }
             finally
             {
