@@ -17,14 +17,14 @@ internal sealed class HttpCallInvoker(RpcChannel channel) : CallInvoker
     public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
     {
         var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartUnary(request);
-        return new AsyncUnaryCall<TResponse>(call, call.ReadUnaryResponseAsync());
+        call.StartUnary(request, startResponse: false);
+        return new AsyncUnaryCall<TResponse>(call, call.UnaryResponseAsync());
     }
 
     public override AsyncServerStreamingCall<TResponse> AsyncServerStreamingCall<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
     {
         var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartUnary(request);
+        call.StartUnary(request, startResponse: true);
         return new AsyncServerStreamingCall<TResponse>(call, call.ResponseStream);
     }
 

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Runtime.CompilerServices;
 using Conduit.Rpc.Wire;
 
 namespace Conduit.Rpc.Client;
@@ -38,6 +39,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private HttpRequestMessage? _request;
     private HttpResponseMessage? _response;
     private PipeReader? _reader;
+    private Task<HttpResponseMessage>? _send;
     private Task _started = Task.CompletedTask;
     private StreamingContent? _streamingContent;
     private Status? _status;
@@ -106,7 +108,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     /// <summary>The response headers as Metadata (under _lock, once they were received).</summary>
     private Metadata HeaderMetadata() => _headerMetadata ??= ReadMetadata(_response!.Headers);
 
-    public void StartUnary(TRequest request)
+    /// <summary>
+    /// Sends a single request message. The response is then read either by
+    /// <see cref="UnaryResponseAsync"/> (a unary call: the whole call is one async method) or,
+    /// with <paramref name="startResponse"/>, by a task started here (a server stream).
+    /// </summary>
+    public void StartUnary(TRequest request, bool startResponse)
     {
         ResolveCompression();
         byte[] frame;
@@ -126,6 +133,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             frame = buffer.WrittenSpan.ToArray();
         }
         Start(new UnaryContent(frame));
+        if (startResponse) _started = StartResponseAsync().AsTask();
     }
 
     public void StartStreaming()
@@ -133,6 +141,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         ResolveCompression();
         _streamingContent = new StreamingContent();
         Start(_streamingContent);
+        _started = StartResponseAsync().AsTask();
     }
 
     private void ResolveCompression()
@@ -208,7 +217,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             var call = (ClientCall<TRequest, TResponse>)s!;
             call.Finish(call.StatusFromException(Cancelled), null);
         }, this);
-        _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
+        _send = _channel.Http.SendAsync(request, _cts.Token);
     }
 
     private void Cancel(int reason)
@@ -223,8 +232,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    private async Task StartResponseAsync(Task<HttpResponseMessage> send)
+    /// <summary>Waits for the response headers, checks them, and opens the response body for reading.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask StartResponseAsync()
     {
+        if (_send is not { } send) return; // ended before it was sent
         HttpResponseMessage response;
         try
         {
@@ -303,6 +315,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     }
 
     /// <summary>The next response message; false at the end of an OK call; RpcException otherwise.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<(bool HasMessage, TResponse Message)> ReadNextAsync(CancellationToken cancellationToken)
     {
         await _started.ConfigureAwait(false);
@@ -342,7 +355,21 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    public async Task<TResponse> ReadUnaryResponseAsync()
+    /// <summary>
+    /// A unary call from sending to its one response: the only state machine the call allocates
+    /// (the steps it awaits are pooled ValueTask methods).
+    /// </summary>
+    public async Task<TResponse> UnaryResponseAsync()
+    {
+        await StartResponseAsync().ConfigureAwait(false);
+        return await ReadSingleResponseAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>The one response of a client-streaming call.</summary>
+    public async Task<TResponse> ReadUnaryResponseAsync() => await ReadSingleResponseAsync().ConfigureAwait(false);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<TResponse> ReadSingleResponseAsync()
     {
         var (hasMessage, message) = await ReadNextAsync(default).ConfigureAwait(false);
         if (!hasMessage)
@@ -553,6 +580,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
 
         public TResponse Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
         {
             var (hasMessage, message) = await call.ReadNextAsync(cancellationToken).ConfigureAwait(false);
