@@ -11,8 +11,10 @@ namespace Conduit.Rpc.Client;
 /// or a stream the caller writes to), the response headers, the response messages read straight
 /// from the HTTP/2 stream through a PipeReader, and the final status from the trailers. The
 /// deadline and cancellation are enforced locally: when either fires the HTTP/2 stream is reset.
+/// The call object is also the request's HttpContent, its response reader and its request writer
+/// (as the server's HttpServerCall is its own streams): one object per call, not four.
 /// </summary>
-internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
+internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCallState, IAsyncStreamReader<TResponse>, IClientStreamWriter<TRequest>
 {
     private const string UserAgent = "grpc-csharp-conduit/0.1";
     private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
@@ -41,7 +43,15 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private PipeReader? _reader;
     private Task<HttpResponseMessage>? _send;
     private Task _started = Task.CompletedTask;
-    private StreamingContent? _streamingContent;
+    // The request body: one pre-serialized frame (unary and server streaming), or the stream
+    // SocketsHttpHandler hands us, kept open until the caller completes it (client streaming, duplex).
+    private byte[]? _frame;
+    private TaskCompletionSource<Stream>? _requestStream;
+    private TaskCompletionSource? _requestDone;
+    private TResponse? _current;
+    private bool _requestCompleted;
+    private bool _writePending;
+    private bool _writesDropped;
     private Status? _status;
     // Null until asked for, converted from _trailerSource (the response's trailers) if set.
     private Metadata? _trailers;
@@ -56,13 +66,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         _channel = channel;
         _method = method;
         _options = options;
-        ResponseStream = new ResponseReader(this);
-        RequestStream = new RequestWriter(this);
     }
 
-    public IAsyncStreamReader<TResponse> ResponseStream { get; }
+    public IAsyncStreamReader<TResponse> ResponseStream => this;
 
-    public IClientStreamWriter<TRequest> RequestStream { get; }
+    public IClientStreamWriter<TRequest> RequestStream => this;
 
     public Task<Metadata> ResponseHeadersAsync
     {
@@ -132,15 +140,17 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             // resend) the body when the call ends, so nothing may return it to a pool under it.
             frame = buffer.WrittenSpan.ToArray();
         }
-        Start(new UnaryContent(frame));
+        _frame = frame;
+        Start();
         if (startResponse) _started = StartResponseAsync().AsTask();
     }
 
     public void StartStreaming()
     {
         ResolveCompression();
-        _streamingContent = new StreamingContent();
-        Start(_streamingContent);
+        _requestStream = new TaskCompletionSource<Stream>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _requestDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Start();
         _started = StartResponseAsync().AsTask();
     }
 
@@ -155,7 +165,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    private void Start(HttpContent content)
+    private void Start()
     {
         var parent = _options.Parent;
         _deadline = _options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
@@ -165,7 +175,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         {
             Version = HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Content = content,
+            Content = this,
         };
         _request = request;
         var headers = request.Headers;
@@ -173,7 +183,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         headers.TryAddWithoutValidation("user-agent", UserAgent);
         headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, _channel.Options.CompressionProviders.AcceptEncoding);
         if (_requestCompressor is not null) headers.TryAddWithoutValidation(GrpcProtocol.EncodingHeader, _requestCompressor.EncodingName);
-        content.Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
+        Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
         if (_options.Headers is { } metadata)
         {
             foreach (var entry in metadata)
@@ -422,7 +432,13 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             headersSource.TrySetException(new RpcException(status, Trailers));
             _ = headersSource.Task.Exception; // observed: a caller that never awaits it is fine
         }
-        if (_streamingContent is { } streaming) streaming.Abort(new RpcException(status, Trailers));
+        if (_requestStream is { } requestStream)
+        {
+            // A writer waiting for the request stream learns how the call ended; the body ends.
+            requestStream.TrySetException(new RpcException(status, Trailers));
+            _ = requestStream.Task.Exception;
+            _requestDone!.TrySetResult();
+        }
         _userRegistration.Dispose();
         _parentRegistration.Dispose();
         if (status.Code != StatusCode.OK)
@@ -453,7 +469,8 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         // nothing that needs releasing.
     }
 
-    public void Dispose()
+    /// <summary>Cancels the call if it is still running (not HttpContent.Dispose, which is the request body's).</summary>
+    public void DisposeCall()
     {
         // A call that is over has nothing left to cancel (and cancelling costs: callbacks, timers).
         if (_status is not null)
@@ -574,153 +591,113 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         return metadata;
     }
 
-    private sealed class ResponseReader(ClientCall<TRequest, TResponse> call) : IAsyncStreamReader<TResponse>
+    TResponse IAsyncStreamReader<TResponse>.Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    async ValueTask<bool> IAsyncStreamReader<TResponse>.MoveNext(CancellationToken cancellationToken)
     {
-        private TResponse? _current;
-
-        public TResponse Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
-
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
-        {
-            var (hasMessage, message) = await call.ReadNextAsync(cancellationToken).ConfigureAwait(false);
-            _current = hasMessage ? message : default;
-            return hasMessage;
-        }
-
-        public IAsyncEnumerator<TResponse> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
-            AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
+        var (hasMessage, message) = await ReadNextAsync(cancellationToken).ConfigureAwait(false);
+        _current = hasMessage ? message : default;
+        return hasMessage;
     }
 
-    private sealed class RequestWriter(ClientCall<TRequest, TResponse> call) : IClientStreamWriter<TRequest>
+    IAsyncEnumerator<TResponse> IAsyncEnumerable<TResponse>.GetAsyncEnumerator(CancellationToken cancellationToken) =>
+        AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
+
+    WriteFlags IAsyncStreamWriter<TRequest>.WriteFlags { get; set; }
+
+    async Task IAsyncStreamWriter<TRequest>.WriteAsync(TRequest message, CancellationToken cancellationToken)
     {
-        private bool _completed;
-        private bool _writing;
-        private bool _serverDone;
-
-        public WriteFlags WriteFlags { get; set; }
-
-        public async Task WriteAsync(TRequest message, CancellationToken cancellationToken = default)
+        ArgumentNullException.ThrowIfNull(message);
+        var requestStream = _requestStream ?? throw new InvalidOperationException("This call has no request stream.");
+        if (_requestCompleted) throw new InvalidOperationException("The request stream is already complete.");
+        if (_writePending) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+        // The server ended the call: the message is dropped and the server's status is what
+        // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
+        // deadline, Dispose, a broken connection) throws how it ended instead.
+        if (_writesDropped || _endedByServer) return;
+        ThrowIfFinished();
+        if (_status is not null) throw new InvalidOperationException("The call is already over.");
+        _writePending = true;
+        try
         {
-            ArgumentNullException.ThrowIfNull(message);
-            var content = call._streamingContent ?? throw new InvalidOperationException("This call has no request stream.");
-            if (_completed) throw new InvalidOperationException("The request stream is already complete.");
-            if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
-            // The server ended the call: the message is dropped and the server's status is what
-            // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
-            // deadline, Dispose, a broken connection) throws how it ended instead.
-            if (_serverDone || call._endedByServer) return;
-            call.ThrowIfFinished();
-            if (call._status is not null) throw new InvalidOperationException("The call is already over.");
-            _writing = true;
+            using var registration = cancellationToken.CanBeCanceled
+                ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
+                : default;
+            var stream = await requestStream.Task.ConfigureAwait(false);
+            using var buffer = new PooledBufferWriter();
+            var compressor = (((IAsyncStreamWriter<TRequest>)this).WriteFlags & WriteFlags.NoCompress) != 0 ? null : _requestCompressor;
             try
             {
-                using var registration = cancellationToken.CanBeCanceled
-                    ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), call)
-                    : default;
-                var stream = await content.Stream.ConfigureAwait(false);
-                using var buffer = new PooledBufferWriter();
-                var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._requestCompressor;
-                try
-                {
-                    MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, compressor, call._channel.Options.MaxSendMessageSize);
-                }
-                catch (RpcException ex)
-                {
-                    // A message too large to send fails the call, as on the unary path.
-                    call.Finish(ex.Status, null);
-                    throw;
-                }
-                await stream.WriteAsync(buffer.WrittenMemory, call._cts.Token).ConfigureAwait(false);
-                await stream.FlushAsync(call._cts.Token).ConfigureAwait(false);
+                MessageFraming.WriteMessage(buffer, message, _method.RequestMarshaller, compressor, _channel.Options.MaxSendMessageSize);
             }
-            catch (Exception ex) when (ex is not RpcException || call._status is not null)
+            catch (RpcException ex)
             {
-                if (call._endedByServer) return;
-                if (call._status is null && !call._cts.IsCancellationRequested)
-                {
-                    await call._started.ConfigureAwait(false);
-                    if (call._status is null && call._response is not null)
-                    {
-                        // The server answered and ended the call while we were still sending. As in
-                        // grpc-java, the message is dropped and the call's status is what reading
-                        // the response gives: that is where the server's real status is.
-                        _serverDone = true;
-                        return;
-                    }
-                }
-                // The call ended under the write: report how it ended.
-                if (call._status is null) call.Finish(call.StatusFromException(ex), null);
-                if (call._status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
-                throw new RpcException(call._status!.Value, call.Trailers);
+                // A message too large to send fails the call, as on the unary path.
+                Finish(ex.Status, null);
+                throw;
             }
-            finally
-            {
-                _writing = false;
-            }
+            await stream.WriteAsync(buffer.WrittenMemory, _cts.Token).ConfigureAwait(false);
+            await stream.FlushAsync(_cts.Token).ConfigureAwait(false);
         }
-
-        public Task CompleteAsync()
+        catch (Exception ex) when (ex is not RpcException || _status is not null)
         {
-            _completed = true;
-            call._streamingContent?.Complete();
-            return Task.CompletedTask;
+            if (_endedByServer) return;
+            if (_status is null && !_cts.IsCancellationRequested)
+            {
+                await _started.ConfigureAwait(false);
+                if (_status is null && _response is not null)
+                {
+                    // The server answered and ended the call while we were still sending. As in
+                    // grpc-java, the message is dropped and the call's status is what reading
+                    // the response gives: that is where the server's real status is.
+                    _writesDropped = true;
+                    return;
+                }
+            }
+            // The call ended under the write: report how it ended.
+            if (_status is null) Finish(StatusFromException(ex), null);
+            if (_status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
+            throw new RpcException(_status!.Value, Trailers);
+        }
+        finally
+        {
+            _writePending = false;
         }
     }
 
-    /// <summary>A pre-serialized single request message.</summary>
-    private sealed class UnaryContent(byte[] frame) : HttpContent
+    Task IClientStreamWriter<TRequest>.CompleteAsync()
     {
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-            stream.WriteAsync(frame).AsTask();
-
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
-            stream.WriteAsync(frame, cancellationToken).AsTask();
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = frame.Length;
-            return true;
-        }
+        _requestCompleted = true;
+        _requestDone?.TrySetResult();
+        return Task.CompletedTask;
     }
+
+    // The request body, as SocketsHttpHandler asks for it.
+
+    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+        SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
+        _frame is { } frame ? stream.WriteAsync(frame, cancellationToken).AsTask() : SerializeStreamingAsync(stream, cancellationToken);
 
     /// <summary>
     /// The request stream of a streaming call: SocketsHttpHandler hands us the HTTP/2 request
     /// stream and we keep it open until the caller completes (half-closes) or the call ends.
     /// </summary>
-    private sealed class StreamingContent : HttpContent
+    private async Task SerializeStreamingAsync(Stream stream, CancellationToken cancellationToken)
     {
-        private readonly TaskCompletionSource<Stream> _stream = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        // SocketsHttpHandler holds the request headers back until the body is flushed: flush
+        // now so the server sees the call even before the first message (or with none).
+        await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+        _requestStream!.TrySetResult(stream);
+        await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _requestDone).ConfigureAwait(false);
+        await _requestDone!.Task.ConfigureAwait(false);
+    }
 
-        public Task<Stream> Stream => _stream.Task;
-
-        public void Complete() => _done.TrySetResult();
-
-        public void Abort(Exception reason)
-        {
-            _stream.TrySetException(reason);
-            _ = _stream.Task.Exception;
-            _done.TrySetResult();
-        }
-
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-            SerializeToStreamAsync(stream, context, CancellationToken.None);
-
-        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
-        {
-            // SocketsHttpHandler holds the request headers back until the body is flushed: flush
-            // now so the server sees the call even before the first message (or with none).
-            await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
-            _stream.TrySetResult(stream);
-            await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _done).ConfigureAwait(false);
-            await _done.Task.ConfigureAwait(false);
-        }
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = -1;
-            return false;
-        }
+    protected override bool TryComputeLength(out long length)
+    {
+        length = _frame?.Length ?? -1;
+        return _frame is not null;
     }
 }
