@@ -119,6 +119,28 @@ public class ClientTests
         Assert.Equal(StatusCode.Cancelled, call.GetStatus().Code);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_running_unary_call_without_a_deadline_ends_at_once_when_disposed_or_cancelled(bool byToken)
+    {
+        // Without a deadline the call's own token source has no callback: Cancel and Dispose end
+        // the call themselves. Nobody awaits the response while it is cancelled.
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        using var cts = new CancellationTokenSource();
+        var call = new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest { ResponseSize = -1 }, new CallOptions(cancellationToken: cts.Token));
+        await probe.HandlerWaiting.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        if (byToken) await cts.CancelAsync();
+        else call.Dispose();
+        Assert.Equal(StatusCode.Cancelled, call.GetStatus().Code); // recorded before Cancel/Dispose returned
+        Assert.Equal(byToken ? "Call canceled by the client." : "Call disposed.", call.GetStatus().Detail);
+        var ex = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync);
+        Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
+        Assert.True(await probe.HandlerCancelled.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+        call.Dispose();
+    }
+
     [Fact]
     public async Task Many_concurrent_calls_share_one_channel()
     {
@@ -369,6 +391,8 @@ public class ClientTests
     {
         public TaskCompletionSource<bool> HandlerCancelled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        public TaskCompletionSource<bool> HandlerWaiting { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         public TaskCompletionSource<DateTime> InnerDeadline { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public RpcChannel? Channel { get; set; }
@@ -401,6 +425,7 @@ public class ClientTests
                 // Sleeps until the deadline cancels it.
                 try
                 {
+                    probe.HandlerWaiting.TrySetResult(true);
                     await Task.Delay(Timeout.Infinite, context.CancellationToken);
                 }
                 finally

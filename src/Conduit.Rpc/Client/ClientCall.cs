@@ -221,12 +221,17 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             }, this);
         }
         // Whatever cancels the call (deadline, caller, parent, Dispose) ends it at once: the status
-        // is recorded and the HTTP/2 stream reset, even if nobody is reading the response.
-        _cts.Token.UnsafeRegister(static s =>
+        // is recorded and the HTTP/2 stream reset, even if nobody is reading the response. Cancel
+        // does that itself; only the deadline's timer cancels the token behind our back, so only a
+        // call with a deadline needs a callback on it.
+        if (_deadline != DateTime.MaxValue)
         {
-            var call = (ClientCall<TRequest, TResponse>)s!;
-            call.Finish(call.StatusFromException(Cancelled), null);
-        }, this);
+            _cts.Token.UnsafeRegister(static s =>
+            {
+                var call = (ClientCall<TRequest, TResponse>)s!;
+                call.Finish(call.StatusFromException(Cancelled), null);
+            }, this);
+        }
         _send = _channel.Http.SendAsync(request, _cts.Token);
     }
 
@@ -240,6 +245,8 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         catch (ObjectDisposedException)
         {
         }
+        // (Once the status is recorded this returns at once: Finish calls back here to reset the stream.)
+        Finish(StatusFromException(Cancelled), null);
     }
 
     /// <summary>Waits for the response headers, checks them, and opens the response body for reading.</summary>
