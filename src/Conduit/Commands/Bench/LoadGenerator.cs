@@ -44,6 +44,9 @@ internal sealed class LoadGenerator(BenchSettings settings)
     /// </summary>
     public long? AllocatedInWindow { get; private set; }
 
+    /// <summary>Called once when the warm-up ends and measuring starts.</summary>
+    public Action? OnMeasureStart { get; init; }
+
     public async Task<BenchResult> RunAsync(CancellationToken cancellationToken)
     {
         var method = CreateMethod(_settings.Method);
@@ -75,7 +78,9 @@ internal sealed class LoadGenerator(BenchSettings settings)
             {
                 var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _measureFrom);
                 if (wait > TimeSpan.Zero) await Task.WhenAny(all, Task.Delay(wait, cancellationToken));
-                if (!all.IsCompleted) allocatedAtWindow = GC.GetTotalAllocatedBytes(precise: true);
+                if (all.IsCompleted) return;
+                OnMeasureStart?.Invoke();
+                allocatedAtWindow = GC.GetTotalAllocatedBytes(precise: true);
             }, cancellationToken);
             while (await Task.WhenAny(all, Task.Delay(1000, cancellationToken)) != all)
             {
