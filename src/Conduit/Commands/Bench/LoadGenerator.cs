@@ -210,7 +210,10 @@ internal sealed class LoadGenerator(BenchSettings settings)
             }
         }
 
-        private async Task<long> CallOnceAsync(BenchSettings settings, CancellationToken cancellationToken)
+        // Pooled: the load generator's own per-call state machine would otherwise be counted
+        // against the client it measures.
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<long> CallOnceAsync(BenchSettings settings, CancellationToken cancellationToken)
         {
             var options = new CallOptions(cancellationToken: cancellationToken);
             switch (method.Type)
