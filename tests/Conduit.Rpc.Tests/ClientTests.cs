@@ -296,6 +296,57 @@ public class ClientTests
         Assert.Equal(expected, ex.StatusCode);
     }
 
+    public enum UnaryBody { OneMessage, OneMessageInPieces, LargeMessageInPieces, TwoMessages, TruncatedFrame, NoMessage, NoStatus, MessageThenError }
+
+    [Theory]
+    [InlineData(UnaryBody.OneMessage, StatusCode.OK, "")]
+    [InlineData(UnaryBody.OneMessageInPieces, StatusCode.OK, "")]
+    [InlineData(UnaryBody.LargeMessageInPieces, StatusCode.OK, "")]
+    [InlineData(UnaryBody.TwoMessages, StatusCode.Internal, "The server sent more than one response message to a call that expects one.")]
+    [InlineData(UnaryBody.TruncatedFrame, StatusCode.Internal, "Incomplete response message: the stream ended inside a frame.")]
+    [InlineData(UnaryBody.NoMessage, StatusCode.Internal, "The server ended the call with OK but sent no response message.")]
+    [InlineData(UnaryBody.NoStatus, StatusCode.Internal, "The response ended without a grpc-status.")]
+    [InlineData(UnaryBody.MessageThenError, StatusCode.NotFound, "gone")]
+    public async Task A_unary_response_body_is_read_to_its_end_and_checked(UnaryBody body, StatusCode expected, string detail)
+    {
+        // A hand-written server, so the body can be anything: the client reads a unary response
+        // straight from the HTTP/2 stream, arriving in one piece or several.
+        var large = new string('x', 200_000);
+        await using var host = await TestHost.StartAsync(map: app => app.MapPost("/helloworld.Greeter/SayHello", async (HttpContext http) =>
+        {
+            http.Response.ContentType = "application/grpc";
+            var reply = TestHost.Frame(new HelloReply { Message = body == UnaryBody.LargeMessageInPieces ? large : "hi" });
+            var pieces = body switch
+            {
+                UnaryBody.OneMessage or UnaryBody.NoStatus or UnaryBody.MessageThenError => new[] { reply },
+                UnaryBody.OneMessageInPieces or UnaryBody.LargeMessageInPieces => new[] { reply[..3], reply[3..7], reply[7..] },
+                UnaryBody.TwoMessages => new[] { reply, reply },
+                UnaryBody.TruncatedFrame => new[] { reply[..^1] },
+                _ => [],
+            };
+            foreach (var piece in pieces)
+            {
+                await http.Response.Body.WriteAsync(piece);
+                await http.Response.Body.FlushAsync();
+            }
+            if (body == UnaryBody.NoStatus) return;
+            http.Response.AppendTrailer("grpc-status", body == UnaryBody.MessageThenError ? "5" : "0");
+            if (body == UnaryBody.MessageThenError) http.Response.AppendTrailer("grpc-message", "gone");
+        }));
+        using var call = new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest());
+        if (expected == StatusCode.OK)
+        {
+            Assert.Equal(body == UnaryBody.LargeMessageInPieces ? large : "hi", (await call).Message);
+        }
+        else
+        {
+            var ex = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync);
+            Assert.Equal(expected, ex.StatusCode);
+        }
+        Assert.Equal(expected, call.GetStatus().Code);
+        Assert.Equal(detail, call.GetStatus().Detail);
+    }
+
     [Fact]
     public async Task Writes_after_the_server_ended_the_call_are_dropped_and_the_read_reports_its_status()
     {

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Http.Headers;
@@ -40,7 +41,8 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private ICompressionProvider? _responseDecompressor;
     private HttpRequestMessage? _request;
     private HttpResponseMessage? _response;
-    private PipeReader? _reader;
+    private PipeReader? _reader;  // the response body of a streaming response
+    private Stream? _body;        // the response body of a unary call, read without a PipeReader
     private Task<HttpResponseMessage>? _send;
     private Task _started = Task.CompletedTask;
     // The request body: one pre-serialized frame (unary and server streaming), or the stream
@@ -142,7 +144,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
         _frame = frame;
         Start();
-        if (startResponse) _started = StartResponseAsync().AsTask();
+        if (startResponse) _started = StartResponseAsync(pipe: true).AsTask();
     }
 
     public void StartStreaming()
@@ -151,7 +153,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         _requestStream = new TaskCompletionSource<Stream>(TaskCreationOptions.RunContinuationsAsynchronously);
         _requestDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Start();
-        _started = StartResponseAsync().AsTask();
+        _started = StartResponseAsync(pipe: true).AsTask();
     }
 
     private void ResolveCompression()
@@ -249,9 +251,12 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         Finish(StatusFromException(Cancelled), null);
     }
 
-    /// <summary>Waits for the response headers, checks them, and opens the response body for reading.</summary>
+    /// <summary>
+    /// Waits for the response headers, checks them, and opens the response body for reading:
+    /// through a PipeReader (<paramref name="pipe"/>, a stream of messages), or as the plain stream.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask StartResponseAsync()
+    private async ValueTask StartResponseAsync(bool pipe)
     {
         if (_send is not { } send) return; // ended before it was sent
         HttpResponseMessage response;
@@ -313,16 +318,23 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
         try
         {
-            var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
-            var reader = PipeReader.Create(stream, ReaderOptions);
+            // The runtime's own contents (SocketsHttpHandler's response among them) open their
+            // stream without I/O: no Task<Stream> for those.
+            var content = response.Content;
+            var stream = content.GetType().Assembly == typeof(HttpContent).Assembly
+                ? content.ReadAsStream(_cts.Token)
+                : await content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
+            var reader = pipe ? PipeReader.Create(stream, ReaderOptions) : null;
             lock (_lock)
             {
                 if (_status is not null)
                 {
-                    reader.Complete();
+                    if (reader is not null) reader.Complete();
+                    else stream.Dispose();
                     return;
                 }
                 _reader = reader;
+                _body = stream;
             }
         }
         catch (Exception ex)
@@ -378,8 +390,102 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     /// </summary>
     public async Task<TResponse> UnaryResponseAsync()
     {
-        await StartResponseAsync().ConfigureAwait(false);
-        return await ReadSingleResponseAsync().ConfigureAwait(false);
+        await StartResponseAsync(pipe: false).ConfigureAwait(false);
+        return await ReadUnaryBodyAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Reads the one response message of a unary call straight from the response stream into a
+    /// pooled buffer, then the end of the stream and the trailers. Ends and fails exactly as
+    /// <see cref="ReadSingleResponseAsync"/> (two <see cref="ReadNextAsync"/>) over a PipeReader
+    /// does: the same checks in the same order, without a PipeReader per call.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<TResponse> ReadUnaryBodyAsync()
+    {
+        Interlocked.Exchange(ref _reading, 1);
+        byte[]? buffer = null;
+        try
+        {
+            ThrowIfFinished();
+            if (_status is null)
+            {
+                var maxSize = _channel.Options.MaxReceiveMessageSize;
+                var (hasMessage, message) = (false, default(TResponse)!);
+                var filled = 0;  // bytes in buffer
+                var parsed = 0;  // bytes of the first frame, once it was decoded
+                var second = false;
+                try
+                {
+                    buffer = ArrayPool<byte>.Shared.Rent(1024);
+                    while (true)
+                    {
+                        var available = new ReadOnlySequence<byte>(buffer, parsed, filled - parsed);
+                        if (!hasMessage && MessageFraming.TryReadMessage(available, _method.ResponseMarshaller, _responseDecompressor, maxSize, "response", out message, out var consumed))
+                        {
+                            (hasMessage, parsed) = (true, consumed);
+                            continue;
+                        }
+                        if (hasMessage && MessageFraming.TryReadMessage(available, _method.ResponseMarshaller, _responseDecompressor, maxSize, "response", out _, out _))
+                        {
+                            second = true;
+                            break;
+                        }
+                        if (filled == buffer.Length) buffer = Grow(buffer, filled, parsed, maxSize);
+                        var read = await _body!.ReadAsync(buffer.AsMemory(filled), _cts.Token).ConfigureAwait(false);
+                        if (read == 0) break;
+                        filled += read;
+                    }
+                    if (!second && filled > parsed)
+                    {
+                        throw new RpcException(StatusCode.Internal, "Incomplete response message: the stream ended inside a frame.");
+                    }
+                }
+                catch (Exception ex)
+                {
+                    Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
+                    ThrowIfFinished();
+                }
+                if (second)
+                {
+                    Cancel(ReasonDisposed);
+                    Fail(new Status(StatusCode.Internal, "The server sent more than one response message to a call that expects one."));
+                }
+                if (_status is null)
+                {
+                    var trailers = _response!.TrailingHeaders;
+                    _endedByServer = true;
+                    Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
+                        ? ReadStatus(trailers.NonValidated)
+                        : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
+                    ThrowIfFinished();
+                }
+                if (hasMessage) return message;
+            }
+            Fail(new Status(StatusCode.Internal, "The server ended the call with OK but sent no response message."));
+            return default!;
+        }
+        finally
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            Volatile.Write(ref _reading, 0);
+            if (_status is not null) ReleaseResponse();
+        }
+    }
+
+    /// <summary>A larger pooled buffer for <see cref="ReadUnaryBodyAsync"/>: room for the frame being read (whose length was checked) or twice the room.</summary>
+    private static byte[] Grow(byte[] buffer, int filled, int parsed, int maxSize)
+    {
+        var needed = filled * 2L;
+        if (filled - parsed >= GrpcProtocol.HeaderSize)
+        {
+            var length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(parsed + 1));
+            needed = Math.Max(needed, parsed + GrpcProtocol.HeaderSize + (long)Math.Min(length, (uint)maxSize) + GrpcProtocol.HeaderSize);
+        }
+        var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(needed, Array.MaxLength));
+        buffer.AsSpan(0, filled).CopyTo(larger);
+        ArrayPool<byte>.Shared.Return(buffer);
+        return larger;
     }
 
     /// <summary>The one response of a client-streaming call.</summary>

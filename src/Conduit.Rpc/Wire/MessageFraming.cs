@@ -95,6 +95,23 @@ internal static class MessageFraming
         }
     }
 
+    /// <summary>
+    /// Decodes the message at the start of <paramref name="buffer"/> if its frame is complete,
+    /// with the checks and errors of <see cref="ReadMessageAsync"/>; <paramref name="consumed"/>
+    /// is the frame's length.
+    /// </summary>
+    internal static bool TryReadMessage<T>(ReadOnlySequence<byte> buffer, Marshaller<T> marshaller, ICompressionProvider? decompressor, int maxSize, string direction, out T message, out int consumed)
+    {
+        if (!TryReadFrame(buffer, maxSize, direction, out var compressed, out var payload))
+        {
+            (message, consumed) = (default!, 0);
+            return false;
+        }
+        message = Decode(payload, compressed, marshaller, decompressor, maxSize, direction);
+        consumed = GrpcProtocol.HeaderSize + (int)payload.Length;
+        return true;
+    }
+
     internal static bool TryReadFrame(ReadOnlySequence<byte> buffer, int maxSize, string direction, out bool compressed, out ReadOnlySequence<byte> payload)
     {
         compressed = false;
