@@ -25,21 +25,19 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
-    private readonly CallOptions _options;
     private readonly CancellationTokenSource _cts = new();
     // Response headers become Metadata only when asked for, and the task only exists once asked.
     private TaskCompletionSource<Metadata>? _headersSource;
     private Task<Metadata>? _headersTask;
     private Metadata? _headerMetadata;
     private bool _headersReceived;
-    private readonly object _lock = new();
+    // Also the call's lock (no other code sees the source, only its token): one object fewer per call.
     private DateTime _deadline = DateTime.MaxValue;
     private int _reason;
     private CancellationTokenRegistration _userRegistration;
     private CancellationTokenRegistration _parentRegistration;
     private ICompressionProvider? _requestCompressor;
     private ICompressionProvider? _responseDecompressor;
-    private HttpRequestMessage? _request;
     private HttpResponseMessage? _response;
     private PipeReader? _reader;  // the response body of a streaming response
     private Stream? _body;        // the response body of a unary call, read without a PipeReader
@@ -63,11 +61,10 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private volatile bool _endedByServer;
     private Server.ServerCallContext? _parent;
 
-    public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
+    public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method)
     {
         _channel = channel;
         _method = method;
-        _options = options;
     }
 
     public IAsyncStreamReader<TResponse> ResponseStream => this;
@@ -78,7 +75,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     {
         get
         {
-            lock (_lock)
+            lock (_cts)
             {
                 if (_headersTask is not null) return _headersTask;
                 if (_headersReceived)
@@ -111,11 +108,11 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     {
         get
         {
-            lock (_lock) return _trailers ??= _trailerSource is { } source ? ReadMetadata(source) : new Metadata();
+            lock (_cts) return _trailers ??= _trailerSource is { } source ? ReadMetadata(source) : new Metadata();
         }
     }
 
-    /// <summary>The response headers as Metadata (under _lock, once they were received).</summary>
+    /// <summary>The response headers as Metadata (under the lock, once they were received).</summary>
     private Metadata HeaderMetadata() => _headerMetadata ??= ReadMetadata(_response!.Headers);
 
     /// <summary>
@@ -123,9 +120,9 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     /// <see cref="UnaryResponseAsync"/> (a unary call: the whole call is one async method) or,
     /// with <paramref name="startResponse"/>, by a task started here (a server stream).
     /// </summary>
-    public void StartUnary(TRequest request, bool startResponse)
+    public void StartUnary(TRequest request, in CallOptions options, bool startResponse)
     {
-        ResolveCompression();
+        ResolveCompression(options);
         byte[] frame;
         using (var buffer = new PooledBufferWriter())
         {
@@ -143,22 +140,22 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             frame = buffer.WrittenSpan.ToArray();
         }
         _frame = frame;
-        Start();
+        Start(options);
         if (startResponse) _started = StartResponseAsync(pipe: true).AsTask();
     }
 
-    public void StartStreaming()
+    public void StartStreaming(in CallOptions options)
     {
-        ResolveCompression();
+        ResolveCompression(options);
         _requestStream = new TaskCompletionSource<Stream>(TaskCreationOptions.RunContinuationsAsynchronously);
         _requestDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Start();
+        Start(options);
         _started = StartResponseAsync(pipe: true).AsTask();
     }
 
-    private void ResolveCompression()
+    private void ResolveCompression(in CallOptions options)
     {
-        if (_options.Compression is { } name && !name.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
+        if (options.Compression is { } name && !name.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
         {
             if (!_channel.Options.CompressionProviders.TryGet(name, out _requestCompressor))
             {
@@ -167,10 +164,10 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
     }
 
-    private void Start()
+    private void Start(in CallOptions options)
     {
-        var parent = _options.Parent;
-        _deadline = _options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
+        var parent = options.Parent;
+        _deadline = options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
         if (parent is not null && parent.Deadline < _deadline) _deadline = parent.Deadline;
 
         var request = new HttpRequestMessage(HttpMethod.Post, _channel.GetUri(_method))
@@ -179,14 +176,13 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
             Content = this,
         };
-        _request = request;
         var headers = request.Headers;
         headers.TryAddWithoutValidation(GrpcProtocol.TeHeader, "trailers");
         headers.TryAddWithoutValidation("user-agent", UserAgent);
         headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, _channel.Options.CompressionProviders.AcceptEncoding);
         if (_requestCompressor is not null) headers.TryAddWithoutValidation(GrpcProtocol.EncodingHeader, _requestCompressor.EncodingName);
         Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
-        if (_options.Headers is { } metadata)
+        if (options.Headers is { } metadata)
         {
             foreach (var entry in metadata)
             {
@@ -208,9 +204,9 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 if (remaining < MaxTimer) _cts.CancelAfter(remaining);
             }
         }
-        if (_options.CancellationToken.CanBeCanceled)
+        if (options.CancellationToken.CanBeCanceled)
         {
-            _userRegistration = _options.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
+            _userRegistration = options.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
         }
         if (parent is not null)
         {
@@ -270,7 +266,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             return;
         }
         TaskCompletionSource<Metadata>? headersSource;
-        lock (_lock)
+        lock (_cts)
         {
             if (_status is not null)
             {
@@ -285,7 +281,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         if (headersSource is not null)
         {
             Metadata metadata;
-            lock (_lock) metadata = HeaderMetadata();
+            lock (_cts) metadata = HeaderMetadata();
             headersSource.TrySetResult(metadata);
         }
 
@@ -325,7 +321,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 ? content.ReadAsStream(_cts.Token)
                 : await content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
             var reader = pipe ? PipeReader.Create(stream, ReaderOptions) : null;
-            lock (_lock)
+            lock (_cts)
             {
                 if (_status is not null)
                 {
@@ -520,7 +516,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private void Fail(Status status)
     {
         Finish(status, null);
-        lock (_lock) _status = status;
+        lock (_cts) _status = status;
         throw new RpcException(status, Trailers);
     }
 
@@ -532,7 +528,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private void Finish(Status status, Metadata? trailers, HttpHeaders? trailerSource = null)
     {
         TaskCompletionSource<Metadata>? headersSource;
-        lock (_lock)
+        lock (_cts)
         {
             if (_status is not null) return;
             _status = status;
@@ -574,7 +570,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         if (Interlocked.Exchange(ref _released, 1) != 0) return;
         PipeReader? reader;
         HttpResponseMessage? response;
-        lock (_lock) (reader, response) = (_reader, _response);
+        lock (_cts) (reader, response) = (_reader, _response);
         reader?.Complete();
         response?.Dispose();
         // The request is not disposed: SocketsHttpHandler may still hold it (a call that ended
