@@ -254,6 +254,24 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task A_unary_request_over_the_send_limit_fails_locally_and_the_next_calls_are_intact()
+    {
+        // Unary requests are serialized through one reused writer per thread: a failed or a large
+        // serialization must leave nothing behind for the next call.
+        await using var host = await StartGreeterAndTestService();
+        using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxSendMessageSize = 100_000 });
+        var client = new TestService.TestServiceClient(channel);
+        var ex = await Assert.ThrowsAsync<RpcException>(() => client.UnaryCallAsync(new SimpleRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[200_000]) } }).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        foreach (var size in new[] { 3, 90_000, 0, 70_000, 5 })
+        {
+            var body = ByteString.CopyFrom(Enumerable.Range(0, size).Select(i => (byte)i).ToArray());
+            var response = await client.UnaryCallAsync(new SimpleRequest { ResponseSize = size, Payload = new Payload { Body = body } });
+            Assert.Equal(size, response.Payload.Body.Length);
+        }
+    }
+
+    [Fact]
     public async Task A_streaming_message_over_the_send_limit_fails_the_call()
     {
         await using var host = await StartGreeterAndTestService();

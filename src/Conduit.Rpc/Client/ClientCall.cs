@@ -123,23 +123,17 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     public void StartUnary(TRequest request, in CallOptions options, bool startResponse)
     {
         ResolveCompression(options);
-        byte[] frame;
-        using (var buffer = new PooledBufferWriter())
+        try
         {
-            try
-            {
-                MessageFraming.WriteMessage(buffer, request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
-            }
-            catch (RpcException ex)
-            {
-                Finish(ex.Status, null);
-                return;
-            }
-            // A plain array, not the pooled one: SocketsHttpHandler may still be sending (or
+            // A plain array, not a pooled one: SocketsHttpHandler may still be sending (or
             // resend) the body when the call ends, so nothing may return it to a pool under it.
-            frame = buffer.WrittenSpan.ToArray();
+            _frame = MessageFraming.SerializeFrame(request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
         }
-        _frame = frame;
+        catch (RpcException ex)
+        {
+            Finish(ex.Status, null);
+            return;
+        }
         Start(options);
         if (startResponse) _started = StartResponseAsync(pipe: true).AsTask();
     }

@@ -15,6 +15,35 @@ internal readonly record struct ReadResult<T>(bool HasMessage, T Message, bool W
 /// </summary>
 internal static class MessageFraming
 {
+    // The writer SerializeFrame serializes through, one per thread: taken out while in use (a
+    // marshaller that itself serializes on this thread gets a new one), its buffer kept up to 64 KiB.
+    [ThreadStatic]
+    private static PooledBufferWriter? t_frameWriter;
+
+    /// <summary>One framed message in an array of its own (exactly its size).</summary>
+    public static byte[] SerializeFrame<T>(T message, Marshaller<T> marshaller, ICompressionProvider? compression, int maxSize)
+    {
+        var writer = t_frameWriter ?? new PooledBufferWriter();
+        t_frameWriter = null;
+        try
+        {
+            WriteMessage(writer, message, marshaller, compression, maxSize);
+            return writer.WrittenSpan.ToArray();
+        }
+        finally
+        {
+            if (writer.Capacity <= 64 * 1024)
+            {
+                writer.Clear();
+                t_frameWriter = writer;
+            }
+            else
+            {
+                writer.Dispose();
+            }
+        }
+    }
+
     /// <summary>Serializes one framed message into <paramref name="output"/> (not flushed).</summary>
     public static void WriteMessage<T>(IBufferWriter<byte> output, T message, Marshaller<T> marshaller, ICompressionProvider? compression, int maxSize)
     {
