@@ -10,7 +10,8 @@ namespace Conduit.Rpc.Client;
 /// <summary>
 /// One call over SocketsHttpHandler, whatever its kind: the request (one pre-serialized message,
 /// or a stream the caller writes to), the response headers, the response messages read straight
-/// from the HTTP/2 stream through a PipeReader, and the final status from the trailers. The
+/// from the HTTP/2 stream (through a PipeReader for a stream of them, into one pooled buffer for a
+/// unary call's one), and the final status from the trailers. The
 /// deadline and cancellation are enforced locally: when either fires the HTTP/2 stream is reset.
 /// The call object is also the request's HttpContent, its response reader and its request writer
 /// (as the server's HttpServerCall is its own streams): one object per call, not four.
@@ -25,13 +26,13 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
+    // Also the call's lock (no other code sees the source, only its token): one object fewer per call.
     private readonly CancellationTokenSource _cts = new();
     // Response headers become Metadata only when asked for, and the task only exists once asked.
     private TaskCompletionSource<Metadata>? _headersSource;
     private Task<Metadata>? _headersTask;
     private Metadata? _headerMetadata;
     private bool _headersReceived;
-    // Also the call's lock (no other code sees the source, only its token): one object fewer per call.
     private DateTime _deadline = DateTime.MaxValue;
     private int _reason;
     private CancellationTokenRegistration _userRegistration;
