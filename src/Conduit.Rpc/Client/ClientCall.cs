@@ -334,9 +334,13 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
     }
 
-    /// <summary>The next response message; false at the end of an OK call; RpcException otherwise.</summary>
+    /// <summary>
+    /// Reads the next response message into <see cref="_current"/>; false (and no current message)
+    /// at the end of an OK call; RpcException otherwise. It is the response reader's MoveNext
+    /// itself, so reading a message costs one state machine, not two.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<(bool HasMessage, TResponse Message)> ReadNextAsync(CancellationToken cancellationToken)
+    private async ValueTask<bool> ReadNextAsync(CancellationToken cancellationToken)
     {
         await _started.ConfigureAwait(false);
         // While a read runs, Finish (from Dispose, a deadline, the writer) leaves the response and
@@ -345,7 +349,11 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         try
         {
             ThrowIfFinished();
-            if (_status is not null) return default; // ended OK: nothing more to read
+            if (_status is not null)
+            {
+                _current = default; // ended OK: nothing more to read
+                return false;
+            }
             using var registration = cancellationToken.CanBeCanceled
                 ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
                 : default;
@@ -353,7 +361,11 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             {
                 var result = await MessageFraming.ReadMessageAsync(_reader!, _method.ResponseMarshaller, _responseDecompressor,
                     _channel.Options.MaxReceiveMessageSize, "response", _cts.Token).ConfigureAwait(false);
-                if (result.HasMessage) return (true, result.Message);
+                if (result.HasMessage)
+                {
+                    _current = result.Message;
+                    return true;
+                }
             }
             catch (Exception ex)
             {
@@ -366,7 +378,8 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 ? ReadStatus(trailers.NonValidated)
                 : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
             ThrowIfFinished();
-            return default;
+            _current = default;
+            return false;
         }
         finally
         {
@@ -485,13 +498,12 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<TResponse> ReadSingleResponseAsync()
     {
-        var (hasMessage, message) = await ReadNextAsync(default).ConfigureAwait(false);
-        if (!hasMessage)
+        if (!await ReadNextAsync(default).ConfigureAwait(false))
         {
             Fail(new Status(StatusCode.Internal, "The server ended the call with OK but sent no response message."));
         }
-        var (more, _) = await ReadNextAsync(default).ConfigureAwait(false);
-        if (more)
+        var message = _current!;
+        if (await ReadNextAsync(default).ConfigureAwait(false))
         {
             Cancel(ReasonDisposed);
             Fail(new Status(StatusCode.Internal, "The server sent more than one response message to a call that expects one."));
@@ -697,13 +709,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
 
     TResponse IAsyncStreamReader<TResponse>.Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    async ValueTask<bool> IAsyncStreamReader<TResponse>.MoveNext(CancellationToken cancellationToken)
-    {
-        var (hasMessage, message) = await ReadNextAsync(cancellationToken).ConfigureAwait(false);
-        _current = hasMessage ? message : default;
-        return hasMessage;
-    }
+    ValueTask<bool> IAsyncStreamReader<TResponse>.MoveNext(CancellationToken cancellationToken) => ReadNextAsync(cancellationToken);
 
     IAsyncEnumerator<TResponse> IAsyncEnumerable<TResponse>.GetAsyncEnumerator(CancellationToken cancellationToken) =>
         AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
