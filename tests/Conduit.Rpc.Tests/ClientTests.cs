@@ -272,6 +272,22 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task A_request_stream_reuses_one_buffer_across_messages_of_any_size()
+    {
+        // The writes of a call share one buffer, cleared after each and dropped when a message grew
+        // it past 64 KiB: every message must still arrive whole, whatever came before it.
+        await using var host = await StartGreeterAndTestService();
+        using var call = new TestService.TestServiceClient(host.Channel).StreamingInputCall();
+        var sizes = new[] { 100_000, 10, 70_000, 0, 5, 65_000, 3 };
+        foreach (var size in sizes)
+        {
+            await call.RequestStream.WriteAsync(new StreamingInputCallRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[size]) } });
+        }
+        await call.RequestStream.CompleteAsync();
+        Assert.Equal(sizes.Sum(), (await call).AggregatedPayloadSize);
+    }
+
+    [Fact]
     public async Task A_streaming_message_over_the_send_limit_fails_the_call()
     {
         await using var host = await StartGreeterAndTestService();

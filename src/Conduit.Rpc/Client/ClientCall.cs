@@ -52,6 +52,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private TResponse? _current;
     private bool _requestCompleted;
     private bool _writePending;
+    private PooledBufferWriter? _writeBuffer;
     private bool _writesDropped;
     private Status? _status;
     // Null until asked for, converted from _trailerSource (the response's trailers) if set.
@@ -735,7 +736,8 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
                 : default;
             var stream = await requestStream.Task.ConfigureAwait(false);
-            using var buffer = new PooledBufferWriter();
+            // One buffer for all the call's writes (one write at a time), cleared after each.
+            var buffer = _writeBuffer ??= new PooledBufferWriter();
             var compressor = (((IAsyncStreamWriter<TRequest>)this).WriteFlags & WriteFlags.NoCompress) != 0 ? null : _requestCompressor;
             try
             {
@@ -772,6 +774,16 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
         finally
         {
+            if (_writeBuffer is { } used)
+            {
+                used.Clear();
+                // Back to the pool once the call is over, or if one large message grew it.
+                if (_status is not null || used.Capacity > 64 * 1024)
+                {
+                    _writeBuffer = null;
+                    used.Dispose();
+                }
+            }
             _writePending = false;
         }
     }
