@@ -119,6 +119,28 @@ public class ClientTests
         Assert.Equal(StatusCode.Cancelled, call.GetStatus().Code);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_running_unary_call_without_a_deadline_ends_at_once_when_disposed_or_cancelled(bool byToken)
+    {
+        // Without a deadline the call's own token source has no callback: Cancel and Dispose end
+        // the call themselves. Nobody awaits the response while it is cancelled.
+        var probe = new Probe();
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton(probe).AddSingleton<ProbeService>(), a => a.MapRpcService<ProbeService>());
+        using var cts = new CancellationTokenSource();
+        var call = new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest { ResponseSize = -1 }, new CallOptions(cancellationToken: cts.Token));
+        await probe.HandlerWaiting.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        if (byToken) await cts.CancelAsync();
+        else call.Dispose();
+        Assert.Equal(StatusCode.Cancelled, call.GetStatus().Code); // recorded before Cancel/Dispose returned
+        Assert.Equal(byToken ? "Call canceled by the client." : "Call disposed.", call.GetStatus().Detail);
+        var ex = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync);
+        Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
+        Assert.True(await probe.HandlerCancelled.Task.WaitAsync(TimeSpan.FromSeconds(5)));
+        call.Dispose();
+    }
+
     [Fact]
     public async Task Many_concurrent_calls_share_one_channel()
     {
@@ -149,6 +171,48 @@ public class ClientTests
         Assert.Equal("hello", (await call.ResponseHeadersAsync).GetValue(TestServiceImpl.EchoInitialKey));
         Assert.Equal(new byte[] { 0, 1, 2, 254, 255 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
         Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+    }
+
+    [Fact]
+    public async Task Response_headers_and_trailers_are_the_same_whenever_they_are_asked_for()
+    {
+        // The client turns headers and trailers into Metadata lazily: asking before the response
+        // arrived, after the call ended, or twice must all give the server's values.
+        await using var host = await StartGreeterAndTestService();
+        var client = new TestService.TestServiceClient(host.Channel);
+        var headers = new Metadata { { TestServiceImpl.EchoInitialKey, "early" }, { TestServiceImpl.EchoTrailingKey, new byte[] { 7 } } };
+        using (var call = client.UnaryCallAsync(new SimpleRequest(), new CallOptions(headers)))
+        {
+            var early = call.ResponseHeadersAsync; // asked before anything arrived
+            await call;
+            Assert.Equal("early", (await early).GetValue(TestServiceImpl.EchoInitialKey));
+            Assert.Same(await early, await call.ResponseHeadersAsync);
+            Assert.Equal(new byte[] { 7 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
+            Assert.Same(call.GetTrailers(), call.GetTrailers());
+        }
+        using (var call = client.UnaryCallAsync(new SimpleRequest(), new CallOptions(headers)))
+        {
+            await call; // asked only once the call is over
+            Assert.Equal("early", (await call.ResponseHeadersAsync).GetValue(TestServiceImpl.EchoInitialKey));
+            Assert.Equal(new byte[] { 7 }, call.GetTrailers().GetValueBytes(TestServiceImpl.EchoTrailingKey));
+            Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+        }
+
+        // A call that fails before any headers: the headers task fails with the call's status,
+        // asked before or after it failed.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        using var dead = RpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        using (var call = new Greeter.GreeterClient(dead).SayHelloAsync(new HelloRequest()))
+        {
+            var before = call.ResponseHeadersAsync;
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync)).StatusCode);
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => before)).StatusCode);
+            Assert.Equal(StatusCode.Unavailable, (await Assert.ThrowsAsync<RpcException>(() => call.ResponseHeadersAsync)).StatusCode);
+            Assert.Empty(call.GetTrailers());
+        }
     }
 
     [Fact]
@@ -187,6 +251,40 @@ public class ClientTests
         using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxReceiveMessageSize = 1000 });
         var ex = await Assert.ThrowsAsync<RpcException>(() => new TestService.TestServiceClient(channel).UnaryCallAsync(new SimpleRequest { ResponseSize = 5000 }).ResponseAsync);
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_unary_request_over_the_send_limit_fails_locally_and_the_next_calls_are_intact()
+    {
+        // Unary requests are serialized through one reused writer per thread: a failed or a large
+        // serialization must leave nothing behind for the next call.
+        await using var host = await StartGreeterAndTestService();
+        using var channel = RpcChannel.ForAddress(host.Address, new RpcChannelOptions { MaxSendMessageSize = 100_000 });
+        var client = new TestService.TestServiceClient(channel);
+        var ex = await Assert.ThrowsAsync<RpcException>(() => client.UnaryCallAsync(new SimpleRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[200_000]) } }).ResponseAsync);
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        foreach (var size in new[] { 3, 90_000, 0, 70_000, 5 })
+        {
+            var body = ByteString.CopyFrom(Enumerable.Range(0, size).Select(i => (byte)i).ToArray());
+            var response = await client.UnaryCallAsync(new SimpleRequest { ResponseSize = size, Payload = new Payload { Body = body } });
+            Assert.Equal(size, response.Payload.Body.Length);
+        }
+    }
+
+    [Fact]
+    public async Task A_request_stream_reuses_one_buffer_across_messages_of_any_size()
+    {
+        // The writes of a call share one buffer, cleared after each and dropped when a message grew
+        // it past 64 KiB: every message must still arrive whole, whatever came before it.
+        await using var host = await StartGreeterAndTestService();
+        using var call = new TestService.TestServiceClient(host.Channel).StreamingInputCall();
+        var sizes = new[] { 100_000, 10, 70_000, 0, 5, 65_000, 3 };
+        foreach (var size in sizes)
+        {
+            await call.RequestStream.WriteAsync(new StreamingInputCallRequest { Payload = new Payload { Body = ByteString.CopyFrom(new byte[size]) } });
+        }
+        await call.RequestStream.CompleteAsync();
+        Assert.Equal(sizes.Sum(), (await call).AggregatedPayloadSize);
     }
 
     [Fact]
@@ -230,6 +328,57 @@ public class ClientTests
         }));
         var ex = await Assert.ThrowsAsync<RpcException>(() => new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest()).ResponseAsync);
         Assert.Equal(expected, ex.StatusCode);
+    }
+
+    public enum UnaryBody { OneMessage, OneMessageInPieces, LargeMessageInPieces, TwoMessages, TruncatedFrame, NoMessage, NoStatus, MessageThenError }
+
+    [Theory]
+    [InlineData(UnaryBody.OneMessage, StatusCode.OK, "")]
+    [InlineData(UnaryBody.OneMessageInPieces, StatusCode.OK, "")]
+    [InlineData(UnaryBody.LargeMessageInPieces, StatusCode.OK, "")]
+    [InlineData(UnaryBody.TwoMessages, StatusCode.Internal, "The server sent more than one response message to a call that expects one.")]
+    [InlineData(UnaryBody.TruncatedFrame, StatusCode.Internal, "Incomplete response message: the stream ended inside a frame.")]
+    [InlineData(UnaryBody.NoMessage, StatusCode.Internal, "The server ended the call with OK but sent no response message.")]
+    [InlineData(UnaryBody.NoStatus, StatusCode.Internal, "The response ended without a grpc-status.")]
+    [InlineData(UnaryBody.MessageThenError, StatusCode.NotFound, "gone")]
+    public async Task A_unary_response_body_is_read_to_its_end_and_checked(UnaryBody body, StatusCode expected, string detail)
+    {
+        // A hand-written server, so the body can be anything: the client reads a unary response
+        // straight from the HTTP/2 stream, arriving in one piece or several.
+        var large = new string('x', 200_000);
+        await using var host = await TestHost.StartAsync(map: app => app.MapPost("/helloworld.Greeter/SayHello", async (HttpContext http) =>
+        {
+            http.Response.ContentType = "application/grpc";
+            var reply = TestHost.Frame(new HelloReply { Message = body == UnaryBody.LargeMessageInPieces ? large : "hi" });
+            var pieces = body switch
+            {
+                UnaryBody.OneMessage or UnaryBody.NoStatus or UnaryBody.MessageThenError => new[] { reply },
+                UnaryBody.OneMessageInPieces or UnaryBody.LargeMessageInPieces => new[] { reply[..3], reply[3..7], reply[7..] },
+                UnaryBody.TwoMessages => new[] { reply, reply },
+                UnaryBody.TruncatedFrame => new[] { reply[..^1] },
+                _ => [],
+            };
+            foreach (var piece in pieces)
+            {
+                await http.Response.Body.WriteAsync(piece);
+                await http.Response.Body.FlushAsync();
+            }
+            if (body == UnaryBody.NoStatus) return;
+            http.Response.AppendTrailer("grpc-status", body == UnaryBody.MessageThenError ? "5" : "0");
+            if (body == UnaryBody.MessageThenError) http.Response.AppendTrailer("grpc-message", "gone");
+        }));
+        using var call = new Greeter.GreeterClient(host.Channel).SayHelloAsync(new HelloRequest());
+        if (expected == StatusCode.OK)
+        {
+            Assert.Equal(body == UnaryBody.LargeMessageInPieces ? large : "hi", (await call).Message);
+        }
+        else
+        {
+            var ex = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync);
+            Assert.Equal(expected, ex.StatusCode);
+        }
+        Assert.Equal(expected, call.GetStatus().Code);
+        Assert.Equal(detail, call.GetStatus().Detail);
     }
 
     [Fact]
@@ -327,6 +476,8 @@ public class ClientTests
     {
         public TaskCompletionSource<bool> HandlerCancelled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        public TaskCompletionSource<bool> HandlerWaiting { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         public TaskCompletionSource<DateTime> InnerDeadline { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public RpcChannel? Channel { get; set; }
@@ -359,6 +510,7 @@ public class ClientTests
                 // Sleeps until the deadline cancels it.
                 try
                 {
+                    probe.HandlerWaiting.TrySetResult(true);
                     await Task.Delay(Timeout.Infinite, context.CancellationToken);
                 }
                 finally

@@ -16,29 +16,29 @@ internal sealed class HttpCallInvoker(RpcChannel channel) : CallInvoker
 {
     public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
     {
-        var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartUnary(request);
-        return new AsyncUnaryCall<TResponse>(call, call.ReadUnaryResponseAsync());
+        var call = new ClientCall<TRequest, TResponse>(channel, method);
+        call.StartUnary(request, options, startResponse: false);
+        return new AsyncUnaryCall<TResponse>(call, call.UnaryResponseAsync());
     }
 
     public override AsyncServerStreamingCall<TResponse> AsyncServerStreamingCall<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
     {
-        var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartUnary(request);
+        var call = new ClientCall<TRequest, TResponse>(channel, method);
+        call.StartUnary(request, options, startResponse: true);
         return new AsyncServerStreamingCall<TResponse>(call, call.ResponseStream);
     }
 
     public override AsyncClientStreamingCall<TRequest, TResponse> AsyncClientStreamingCall<TRequest, TResponse>(Method<TRequest, TResponse> method, CallOptions options)
     {
-        var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartStreaming();
+        var call = new ClientCall<TRequest, TResponse>(channel, method);
+        call.StartStreaming(options);
         return new AsyncClientStreamingCall<TRequest, TResponse>(call, call.RequestStream, call.ReadUnaryResponseAsync());
     }
 
     public override AsyncDuplexStreamingCall<TRequest, TResponse> AsyncDuplexStreamingCall<TRequest, TResponse>(Method<TRequest, TResponse> method, CallOptions options)
     {
-        var call = new ClientCall<TRequest, TResponse>(channel, method, options);
-        call.StartStreaming();
+        var call = new ClientCall<TRequest, TResponse>(channel, method);
+        call.StartStreaming(options);
         return new AsyncDuplexStreamingCall<TRequest, TResponse>(call, call.RequestStream, call.ResponseStream);
     }
 }

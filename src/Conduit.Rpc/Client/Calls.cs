@@ -3,13 +3,16 @@ using System.Runtime.CompilerServices;
 namespace Conduit.Rpc.Client;
 
 /// <summary>What every call object offers: response headers, and status and trailers once it is over.</summary>
-internal interface IClientCallState : IDisposable
+internal interface IClientCallState
 {
     Task<Metadata> ResponseHeadersAsync { get; }
 
     Status GetStatus();
 
     Metadata GetTrailers();
+
+    /// <summary>Cancels the call if it is still running and frees its resources.</summary>
+    void DisposeCall();
 }
 
 /// <summary>A unary call: await it for the response.</summary>
@@ -36,7 +39,7 @@ public sealed class AsyncUnaryCall<TResponse> : IDisposable
     public Metadata GetTrailers() => _call.GetTrailers();
 
     /// <summary>Cancels the call if it is still running and frees its resources.</summary>
-    public void Dispose() => _call.Dispose();
+    public void Dispose() => _call.DisposeCall();
 }
 
 /// <summary>A server-streaming call: read <see cref="ResponseStream"/> with await foreach.</summary>
@@ -58,7 +61,7 @@ public sealed class AsyncServerStreamingCall<TResponse> : IDisposable
 
     public Metadata GetTrailers() => _call.GetTrailers();
 
-    public void Dispose() => _call.Dispose();
+    public void Dispose() => _call.DisposeCall();
 }
 
 /// <summary>A client-streaming call: write to <see cref="RequestStream"/>, complete it, await the response.</summary>
@@ -85,7 +88,7 @@ public sealed class AsyncClientStreamingCall<TRequest, TResponse> : IDisposable
 
     public Metadata GetTrailers() => _call.GetTrailers();
 
-    public void Dispose() => _call.Dispose();
+    public void Dispose() => _call.DisposeCall();
 }
 
 /// <summary>A bidirectional call: write to <see cref="RequestStream"/> while reading <see cref="ResponseStream"/>.</summary>
@@ -110,5 +113,5 @@ public sealed class AsyncDuplexStreamingCall<TRequest, TResponse> : IDisposable
 
     public Metadata GetTrailers() => _call.GetTrailers();
 
-    public void Dispose() => _call.Dispose();
+    public void Dispose() => _call.DisposeCall();
 }

@@ -1,6 +1,8 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Runtime.CompilerServices;
 using Conduit.Rpc.Wire;
 
 namespace Conduit.Rpc.Client;
@@ -8,93 +10,148 @@ namespace Conduit.Rpc.Client;
 /// <summary>
 /// One call over SocketsHttpHandler, whatever its kind: the request (one pre-serialized message,
 /// or a stream the caller writes to), the response headers, the response messages read straight
-/// from the HTTP/2 stream through a PipeReader, and the final status from the trailers. The
+/// from the HTTP/2 stream (through a PipeReader for a stream of them, into one pooled buffer for a
+/// unary call's one), and the final status from the trailers. The
 /// deadline and cancellation are enforced locally: when either fires the HTTP/2 stream is reset.
+/// The call object is also the request's HttpContent, its response reader and its request writer
+/// (as the server's HttpServerCall is its own streams): one object per call, not four.
 /// </summary>
-internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
+internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCallState, IAsyncStreamReader<TResponse>, IClientStreamWriter<TRequest>
 {
     private const string UserAgent = "grpc-csharp-conduit/0.1";
     private const int ReasonNone = 0, ReasonCancelled = 1, ReasonDisposed = 2;
     internal static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
     private static readonly OperationCanceledException Cancelled = new();
+    private static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 16 * 1024, minimumReadSize: 1024);
 
     private readonly RpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
-    private readonly CallOptions _options;
+    // Also the call's lock (no other code sees the source, only its token): one object fewer per call.
     private readonly CancellationTokenSource _cts = new();
-    private readonly TaskCompletionSource<Metadata> _headers = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly object _lock = new();
+    // Response headers become Metadata only when asked for, and the task only exists once asked.
+    private TaskCompletionSource<Metadata>? _headersSource;
+    private Task<Metadata>? _headersTask;
+    private Metadata? _headerMetadata;
+    private bool _headersReceived;
     private DateTime _deadline = DateTime.MaxValue;
     private int _reason;
     private CancellationTokenRegistration _userRegistration;
     private CancellationTokenRegistration _parentRegistration;
     private ICompressionProvider? _requestCompressor;
     private ICompressionProvider? _responseDecompressor;
-    private HttpRequestMessage? _request;
     private HttpResponseMessage? _response;
-    private PipeReader? _reader;
+    private PipeReader? _reader;  // the response body of a streaming response
+    private Stream? _body;        // the response body of a unary call, read without a PipeReader
+    private Task<HttpResponseMessage>? _send;
     private Task _started = Task.CompletedTask;
-    private StreamingContent? _streamingContent;
+    // The request body: one pre-serialized frame (unary and server streaming), or the stream
+    // SocketsHttpHandler hands us, kept open until the caller completes it (client streaming, duplex).
+    private byte[]? _frame;
+    private TaskCompletionSource<Stream>? _requestStream;
+    private TaskCompletionSource? _requestDone;
+    private TResponse? _current;
+    private bool _requestCompleted;
+    private bool _writePending;
+    private PooledBufferWriter? _writeBuffer;
+    private bool _writesDropped;
     private Status? _status;
+    // Null until asked for, converted from _trailerSource (the response's trailers) if set.
     private Metadata? _trailers;
+    private HttpHeaders? _trailerSource;
     private int _reading;
     private int _released;
     private volatile bool _endedByServer;
     private Server.ServerCallContext? _parent;
 
-    public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
+    public ClientCall(RpcChannel channel, Method<TRequest, TResponse> method)
     {
         _channel = channel;
         _method = method;
-        _options = options;
-        ResponseStream = new ResponseReader(this);
-        RequestStream = new RequestWriter(this);
     }
 
-    public IAsyncStreamReader<TResponse> ResponseStream { get; }
+    public IAsyncStreamReader<TResponse> ResponseStream => this;
 
-    public IClientStreamWriter<TRequest> RequestStream { get; }
+    public IClientStreamWriter<TRequest> RequestStream => this;
 
-    public Task<Metadata> ResponseHeadersAsync => _headers.Task;
+    public Task<Metadata> ResponseHeadersAsync
+    {
+        get
+        {
+            lock (_cts)
+            {
+                if (_headersTask is not null) return _headersTask;
+                if (_headersReceived)
+                {
+                    _headersTask = Task.FromResult(HeaderMetadata());
+                }
+                else if (_status is { } status)
+                {
+                    _headersTask = Task.FromException<Metadata>(new RpcException(status, Trailers));
+                    _ = _headersTask.Exception; // observed: a caller that never awaits it is fine
+                }
+                else
+                {
+                    _headersSource = new TaskCompletionSource<Metadata>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _headersTask = _headersSource.Task;
+                }
+                return _headersTask;
+            }
+        }
+    }
 
     public Status GetStatus() => _status ?? throw new InvalidOperationException("The call is still in progress: its status is not known yet.");
 
     public Metadata GetTrailers() => _status is null
         ? throw new InvalidOperationException("The call is still in progress: its trailers are not known yet.")
-        : _trailers ?? new Metadata();
+        : Trailers;
 
-    public void StartUnary(TRequest request)
+    /// <summary>The trailers of a finished call, converted to Metadata the first time they are asked for.</summary>
+    private Metadata Trailers
     {
-        ResolveCompression();
-        byte[] frame;
-        using (var buffer = new PooledBufferWriter())
+        get
         {
-            try
-            {
-                MessageFraming.WriteMessage(buffer, request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
-            }
-            catch (RpcException ex)
-            {
-                Finish(ex.Status, null);
-                return;
-            }
-            // A plain array, not the pooled one: SocketsHttpHandler may still be sending (or
-            // resend) the body when the call ends, so nothing may return it to a pool under it.
-            frame = buffer.WrittenSpan.ToArray();
+            lock (_cts) return _trailers ??= _trailerSource is { } source ? ReadMetadata(source) : new Metadata();
         }
-        Start(new UnaryContent(frame));
     }
 
-    public void StartStreaming()
+    /// <summary>The response headers as Metadata (under the lock, once they were received).</summary>
+    private Metadata HeaderMetadata() => _headerMetadata ??= ReadMetadata(_response!.Headers);
+
+    /// <summary>
+    /// Sends a single request message. The response is then read either by
+    /// <see cref="UnaryResponseAsync"/> (a unary call: the whole call is one async method) or,
+    /// with <paramref name="startResponse"/>, by a task started here (a server stream).
+    /// </summary>
+    public void StartUnary(TRequest request, in CallOptions options, bool startResponse)
     {
-        ResolveCompression();
-        _streamingContent = new StreamingContent();
-        Start(_streamingContent);
+        ResolveCompression(options);
+        try
+        {
+            // A plain array, not a pooled one: SocketsHttpHandler may still be sending (or
+            // resend) the body when the call ends, so nothing may return it to a pool under it.
+            _frame = MessageFraming.SerializeFrame(request, _method.RequestMarshaller, _requestCompressor, _channel.Options.MaxSendMessageSize);
+        }
+        catch (RpcException ex)
+        {
+            Finish(ex.Status, null);
+            return;
+        }
+        Start(options);
+        if (startResponse) _started = StartResponseAsync(pipe: true).AsTask();
     }
 
-    private void ResolveCompression()
+    public void StartStreaming(in CallOptions options)
     {
-        if (_options.Compression is { } name && !name.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
+        ResolveCompression(options);
+        _requestStream = new TaskCompletionSource<Stream>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _requestDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Start(options);
+        _started = StartResponseAsync(pipe: true).AsTask();
+    }
+
+    private void ResolveCompression(in CallOptions options)
+    {
+        if (options.Compression is { } name && !name.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase))
         {
             if (!_channel.Options.CompressionProviders.TryGet(name, out _requestCompressor))
             {
@@ -103,26 +160,25 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    private void Start(HttpContent content)
+    private void Start(in CallOptions options)
     {
-        var parent = _options.Parent;
-        _deadline = _options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
+        var parent = options.Parent;
+        _deadline = options.Deadline?.ToUniversalTime() ?? DateTime.MaxValue;
         if (parent is not null && parent.Deadline < _deadline) _deadline = parent.Deadline;
 
         var request = new HttpRequestMessage(HttpMethod.Post, _channel.GetUri(_method))
         {
             Version = HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Content = content,
+            Content = this,
         };
-        _request = request;
         var headers = request.Headers;
         headers.TryAddWithoutValidation(GrpcProtocol.TeHeader, "trailers");
         headers.TryAddWithoutValidation("user-agent", UserAgent);
         headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, _channel.Options.CompressionProviders.AcceptEncoding);
         if (_requestCompressor is not null) headers.TryAddWithoutValidation(GrpcProtocol.EncodingHeader, _requestCompressor.EncodingName);
-        content.Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
-        if (_options.Headers is { } metadata)
+        Headers.TryAddWithoutValidation("content-type", GrpcProtocol.ContentType);
+        if (options.Headers is { } metadata)
         {
             foreach (var entry in metadata)
             {
@@ -144,9 +200,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 if (remaining < MaxTimer) _cts.CancelAfter(remaining);
             }
         }
-        if (_options.CancellationToken.CanBeCanceled)
+        if (options.CancellationToken.CanBeCanceled)
         {
-            _userRegistration = _options.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
+            _userRegistration = options.CancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this);
         }
         if (parent is not null)
         {
@@ -155,17 +211,41 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             _parentRegistration = parent.CancellationToken.UnsafeRegister(static s =>
             {
                 var call = (ClientCall<TRequest, TResponse>)s!;
-                call.Cancel(call._parent!.DeadlineReached ? ReasonNone : ReasonCancelled);
+                call.Cancel(call.ParentReachedDeadline() ? ReasonNone : ReasonCancelled);
             }, this);
         }
         // Whatever cancels the call (deadline, caller, parent, Dispose) ends it at once: the status
-        // is recorded and the HTTP/2 stream reset, even if nobody is reading the response.
-        _cts.Token.UnsafeRegister(static s =>
+        // is recorded and the HTTP/2 stream reset, even if nobody is reading the response. Cancel
+        // does that itself; only the deadline's timer cancels the token behind our back, so only a
+        // call with a deadline needs a callback on it.
+        if (_deadline != DateTime.MaxValue)
         {
-            var call = (ClientCall<TRequest, TResponse>)s!;
-            call.Finish(call.StatusFromException(Cancelled), null);
-        }, this);
-        _started = StartResponseAsync(_channel.Http.SendAsync(request, _cts.Token));
+            _cts.Token.UnsafeRegister(static s =>
+            {
+                var call = (ClientCall<TRequest, TResponse>)s!;
+                call.Finish(call.StatusFromException(Cancelled), null);
+            }, this);
+        }
+        _send = _channel.Http.SendAsync(request, _cts.Token);
+    }
+
+    /// <summary>
+    /// Whether the incoming call this one inherited from ended by its deadline. Its deadline timer
+    /// can still be running this callback while that call completes and Kestrel disposes its
+    /// HttpContext (seen once in scripts/test.sh: the ObjectDisposedException, thrown on a timer
+    /// thread, took the whole process down); the clock then says what the context no longer can.
+    /// </summary>
+    private bool ParentReachedDeadline()
+    {
+        var parent = _parent!;
+        try
+        {
+            return parent.DeadlineReached;
+        }
+        catch (ObjectDisposedException)
+        {
+            return DateTime.UtcNow >= parent.Deadline;
+        }
     }
 
     private void Cancel(int reason)
@@ -178,10 +258,18 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         catch (ObjectDisposedException)
         {
         }
+        // (Once the status is recorded this returns at once: Finish calls back here to reset the stream.)
+        Finish(StatusFromException(Cancelled), null);
     }
 
-    private async Task StartResponseAsync(Task<HttpResponseMessage> send)
+    /// <summary>
+    /// Waits for the response headers, checks them, and opens the response body for reading:
+    /// through a PipeReader (<paramref name="pipe"/>, a stream of messages), or as the plain stream.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask StartResponseAsync(bool pipe)
     {
+        if (_send is not { } send) return; // ended before it was sent
         HttpResponseMessage response;
         try
         {
@@ -192,7 +280,8 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             Finish(StatusFromException(ex), null);
             return;
         }
-        lock (_lock)
+        TaskCompletionSource<Metadata>? headersSource;
+        lock (_cts)
         {
             if (_status is not null)
             {
@@ -201,50 +290,62 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
                 return;
             }
             _response = response;
+            _headersReceived = true;
+            headersSource = _headersSource;
         }
-        var headerMetadata = ReadMetadata(response.Headers);
-        _headers.TrySetResult(headerMetadata);
+        if (headersSource is not null)
+        {
+            Metadata metadata;
+            lock (_cts) metadata = HeaderMetadata();
+            headersSource.TrySetResult(metadata);
+        }
 
-        if (response.Headers.Contains(GrpcProtocol.StatusTrailer))
+        // Header values are read unparsed (NonValidated): typed access would parse and allocate.
+        var headers = response.Headers.NonValidated;
+        if (headers.Contains(GrpcProtocol.StatusTrailer))
         {
             // Trailers-only: the status arrived in the headers and there is no body.
             _endedByServer = true;
-            Finish(ReadStatus(response.Headers), headerMetadata);
+            Finish(ReadStatus(headers), null, response.Headers);
             return;
         }
         if (response.StatusCode != HttpStatusCode.OK)
         {
-            Finish(new Status(MapHttpStatus(response.StatusCode), $"Bad gRPC response. HTTP status code: {(int)response.StatusCode}"), headerMetadata);
+            Finish(new Status(MapHttpStatus(response.StatusCode), $"Bad gRPC response. HTTP status code: {(int)response.StatusCode}"), null, response.Headers);
             return;
         }
-        var contentType = response.Content.Headers.ContentType?.MediaType;
-        if (!GrpcProtocol.IsGrpcContentType(response.Content.Headers.TryGetValues("content-type", out var ct) ? ct.FirstOrDefault() : contentType))
+        if (!GrpcProtocol.IsGrpcContentType(FirstValue(response.Content.Headers.NonValidated, "content-type")))
         {
-            Finish(new Status(StatusCode.Unknown, $"Bad gRPC response. Invalid content-type value: {contentType}"), headerMetadata);
+            var contentType = response.Content.Headers.ContentType?.MediaType;
+            Finish(new Status(StatusCode.Unknown, $"Bad gRPC response. Invalid content-type value: {contentType}"), null, response.Headers);
             return;
         }
-        if (response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out var encodings))
+        if (FirstValue(headers, GrpcProtocol.EncodingHeader) is { } encoding
+            && !encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase)
+            && !_channel.Options.CompressionProviders.TryGet(encoding, out _responseDecompressor))
         {
-            var encoding = encodings.First();
-            if (!encoding.Equals(GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase)
-                && !_channel.Options.CompressionProviders.TryGet(encoding, out _responseDecompressor))
-            {
-                Finish(new Status(StatusCode.Internal, $"The server compressed the response with unsupported grpc-encoding '{encoding}'."), headerMetadata);
-                return;
-            }
+            Finish(new Status(StatusCode.Internal, $"The server compressed the response with unsupported grpc-encoding '{encoding}'."), null, response.Headers);
+            return;
         }
         try
         {
-            var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
-            var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 1024));
-            lock (_lock)
+            // The runtime's own contents (SocketsHttpHandler's response among them) open their
+            // stream without I/O: no Task<Stream> for those.
+            var content = response.Content;
+            var stream = content.GetType().Assembly == typeof(HttpContent).Assembly
+                ? content.ReadAsStream(_cts.Token)
+                : await content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
+            var reader = pipe ? PipeReader.Create(stream, ReaderOptions) : null;
+            lock (_cts)
             {
                 if (_status is not null)
                 {
-                    reader.Complete();
+                    if (reader is not null) reader.Complete();
+                    else stream.Dispose();
                     return;
                 }
                 _reader = reader;
+                _body = stream;
             }
         }
         catch (Exception ex)
@@ -253,8 +354,13 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    /// <summary>The next response message; false at the end of an OK call; RpcException otherwise.</summary>
-    public async ValueTask<(bool HasMessage, TResponse Message)> ReadNextAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads the next response message into <see cref="_current"/>; false (and no current message)
+    /// at the end of an OK call; RpcException otherwise. It is the response reader's MoveNext
+    /// itself, so reading a message costs one state machine, not two.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> ReadNextAsync(CancellationToken cancellationToken)
     {
         await _started.ConfigureAwait(false);
         // While a read runs, Finish (from Dispose, a deadline, the writer) leaves the response and
@@ -263,7 +369,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         try
         {
             ThrowIfFinished();
-            if (_status is not null) return default; // ended OK: nothing more to read
+            if (_status is not null)
+            {
+                _current = default; // ended OK: nothing more to read
+                return false;
+            }
             using var registration = cancellationToken.CanBeCanceled
                 ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
                 : default;
@@ -271,7 +381,11 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             {
                 var result = await MessageFraming.ReadMessageAsync(_reader!, _method.ResponseMarshaller, _responseDecompressor,
                     _channel.Options.MaxReceiveMessageSize, "response", _cts.Token).ConfigureAwait(false);
-                if (result.HasMessage) return (true, result.Message);
+                if (result.HasMessage)
+                {
+                    _current = result.Message;
+                    return true;
+                }
             }
             catch (Exception ex)
             {
@@ -280,11 +394,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
             }
             var trailers = _response!.TrailingHeaders;
             _endedByServer = true;
-            Finish(trailers.Contains(GrpcProtocol.StatusTrailer)
-                ? ReadStatus(trailers)
-                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), ReadMetadata(trailers));
+            Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
+                ? ReadStatus(trailers.NonValidated)
+                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
             ThrowIfFinished();
-            return default;
+            _current = default;
+            return false;
         }
         finally
         {
@@ -293,15 +408,122 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         }
     }
 
-    public async Task<TResponse> ReadUnaryResponseAsync()
+    /// <summary>
+    /// A unary call from sending to its one response: the only state machine the call allocates
+    /// (the steps it awaits are pooled ValueTask methods).
+    /// </summary>
+    public async Task<TResponse> UnaryResponseAsync()
     {
-        var (hasMessage, message) = await ReadNextAsync(default).ConfigureAwait(false);
-        if (!hasMessage)
+        await StartResponseAsync(pipe: false).ConfigureAwait(false);
+        return await ReadUnaryBodyAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Reads the one response message of a unary call straight from the response stream into a
+    /// pooled buffer, then the end of the stream and the trailers. Ends and fails exactly as
+    /// <see cref="ReadSingleResponseAsync"/> (two <see cref="ReadNextAsync"/>) over a PipeReader
+    /// does: the same checks in the same order, without a PipeReader per call.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<TResponse> ReadUnaryBodyAsync()
+    {
+        Interlocked.Exchange(ref _reading, 1);
+        byte[]? buffer = null;
+        try
+        {
+            ThrowIfFinished();
+            if (_status is null)
+            {
+                var maxSize = _channel.Options.MaxReceiveMessageSize;
+                var (hasMessage, message) = (false, default(TResponse)!);
+                var filled = 0;  // bytes in buffer
+                var parsed = 0;  // bytes of the first frame, once it was decoded
+                var second = false;
+                try
+                {
+                    buffer = ArrayPool<byte>.Shared.Rent(1024);
+                    while (true)
+                    {
+                        var available = new ReadOnlySequence<byte>(buffer, parsed, filled - parsed);
+                        if (!hasMessage && MessageFraming.TryReadMessage(available, _method.ResponseMarshaller, _responseDecompressor, maxSize, "response", out message, out var consumed))
+                        {
+                            (hasMessage, parsed) = (true, consumed);
+                            continue;
+                        }
+                        if (hasMessage && MessageFraming.TryReadMessage(available, _method.ResponseMarshaller, _responseDecompressor, maxSize, "response", out _, out _))
+                        {
+                            second = true;
+                            break;
+                        }
+                        if (filled == buffer.Length) buffer = Grow(buffer, filled, parsed, maxSize);
+                        var read = await _body!.ReadAsync(buffer.AsMemory(filled), _cts.Token).ConfigureAwait(false);
+                        if (read == 0) break;
+                        filled += read;
+                    }
+                    if (!second && filled > parsed)
+                    {
+                        throw new RpcException(StatusCode.Internal, "Incomplete response message: the stream ended inside a frame.");
+                    }
+                }
+                catch (Exception ex)
+                {
+                    Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
+                    ThrowIfFinished();
+                }
+                if (second)
+                {
+                    Cancel(ReasonDisposed);
+                    Fail(new Status(StatusCode.Internal, "The server sent more than one response message to a call that expects one."));
+                }
+                if (_status is null)
+                {
+                    var trailers = _response!.TrailingHeaders;
+                    _endedByServer = true;
+                    Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
+                        ? ReadStatus(trailers.NonValidated)
+                        : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
+                    ThrowIfFinished();
+                }
+                if (hasMessage) return message;
+            }
+            Fail(new Status(StatusCode.Internal, "The server ended the call with OK but sent no response message."));
+            return default!;
+        }
+        finally
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            Volatile.Write(ref _reading, 0);
+            if (_status is not null) ReleaseResponse();
+        }
+    }
+
+    /// <summary>A larger pooled buffer for <see cref="ReadUnaryBodyAsync"/>: room for the frame being read (whose length was checked) or twice the room.</summary>
+    private static byte[] Grow(byte[] buffer, int filled, int parsed, int maxSize)
+    {
+        var needed = filled * 2L;
+        if (filled - parsed >= GrpcProtocol.HeaderSize)
+        {
+            var length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(parsed + 1));
+            needed = Math.Max(needed, parsed + GrpcProtocol.HeaderSize + (long)Math.Min(length, (uint)maxSize) + GrpcProtocol.HeaderSize);
+        }
+        var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(needed, Array.MaxLength));
+        buffer.AsSpan(0, filled).CopyTo(larger);
+        ArrayPool<byte>.Shared.Return(buffer);
+        return larger;
+    }
+
+    /// <summary>The one response of a client-streaming call.</summary>
+    public async Task<TResponse> ReadUnaryResponseAsync() => await ReadSingleResponseAsync().ConfigureAwait(false);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<TResponse> ReadSingleResponseAsync()
+    {
+        if (!await ReadNextAsync(default).ConfigureAwait(false))
         {
             Fail(new Status(StatusCode.Internal, "The server ended the call with OK but sent no response message."));
         }
-        var (more, _) = await ReadNextAsync(default).ConfigureAwait(false);
-        if (more)
+        var message = _current!;
+        if (await ReadNextAsync(default).ConfigureAwait(false))
         {
             Cancel(ReasonDisposed);
             Fail(new Status(StatusCode.Internal, "The server sent more than one response message to a call that expects one."));
@@ -313,7 +535,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     {
         if (_status is { } status && status.Code != StatusCode.OK)
         {
-            throw new RpcException(status, _trailers);
+            throw new RpcException(status, Trailers);
         }
     }
 
@@ -321,25 +543,38 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
     private void Fail(Status status)
     {
         Finish(status, null);
-        lock (_lock) _status = status;
-        throw new RpcException(status, _trailers);
+        lock (_cts) _status = status;
+        throw new RpcException(status, Trailers);
     }
 
-    /// <summary>Records the final status (the first one wins) and releases what the call holds.</summary>
-    private void Finish(Status status, Metadata? trailers)
+    /// <summary>
+    /// Records the final status (the first one wins) and releases what the call holds. The
+    /// trailers are <paramref name="trailers"/>, else read from <paramref name="trailerSource"/>
+    /// when first asked for, else empty.
+    /// </summary>
+    private void Finish(Status status, Metadata? trailers, HttpHeaders? trailerSource = null)
     {
-        lock (_lock)
+        TaskCompletionSource<Metadata>? headersSource;
+        lock (_cts)
         {
             if (_status is not null) return;
             _status = status;
-            _trailers = trailers ?? new Metadata();
+            _trailers = trailers;
+            _trailerSource = trailerSource;
+            headersSource = _headersReceived ? null : _headersSource;
         }
-        if (!_headers.Task.IsCompleted)
+        if (headersSource is not null)
         {
-            _headers.TrySetException(new RpcException(status, _trailers));
-            _ = _headers.Task.Exception; // observed: a caller that never asks for headers is fine
+            headersSource.TrySetException(new RpcException(status, Trailers));
+            _ = headersSource.Task.Exception; // observed: a caller that never awaits it is fine
         }
-        _streamingContent?.Abort(new RpcException(status, _trailers));
+        if (_requestStream is { } requestStream)
+        {
+            // A writer waiting for the request stream learns how the call ended; the body ends.
+            requestStream.TrySetException(new RpcException(status, Trailers));
+            _ = requestStream.Task.Exception;
+            _requestDone!.TrySetResult();
+        }
         _userRegistration.Dispose();
         _parentRegistration.Dispose();
         if (status.Code != StatusCode.OK)
@@ -362,7 +597,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         if (Interlocked.Exchange(ref _released, 1) != 0) return;
         PipeReader? reader;
         HttpResponseMessage? response;
-        lock (_lock) (reader, response) = (_reader, _response);
+        lock (_cts) (reader, response) = (_reader, _response);
         reader?.Complete();
         response?.Dispose();
         // The request is not disposed: SocketsHttpHandler may still hold it (a call that ended
@@ -370,7 +605,8 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         // nothing that needs releasing.
     }
 
-    public void Dispose()
+    /// <summary>Cancels the call if it is still running (not HttpContent.Dispose, which is the request body's).</summary>
+    public void DisposeCall()
     {
         // A call that is over has nothing left to cancel (and cancelling costs: callbacks, timers).
         if (_status is not null)
@@ -439,21 +675,29 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         _ => StatusCode.Internal,
     };
 
-    private static Status ReadStatus(HttpHeaders headers)
+    /// <summary>The first value of a header as received (not parsed), or null.</summary>
+    private static string? FirstValue(HttpHeadersNonValidated headers, string name)
+    {
+        if (!headers.TryGetValues(name, out var values)) return null;
+        foreach (var value in values) return value;
+        return null;
+    }
+
+    private static Status ReadStatus(HttpHeadersNonValidated headers)
     {
         var code = StatusCode.Unknown;
-        if (headers.TryGetValues(GrpcProtocol.StatusTrailer, out var values)
-            && int.TryParse(values.First(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var parsed))
+        if (FirstValue(headers, GrpcProtocol.StatusTrailer) is { } text
+            && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var parsed))
         {
             code = (StatusCode)parsed;
         }
-        var message = headers.TryGetValues(GrpcProtocol.MessageTrailer, out var messages) ? HeaderEncoding.PercentDecode(messages.First()) : string.Empty;
+        var message = FirstValue(headers, GrpcProtocol.MessageTrailer) is { } encoded ? HeaderEncoding.PercentDecode(encoded) : string.Empty;
         Google.Rpc.Status? rich = null;
-        if (headers.TryGetValues(GrpcProtocol.StatusDetailsTrailer, out var details))
+        if (FirstValue(headers, GrpcProtocol.StatusDetailsTrailer) is { } details)
         {
             try
             {
-                rich = Google.Rpc.Status.Parser.ParseFrom(HeaderEncoding.FromBase64(details.First()));
+                rich = Google.Rpc.Status.Parser.ParseFrom(HeaderEncoding.FromBase64(details));
             }
             catch (Exception ex) when (ex is FormatException or Google.Protobuf.InvalidProtocolBufferException)
             {
@@ -483,152 +727,118 @@ internal sealed class ClientCall<TRequest, TResponse> : IClientCallState
         return metadata;
     }
 
-    private sealed class ResponseReader(ClientCall<TRequest, TResponse> call) : IAsyncStreamReader<TResponse>
+    TResponse IAsyncStreamReader<TResponse>.Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
+
+    ValueTask<bool> IAsyncStreamReader<TResponse>.MoveNext(CancellationToken cancellationToken) => ReadNextAsync(cancellationToken);
+
+    IAsyncEnumerator<TResponse> IAsyncEnumerable<TResponse>.GetAsyncEnumerator(CancellationToken cancellationToken) =>
+        AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
+
+    WriteFlags IAsyncStreamWriter<TRequest>.WriteFlags { get; set; }
+
+    async Task IAsyncStreamWriter<TRequest>.WriteAsync(TRequest message, CancellationToken cancellationToken)
     {
-        private TResponse? _current;
-
-        public TResponse Current => _current ?? throw new InvalidOperationException("No current message: call MoveNext first.");
-
-        public async ValueTask<bool> MoveNext(CancellationToken cancellationToken = default)
+        ArgumentNullException.ThrowIfNull(message);
+        var requestStream = _requestStream ?? throw new InvalidOperationException("This call has no request stream.");
+        if (_requestCompleted) throw new InvalidOperationException("The request stream is already complete.");
+        if (_writePending) throw new InvalidOperationException("A write is already pending; await it before the next one.");
+        // The server ended the call: the message is dropped and the server's status is what
+        // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
+        // deadline, Dispose, a broken connection) throws how it ended instead.
+        if (_writesDropped || _endedByServer) return;
+        ThrowIfFinished();
+        if (_status is not null) throw new InvalidOperationException("The call is already over.");
+        _writePending = true;
+        try
         {
-            var (hasMessage, message) = await call.ReadNextAsync(cancellationToken).ConfigureAwait(false);
-            _current = hasMessage ? message : default;
-            return hasMessage;
-        }
-
-        public IAsyncEnumerator<TResponse> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
-            AsyncStreamReaderEnumerator.Enumerate(this, cancellationToken);
-    }
-
-    private sealed class RequestWriter(ClientCall<TRequest, TResponse> call) : IClientStreamWriter<TRequest>
-    {
-        private bool _completed;
-        private bool _writing;
-        private bool _serverDone;
-
-        public WriteFlags WriteFlags { get; set; }
-
-        public async Task WriteAsync(TRequest message, CancellationToken cancellationToken = default)
-        {
-            ArgumentNullException.ThrowIfNull(message);
-            var content = call._streamingContent ?? throw new InvalidOperationException("This call has no request stream.");
-            if (_completed) throw new InvalidOperationException("The request stream is already complete.");
-            if (_writing) throw new InvalidOperationException("A write is already pending; await it before the next one.");
-            // The server ended the call: the message is dropped and the server's status is what
-            // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
-            // deadline, Dispose, a broken connection) throws how it ended instead.
-            if (_serverDone || call._endedByServer) return;
-            call.ThrowIfFinished();
-            if (call._status is not null) throw new InvalidOperationException("The call is already over.");
-            _writing = true;
+            using var registration = cancellationToken.CanBeCanceled
+                ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
+                : default;
+            var stream = await requestStream.Task.ConfigureAwait(false);
+            // One buffer for all the call's writes (one write at a time), cleared after each.
+            var buffer = _writeBuffer ??= new PooledBufferWriter();
+            var compressor = (((IAsyncStreamWriter<TRequest>)this).WriteFlags & WriteFlags.NoCompress) != 0 ? null : _requestCompressor;
             try
             {
-                using var registration = cancellationToken.CanBeCanceled
-                    ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), call)
-                    : default;
-                var stream = await content.Stream.ConfigureAwait(false);
-                using var buffer = new PooledBufferWriter();
-                var compressor = (WriteFlags & WriteFlags.NoCompress) != 0 ? null : call._requestCompressor;
-                try
-                {
-                    MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, compressor, call._channel.Options.MaxSendMessageSize);
-                }
-                catch (RpcException ex)
-                {
-                    // A message too large to send fails the call, as on the unary path.
-                    call.Finish(ex.Status, null);
-                    throw;
-                }
-                await stream.WriteAsync(buffer.WrittenMemory, call._cts.Token).ConfigureAwait(false);
-                await stream.FlushAsync(call._cts.Token).ConfigureAwait(false);
+                MessageFraming.WriteMessage(buffer, message, _method.RequestMarshaller, compressor, _channel.Options.MaxSendMessageSize);
             }
-            catch (Exception ex) when (ex is not RpcException || call._status is not null)
+            catch (RpcException ex)
             {
-                if (call._endedByServer) return;
-                if (call._status is null && !call._cts.IsCancellationRequested)
-                {
-                    await call._started.ConfigureAwait(false);
-                    if (call._status is null && call._response is not null)
-                    {
-                        // The server answered and ended the call while we were still sending. As in
-                        // grpc-java, the message is dropped and the call's status is what reading
-                        // the response gives: that is where the server's real status is.
-                        _serverDone = true;
-                        return;
-                    }
-                }
-                // The call ended under the write: report how it ended.
-                if (call._status is null) call.Finish(call.StatusFromException(ex), null);
-                if (call._status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
-                throw new RpcException(call._status!.Value, call._trailers);
+                // A message too large to send fails the call, as on the unary path.
+                Finish(ex.Status, null);
+                throw;
             }
-            finally
-            {
-                _writing = false;
-            }
+            await stream.WriteAsync(buffer.WrittenMemory, _cts.Token).ConfigureAwait(false);
+            await stream.FlushAsync(_cts.Token).ConfigureAwait(false);
         }
-
-        public Task CompleteAsync()
+        catch (Exception ex) when (ex is not RpcException || _status is not null)
         {
-            _completed = true;
-            call._streamingContent?.Complete();
-            return Task.CompletedTask;
+            if (_endedByServer) return;
+            if (_status is null && !_cts.IsCancellationRequested)
+            {
+                await _started.ConfigureAwait(false);
+                if (_status is null && _response is not null)
+                {
+                    // The server answered and ended the call while we were still sending. As in
+                    // grpc-java, the message is dropped and the call's status is what reading
+                    // the response gives: that is where the server's real status is.
+                    _writesDropped = true;
+                    return;
+                }
+            }
+            // The call ended under the write: report how it ended.
+            if (_status is null) Finish(StatusFromException(ex), null);
+            if (_status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
+            throw new RpcException(_status!.Value, Trailers);
+        }
+        finally
+        {
+            if (_writeBuffer is { } used)
+            {
+                used.Clear();
+                // Back to the pool once the call is over, or if one large message grew it.
+                if (_status is not null || used.Capacity > 64 * 1024)
+                {
+                    _writeBuffer = null;
+                    used.Dispose();
+                }
+            }
+            _writePending = false;
         }
     }
 
-    /// <summary>A pre-serialized single request message.</summary>
-    private sealed class UnaryContent(byte[] frame) : HttpContent
+    Task IClientStreamWriter<TRequest>.CompleteAsync()
     {
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-            stream.WriteAsync(frame).AsTask();
-
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
-            stream.WriteAsync(frame, cancellationToken).AsTask();
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = frame.Length;
-            return true;
-        }
+        _requestCompleted = true;
+        _requestDone?.TrySetResult();
+        return Task.CompletedTask;
     }
+
+    // The request body, as SocketsHttpHandler asks for it.
+
+    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+        SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken) =>
+        _frame is { } frame ? stream.WriteAsync(frame, cancellationToken).AsTask() : SerializeStreamingAsync(stream, cancellationToken);
 
     /// <summary>
     /// The request stream of a streaming call: SocketsHttpHandler hands us the HTTP/2 request
     /// stream and we keep it open until the caller completes (half-closes) or the call ends.
     /// </summary>
-    private sealed class StreamingContent : HttpContent
+    private async Task SerializeStreamingAsync(Stream stream, CancellationToken cancellationToken)
     {
-        private readonly TaskCompletionSource<Stream> _stream = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        // SocketsHttpHandler holds the request headers back until the body is flushed: flush
+        // now so the server sees the call even before the first message (or with none).
+        await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+        _requestStream!.TrySetResult(stream);
+        await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _requestDone).ConfigureAwait(false);
+        await _requestDone!.Task.ConfigureAwait(false);
+    }
 
-        public Task<Stream> Stream => _stream.Task;
-
-        public void Complete() => _done.TrySetResult();
-
-        public void Abort(Exception reason)
-        {
-            _stream.TrySetException(reason);
-            _ = _stream.Task.Exception;
-            _done.TrySetResult();
-        }
-
-        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-            SerializeToStreamAsync(stream, context, CancellationToken.None);
-
-        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
-        {
-            // SocketsHttpHandler holds the request headers back until the body is flushed: flush
-            // now so the server sees the call even before the first message (or with none).
-            await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
-            _stream.TrySetResult(stream);
-            await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _done).ConfigureAwait(false);
-            await _done.Task.ConfigureAwait(false);
-        }
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = -1;
-            return false;
-        }
+    protected override bool TryComputeLength(out long length)
+    {
+        length = _frame?.Length ?? -1;
+        return _frame is not null;
     }
 }

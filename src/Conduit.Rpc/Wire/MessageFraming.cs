@@ -15,6 +15,35 @@ internal readonly record struct ReadResult<T>(bool HasMessage, T Message, bool W
 /// </summary>
 internal static class MessageFraming
 {
+    // The writer SerializeFrame serializes through, one per thread: taken out while in use (a
+    // marshaller that itself serializes on this thread gets a new one), its buffer kept up to 64 KiB.
+    [ThreadStatic]
+    private static PooledBufferWriter? t_frameWriter;
+
+    /// <summary>One framed message in an array of its own (exactly its size).</summary>
+    public static byte[] SerializeFrame<T>(T message, Marshaller<T> marshaller, ICompressionProvider? compression, int maxSize)
+    {
+        var writer = t_frameWriter ?? new PooledBufferWriter();
+        t_frameWriter = null;
+        try
+        {
+            WriteMessage(writer, message, marshaller, compression, maxSize);
+            return writer.WrittenSpan.ToArray();
+        }
+        finally
+        {
+            if (writer.Capacity <= 64 * 1024)
+            {
+                writer.Clear();
+                t_frameWriter = writer;
+            }
+            else
+            {
+                writer.Dispose();
+            }
+        }
+    }
+
     /// <summary>Serializes one framed message into <paramref name="output"/> (not flushed).</summary>
     public static void WriteMessage<T>(IBufferWriter<byte> output, T message, Marshaller<T> marshaller, ICompressionProvider? compression, int maxSize)
     {
@@ -93,6 +122,23 @@ internal static class MessageFraming
             reader.AdvanceTo(buffer.Start, buffer.End);
             if (result.IsCanceled) throw new OperationCanceledException(cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Decodes the message at the start of <paramref name="buffer"/> if its frame is complete,
+    /// with the checks and errors of <see cref="ReadMessageAsync"/>; <paramref name="consumed"/>
+    /// is the frame's length.
+    /// </summary>
+    internal static bool TryReadMessage<T>(ReadOnlySequence<byte> buffer, Marshaller<T> marshaller, ICompressionProvider? decompressor, int maxSize, string direction, out T message, out int consumed)
+    {
+        if (!TryReadFrame(buffer, maxSize, direction, out var compressed, out var payload))
+        {
+            (message, consumed) = (default!, 0);
+            return false;
+        }
+        message = Decode(payload, compressed, marshaller, decompressor, maxSize, direction);
+        consumed = GrpcProtocol.HeaderSize + (int)payload.Length;
+        return true;
     }
 
     internal static bool TryReadFrame(ReadOnlySequence<byte> buffer, int maxSize, string direction, out bool compressed, out ReadOnlySequence<byte> payload)

@@ -53,19 +53,25 @@ internal static class BenchCommand
                 Math.Max(1, parse.GetValue(connections)), Math.Max(1, parse.GetValue(concurrency)),
                 parse.GetValue(total), measure, parse.GetValue(rps), ParseDuration(parse.GetValue(warmup)!), parse.GetValue(streamMessages));
             var live = !Console.IsOutputRedirected && !parse.GetValue(json);
+            // CONDUIT_ALLOC_TRACE=1: bytes per call and the sampled types; =bytes: bytes per call
+            // only, without the sampler's own allocations (its event payloads) in the figure.
+            var trace = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE");
+            using var sampler = trace == "1" ? new Hosting.AllocationSampler() : null;
             var generator = new LoadGenerator(settings)
             {
+                // The per-type tally covers the measured calls only, like the bytes per call.
+                OnMeasureStart = sampler is null ? null : sampler.Reset,
                 OnProgress = live ? p => { Console.Write($"\r  {p.Ok} ok, {p.Errors} errors ..."); return Task.CompletedTask; } : null,
             };
-            using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new Hosting.AllocationSampler() : null;
             var allocatedAtStart = GC.GetTotalAllocatedBytes();
             var result = await generator.RunAsync(cancellationToken);
-            if (sampler is not null)
+            if (trace is "1" or "bytes")
             {
                 // The client side's cost, as `conduit serve` reports the server's.
                 var calls = Math.Max(1, result.Ok + result.Errors.Values.Sum());
-                Console.Error.WriteLine($"client allocated {(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per call (warm-up included); GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
-                sampler.Print();
+                var window = generator.AllocatedInWindow is { } w ? $"{w / calls} bytes per measured call after the warm-up, " : "";
+                Console.Error.WriteLine($"client allocated {window}{(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per measured call counting start-up and warm-up; GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
+                sampler?.Print(generator.AllocatedInWindow is null ? null : calls, top: 40);
             }
             if (live) Console.Write("\r" + new string(' ', 40) + "\r");
             Console.WriteLine(parse.GetValue(json) ? ToJson(settings, result) : ToText(settings, result));

@@ -49,10 +49,23 @@ internal sealed class AllocationSampler : EventListener
         Bytes.AddOrUpdate(type, amount, (_, v) => v + amount);
     }
 
-    public void Print()
+    /// <summary>Forgets what was tallied so far (the start-up and warm-up of a load run).</summary>
+    public void Reset()
+    {
+        Bytes.Clear();
+        Collections.Clear();
+        _olderCollections.Clear();
+    }
+
+    /// <summary>The GCs and the top <paramref name="top"/> types; with <paramref name="calls"/>, also each type's estimated bytes per call.</summary>
+    public void Print(long? calls = null, int top = 25)
     {
         foreach (var (what, count) in Collections.OrderBy(kv => kv.Key)) Console.WriteLine($"{count,10} GCs  {what}");
         foreach (var line in _olderCollections) Console.WriteLine(line);
-        foreach (var (type, bytes) in Bytes.OrderByDescending(kv => kv.Value).Take(25)) Console.WriteLine($"{bytes / 1024,10} KiB  {type}");
+        foreach (var (type, bytes) in Bytes.OrderByDescending(kv => kv.Value).Take(top))
+        {
+            Console.WriteLine(calls is { } n ? $"{bytes / 1024,10} KiB {bytes / n,6} B/call  {type}" : $"{bytes / 1024,10} KiB  {type}");
+        }
+        if (calls is { } total) Console.WriteLine($"{Bytes.Values.Sum() / 1024,10} KiB {Bytes.Values.Sum() / total,6} B/call  (all sampled types)");
     }
 }

@@ -37,6 +37,16 @@ internal sealed class LoadGenerator(BenchSettings settings)
 
     public Func<(long Ok, long Errors), Task>? OnProgress { get; init; }
 
+    /// <summary>
+    /// Bytes this process allocated from the end of the warm-up until the last call returned
+    /// (set by <see cref="RunAsync"/>; null if the run ended before the warm-up did). Divided by
+    /// the measured calls it is the client's cost per call, without start-up and warm-up.
+    /// </summary>
+    public long? AllocatedInWindow { get; private set; }
+
+    /// <summary>Called once when the warm-up ends and measuring starts.</summary>
+    public Action? OnMeasureStart { get; init; }
+
     public async Task<BenchResult> RunAsync(CancellationToken cancellationToken)
     {
         var method = CreateMethod(_settings.Method);
@@ -63,11 +73,25 @@ internal sealed class LoadGenerator(BenchSettings settings)
             for (var i = 0; i < workers.Length; i++) workers[i] = new Worker(this, channels[i % channels.Length], method, i);
             var tasks = workers.Select(w => Task.Run(() => w.RunAsync(cancellationToken), cancellationToken)).ToArray();
             var all = Task.WhenAll(tasks);
+            long? allocatedAtWindow = null;
+            var window = Task.Run(async () =>
+            {
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _measureFrom);
+                if (wait > TimeSpan.Zero) await Task.WhenAny(all, Task.Delay(wait, cancellationToken));
+                if (all.IsCompleted) return;
+                OnMeasureStart?.Invoke();
+                allocatedAtWindow = GC.GetTotalAllocatedBytes(precise: true);
+            }, cancellationToken);
             while (await Task.WhenAny(all, Task.Delay(1000, cancellationToken)) != all)
             {
                 if (OnProgress is not null) await OnProgress((workers.Sum(w => w.Ok), workers.Sum(w => w.ErrorCount)));
             }
             await all;
+            await window.ContinueWith(static _ => { }, TaskScheduler.Default); // cancelled with the run: no window
+            if (window.IsCompletedSuccessfully && allocatedAtWindow is { } at)
+            {
+                AllocatedInWindow = GC.GetTotalAllocatedBytes(precise: true) - at;
+            }
             var end = Math.Min(Stopwatch.GetTimestamp(), _stopAt);
             var elapsed = Stopwatch.GetElapsedTime(Math.Min(_measureFrom, end), end);
             var latencies = workers.SelectMany(w => w.Latencies).ToArray();
@@ -186,7 +210,10 @@ internal sealed class LoadGenerator(BenchSettings settings)
             }
         }
 
-        private async Task<long> CallOnceAsync(BenchSettings settings, CancellationToken cancellationToken)
+        // Pooled: the load generator's own per-call state machine would otherwise be counted
+        // against the client it measures.
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<long> CallOnceAsync(BenchSettings settings, CancellationToken cancellationToken)
         {
             var options = new CallOptions(cancellationToken: cancellationToken);
             switch (method.Type)
