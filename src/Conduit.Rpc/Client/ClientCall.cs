@@ -211,7 +211,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             _parentRegistration = parent.CancellationToken.UnsafeRegister(static s =>
             {
                 var call = (ClientCall<TRequest, TResponse>)s!;
-                call.Cancel(call.ParentReachedDeadline() ? ReasonNone : ReasonCancelled);
+                call.Cancel(call._parent!.DeadlineReached ? ReasonNone : ReasonCancelled);
             }, this);
         }
         // Whatever cancels the call (deadline, caller, parent, Dispose) ends it at once: the status
@@ -227,25 +227,6 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
             }, this);
         }
         _send = _channel.Http.SendAsync(request, _cts.Token);
-    }
-
-    /// <summary>
-    /// Whether the incoming call this one inherited from ended by its deadline. Its deadline timer
-    /// can still be running this callback while that call completes and Kestrel disposes its
-    /// HttpContext (seen once in scripts/test.sh: the ObjectDisposedException, thrown on a timer
-    /// thread, took the whole process down); the clock then says what the context no longer can.
-    /// </summary>
-    private bool ParentReachedDeadline()
-    {
-        var parent = _parent!;
-        try
-        {
-            return parent.DeadlineReached;
-        }
-        catch (ObjectDisposedException)
-        {
-            return DateTime.UtcNow >= parent.Deadline;
-        }
     }
 
     private void Cancel(int reason)

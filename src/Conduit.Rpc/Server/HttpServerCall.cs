@@ -16,6 +16,10 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     private readonly ServerRuntime _runtime;
     private CancellationTokenSource? _callCts;
     private CancellationToken _callToken;
+    // RequestAborted, captured once: a deadline timer or an inner call can ask DeadlineExceeded
+    // from another thread while the call completes, when the HttpContext is disposed or reused.
+    private CancellationToken _requestAborted;
+    private bool _deadlineExceededAtEnd; // written before _completed
     private DateTime _deadline = DateTime.MaxValue;
     private Metadata? _requestHeaders;
     private Metadata? _responseTrailers;
@@ -23,7 +27,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     private ICompressionProvider? _responseCompressor;
     private string? _responseCompression;
     private bool _responseStarted;
-    private bool _completed;
+    private volatile bool _completed;
     private TRequest? _current;
     private bool _lastCompressed;
     private int _reading;
@@ -35,6 +39,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         _http = http;
         _method = method;
         _runtime = runtime;
+        _requestAborted = http.RequestAborted;
     }
 
     public override string Method => _method.FullName;
@@ -142,11 +147,11 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
         // or a server shutdown ending a stream that would otherwise stay open.
         if (timeout is not null || _method.Type != MethodType.Unary)
         {
-            _callCts = CancellationTokenSource.CreateLinkedTokenSource(_http.RequestAborted, _runtime.Stopping);
+            _callCts = CancellationTokenSource.CreateLinkedTokenSource(_requestAborted, _runtime.Stopping);
             // Timers take at most ~49.7 days; a deadline further away never fires in practice.
             if (timeout is { } t && t < TimeSpan.FromMilliseconds(uint.MaxValue - 1)) _callCts.CancelAfter(t > TimeSpan.Zero ? t : TimeSpan.FromTicks(1));
         }
-        _callToken = _callCts?.Token ?? _http.RequestAborted;
+        _callToken = _callCts?.Token ?? _requestAborted;
         return true;
     }
 
@@ -166,9 +171,11 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     }
 
     /// <summary>Whether the call's deadline passed (rather than the client or a shutdown ending it).</summary>
-    public bool DeadlineExceeded =>
+    public bool DeadlineExceeded => _completed ? _deadlineExceededAtEnd : DeadlineExceededNow();
+
+    private bool DeadlineExceededNow() =>
         _deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested
-        && !_http.RequestAborted.IsCancellationRequested && !_runtime.Stopping.IsCancellationRequested;
+        && !_requestAborted.IsCancellationRequested && !_runtime.Stopping.IsCancellationRequested;
 
     /// <summary>
     /// Called once the handler is over: a request read it left running (a background reader it
@@ -192,7 +199,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
 
     public Status StatusFromException(Exception ex)
     {
-        if (_http.RequestAborted.IsCancellationRequested) return new Status(StatusCode.Cancelled, "Call canceled by the client.");
+        if (_requestAborted.IsCancellationRequested) return new Status(StatusCode.Cancelled, "Call canceled by the client.");
         if (DeadlineExceeded) return new Status(StatusCode.DeadlineExceeded, "Deadline Exceeded");
         if (_runtime.Stopping.IsCancellationRequested && ex is OperationCanceledException)
         {
@@ -214,6 +221,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     /// <summary>Ends the call: the status as trailers, or as headers (trailers-only) when nothing was sent.</summary>
     public void Complete(Status status, long startTimestamp)
     {
+        _deadlineExceededAtEnd = DeadlineExceededNow();
         _completed = true;
         try
         {
@@ -232,7 +240,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
                 }
             }
         }
-        catch (InvalidOperationException) when (_http.RequestAborted.IsCancellationRequested)
+        catch (InvalidOperationException) when (_requestAborted.IsCancellationRequested)
         {
             // The client is gone; there is nobody to tell.
         }

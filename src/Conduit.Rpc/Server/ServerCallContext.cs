@@ -59,6 +59,9 @@ public abstract class ServerCallContext
     /// <summary>Whether the call has ended (work it started may still hold this context).</summary>
     internal virtual bool IsCompleted => false;
 
-    /// <summary>Whether the call's token fired because its deadline passed.</summary>
+    /// <summary>
+    /// Whether the call's token fired because its deadline passed. Safe from any thread at any
+    /// time, also while or after the call completes (inner calls ask it from the token's callback).
+    /// </summary>
     internal virtual bool DeadlineReached => false;
 }
