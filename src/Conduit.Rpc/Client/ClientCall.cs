@@ -51,7 +51,9 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     private TaskCompletionSource? _requestDone;
     private TResponse? _current;
     private bool _requestCompleted;
-    private bool _writePending;
+    private int _writePending;
+    // Owned by whoever takes it out of the field (a write while it runs): a pooled array is
+    // returned exactly once, even when a caller overlaps writes against the contract.
     private PooledBufferWriter? _writeBuffer;
     private bool _writesDropped;
     private Status? _status;
@@ -717,74 +719,85 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
 
     WriteFlags IAsyncStreamWriter<TRequest>.WriteFlags { get; set; }
 
-    async Task IAsyncStreamWriter<TRequest>.WriteAsync(TRequest message, CancellationToken cancellationToken)
+    Task IAsyncStreamWriter<TRequest>.WriteAsync(TRequest message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        var requestStream = _requestStream ?? throw new InvalidOperationException("This call has no request stream.");
-        if (_requestCompleted) throw new InvalidOperationException("The request stream is already complete.");
-        if (_writePending) throw new InvalidOperationException("A write is already pending; await it before the next one.");
-        // The server ended the call: the message is dropped and the server's status is what
-        // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
-        // deadline, Dispose, a broken connection) throws how it ended instead.
-        if (_writesDropped || _endedByServer) return;
-        ThrowIfFinished();
-        if (_status is not null) throw new InvalidOperationException("The call is already over.");
-        _writePending = true;
+        if (_requestStream is not { } requestStream) return Task.FromException(new InvalidOperationException("This call has no request stream."));
+        if (_requestCompleted) return Task.FromException(new InvalidOperationException("The request stream is already complete."));
+        if (Interlocked.Exchange(ref _writePending, 1) != 0) return Task.FromException(new InvalidOperationException("A write is already pending; await it before the next one."));
+        return WriteMessageAsync(requestStream, message, cancellationToken);
+    }
+
+    /// <summary>One write, with the pending-write flag taken; releases it when done.</summary>
+    private async Task WriteMessageAsync(TaskCompletionSource<Stream> requestStream, TRequest message, CancellationToken cancellationToken)
+    {
         try
         {
-            using var registration = cancellationToken.CanBeCanceled
-                ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
-                : default;
-            var stream = await requestStream.Task.ConfigureAwait(false);
-            // One buffer for all the call's writes (one write at a time), cleared after each.
-            var buffer = _writeBuffer ??= new PooledBufferWriter();
-            var compressor = (((IAsyncStreamWriter<TRequest>)this).WriteFlags & WriteFlags.NoCompress) != 0 ? null : _requestCompressor;
+            // The server ended the call: the message is dropped and the server's status is what
+            // reading the response gives (grpc-go, grpc-java). A call ended here (cancel,
+            // deadline, Dispose, a broken connection) throws how it ended instead.
+            if (_writesDropped || _endedByServer) return;
+            ThrowIfFinished();
+            if (_status is not null) throw new InvalidOperationException("The call is already over.");
+            PooledBufferWriter? buffer = null;
             try
             {
-                MessageFraming.WriteMessage(buffer, message, _method.RequestMarshaller, compressor, _channel.Options.MaxSendMessageSize);
-            }
-            catch (RpcException ex)
-            {
-                // A message too large to send fails the call, as on the unary path.
-                Finish(ex.Status, null);
-                throw;
-            }
-            await stream.WriteAsync(buffer.WrittenMemory, _cts.Token).ConfigureAwait(false);
-            await stream.FlushAsync(_cts.Token).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not RpcException || _status is not null)
-        {
-            if (_endedByServer) return;
-            if (_status is null && !_cts.IsCancellationRequested)
-            {
-                await _started.ConfigureAwait(false);
-                if (_status is null && _response is not null)
+                using var registration = cancellationToken.CanBeCanceled
+                    ? cancellationToken.UnsafeRegister(static s => ((ClientCall<TRequest, TResponse>)s!).Cancel(ReasonCancelled), this)
+                    : default;
+                var stream = await requestStream.Task.ConfigureAwait(false);
+                // One buffer for all the call's writes (one write at a time), cleared after each.
+                buffer = Interlocked.Exchange(ref _writeBuffer, null) ?? new PooledBufferWriter();
+                var compressor = (((IAsyncStreamWriter<TRequest>)this).WriteFlags & WriteFlags.NoCompress) != 0 ? null : _requestCompressor;
+                try
                 {
-                    // The server answered and ended the call while we were still sending. As in
-                    // grpc-java, the message is dropped and the call's status is what reading
-                    // the response gives: that is where the server's real status is.
-                    _writesDropped = true;
-                    return;
+                    MessageFraming.WriteMessage(buffer, message, _method.RequestMarshaller, compressor, _channel.Options.MaxSendMessageSize);
                 }
+                catch (RpcException ex)
+                {
+                    // A message too large to send fails the call, as on the unary path.
+                    Finish(ex.Status, null);
+                    throw;
+                }
+                await stream.WriteAsync(buffer.WrittenMemory, _cts.Token).ConfigureAwait(false);
+                await stream.FlushAsync(_cts.Token).ConfigureAwait(false);
             }
-            // The call ended under the write: report how it ended.
-            if (_status is null) Finish(StatusFromException(ex), null);
-            if (_status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
-            throw new RpcException(_status!.Value, Trailers);
+            catch (Exception ex) when (ex is not RpcException || _status is not null)
+            {
+                if (_endedByServer) return;
+                if (_status is null && !_cts.IsCancellationRequested)
+                {
+                    await _started.ConfigureAwait(false);
+                    if (_status is null && _response is not null)
+                    {
+                        // The server answered and ended the call while we were still sending. As in
+                        // grpc-java, the message is dropped and the call's status is what reading
+                        // the response gives: that is where the server's real status is.
+                        _writesDropped = true;
+                        return;
+                    }
+                }
+                // The call ended under the write: report how it ended.
+                if (_status is null) Finish(StatusFromException(ex), null);
+                if (_status is { Code: StatusCode.OK }) throw new InvalidOperationException("The call is already over.", ex);
+                throw new RpcException(_status!.Value, Trailers);
+            }
+            finally
+            {
+                if (buffer is not null)
+                {
+                    buffer.Clear();
+                    // Kept for the next write unless one large message grew it (or, against the
+                    // contract, another write already put one back); back to the pool then.
+                    if (buffer.Capacity > 64 * 1024 || Interlocked.CompareExchange(ref _writeBuffer, buffer, null) is not null) buffer.Dispose();
+                }
+                // No more writes once the request stream is complete or the call is over.
+                if (_requestCompleted || _status is not null) Interlocked.Exchange(ref _writeBuffer, null)?.Dispose();
+            }
         }
         finally
         {
-            if (_writeBuffer is { } used)
-            {
-                used.Clear();
-                // Back to the pool once the call is over, or if one large message grew it.
-                if (_status is not null || used.Capacity > 64 * 1024)
-                {
-                    _writeBuffer = null;
-                    used.Dispose();
-                }
-            }
-            _writePending = false;
+            Volatile.Write(ref _writePending, 0);
         }
     }
 
@@ -792,6 +805,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     {
         _requestCompleted = true;
         _requestDone?.TrySetResult();
+        Interlocked.Exchange(ref _writeBuffer, null)?.Dispose();
         return Task.CompletedTask;
     }
 

@@ -20,6 +20,7 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     // from another thread while the call completes, when the HttpContext is disposed or reused.
     private CancellationToken _requestAborted;
     private bool _deadlineExceededAtEnd; // written before _completed
+    private volatile bool _cancelledByRuntime;
     private DateTime _deadline = DateTime.MaxValue;
     private Metadata? _requestHeaders;
     private Metadata? _responseTrailers;
@@ -173,8 +174,10 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     /// <summary>Whether the call's deadline passed (rather than the client or a shutdown ending it).</summary>
     public bool DeadlineExceeded => _completed ? _deadlineExceededAtEnd : DeadlineExceededNow();
 
+    // The call's source is also cancelled by the runtime itself (a request read a handler
+    // abandoned), which is not the deadline.
     private bool DeadlineExceededNow() =>
-        _deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested
+        _deadline != DateTime.MaxValue && _callCts!.IsCancellationRequested && !_cancelledByRuntime
         && !_requestAborted.IsCancellationRequested && !_runtime.Stopping.IsCancellationRequested;
 
     /// <summary>
@@ -186,7 +189,11 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
     {
         var idle = WhenReadIdleAsync();
         if (idle.IsCompleted) return;
-        _callCts?.Cancel();
+        if (_callCts is { IsCancellationRequested: false } cts)
+        {
+            _cancelledByRuntime = true;
+            cts.Cancel();
+        }
         try
         {
             await idle.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
@@ -333,7 +340,8 @@ internal sealed partial class HttpServerCall<TRequest, TResponse> : ServerCallCo
             // its connection failed) with an IOException or a ConnectionAbortedException, and may
             // do so before RequestAborted fires: the client is gone, a cancelled call, not a
             // handler failure to log with its stack trace.
-            throw new RpcException(new Status(StatusCode.Cancelled, $"The request stream was aborted: {ex.Message}"), innerException: ex);
+            // Kestrel's own message stays out of grpc-message; the exception is the inner one.
+            throw new RpcException(new Status(StatusCode.Cancelled, "The request stream was aborted."), innerException: ex);
         }
         finally
         {
