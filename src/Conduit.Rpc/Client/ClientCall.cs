@@ -553,10 +553,14 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         }
         if (_requestStream is { } requestStream)
         {
-            // A writer waiting for the request stream learns how the call ended; the body ends.
+            // A writer waiting for the request stream learns how the call ended; the body ends:
+            // half-closed (END_STREAM) only if the call ended OK. A call that failed here aborts
+            // the body instead, so a server never takes the messages sent so far for a
+            // complete request stream (the reset below could otherwise lose the race).
             requestStream.TrySetException(new RpcException(status, Trailers));
             _ = requestStream.Task.Exception;
-            _requestDone!.TrySetResult();
+            if (status.Code == StatusCode.OK) _requestDone!.TrySetResult();
+            else _requestDone!.TrySetCanceled();
         }
         _userRegistration.Dispose();
         _parentRegistration.Dispose();
@@ -827,7 +831,8 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         // now so the server sees the call even before the first message (or with none).
         await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
         _requestStream!.TrySetResult(stream);
-        await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), _requestDone).ConfigureAwait(false);
+        // SocketsHttpHandler cancelling the body is an abort, never a half-close.
+        await using var registration = cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetCanceled(), _requestDone).ConfigureAwait(false);
         await _requestDone!.Task.ConfigureAwait(false);
     }
 
