@@ -827,6 +827,13 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
     /// </summary>
     private async Task SerializeStreamingAsync(Stream stream, CancellationToken cancellationToken)
     {
+        // SocketsHttpHandler asks again when it retries on a new HTTP/2 stream (REFUSED_STREAM, a
+        // GOAWAY below our stream id). Writers already hold the first stream and what they wrote
+        // went nowhere: the call fails rather than silently losing those messages.
+        if (_requestStream!.Task.IsCompleted)
+        {
+            throw new RpcException(StatusCode.Unavailable, "The server refused the call's HTTP/2 stream; a streaming request is not replayed on a new one.");
+        }
         // SocketsHttpHandler holds the request headers back until the body is flushed: flush
         // now so the server sees the call even before the first message (or with none).
         await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
