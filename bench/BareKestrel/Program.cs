@@ -27,13 +27,7 @@ byte[] reply = [0, 0, 0, 0, 13, 0x0a, 11, .. "Hello bench"u8];
 long calls = 0;
 app.MapPost("/helloworld.Greeter/SayHello", async (HttpContext http) =>
 {
-    var reader = http.Request.BodyReader;
-    while (true)
-    {
-        var result = await reader.ReadAsync();
-        reader.AdvanceTo(result.Buffer.End);
-        if (result.IsCompleted) break;
-    }
+    await DrainAsync(http.Request.BodyReader);
     http.Response.ContentType = "application/grpc";
     await http.Response.BodyWriter.WriteAsync(reply);
     http.Response.AppendTrailer("grpc-status", "0");
@@ -44,13 +38,7 @@ app.MapPost("/helloworld.Greeter/SayHello", async (HttpContext http) =>
 byte[] streamReply = [0, 0, 0, 0, 14, 0x0a, 12, 0x12, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 app.MapPost("/grpc.testing.TestService/StreamingOutputCall", async (HttpContext http) =>
 {
-    var reader = http.Request.BodyReader;
-    while (true)
-    {
-        var result = await reader.ReadAsync();
-        reader.AdvanceTo(result.Buffer.End);
-        if (result.IsCompleted) break;
-    }
+    await DrainAsync(http.Request.BodyReader);
     http.Response.ContentType = "application/grpc";
     for (var i = 0; i < 100; i++) await http.Response.BodyWriter.WriteAsync(streamReply);
     http.Response.AppendTrailer("grpc-status", "0");
@@ -85,6 +73,17 @@ app.MapPost("/grpc.testing.TestService/FullDuplexCall", async (HttpContext http)
     http.Response.AppendTrailer("grpc-status", "0");
     Interlocked.Increment(ref calls);
 });
+
+// Reads a request body to its end.
+static async Task DrainAsync(PipeReader reader)
+{
+    while (true)
+    {
+        var result = await reader.ReadAsync();
+        reader.AdvanceTo(result.Buffer.End);
+        if (result.IsCompleted) break;
+    }
+}
 
 var allocatedAtStart = GC.GetTotalAllocatedBytes();
 await app.StartAsync();

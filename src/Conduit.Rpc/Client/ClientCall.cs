@@ -375,11 +375,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 Finish(ex is RpcException rpc && !_cts.IsCancellationRequested ? rpc.Status : StatusFromException(ex), null);
                 ThrowIfFinished();
             }
-            var trailers = _response!.TrailingHeaders;
-            _endedByServer = true;
-            Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
-                ? ReadStatus(trailers.NonValidated)
-                : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
+            FinishFromTrailers();
             ThrowIfFinished();
             _current = default;
             return false;
@@ -460,11 +456,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                 }
                 if (_status is null)
                 {
-                    var trailers = _response!.TrailingHeaders;
-                    _endedByServer = true;
-                    Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
-                        ? ReadStatus(trailers.NonValidated)
-                        : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
+                    FinishFromTrailers();
                     ThrowIfFinished();
                 }
                 if (hasMessage) return message;
@@ -528,6 +520,18 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
         Finish(status, null);
         lock (_cts) _status = status;
         throw new RpcException(status, Trailers);
+    }
+
+    /// <summary>The response ended: the status is the server's, from its trailers.</summary>
+    private void FinishFromTrailers()
+    {
+        var trailers = _response!.TrailingHeaders;
+        // Only if the call is not already over on this side (cancel, deadline, Dispose): writes
+        // after a client-side end throw that status rather than being dropped.
+        if (_status is null) _endedByServer = true;
+        Finish(trailers.NonValidated.Contains(GrpcProtocol.StatusTrailer)
+            ? ReadStatus(trailers.NonValidated)
+            : new Status(StatusCode.Internal, "The response ended without a grpc-status."), null, trailers);
     }
 
     /// <summary>
