@@ -18,15 +18,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_for() { for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; exit 1; }
+source "$root/scripts/lib.sh"
 
 rport=$(free_port); mport=$(free_port); xport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 & pids+=($!)
-wait_for "$tmp/redis.log" "Ready to accept connections"
+wait_port "$rport" || { cat "$tmp/redis.log" >&2; exit 1; }
 "${conduit[@]}" serve --urls "http://127.0.0.1:$mport" --data "$tmp/m" --log-level Warning >"$tmp/m.log" 2>&1 & pids+=($!)
 "${conduit[@]}" serve --urls "http://127.0.0.1:$xport" --data "$tmp/x" --log-level Warning --cache-backend "redis://127.0.0.1:$rport" >"$tmp/x.log" 2>&1 & pids+=($!)
-wait_for "$tmp/m.log" "listening on"
-wait_for "$tmp/x.log" "listening on"
+wait_port "$mport" || { cat "$tmp/m.log" >&2; exit 1; }
+wait_port "$xport" || { cat "$tmp/x.log" >&2; exit 1; }
 
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(redis-server --version | grep -o 'v=[0-9.]*'), ${seconds}s per row"
 echo

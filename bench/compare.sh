@@ -41,9 +41,6 @@ if [[ " $servers " == *" node "* ]]; then
   (cd "$work" && npm install --silent --no-audit --no-fund >/dev/null)
 fi
 
-# HelloRequest{name="bench"} as one gRPC frame: flag 0, length 7, field 1 (0x0a) length 5.
-printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$work/body.bin"
-
 start_server() { # name port
   case "$1" in
     kestrel) exec taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$2" ;;
@@ -57,9 +54,7 @@ start_server() { # name port
 
 run_h2load() { # port connections streams -> "req/s mean_ms"
   local out
-  out="$(taskset -c 1 h2load -D "$duration" --warm-up-time "$warmup" -c "$2" -m "$3" \
-    -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/body.bin" \
-    "http://127.0.0.1:$1/helloworld.Greeter/SayHello" 2>&1)"
+  out="$(h2load_sayhello "$1" "$work" -D "$duration" --warm-up-time "$warmup" -c "$2" -m "$3" 2>&1)"
   local rps mean failed
   rps="$(grep -Eo 'finished in [0-9.]+[a-z]+, [0-9.]+ req/s' <<<"$out" | grep -Eo '[0-9.]+ req/s' | cut -d' ' -f1)"
   mean="$(grep -E '^time for request:' <<<"$out" | awk '{print $6}')"

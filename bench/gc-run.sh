@@ -22,17 +22,15 @@ trap cleanup EXIT
 source "$root/scripts/lib.sh"
 ensure_packages nghttp2-client
 dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
-# HelloRequest{name="bench"} as one gRPC frame: flag 0, length 7, field 1 (0x0a) length 5.
-printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$work/body.bin"
 
 (exec taskset -c 0 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" serve \
   --urls "http://127.0.0.1:$port" --log-level Warning --data "$work/data" > "$work/server.out" 2>&1) &
 server=$!
 wait_port "$port" || { cat "$work/server.out"; exit 1; }
-taskset -c 1 h2load -D "$((warmup + duration))" -c 4 -m 32 \
-  -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/body.bin" \
-  "http://127.0.0.1:$port/helloworld.Greeter/SayHello" > "$work/h2load.out" &
+h2load_sayhello "$port" "$work" -D "$((warmup + duration))" -c 4 -m 32 > "$work/h2load.out" &
 load=$!
+# The sleeps are the measurement itself, not a wait for an event: they mark the end of the
+# warm-up and the end of the measured window on the wall clock, where the snapshots are taken.
 sleep "$warmup"; kill -USR1 "$server"
 sleep "$duration"; kill -USR1 "$server"
 wait "$load"

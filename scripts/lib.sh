@@ -20,3 +20,13 @@ wait_port() {
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
+
+# h2load_sayhello PORT DIR H2LOAD-OPTION...: h2load on core 1 (where every bench load runs),
+# posting HelloRequest{name="bench"} to helloworld.Greeter/SayHello on 127.0.0.1:PORT. The body
+# is one gRPC frame, written to DIR/sayhello.bin: flag 0, length 7, field 1 (0x0a) length 5.
+h2load_sayhello() {
+  local port="$1" dir="$2"; shift 2
+  printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$dir/sayhello.bin"
+  taskset -c 1 h2load "$@" -H 'content-type: application/grpc' -H 'te: trailers' -d "$dir/sayhello.bin" \
+    "http://127.0.0.1:$port/helloworld.Greeter/SayHello"
+}

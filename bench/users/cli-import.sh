@@ -8,6 +8,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dotnet build "$repo/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >/dev/null
 C="dotnet $repo/src/Conduit/bin/Release/net10.0/conduit.dll"
+source "$repo/scripts/lib.sh"
 PG=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 D=$(mktemp -d /tmp/users-bench-XXXX)
 chown postgres "$D"
@@ -32,13 +33,9 @@ for round in 1 2 3; do
       runuser -u postgres -- "$PG/createdb" -h 127.0.0.1 -p 54987 -U postgres "b$n"
       args+=(--users-db "Host=127.0.0.1;Port=54987;Username=postgres;Database=b$n")
     fi
-    : > "$D/serve$n.log"
     $C serve --urls http://127.0.0.1:50979 "${args[@]}" > "$D/serve$n.log" 2>&1 &
     sp=$!
-    until grep -q "listening on" "$D/serve$n.log"; do
-      kill -0 "$sp" 2>/dev/null || { cat "$D/serve$n.log"; exit 1; }
-      sleep 0.2
-    done
+    wait_port 50979 || { cat "$D/serve$n.log"; exit 1; }
     s=$(date +%s.%N); $C users create --from-csv "$D/10k.csv" --server http://127.0.0.1:50979 >/dev/null 2>&1; e=$(date +%s.%N)
     l=$($C users list --all --server http://127.0.0.1:50979 | wc -l); f=$(date +%s.%N)
     printf "round %d %-8s create 10k: %.2f s   list --all (%d users): %.2f s\n" "$round" "$kind" "$(echo "$e - $s" | bc)" "$l" "$(echo "$f - $e" | bc)"

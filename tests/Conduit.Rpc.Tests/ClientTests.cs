@@ -430,6 +430,8 @@ public class ClientTests
         probe.Channel = host.Channel;
         var call = new TestService.TestServiceClient(host.Channel).StreamingOutputCall(new StreamingOutputCallRequest(), new CallOptions().WithTimeout(TimeSpan.FromSeconds(10)));
         Assert.False(await call.ResponseStream.MoveNext());
+        // The status reached the client, so the server has completed the call: start the work.
+        probe.OuterCallOver.TrySetResult();
         var reply = await probe.Background.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal("Hello later", reply);
     }
@@ -483,6 +485,8 @@ public class ClientTests
         public RpcChannel? Channel { get; set; }
 
         public TaskCompletionSource<string> Background { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource OuterCallOver { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public TaskCompletionSource<StatusCode> InnerStatus { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -551,7 +555,7 @@ public class ClientTests
             // Fire and forget: the call below starts after this handler (and its call) are over.
             _ = Task.Run(async () =>
             {
-                await Task.Delay(200);
+                await probe.OuterCallOver.Task;
                 try
                 {
                     var reply = await new Greeter.GreeterClient(probe.Channel!).SayHelloAsync(new HelloRequest { Name = "later" });

@@ -797,7 +797,7 @@ internal sealed class ClientCall<TRequest, TResponse> : HttpContent, IClientCall
                     buffer.Clear();
                     // Kept for the next write unless one large message grew it (or, against the
                     // contract, another write already put one back); back to the pool then.
-                    if (buffer.Capacity > 64 * 1024 || Interlocked.CompareExchange(ref _writeBuffer, buffer, null) is not null) buffer.Dispose();
+                    if (!buffer.WorthKeeping || Interlocked.CompareExchange(ref _writeBuffer, buffer, null) is not null) buffer.Dispose();
                 }
                 // No more writes once the request stream is complete or the call is over.
                 if (_requestCompleted || _status is not null) Interlocked.Exchange(ref _writeBuffer, null)?.Dispose();

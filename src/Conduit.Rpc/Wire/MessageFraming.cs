@@ -32,7 +32,7 @@ internal static class MessageFraming
         }
         finally
         {
-            if (writer.Capacity <= 64 * 1024)
+            if (writer.WorthKeeping)
             {
                 writer.Clear();
                 t_frameWriter = writer;

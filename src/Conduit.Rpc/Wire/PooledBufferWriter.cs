@@ -12,8 +12,11 @@ internal sealed class PooledBufferWriter : IBufferWriter<byte>, IDisposable
 
     public int WrittenCount => _written;
 
-    /// <summary>The size of the rented buffer.</summary>
-    public int Capacity => _buffer.Length;
+    /// <summary>
+    /// Whether a writer kept for reuse (cleared between uses) should stay: up to 64 KiB; one
+    /// that a large message grew goes back to the pool instead of being held.
+    /// </summary>
+    public bool WorthKeeping => _buffer.Length <= 64 * 1024;
 
     /// <summary>Forgets what was written, keeping the buffer.</summary>
     public void Clear() => _written = 0;
