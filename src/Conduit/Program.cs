@@ -1,5 +1,6 @@
 using Conduit.Commands;
-using Conduit.Rpc;
+using Conduit.Grpc;
+using Grpc.Core;
 using System.CommandLine;
 
 // A call that fails ends any command the same way: one "error: Code: message" line on stderr

@@ -1,5 +1,6 @@
 using Conduit.Hosting;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -18,12 +19,12 @@ public class InProcessServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly TempDir? _data;
 
-    private InProcessServer(WebApplication app, RpcChannelOptions? channelOptions, TempDir? data)
+    private InProcessServer(WebApplication app, Action<GrpcChannelOptions>? channelOptions, TempDir? data)
     {
         _app = app;
         _data = data;
         Address = ConduitHost.Addresses(app)[0];
-        Channel = RpcChannel.ForAddress(Address, channelOptions);
+        Channel = ConduitChannel.ForAddress(Address, channelOptions);
     }
 
     /// <summary>Takes over a started server (its app, channel and data folder): for a derived host.</summary>
@@ -41,7 +42,7 @@ public class InProcessServer : IAsyncDisposable
 
     public int Port => new Uri(Address).Port;
 
-    public RpcChannel Channel { get; }
+    public GrpcChannel Channel { get; }
 
     public IServiceProvider Services => _app.Services;
 
@@ -52,7 +53,7 @@ public class InProcessServer : IAsyncDisposable
     /// <param name="map">Maps endpoints (ConduitHost.Build's mapServices).</param>
     /// <param name="options">Serve options; when they name no URL, http://127.0.0.1:0.</param>
     /// <param name="configuration">Configuration for ConduitHost.Build, if any.</param>
-    /// <param name="channelOptions">Options of <see cref="Channel"/>.</param>
+    /// <param name="channelOptions">Changes to the options of <see cref="Channel"/>.</param>
     /// <param name="logLevel">The server's minimum log level.</param>
     /// <param name="data">A data folder the server owns from now on: removed after it stops.</param>
     public static async Task<InProcessServer> StartAsync(
@@ -60,7 +61,7 @@ public class InProcessServer : IAsyncDisposable
         Action<WebApplication>? map = null,
         ServeOptions? options = null,
         IConfiguration? configuration = null,
-        RpcChannelOptions? channelOptions = null,
+        Action<GrpcChannelOptions>? channelOptions = null,
         LogLevel logLevel = LogLevel.Warning,
         TempDir? data = null)
     {

@@ -2,8 +2,8 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using Conduit.Protos.Accounts.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Services.Accounts;
 
@@ -33,6 +33,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         return new GetByTokenResp { Account = ToProto(account) };
     }
 
+    [DryRunSupported]
     public override async Task<CreateAccountResp> CreateAccount(CreateAccountReq request, ServerCallContext context)
     {
         RequireOperator(context);
@@ -54,7 +55,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         if (!DryRun.IsRequested(context) && !await Guard(() => store.CreateAsync(account, context.CancellationToken)).ConfigureAwait(false))
         {
             // 96 random bits of id and 256 of token: a collision is a broken random generator.
-            throw new RpcException(StatusCode.Aborted, "The new account's id or token collided with an existing one; try again.");
+            throw new RpcException(new Status(StatusCode.Aborted, "The new account's id or token collided with an existing one; try again."));
         }
         return new CreateAccountResp { Account = ToProto(account), Token = token };
     }
@@ -70,6 +71,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         return response;
     }
 
+    [DryRunSupported]
     public override async Task<Account> UpdateAccount(UpdateAccountReq request, ServerCallContext context)
     {
         RequireOperator(context);
@@ -88,11 +90,12 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         };
         if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
         {
-            throw new RpcException(StatusCode.NotFound, $"No account has id '{request.Id}'.");
+            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
         }
         return ToProto(updated);
     }
 
+    [DryRunSupported]
     public override async Task<RotateTokenResp> RotateToken(RotateTokenReq request, ServerCallContext context)
     {
         RequireOperator(context);
@@ -101,7 +104,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         var updated = account with { TokenHash = AccountTokens.Hash(token) };
         if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
         {
-            throw new RpcException(StatusCode.NotFound, $"No account has id '{request.Id}'.");
+            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
         }
         return new RotateTokenResp { Account = ToProto(updated), Token = token };
     }
@@ -135,7 +138,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "An account id is required.", Details.BadRequest(("id", "required")));
         }
         return await Guard(() => store.GetAsync(id, context.CancellationToken)).ConfigureAwait(false)
-            ?? throw new RpcException(StatusCode.NotFound, $"No account has id '{id}'.");
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{id}'."));
     }
 
     private static void ValidateName(string name, List<(string, string)> violations)
@@ -160,11 +163,11 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             var given = BearerToken.From(context.RequestHeaders);
             if (given is null)
             {
-                throw new RpcException(StatusCode.Unauthenticated, "This operator RPC needs 'authorization: Bearer <admin token>'.");
+                throw new RpcException(new Status(StatusCode.Unauthenticated, "This operator RPC needs 'authorization: Bearer <admin token>'."));
             }
             if (!CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(admin))))
             {
-                throw new RpcException(StatusCode.PermissionDenied, "The token is not the admin token.");
+                throw new RpcException(new Status(StatusCode.PermissionDenied, "The token is not the admin token."));
             }
             return;
         }

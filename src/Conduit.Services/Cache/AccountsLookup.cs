@@ -1,8 +1,7 @@
 using System.Collections.Concurrent;
 using Conduit.Protos.Accounts.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Services.Cache;
 
@@ -12,7 +11,8 @@ public sealed record CacheAccount(string Id, long MaxCacheKeys, long MaxValueByt
 /// <summary>Finds the account of a token, or throws the RpcException the caller should get.</summary>
 public interface IAccountDirectory
 {
-    Task<CacheAccount> ResolveAsync(string token, CancellationToken cancellationToken);
+    /// <param name="deadline">The caller's deadline (DateTime.MaxValue: none); the lookup never outlives it.</param>
+    Task<CacheAccount> ResolveAsync(string token, DateTime deadline, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -28,16 +28,16 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
     private const int MaxRemembered = 100_000;
     private static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
-    private readonly Func<RpcChannel> _channelFactory;
+    private readonly Func<ChannelBase> _channelFactory;
     private readonly object _channelLock = new();
-    private RpcChannel? _channel;
+    private ChannelBase? _channel;
     private Protos.Accounts.V1.Accounts.AccountsClient? _client;
     private readonly CacheOptions _options;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Remembered> _remembered = new(StringComparer.Ordinal);
 
     /// <param name="channelFactory">Makes the channel to Accounts on first use (when the server's own address is known).</param>
-    public AccountsLookup(Func<RpcChannel> channelFactory, CacheOptions options, TimeProvider? time = null)
+    public AccountsLookup(Func<ChannelBase> channelFactory, CacheOptions options, TimeProvider? time = null)
     {
         _channelFactory = channelFactory;
         _options = options;
@@ -49,7 +49,7 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
 
     private long _remoteLookups;
 
-    public async Task<CacheAccount> ResolveAsync(string token, CancellationToken cancellationToken)
+    public async Task<CacheAccount> ResolveAsync(string token, DateTime deadline, CancellationToken cancellationToken)
     {
         var now = _time.GetTimestamp();
         if (_remembered.TryGetValue(token, out var known) && known.Until > now)
@@ -61,7 +61,8 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
         try
         {
             Interlocked.Increment(ref _remoteLookups);
-            var options = new CallOptions(cancellationToken: cancellationToken).WithTimeout(_options.AccountsTimeout);
+            var own = _time.GetUtcNow().UtcDateTime + _options.AccountsTimeout;
+            var options = new CallOptions(deadline: deadline < own ? deadline : own, cancellationToken: cancellationToken);
             using var call = Client().GetByTokenAsync(new GetByTokenReq { Token = token }, options);
             var reply = await call.ResponseAsync.ConfigureAwait(false);
             account = new CacheAccount(reply.Account.Id, reply.Account.MaxCacheKeys, reply.Account.MaxValueBytes);
@@ -77,12 +78,11 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
         }
         catch (RpcException ex)
         {
-            var caller = ServerCallContext.Current;
-            if (caller is not null && caller.CancellationToken.IsCancellationRequested)
+            if (cancellationToken.IsCancellationRequested || (ex.StatusCode == StatusCode.DeadlineExceeded && DateTime.UtcNow >= deadline))
             {
                 // The caller's own deadline (or cancellation) cut the lookup short.
-                throw new RpcException(DateTime.UtcNow >= caller.Deadline ? StatusCode.DeadlineExceeded : StatusCode.Cancelled,
-                    "The call ended while its account was being looked up.");
+                throw new RpcException(new Status(DateTime.UtcNow >= deadline ? StatusCode.DeadlineExceeded : StatusCode.Cancelled,
+                    "The call ended while its account was being looked up."));
             }
             throw RpcException.WithDetails(StatusCode.Unavailable, $"The Accounts service cannot check the token now ({ex.StatusCode}: {ex.Status.Detail}).",
                 Details.RetryInfo(RetryDelay), Details.ErrorInfo("ACCOUNTS_UNAVAILABLE", "cache.conduit"));
@@ -98,7 +98,7 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
 
     public void Dispose()
     {
-        lock (_channelLock) _channel?.Dispose();
+        lock (_channelLock) (_channel as IDisposable)?.Dispose();
     }
 
     /// <summary>The client, made on first use; a factory that fails is tried again on the next call.</summary>

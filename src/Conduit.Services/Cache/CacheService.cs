@@ -1,7 +1,7 @@
 using System.Text;
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
 
@@ -17,6 +17,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
     private const string Domain = "cache.conduit";
     private static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
+    [DryRunSupported]
     public override async Task<StoreResp> Store(StoreReq request, ServerCallContext context)
     {
         var account = await AuthenticateAsync(context, request.AccountToken).ConfigureAwait(false);
@@ -65,11 +66,12 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
         var value = await Backend(() => backend.GetAsync(account.Id, request.Key, context.CancellationToken)).ConfigureAwait(false)
-            ?? throw new RpcException(StatusCode.NotFound, $"No key '{request.Key}' (or it expired).");
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
         // Stored arrays are never modified, so the response can wrap them without a copy.
         return new GetResp { Val = UnsafeByteOperations.UnsafeWrap(value) };
     }
 
+    [DryRunSupported]
     public override async Task<DeleteResp> Delete(DeleteReq request, ServerCallContext context)
     {
         var account = await AuthenticateAsync(context, null).ConfigureAwait(false);
@@ -77,7 +79,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
         var deleted = await Backend(() => backend.DeleteAsync(account.Id, request.Key, DryRun.IsRequested(context), context.CancellationToken)).ConfigureAwait(false);
-        return deleted ? new DeleteResp() : throw new RpcException(StatusCode.NotFound, $"No key '{request.Key}' (or it expired).");
+        return deleted ? new DeleteResp() : throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
     }
 
     public override async Task Dump(DumpReq request, IServerStreamWriter<DumpItem> responseStream, ServerCallContext context)
@@ -111,7 +113,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
             throw RpcException.WithDetails(StatusCode.Unauthenticated, "No token: send 'authorization: Bearer <token>'.",
                 Details.ErrorInfo("TOKEN_MISSING", Domain));
         }
-        return await accounts.ResolveAsync(token, context.CancellationToken).ConfigureAwait(false);
+        return await accounts.ResolveAsync(token, context.Deadline, context.CancellationToken).ConfigureAwait(false);
     }
 
     private void ValidateKey(string key, List<(string, string)> violations)

@@ -1,6 +1,6 @@
 using Conduit.Protos.Chat.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Services.Chat;
 

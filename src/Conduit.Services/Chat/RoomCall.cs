@@ -1,5 +1,5 @@
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Services.Chat;
 
@@ -41,7 +41,7 @@ public static class RoomCall
         }
         catch (ParticipantEvictedException ex)
         {
-            throw new RpcException(StatusCode.ResourceExhausted, ex.Message);
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, ex.Message));
         }
         finally
         {
@@ -54,7 +54,7 @@ public static class RoomCall
     {
         try
         {
-            await foreach (var message in requests.WithCancellation(token).ConfigureAwait(false))
+            await foreach (var message in requests.ReadAllAsync(token).ConfigureAwait(false))
             {
                 participant.Post(accept(message));
             }

@@ -1,5 +1,6 @@
 using Conduit.Protos.HelloWorld;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Services.Greeter;
 

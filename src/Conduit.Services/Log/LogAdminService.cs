@@ -1,6 +1,6 @@
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Storage.Log;
 using StorageDurability = Conduit.Storage.Log.Durability;
 using WireDurability = Conduit.Protos.Log.V1.Durability;
@@ -11,6 +11,7 @@ namespace Conduit.Services.Log;
 /// <summary>log.v1.LogAdmin: topics (create with settings, list, describe) and truncation of retained data.</summary>
 public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
 {
+    [DryRunSupported]
     public override Task<TopicInfo> CreateTopic(CreateTopicRequest request, ServerCallContext context)
     {
         if (request.Name.Length == 0)
@@ -57,6 +58,7 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
     public override Task<TopicInfo> DescribeTopic(DescribeTopicRequest request, ServerCallContext context) =>
         Task.FromResult(Describe(storage.Find(request.Name) ?? throw LogMapping.TopicNotFound(request.Name)));
 
+    [DryRunSupported]
     public override Task<TruncateResponse> Truncate(TruncateRequest request, ServerCallContext context)
     {
         var log = storage.Find(request.Topic) ?? throw LogMapping.TopicNotFound(request.Topic);

@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Threading.Channels;
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Storage.Log;
 using Google.Protobuf;
 
@@ -17,6 +17,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
 
+    [DryRunSupported]
     public override async Task<ProduceResponse> Produce(ProduceRequest request, ServerCallContext context)
     {
         var record = LogMapping.ToStorage(request, "record");
@@ -56,6 +57,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         }
     }
 
+    [DryRunSupported]
     public override async Task ProduceStream(IAsyncStreamReader<ProduceRequest> requestStream, IServerStreamWriter<ProduceResponse> responseStream, ServerCallContext context)
     {
         var token = context.CancellationToken;
@@ -95,7 +97,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         Dictionary<string, long>? dryRunNext = dryRun ? new(StringComparer.Ordinal) : null;
         try
         {
-            await foreach (var request in requests.WithCancellation(token).ConfigureAwait(false))
+            await foreach (var request in requests.ReadAllAsync(token).ConfigureAwait(false))
             {
                 var record = LogMapping.ToStorage(request, "record");
                 token.ThrowIfCancellationRequested();
@@ -209,9 +211,9 @@ public static class LogMapping
             Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}.")),
         TopicLimitException limit => RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
             Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics"))),
-        LogFailedException failed => new RpcException(StatusCode.Internal, failed.Message),
+        LogFailedException failed => new RpcException(new Status(StatusCode.Internal, failed.Message)),
         ArgumentException argument => RpcException.WithDetails(StatusCode.InvalidArgument, argument.Message, Details.BadRequest(("record", argument.Message))),
-        ObjectDisposedException => new RpcException(StatusCode.Unavailable, $"The log of topic '{topic}' is closing."),
+        ObjectDisposedException => new RpcException(new Status(StatusCode.Unavailable, $"The log of topic '{topic}' is closing.")),
         _ => null,
     };
 

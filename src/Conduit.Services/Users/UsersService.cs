@@ -1,8 +1,8 @@
 using System.Data.Common;
 using System.Globalization;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Chat;
 using Conduit.Users.Storage;
 using Google.Protobuf;
@@ -85,13 +85,14 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         if (sent == size) context.ResponseTrailers.Add(PageToken.TrailerName, PageToken.Encode(lastId));
     }
 
+    [DryRunSupported]
     public override async Task<CreateUsersResponse> CreateUsers(IAsyncStreamReader<CreateUserRequest> requestStream, ServerCallContext context)
     {
         var token = context.CancellationToken;
         var batch = new List<NewUser>();
         // Each request is checked as it arrives, so a bad one ends the call at once; nothing is
         // written until the stream is complete and valid, then all in one transaction.
-        await foreach (var request in requestStream.WithCancellation(token).ConfigureAwait(false))
+        await foreach (var request in requestStream.ReadAllAsync(token).ConfigureAwait(false))
         {
             var index = batch.Count;
             if (index == UserRules.MaxBatchSize)
@@ -129,6 +130,7 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         }
     }
 
+    [DryRunSupported]
     public override async Task<User> UpdateUser(UpdateUserRequest request, ServerCallContext context)
     {
         CheckId(request.Id);
@@ -156,6 +158,7 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         }
     }
 
+    [DryRunSupported]
     public override async Task<User> DeleteUser(DeleteUserRequest request, ServerCallContext context)
     {
         CheckId(request.Id);

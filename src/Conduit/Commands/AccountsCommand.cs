@@ -1,8 +1,7 @@
 using System.CommandLine;
 using Conduit.Protos.Accounts.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 
 namespace Conduit.Commands;
@@ -111,7 +110,7 @@ internal static class AccountsCommand
             var headers = new Metadata();
             if (parse.GetValue(AdminToken) is { Length: > 0 } admin) headers.Add(BearerToken.Entry(admin));
             if (dryRun) headers.Add(DryRun.Header);
-            using var channel = RpcChannel.ForAddress(parse.GetValue(Server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
             await call(new Protos.Accounts.V1.Accounts.AccountsClient(channel), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
             return 0;
         }

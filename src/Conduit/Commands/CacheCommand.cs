@@ -1,9 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
 
@@ -118,7 +117,7 @@ internal static class CacheCommand
             }
             var headers = new Metadata { BearerToken.Entry(token) };
             if (dryRun) headers.Add(DryRun.Header);
-            using var channel = RpcChannel.ForAddress(parse.GetValue(Server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
             await call(new Protos.Cache.V1.Cache.CacheClient(channel),
                 new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
             return 0;

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Conduit.Protos.Chat.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 
@@ -15,14 +15,14 @@ internal static class ChatCommand
         var command = new Command("chat", "Join a chat room: each line of stdin is a message; the room is printed") { user, room, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Chat.V1.Chat.ChatClient(channel);
             var userName = parse.GetValue(user)!;
             using var call = client.ChatStream(new CallOptions(new Metadata { { "room", parse.GetValue(room)! } }, cancellationToken: cancellationToken));
             var send = SendLinesAsync(call.RequestStream, userName, cancellationToken);
             try
             {
-                await foreach (var message in call.ResponseStream.WithCancellation(cancellationToken))
+                await foreach (var message in call.ResponseStream.ReadAllAsync(cancellationToken))
                 {
                     var at = DateTimeOffset.FromUnixTimeMilliseconds(message.SentUnixMs).ToLocalTime();
                     Console.WriteLine($"[{at:HH:mm:ss}] {message.User}: {message.Text}");

@@ -1,3 +1,4 @@
+using Grpc.Core;
 using System.CommandLine;
 
 namespace Conduit.Commands;
@@ -33,7 +34,7 @@ public static class Cli
     /// Prints a failed call the way a person wants to read it, and gives the exit code. Program
     /// does this for every command; commands call it only where they add something after it.
     /// </summary>
-    public static int ReportError(Rpc.RpcException ex)
+    public static int ReportError(RpcException ex)
     {
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}");
         return 1;

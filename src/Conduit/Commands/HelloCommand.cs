@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Conduit.Protos.HelloWorld;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 
@@ -15,7 +15,7 @@ internal static class HelloCommand
         var command = new Command("hello", "Call helloworld.Greeter/SayHello and print the reply") { name, server, timeout };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Greeter.GreeterClient(channel);
             var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
                 new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));

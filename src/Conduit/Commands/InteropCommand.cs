@@ -5,8 +5,8 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Conduit.Hosting;
 using Conduit.Interop;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 
@@ -52,7 +52,7 @@ internal static class InteropCommand
             }
             try
             {
-                await using var app = ConduitHost.Build(options, mapServices: a => a.MapRpcService<TestServiceImpl>(), logLevel: LogLevel.Warning);
+                await using var app = ConduitHost.Build(options, mapServices: a => a.MapGrpcService<TestServiceImpl>(), logLevel: LogLevel.Warning);
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"interop server listening on {string.Join(", ", ConduitHost.Addresses(app))}");
                 await app.WaitForShutdownAsync(cancellationToken);
@@ -92,7 +92,7 @@ internal static class InteropCommand
                     await client.RunAsync(name);
                     Console.WriteLine($"{name}: passed");
                 }
-                catch (Exception ex) when (ex is InteropFailure or Rpc.RpcException or ArgumentException)
+                catch (Exception ex) when (ex is InteropFailure or RpcException or ArgumentException)
                 {
                     failed++;
                     Console.Error.WriteLine($"{name}: FAILED: {ex.Message}");

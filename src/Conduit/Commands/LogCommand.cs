@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 using Google.Protobuf;
 
 namespace Conduit.Commands;
@@ -37,7 +37,7 @@ internal static class LogCommand
         var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
@@ -56,7 +56,7 @@ internal static class LogCommand
                 }
                 await call.RequestStream.CompleteAsync();
             }, cancellationToken);
-            await foreach (var reply in call.ResponseStream.WithCancellation(cancellationToken))
+            await foreach (var reply in call.ResponseStream.ReadAllAsync(cancellationToken))
             {
                 Console.WriteLine(reply.Offset);
             }
@@ -75,7 +75,7 @@ internal static class LogCommand
         var command = new Command("consume", "Print records (offset TAB value) from an offset on") { topic, from, count, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var name = parse.GetValue(topic)!;
             var offset = parse.GetValue(from);
@@ -84,7 +84,7 @@ internal static class LogCommand
                 if (wanted <= 0) return 0;
                 using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
                 var seen = 0;
-                await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
+                await foreach (var response in stream.ResponseStream.ReadAllAsync(cancellationToken))
                 {
                     Console.WriteLine(Line(response.Record));
                     if (++seen == wanted) break;
@@ -126,7 +126,7 @@ internal static class LogCommand
         var command = new Command("tail", "Print the last records; with -f, follow the log") { topic, lines, follow, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var admin = new LogAdmin.LogAdminClient(channel);
             var name = parse.GetValue(topic)!;
@@ -144,7 +144,7 @@ internal static class LogCommand
                     return 0;
                 }
                 using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = start }, new CallOptions(cancellationToken: cancellationToken));
-                await foreach (var response in stream.ResponseStream.WithCancellation(cancellationToken))
+                await foreach (var response in stream.ResponseStream.ReadAllAsync(cancellationToken))
                 {
                     Console.WriteLine(Line(response.Record));
                 }
@@ -168,7 +168,7 @@ internal static class LogCommand
         var command = new Command("topics", "List the topics: offsets, size, segments, durability") { server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(channel);
             var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
             var table = new StringBuilder();
@@ -195,7 +195,7 @@ internal static class LogCommand
         var command = new Command("create-topic", "Create a topic with its own durability and retention") { name, durability, segmentBytes, retentionBytes, retentionMs, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(channel);
             var settings = new TopicSettings { Durability = parse.GetValue(durability) };
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
@@ -217,10 +217,10 @@ internal static class LogCommand
         var command = new Command("truncate", "Remove old retained data (whole segments)") { topic, before, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(channel);
             var headers = new Metadata();
-            if (parse.GetValue(dryRun)) headers.Add(Rpc.Server.DryRun.Header);
+            if (parse.GetValue(dryRun)) headers.Add(DryRun.Header);
             var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
                 new CallOptions(headers, cancellationToken: cancellationToken));
             Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");

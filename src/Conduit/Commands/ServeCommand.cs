@@ -1,7 +1,8 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using Conduit.Hosting;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 
@@ -58,7 +59,7 @@ internal static class ServeCommand
                 var accountsHere = configuration[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] is not { Length: > 0 };
                 Console.WriteLine($"services: helloworld.Greeter, chat.v1.Chat, log.v1.Log, log.v1.LogAdmin, user.v1.UserService, cache.v1.Cache{(accountsHere ? ", accounts.v1.Accounts" : "")}. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
-                var metrics = app.Services.GetRequiredService<RpcServerMetrics>();
+                var metrics = app.Services.GetRequiredService<CallCounters>();
                 var start = RunStats.Take(metrics);
                 // SIGUSR1 prints the same figures as the summary at shutdown, so far (like dd):
                 // two of them bracket a load run's steady state, warm-up left out.
@@ -89,7 +90,7 @@ internal static class ServeCommand
     /// </summary>
     private readonly record struct RunStats(long Calls, long Failed, long Allocated, int Gen0, int Gen1, int Gen2)
     {
-        public static RunStats Take(RpcServerMetrics metrics) => new(metrics.CallsCompleted, metrics.CallsFailed,
+        public static RunStats Take(CallCounters metrics) => new(metrics.Completed, metrics.Failed,
             GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
 
         public static RunStats operator -(RunStats a, RunStats b) =>

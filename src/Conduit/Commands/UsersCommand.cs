@@ -1,9 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 
@@ -74,7 +73,7 @@ internal static class UsersCommand
             while (true)
             {
                 using var call = client.ListUsers(request, Options(parse, timeout, cancellationToken));
-                await foreach (var user in call.ResponseStream.WithCancellation(cancellationToken)) Print(user);
+                await foreach (var user in call.ResponseStream.ReadAllAsync(cancellationToken)) Print(user);
                 var next = call.GetTrailers().GetValue("next-page-token");
                 if (next is null) return 0;
                 if (!parse.GetValue(all))
@@ -205,7 +204,7 @@ internal static class UsersCommand
 
     private static async Task<int> Call(ParseResult parse, Option<string> server, Func<UserService.UserServiceClient, Task<int>> action)
     {
-        using var channel = RpcChannel.ForAddress(parse.GetValue(server)!);
+        using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
         return await action(new UserService.UserServiceClient(channel));
     }
 

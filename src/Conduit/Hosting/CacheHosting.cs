@@ -1,10 +1,10 @@
 using System.Security.Cryptography.X509Certificates;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
 using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Hosting;
 
@@ -39,7 +39,7 @@ public static class CacheHosting
         services.AddSingleton(_ => options.CreateBackend());
         services.AddSingleton(new DumpLimiter(options.MaxConcurrentDumps));
         services.AddSingleton(sp => new AccountsLookup(
-            () => options.AccountsUrl is { Length: > 0 } url ? RpcChannel.ForAddress(url) : OwnChannel(sp, serve), options));
+            () => options.AccountsUrl is { Length: > 0 } url ? ConduitChannel.ForAddress(url) : OwnChannel(sp, serve), options));
         services.AddSingleton<IAccountDirectory>(sp => sp.GetRequiredService<AccountsLookup>());
         services.AddSingleton(sp => new CacheService(sp.GetRequiredService<ICacheBackend>(), sp.GetRequiredService<IAccountDirectory>(), options, sp.GetRequiredService<DumpLimiter>()));
     }
@@ -49,11 +49,11 @@ public static class CacheHosting
     {
         var cache = app.Services.GetService<CacheOptions>();
         // Resolved now, so a bad accounts file or backend setting stops the server at start.
-        if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapRpcService<AccountsService>();
+        if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapGrpcService<AccountsService>();
         if (cache is not null)
         {
             app.Services.GetRequiredService<CacheService>();
-            app.MapRpcService<CacheService>();
+            app.MapGrpcService<CacheService>();
         }
     }
 
@@ -62,7 +62,7 @@ public static class CacheHosting
     /// an http:// one when there is one; a wildcard host becomes loopback. Over https:// the
     /// channel trusts exactly this server's own certificate.
     /// </summary>
-    private static RpcChannel OwnChannel(IServiceProvider services, ServeOptions serve)
+    private static global::Grpc.Net.Client.GrpcChannel OwnChannel(IServiceProvider services, ServeOptions serve)
     {
         var addresses = services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
         var chosen = addresses.FirstOrDefault(a => a.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) ?? addresses.FirstOrDefault()
@@ -70,14 +70,12 @@ public static class CacheHosting
         var uri = new UriBuilder(chosen);
         if (uri.Host is "0.0.0.0" or "*" or "+") uri.Host = "127.0.0.1";
         else if (uri.Host is "[::]" or "::") uri.Host = "[::1]";
-        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return RpcChannel.ForAddress(uri.Uri);
+        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri);
         using var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
         var thumbprint = own.GetCertHashString();
-        var handler = new SocketsHttpHandler
+        return ConduitChannel.ForAddress(uri.Uri, tls: new System.Net.Security.SslClientAuthenticationOptions
         {
-            EnableMultipleHttp2Connections = true,
-            SslOptions = { RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && c.GetCertHashString() == thumbprint },
-        };
-        return RpcChannel.ForAddress(uri.Uri, new RpcChannelOptions { HttpHandler = handler });
+            RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && c.GetCertHashString() == thumbprint,
+        });
     }
 }

@@ -1,12 +1,13 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Conduit.Protos.Chat.V1;
-using Conduit.Rpc.Server;
 using Conduit.Services.Chat;
 using Conduit.Services.Greeter;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Hosting;
 
@@ -38,12 +39,18 @@ public static class ConduitHost
         // allocations a gRPC server would otherwise make).
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // grpc-dotnet logs each failed call at Information; LoggingInterceptor already has a line for it.
+        builder.Logging.AddFilter("Grpc.AspNetCore.Server", LogLevel.Warning);
         // A failure to start (say, the port is taken) is reported by the caller in one line.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
         if (logLevel is { } level)
         {
             builder.Logging.SetMinimumLevel(level);
-            if (level < LogLevel.Information) builder.Logging.AddFilter("Microsoft.AspNetCore", level);
+            if (level < LogLevel.Information)
+            {
+                builder.Logging.AddFilter("Microsoft.AspNetCore", level);
+                builder.Logging.AddFilter("Grpc", level);
+            }
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
         builder.WebHost.ConfigureKestrel(kestrel =>
@@ -51,11 +58,34 @@ public static class ConduitHost
             kestrel.AddServerHeader = false;
             foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options);
         });
-        builder.Services.AddRpc();
+        AddGrpc(builder.Services);
         configureServices?.Invoke(builder.Services);
         var app = builder.Build();
         mapServices?.Invoke(app);
         return app;
+    }
+
+    /// <summary>
+    /// grpc-dotnet with Conduit's interceptors (outermost first: the per-call log, exception
+    /// mapping, dry run), gzip and deflate, and the gRPC default 4 MiB receive limit. Services add
+    /// their own <see cref="IExceptionMapper"/>s.
+    /// </summary>
+    public static IServiceCollection AddGrpc(IServiceCollection services)
+    {
+        services.AddSingleton<CallCounters>();
+        services.AddSingleton<LoggingInterceptor>();
+        services.AddSingleton<ExceptionInterceptor>();
+        services.AddSingleton<DryRunInterceptor>();
+        services.AddGrpc(o =>
+        {
+            o.Interceptors.Add<LoggingInterceptor>();
+            o.Interceptors.Add<ExceptionInterceptor>();
+            o.Interceptors.Add<DryRunInterceptor>();
+            o.CompressionProviders = ConduitChannel.CompressionProviders();
+            o.MaxReceiveMessageSize = 4 * 1024 * 1024;
+            o.EnableDetailedErrors = false;
+        });
+        return services;
     }
 
     /// <summary>
@@ -75,8 +105,8 @@ public static class ConduitHost
 
     public static void MapConduitServices(WebApplication app)
     {
-        app.MapRpcService<GreeterService>();
-        app.MapRpcService<ChatService>();
+        app.MapGrpcService<GreeterService>();
+        app.MapGrpcService<ChatService>();
         LogHosting.MapLog(app);
         app.MapUsers();
         CacheHosting.Map(app);

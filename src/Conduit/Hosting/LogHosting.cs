@@ -1,6 +1,7 @@
-using Conduit.Rpc.Server;
 using Conduit.Services.Log;
 using Conduit.Storage.Log;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Hosting;
 
@@ -64,7 +65,7 @@ public static class LogHosting
     {
         // Open (and recover) the log before the first call, so a damaged log fails `serve` at start.
         app.Services.GetRequiredService<ILogStorage>();
-        app.MapRpcService<LogService>();
-        app.MapRpcService<LogAdminService>();
+        app.MapGrpcService<LogService>();
+        app.MapGrpcService<LogAdminService>();
     }
 }

@@ -1,8 +1,9 @@
-using Conduit.Rpc.Server;
 using Conduit.Services.Chat;
 using Conduit.Services.Users;
 using Conduit.Users.Storage;
 using UserChatMessage = Conduit.Protos.User.V1.ChatMessage;
+using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Hosting;
 
@@ -42,7 +43,7 @@ public static class UsersHosting
         return services;
     }
 
-    public static void MapUsers(this WebApplication app) => app.MapRpcService<UsersService>();
+    public static void MapUsers(this WebApplication app) => app.MapGrpcService<UsersService>();
 
     /// <summary>
     /// Applies the schema migrations before the server listens (hosted services start before

@@ -1,6 +1,6 @@
 using Conduit.Protos.Grpc.Testing;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Google.Protobuf;
 
 namespace Conduit.Interop;
@@ -18,12 +18,8 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
 
     public override async Task<SimpleResponse> UnaryCall(SimpleRequest request, ServerCallContext context)
     {
-        if (request.ExpectCompressed?.Value == true && !context.LastRequestCompressed)
-        {
-            throw new RpcException(StatusCode.InvalidArgument, "Expected a compressed request message.");
-        }
-        if (request.ResponseCompressed?.Value == true) context.ResponseCompression = "gzip";
-        await EchoMetadataAsync(context).ConfigureAwait(false);
+        CheckCompressed(request.ExpectCompressed, context);
+        await EchoMetadataAsync(context, compressResponses: request.ResponseCompressed?.Value == true).ConfigureAwait(false);
         ThrowIfStatusRequested(request.ResponseStatus);
         return new SimpleResponse { Payload = CreatePayload(request.ResponseSize) };
     }
@@ -32,8 +28,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     {
         // Compression is a property of the call, chosen before the headers go out; each message
         // then opts out (WriteFlags.NoCompress) when its parameters say so.
-        if (request.ResponseParameters.Any(p => p.Compressed?.Value == true)) context.ResponseCompression = "gzip";
-        await EchoMetadataAsync(context).ConfigureAwait(false);
+        await EchoMetadataAsync(context, compressResponses: request.ResponseParameters.Any(p => p.Compressed?.Value == true)).ConfigureAwait(false);
         await RespondAsync(request, responseStream, context).ConfigureAwait(false);
         ThrowIfStatusRequested(request.ResponseStatus);
     }
@@ -41,12 +36,9 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     public override async Task<StreamingInputCallResponse> StreamingInputCall(IAsyncStreamReader<StreamingInputCallRequest> requestStream, ServerCallContext context)
     {
         var total = 0;
-        await foreach (var request in requestStream.WithCancellation(context.CancellationToken).ConfigureAwait(false))
+        await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
         {
-            if (request.ExpectCompressed?.Value == true && !context.LastRequestCompressed)
-            {
-                throw new RpcException(StatusCode.InvalidArgument, "Expected a compressed request message.");
-            }
+            CheckCompressed(request.ExpectCompressed, context);
             total += request.Payload?.Body.Length ?? 0;
         }
         return new StreamingInputCallResponse { AggregatedPayloadSize = total };
@@ -55,7 +47,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     public override async Task FullDuplexCall(IAsyncStreamReader<StreamingOutputCallRequest> requestStream, IServerStreamWriter<StreamingOutputCallResponse> responseStream, ServerCallContext context)
     {
         await EchoMetadataAsync(context).ConfigureAwait(false);
-        await foreach (var request in requestStream.WithCancellation(context.CancellationToken).ConfigureAwait(false))
+        await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
         {
             ThrowIfStatusRequested(request.ResponseStatus);
             await RespondAsync(request, responseStream, context).ConfigureAwait(false);
@@ -65,7 +57,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     public override async Task HalfDuplexCall(IAsyncStreamReader<StreamingOutputCallRequest> requestStream, IServerStreamWriter<StreamingOutputCallResponse> responseStream, ServerCallContext context)
     {
         var requests = new List<StreamingOutputCallRequest>();
-        await foreach (var request in requestStream.WithCancellation(context.CancellationToken).ConfigureAwait(false))
+        await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
         {
             requests.Add(request);
         }
@@ -84,17 +76,38 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
             {
                 await Task.Delay(TimeSpan.FromMicroseconds(parameters.IntervalUs), context.CancellationToken).ConfigureAwait(false);
             }
-            responseStream.WriteFlags = parameters.Compressed?.Value == true ? WriteFlags.None : WriteFlags.NoCompress;
+            responseStream.WriteOptions = parameters.Compressed?.Value == true ? WriteOptions.Default : NoCompress;
             await responseStream.WriteAsync(new StreamingOutputCallResponse { Payload = CreatePayload(parameters.Size) }).ConfigureAwait(false);
         }
     }
 
-    private static async Task EchoMetadataAsync(ServerCallContext context)
+    private static readonly WriteOptions NoCompress = new(WriteFlags.NoCompress);
+
+    /// <summary>
+    /// grpc-dotnet tells whether a call's request is compressed (grpc-encoding), not each message:
+    /// a message that expects compression on a call sent without it is refused, as the spec asks.
+    /// </summary>
+    private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context)
     {
-        if (context.RequestHeaders.GetValue(EchoInitialKey) is { } initial)
+        if (expectCompressed?.Value != true) return;
+        var encoding = context.RequestHeaders.GetValue("grpc-encoding");
+        if (encoding is null || encoding == "identity")
         {
-            await context.WriteResponseHeadersAsync(new Metadata { { EchoInitialKey, initial } }).ConfigureAwait(false);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "Expected a compressed request message."));
         }
+    }
+
+    /// <summary>
+    /// Echoes the initial metadata the client asked for; with <paramref name="compressResponses"/>
+    /// the response headers also carry grpc-internal-encoding-request, grpc-dotnet's way of
+    /// choosing a call's response compression (each message may still opt out).
+    /// </summary>
+    private static async Task EchoMetadataAsync(ServerCallContext context, bool compressResponses = false)
+    {
+        var headers = new Metadata();
+        if (context.RequestHeaders.GetValue(EchoInitialKey) is { } initial) headers.Add(EchoInitialKey, initial);
+        if (compressResponses) headers.Add("grpc-internal-encoding-request", "gzip");
+        if (headers.Count > 0) await context.WriteResponseHeadersAsync(headers).ConfigureAwait(false);
         if (context.RequestHeaders.GetValueBytes(EchoTrailingKey) is { } trailing)
         {
             context.ResponseTrailers.Add(EchoTrailingKey, trailing);
@@ -103,7 +116,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
 
     private static void ThrowIfStatusRequested(EchoStatus? status)
     {
-        if (status is { Code: not 0 }) throw new RpcException((StatusCode)status.Code, status.Message);
+        if (status is { Code: not 0 }) throw new RpcException(new Status((StatusCode)status.Code, status.Message));
     }
 
     private static Payload CreatePayload(int size) => new() { Body = ByteString.CopyFrom(new byte[size]) };

@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 
@@ -50,16 +50,13 @@ internal sealed class LoadGenerator(BenchSettings settings)
     public async Task<BenchResult> RunAsync(CancellationToken cancellationToken)
     {
         var method = CreateMethod(_settings.Method);
-        var channels = Enumerable.Range(0, _settings.Connections).Select(_ => RpcChannel.ForAddress(_settings.Server, new RpcChannelOptions
+        var channels = Enumerable.Range(0, _settings.Connections).Select(_ => ConduitChannel.ForAddress(_settings.Server, o => o.HttpHandler = new SocketsHttpHandler
         {
-            HttpHandler = new SocketsHttpHandler
-            {
-                EnableMultipleHttp2Connections = false,
-                UseProxy = false,
-                UseCookies = false,
-                AllowAutoRedirect = false,
-                AutomaticDecompression = System.Net.DecompressionMethods.None,
-            },
+            EnableMultipleHttp2Connections = false,
+            UseProxy = false,
+            UseCookies = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = System.Net.DecompressionMethods.None,
         })).ToArray();
         var workers = new Worker[_settings.Concurrency];
         try
@@ -127,10 +124,12 @@ internal sealed class LoadGenerator(BenchSettings settings)
     }
 
     private static Marshaller<IMessage> Marshaller(MessageDescriptor descriptor) =>
-        new(static (m, w) => m.WriteTo(w), static m => m.CalculateSize(), seq => descriptor.Parser.ParseFrom(seq));
+        Marshallers.Create(static (m, context) => { context.SetPayloadLength(m.CalculateSize()); m.WriteTo(context.GetBufferWriter()); context.Complete(); },
+            context => descriptor.Parser.ParseFrom(context.PayloadAsReadOnlySequence()));
 
-    private sealed class Worker(LoadGenerator owner, RpcChannel channel, Method<IMessage, IMessage> method, int index)
+    private sealed class Worker(LoadGenerator owner, global::Grpc.Net.Client.GrpcChannel channel, Method<IMessage, IMessage> method, int index)
     {
+        private readonly CallInvoker _invoker = channel.CreateCallInvoker();
         public long Ok;
         public long ErrorCount;
         public long Messages;
@@ -160,9 +159,9 @@ internal sealed class LoadGenerator(BenchSettings settings)
                     {
                         if (method.Type == MethodType.DuplexStreaming)
                         {
-                            duplex ??= channel.Invoker.AsyncDuplexStreamingCall(method, new CallOptions(cancellationToken: cancellationToken));
+                            duplex ??= _invoker.AsyncDuplexStreamingCall(method, null, new CallOptions(cancellationToken: cancellationToken));
                             await duplex.RequestStream.WriteAsync(settings.Request, cancellationToken);
-                            if (!await duplex.ResponseStream.MoveNext(cancellationToken)) throw new RpcException(StatusCode.Internal, "the server ended the stream");
+                            if (!await duplex.ResponseStream.MoveNext(cancellationToken)) throw new RpcException(new Status(StatusCode.Internal, "the server ended the stream"));
                             messages = 1;
                         }
                         else
@@ -219,20 +218,20 @@ internal sealed class LoadGenerator(BenchSettings settings)
             switch (method.Type)
             {
                 case MethodType.Unary:
-                    using (var call = channel.Invoker.AsyncUnaryCall(method, settings.Request, options))
+                    using (var call = _invoker.AsyncUnaryCall(method, null, options, settings.Request))
                     {
                         await call.ResponseAsync;
                         return 1;
                     }
                 case MethodType.ServerStreaming:
-                    using (var call = channel.Invoker.AsyncServerStreamingCall(method, settings.Request, options))
+                    using (var call = _invoker.AsyncServerStreamingCall(method, null, options, settings.Request))
                     {
                         long count = 0;
                         while (await call.ResponseStream.MoveNext(cancellationToken)) count++;
                         return count;
                     }
                 default:
-                    using (var call = channel.Invoker.AsyncClientStreamingCall(method, options))
+                    using (var call = _invoker.AsyncClientStreamingCall(method, null, options))
                     {
                         for (var i = 0; i < settings.StreamMessages; i++) await call.RequestStream.WriteAsync(settings.Request, cancellationToken);
                         await call.RequestStream.CompleteAsync();

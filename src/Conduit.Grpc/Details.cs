@@ -1,7 +1,7 @@
 using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
 
-namespace Conduit.Rpc;
+namespace Conduit.Grpc;
 
 /// <summary>Builders for the standard google.rpc error details.</summary>
 public static class Details

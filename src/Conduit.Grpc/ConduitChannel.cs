@@ -1,0 +1,52 @@
+using Grpc.Core;
+using System.Net.Security;
+using Grpc.Net.Client;
+using Grpc.Net.Compression;
+
+namespace Conduit.Grpc;
+
+/// <summary>
+/// How Conduit's clients make a <see cref="GrpcChannel"/>: "http://host:port" speaks h2c (HTTP/2
+/// with prior knowledge), "https://host:port" h2 over TLS with ALPN, trusting the system's CAs
+/// unless <paramref name="tls"/> says otherwise. gzip and deflate are both understood; calls go
+/// over as many HTTP/2 connections as their streams need. Make one per server and reuse it.
+/// </summary>
+public static class ConduitChannel
+{
+    /// <summary>The compression algorithms every Conduit server and channel understands.</summary>
+    public static IList<ICompressionProvider> CompressionProviders() => [new GzipCompressionProvider(System.IO.Compression.CompressionLevel.Fastest), new DeflateCompressionProvider()];
+
+    public static GrpcChannel ForAddress(string address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null) =>
+        ForAddress(new Uri(address), configure, tls);
+
+    public static GrpcChannel ForAddress(Uri address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null)
+    {
+        if (address.Scheme != Uri.UriSchemeHttp && address.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new ArgumentException($"Address '{address}' must start with http:// or https://.", nameof(address));
+        }
+        var handler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            KeepAlivePingDelay = TimeSpan.FromSeconds(60),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
+        };
+        if (tls is not null) handler.SslOptions = tls;
+        var options = new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            CompressionProviders = CompressionProviders(),
+        };
+        configure?.Invoke(options);
+        return GrpcChannel.ForAddress(address, options);
+    }
+}
+
+/// <summary>Small conveniences for building calls.</summary>
+public static class CallOptionsExtensions
+{
+    /// <summary>These options with a deadline <paramref name="timeout"/> from now.</summary>
+    public static CallOptions WithTimeout(this CallOptions options, TimeSpan timeout) => options.WithDeadline(DateTime.UtcNow + timeout);
+}
