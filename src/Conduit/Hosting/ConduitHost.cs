@@ -101,6 +101,7 @@ public static class ConduitHost
         LogHosting.AddLog(services, configuration, options);
         services.AddUsers(configuration, options);
         CacheHosting.AddAccountsAndCache(services, configuration, options);
+        SeedsHosting.AddSeeds(services);
     }
 
     public static void MapConduitServices(WebApplication app)
@@ -110,6 +111,7 @@ public static class ConduitHost
         LogHosting.MapLog(app);
         app.MapUsers();
         CacheHosting.Map(app);
+        SeedsHosting.MapSeeds(app);
     }
 
     /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>
