@@ -8,9 +8,10 @@ cd "$root"
 
 # python3-grpcio: the C-core gRPC for Python, our interop peer (client and server).
 # python3-protobuf + protobuf-compiler: generate and run its message classes from protos/.
+# python3-grpc-tools: grpc_tools.protoc generates the seed tests' grpcio clients (stubs too) from protos/seeds.
 # postgresql: the users and cache tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
 # redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
-packages=(python3-grpcio python3-protobuf protobuf-compiler redis-server postgresql)
+packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql)
 source "$root/scripts/lib.sh"
 ensure_packages "${packages[@]}"
 
