@@ -112,5 +112,11 @@ public class PostgresTests(PostgresServer postgres) : IClassFixture<PostgresServ
         await using var host = await StartAsync(accounts: new AccountsOptions { ConnectionString = $"Host=127.0.0.1;Port={Ports.Free()};Username=postgres;Timeout=2" });
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), As(null)));
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
+        Assert.Equal("ACCOUNT_STORE_UNAVAILABLE", ex.GetDetail<Google.Rpc.ErrorInfo>()?.Reason);
+        // A cache call needs its token looked up in that store: UNAVAILABLE too, never UNAUTHENTICATED.
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_any")));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
     }
 }

@@ -67,6 +67,30 @@ public class RedisDownTests
     }
 }
 
+public class RedisAddressTests
+{
+    [Theory]
+    [InlineData("redis://user@127.0.0.1:6379")] // a user without a password
+    [InlineData("redis://127.0.0.1:6379/zero")] // a database that is not a number
+    [InlineData("http://127.0.0.1:6379")]
+    [InlineData("127.0.0.1:6379")]
+    public void A_malformed_backend_address_is_refused_at_start(string backend) =>
+        Assert.Throws<ArgumentException>(() => new CacheOptions { Backend = backend }.CreateBackend());
+
+    [Fact]
+    public void The_uri_says_where_who_and_how()
+    {
+        var plain = RedisCacheBackend.Configure(new Uri("redis://127.0.0.1/3"));
+        Assert.Equal(("127.0.0.1:6379", (string?)null, (string?)null, 3, false),
+            (plain.EndPoints.Single().ToString()?.Replace("Unspecified/", "", StringComparison.Ordinal), plain.User, plain.Password, plain.DefaultDatabase, plain.Ssl));
+        var secure = RedisCacheBackend.Configure(new Uri("rediss://app%40ops:p%3Aw%2Fd%23@redis.example:6380"));
+        Assert.Equal(("app@ops", "p:w/d#", true), (secure.User, secure.Password, secure.Ssl));
+        var defaultUser = RedisCacheBackend.Configure(new Uri("redis://:only-a-password@127.0.0.1:6379"));
+        Assert.Equal(((string?)null, "only-a-password"), (defaultUser.User, defaultUser.Password));
+        Assert.Throws<ArgumentException>(() => RedisCacheBackend.Configure(new Uri("redis://127.0.0.1:6379"), tlsCaFile: "/any/ca.pem"));
+    }
+}
+
 /// <summary>AUTH: the default user's password (requirepass) and an ACL user, from the URI; a wrong one is UNAVAILABLE.</summary>
 public class RedisAuthTests(PasswordRedisServer redis) : IClassFixture<PasswordRedisServer>
 {
