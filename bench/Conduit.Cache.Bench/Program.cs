@@ -8,8 +8,8 @@ using System.Diagnostics;
 using System.Globalization;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
 
@@ -19,7 +19,7 @@ var seconds = double.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture);
 var label = Arg("--label", "conduit");
 var valueBytes = int.Parse(Arg("--value-bytes", "3"), CultureInfo.InvariantCulture);
 
-using var channel = RpcChannel.ForAddress(server);
+using var channel = ConduitChannel.ForAddress(server);
 var accounts = new Accounts.AccountsClient(channel);
 var created = await accounts.CreateAccountAsync(new CreateAccountReq { Name = "bench", MaxCacheKeys = 1000, MaxValueBytes = Math.Max(valueBytes, 1024) },
     new CallOptions().WithTimeout(TimeSpan.FromSeconds(30)));

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Conduit.Protos.Accounts.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 using Google.Rpc;
 using static Conduit.Cache.Tests.CacheHost;

@@ -1,9 +1,8 @@
 using Conduit.Hosting;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
 using Microsoft.AspNetCore.Builder;
@@ -29,7 +28,7 @@ public sealed class CacheHost : InProcessServer
 
     public static async Task<CacheHost> StartAsync(CacheOptions? cache = null, AccountsOptions? accounts = null,
         Action<IServiceCollection>? services = null, Action<WebApplication>? map = null,
-        Action<ServeOptions>? configureServe = null, RpcChannelOptions? channelOptions = null)
+        Action<ServeOptions>? configureServe = null, Action<global::Grpc.Net.Client.GrpcChannelOptions>? channelOptions = null)
     {
         var data = new TempDir("conduit-cache-tests-");
         var serve = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = data.Path };

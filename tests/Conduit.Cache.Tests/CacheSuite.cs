@@ -1,5 +1,6 @@
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
@@ -306,11 +307,6 @@ public abstract class CacheSuite
     }
 }
 
-internal static class StreamExtensions
-{
-    public static IAsyncEnumerable<T> ReadAllAsync<T>(this IAsyncStreamReader<T> reader) => reader;
-}
-
 public sealed class EmbeddedCacheTests : CacheSuite
 {
     protected override CacheOptions Options() => new();
@@ -318,7 +314,8 @@ public sealed class EmbeddedCacheTests : CacheSuite
     protected override int LargeDumpEntries => 100_000;
 }
 
-public sealed class RedisCacheTests(RedisServer redis) : CacheSuite, IClassFixture<RedisServer>
+/// <summary>The suite on a Redis that needs AUTH: every call goes through an ACL user's password.</summary>
+public sealed class RedisCacheTests(PasswordRedisServer redis) : CacheSuite, IClassFixture<PasswordRedisServer>
 {
     protected override CacheOptions Options() => new() { Backend = redis.Url, RedisKeyPrefix = $"test{Guid.NewGuid():N}:" };
 

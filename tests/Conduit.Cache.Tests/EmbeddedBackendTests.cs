@@ -1,5 +1,6 @@
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;

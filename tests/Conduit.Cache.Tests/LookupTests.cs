@@ -1,14 +1,15 @@
 using Conduit.Hosting;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Google.Rpc;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using static Conduit.Cache.Tests.CacheHost;
+using Status = Grpc.Core.Status;
 
 namespace Conduit.Cache.Tests;
 
@@ -26,12 +27,17 @@ public class LookupTests
 
         private int _calls;
 
+        /// <summary>Set when a lookup of <see cref="Token"/> has arrived (and is waiting out <see cref="Delay"/>), with the deadline it carried.</summary>
+        public TaskCompletionSource<DateTime> Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Set when this server saw a lookup cancelled: the deadline it carried and when it was cancelled.</summary>
         public TaskCompletionSource<(DateTime Deadline, DateTime Cancelled)> Cut { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public override async Task<GetByTokenResp> GetByToken(GetByTokenReq request, ServerCallContext context)
         {
             Interlocked.Increment(ref _calls);
-            if (request.Token != Token) throw new RpcException(StatusCode.NotFound, "unknown");
+            if (request.Token != Token) throw new RpcException(new Status(StatusCode.NotFound, "unknown"));
+            Started.TrySetResult(context.Deadline);
             try
             {
                 await Task.Delay(Delay, context.CancellationToken);
@@ -54,7 +60,7 @@ public class LookupTests
         public static async Task<Remote> StartAsync(TimeSpan delay)
         {
             var accounts = new FakeAccounts { Delay = delay };
-            var server = await InProcessServer.StartAsync(s => s.AddSingleton(accounts), a => a.MapRpcService<FakeAccounts>());
+            var server = await InProcessServer.StartAsync(s => s.AddSingleton(accounts), a => a.MapGrpcService<FakeAccounts>());
             return new Remote(server, accounts);
         }
     }
@@ -79,7 +85,7 @@ public class LookupTests
         await WarmUp(host, remote.Accounts);
         var callerDeadline = DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" },
-            As(FakeAccounts.Token) with { Deadline = callerDeadline }));
+            As(FakeAccounts.Token).WithDeadline(callerDeadline)));
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
 
         var (seenDeadline, cancelledAt) = await remote.Accounts.Cut.Task.WaitAsync(TimeSpan.FromSeconds(20));
@@ -87,6 +93,30 @@ public class LookupTests
         Assert.True(seenDeadline <= callerDeadline + TimeSpan.FromMilliseconds(50), $"Accounts deadline {seenDeadline:O} is after the caller's {callerDeadline:O}");
         // ...and its call was ended around then, not a minute later.
         Assert.True(cancelledAt < callerDeadline + TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task A_cancelled_cache_call_cancels_the_accounts_lookup()
+    {
+        await using var remote = await Remote.StartAsync(Timeout.InfiniteTimeSpan);
+        await using var host = await StartAsync(new CacheOptions { AccountsUrl = remote.Url, AccountsTimeout = TimeSpan.FromSeconds(60) });
+        await WarmUp(host, remote.Accounts);
+        using var cancel = new CancellationTokenSource();
+        var call = host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") },
+            As(FakeAccounts.Token, timeout: TimeSpan.FromSeconds(60)).WithCancellationToken(cancel.Token));
+
+        // The lookup is waiting in Accounts; now the client gives up on the cache call.
+        var lookupDeadline = await remote.Accounts.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        var cancelledAt = DateTime.UtcNow;
+        cancel.Cancel();
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call);
+        Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
+
+        // The cache server saw the reset, cancelled its lookup, and Accounts saw that: long
+        // before either deadline (both about a minute away), so it was the cancellation.
+        var (_, cut) = await remote.Accounts.Cut.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(lookupDeadline > cancelledAt + TimeSpan.FromSeconds(30), $"the lookup's deadline {lookupDeadline:O} was already short");
+        Assert.True(cut < lookupDeadline - TimeSpan.FromSeconds(30), $"Accounts saw the lookup end at {cut:O}, its deadline being {lookupDeadline:O}");
     }
 
     [Fact]
@@ -156,7 +186,7 @@ public class LookupTests
             var (cert, key) = Commands.SelfSigned.WritePem(certDir);
             var handler = new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
             await using var host = await StartAsync(configureServe: s => { s.Urls = ["https://127.0.0.1:0"]; s.TlsCert = cert; s.TlsKey = key; },
-                channelOptions: new Rpc.Client.RpcChannelOptions { HttpHandler = handler });
+                channelOptions: o => o.HttpHandler = handler);
             Assert.StartsWith("https://", host.Address);
             var (_, token) = await host.CreateAccountAsync();
             await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(token));

@@ -90,13 +90,13 @@ public class PostgresTests(PostgresServer postgres) : IClassFixture<PostgresServ
         await using var host = await StartAsync(accounts: new AccountsOptions { ConnectionString = postgres.ConnectionString });
         var created = await host.Accounts.CreateAccountAsync(new CreateAccountReq { Name = "pg", MaxCacheKeys = 1 }, As(null));
         await host.Cache.StoreAsync(new StoreReq { Key = "k", Val = ByteString.CopyFromUtf8("v") }, As(created.Token));
-        var ex = await Assert.ThrowsAsync<Rpc.RpcException>(async () => await host.Cache.StoreAsync(new StoreReq { Key = "k2", Val = ByteString.CopyFromUtf8("v") }, As(created.Token)));
-        Assert.Equal(Rpc.StatusCode.FailedPrecondition, ex.StatusCode);
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.StoreAsync(new StoreReq { Key = "k2", Val = ByteString.CopyFromUtf8("v") }, As(created.Token)));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
 
         var rotated = await host.Accounts.RotateTokenAsync(new RotateTokenReq { Id = created.Account.Id }, As(null));
         Assert.Equal("pg", (await host.Accounts.GetByTokenAsync(new GetByTokenReq { Token = rotated.Token }, As(null))).Account.Name);
-        ex = await Assert.ThrowsAsync<Rpc.RpcException>(async () => await host.Accounts.GetByTokenAsync(new GetByTokenReq { Token = created.Token }, As(null)));
-        Assert.Equal(Rpc.StatusCode.NotFound, ex.StatusCode);
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.GetByTokenAsync(new GetByTokenReq { Token = created.Token }, As(null)));
+        Assert.Equal(StatusCode.NotFound, ex.StatusCode);
 
         // A second store over the same database (another `conduit serve`) sees the account; the table holds the hash only.
         await using var other = new PostgresAccountStore(postgres.ConnectionString);
@@ -110,7 +110,13 @@ public class PostgresTests(PostgresServer postgres) : IClassFixture<PostgresServ
     public async Task An_unreachable_database_is_unavailable()
     {
         await using var host = await StartAsync(accounts: new AccountsOptions { ConnectionString = $"Host=127.0.0.1;Port={Ports.Free()};Username=postgres;Timeout=2" });
-        var ex = await Assert.ThrowsAsync<Rpc.RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), As(null)));
-        Assert.Equal(Rpc.StatusCode.Unavailable, ex.StatusCode);
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), As(null)));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
+        Assert.Equal("ACCOUNT_STORE_UNAVAILABLE", ex.GetDetail<Google.Rpc.ErrorInfo>()?.Reason);
+        // A cache call needs its token looked up in that store: UNAVAILABLE too, never UNAUTHENTICATED.
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Cache.GetAsync(new GetReq { Key = "k" }, As("cdt_any")));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
     }
 }

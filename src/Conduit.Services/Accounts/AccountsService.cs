@@ -25,7 +25,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A token is required.", Details.BadRequest(("token", "required")));
         }
-        var account = await Guard(() => store.FindByTokenHashAsync(AccountTokens.Hash(request.Token), context.CancellationToken)).ConfigureAwait(false);
+        var account = await store.FindByTokenHashAsync(AccountTokens.Hash(request.Token), context.CancellationToken).ConfigureAwait(false);
         if (account is null || account.Disabled)
         {
             throw RpcException.WithDetails(StatusCode.NotFound, "No enabled account has this token.", Details.ErrorInfo("TOKEN_UNKNOWN", Domain));
@@ -52,7 +52,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             Disabled: false,
             _time.GetUtcNow().ToUnixTimeMilliseconds(),
             AccountTokens.Hash(token));
-        if (!DryRun.IsRequested(context) && !await Guard(() => store.CreateAsync(account, context.CancellationToken)).ConfigureAwait(false))
+        if (!DryRun.IsRequested(context) && !await store.CreateAsync(account, context.CancellationToken).ConfigureAwait(false))
         {
             // 96 random bits of id and 256 of token: a collision is a broken random generator.
             throw new RpcException(new Status(StatusCode.Aborted, "The new account's id or token collided with an existing one; try again."));
@@ -64,7 +64,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
     {
         RequireOperator(context);
         var response = new ListAccountsResp();
-        foreach (var account in await Guard(() => store.ListAsync(context.CancellationToken)).ConfigureAwait(false))
+        foreach (var account in await store.ListAsync(context.CancellationToken).ConfigureAwait(false))
         {
             response.Accounts.Add(ToProto(account));
         }
@@ -88,7 +88,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             MaxValueBytes = request.HasMaxValueBytes ? request.MaxValueBytes : account.MaxValueBytes,
             Disabled = request.HasDisabled ? request.Disabled : account.Disabled,
         };
-        if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
+        if (!DryRun.IsRequested(context) && !await store.UpdateAsync(updated, context.CancellationToken).ConfigureAwait(false))
         {
             throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
         }
@@ -102,23 +102,11 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         var account = await GetOrThrowAsync(request.Id, context).ConfigureAwait(false);
         var token = AccountTokens.NewToken();
         var updated = account with { TokenHash = AccountTokens.Hash(token) };
-        if (!DryRun.IsRequested(context) && !await Guard(() => store.UpdateAsync(updated, context.CancellationToken)).ConfigureAwait(false))
+        if (!DryRun.IsRequested(context) && !await store.UpdateAsync(updated, context.CancellationToken).ConfigureAwait(false))
         {
             throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
         }
         return new RotateTokenResp { Account = ToProto(updated), Token = token };
-    }
-
-    private static async Task<T> Guard<T>(Func<Task<T>> operation)
-    {
-        try
-        {
-            return await operation().ConfigureAwait(false);
-        }
-        catch (AccountStoreUnavailableException ex)
-        {
-            throw RpcException.WithDetails(StatusCode.Unavailable, ex.Message, Details.RetryInfo(TimeSpan.FromSeconds(1)));
-        }
     }
 
     public static Account ToProto(AccountRecord account) => new()
@@ -137,7 +125,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "An account id is required.", Details.BadRequest(("id", "required")));
         }
-        return await Guard(() => store.GetAsync(id, context.CancellationToken)).ConfigureAwait(false)
+        return await store.GetAsync(id, context.CancellationToken).ConfigureAwait(false)
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{id}'."));
     }
 
@@ -195,6 +183,21 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         }
         return IPAddress.TryParse(address, out var ip) && IPAddress.IsLoopback(ip);
     }
+}
+
+/// <summary>
+/// The account store's failures as statuses (registered in DI by the host, run by
+/// ExceptionInterceptor): a store that cannot be reached (PostgreSQL down) is UNAVAILABLE with
+/// RetryInfo, so the handlers carry no catch blocks of their own.
+/// </summary>
+public sealed class AccountsExceptionMapper : IExceptionMapper
+{
+    public RpcException? Map(Exception exception, ServerCallContext context) => exception switch
+    {
+        AccountStoreUnavailableException ex => RpcException.WithDetails(StatusCode.Unavailable, ex.Message,
+            Details.RetryInfo(TimeSpan.FromSeconds(1)), Details.ErrorInfo("ACCOUNT_STORE_UNAVAILABLE", "accounts.conduit")),
+        _ => null,
+    };
 }
 
 /// <summary>The caller's token from `authorization: Bearer &lt;token&gt;`.</summary>

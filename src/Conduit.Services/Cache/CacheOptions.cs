@@ -5,7 +5,12 @@ public sealed class CacheOptions
 {
     public const string Section = "Conduit:Cache";
 
-    /// <summary>"memory" (the default: entries in this process) or "redis://host:port[/db]".</summary>
+    /// <summary>
+    /// "memory" (the default: entries in this process), or a Redis server as a URI:
+    /// <c>redis://[[user]:password@]host[:port][/db]</c>, <c>rediss://...</c> for TLS. The user and
+    /// password are Redis's AUTH (percent-encode reserved characters); <c>redis://:password@host</c>
+    /// for a server with only <c>requirepass</c>.
+    /// </summary>
     public string Backend { get; set; } = "memory";
 
     /// <summary>The memory backend's bound for all accounts together; least recently used entries are evicted past it.</summary>
@@ -32,14 +37,20 @@ public sealed class CacheOptions
     /// <summary>The prefix of every Redis key the Redis backend uses.</summary>
     public string RedisKeyPrefix { get; set; } = "conduit:cache:";
 
-    /// <summary>Pipelined connections to Redis per server.</summary>
-    public int RedisConnections { get; set; } = 4;
+    /// <summary>
+    /// A PEM certificate to trust as the issuer of the Redis server's certificate (rediss:// only),
+    /// for a private CA; the system's trusted roots are always trusted.
+    /// </summary>
+    public string? RedisTlsCaFile { get; set; }
 
     /// <summary>The backend these options choose.</summary>
     public ICacheBackend CreateBackend(TimeProvider? time = null)
     {
         if (Backend.Equals("memory", StringComparison.OrdinalIgnoreCase)) return new MemoryCacheBackend(MaxMemoryBytes, time);
-        if (Backend.StartsWith("redis://", StringComparison.OrdinalIgnoreCase)) return new RedisCacheBackend(new Uri(Backend), RedisKeyPrefix, RedisConnections);
-        throw new ArgumentException($"Cache backend '{Backend}' must be \"memory\" or redis://host:port.");
+        if (Backend.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) || Backend.StartsWith("rediss://", StringComparison.OrdinalIgnoreCase))
+        {
+            return new RedisCacheBackend(new Uri(Backend), RedisKeyPrefix, RedisTlsCaFile);
+        }
+        throw new ArgumentException($"Cache backend '{Backend}' must be \"memory\", redis://host:port or rediss://host:port.");
     }
 }

@@ -44,8 +44,8 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
                 Details.ErrorInfo("VALUE_TOO_LARGE", Domain));
         }
 
-        var outcome = await Backend(() => backend.StoreAsync(account.Id, request.Key, request.Val.ToByteArray(), ttl, account.MaxCacheKeys,
-            DryRun.IsRequested(context), context.CancellationToken)).ConfigureAwait(false);
+        var outcome = await backend.StoreAsync(account.Id, request.Key, request.Val.ToByteArray(), ttl, account.MaxCacheKeys,
+            DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
         return outcome switch
         {
             StoreOutcome.Stored => new StoreResp(),
@@ -65,7 +65,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         var violations = new List<(string, string)>();
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
-        var value = await Backend(() => backend.GetAsync(account.Id, request.Key, context.CancellationToken)).ConfigureAwait(false)
+        var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false)
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
         // Stored arrays are never modified, so the response can wrap them without a copy.
         return new GetResp { Val = UnsafeByteOperations.UnsafeWrap(value) };
@@ -78,7 +78,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         var violations = new List<(string, string)>();
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
-        var deleted = await Backend(() => backend.DeleteAsync(account.Id, request.Key, DryRun.IsRequested(context), context.CancellationToken)).ConfigureAwait(false);
+        var deleted = await backend.DeleteAsync(account.Id, request.Key, DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
         return deleted ? new DeleteResp() : throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
     }
 
@@ -90,18 +90,11 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
             Details.RetryInfo(RetryDelay), Details.QuotaFailure(("cache", $"max_concurrent_dumps {dumps.Limit}")));
         var account = await AuthenticateAsync(context, null).ConfigureAwait(false);
         var token = context.CancellationToken;
-        try
+        // One entry at a time: each write waits for HTTP/2 flow control before the next entry
+        // is read from the backend, so a slow reader holds the dump back instead of memory.
+        await foreach (var (key, value) in backend.DumpAsync(account.Id, token).ConfigureAwait(false))
         {
-            // One entry at a time: each write waits for HTTP/2 flow control before the next entry
-            // is read from the backend, so a slow reader holds the dump back instead of memory.
-            await foreach (var (key, value) in backend.DumpAsync(account.Id, token).ConfigureAwait(false))
-            {
-                await responseStream.WriteAsync(new DumpItem { Key = key, Val = UnsafeByteOperations.UnsafeWrap(value) }, token).ConfigureAwait(false);
-            }
-        }
-        catch (CacheBackendUnavailableException ex)
-        {
-            throw Unavailable(ex);
+            await responseStream.WriteAsync(new DumpItem { Key = key, Val = UnsafeByteOperations.UnsafeWrap(value) }, token).ConfigureAwait(false);
         }
     }
 
@@ -130,21 +123,23 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
                 Details.BadRequest([.. violations]));
         }
     }
+}
 
-    private static async Task<T> Backend<T>(Func<Task<T>> operation)
+/// <summary>
+/// The cache's failures as statuses (registered in DI by the host, run by ExceptionInterceptor):
+/// a backend that cannot be reached is UNAVAILABLE with RetryInfo, so the handlers carry no
+/// catch blocks of their own.
+/// </summary>
+public sealed class CacheExceptionMapper : IExceptionMapper
+{
+    private static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
+
+    public RpcException? Map(Exception exception, ServerCallContext context) => exception switch
     {
-        try
-        {
-            return await operation().ConfigureAwait(false);
-        }
-        catch (CacheBackendUnavailableException ex)
-        {
-            throw Unavailable(ex);
-        }
-    }
-
-    private static RpcException Unavailable(CacheBackendUnavailableException ex) =>
-        RpcException.WithDetails(StatusCode.Unavailable, ex.Message, Details.RetryInfo(RetryDelay), Details.ErrorInfo("BACKEND_UNAVAILABLE", Domain));
+        CacheBackendUnavailableException ex => RpcException.WithDetails(StatusCode.Unavailable, ex.Message,
+            Details.RetryInfo(RetryDelay), Details.ErrorInfo("BACKEND_UNAVAILABLE", "cache.conduit")),
+        _ => null,
+    };
 }
 
 /// <summary>How many dumps may run at once: <see cref="TryEnter"/> takes a slot or answers null at once.</summary>

@@ -22,7 +22,7 @@ internal static class ServeCommand
         var logLevel = new Option<LogLevel?>("--log-level") { Description = "Trace, Debug, Information (default), Warning, Error" };
         var logDurability = new Option<string?>("--log-durability") { Description = "Log service default: always (default; fsync before acknowledging), interval or never" };
         var accountsUrl = new Option<string?>("--accounts-url") { Description = "Call the Accounts service of another server (default: this server's own, over loopback)" };
-        var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default) or redis://host:port[/db]" };
+        var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default), redis://[user:password@]host:port[/db] or rediss:// (TLS)" };
         var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: a file in the data folder)" };
         var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb };
         command.SetAction(async (parse, cancellationToken) =>

@@ -3,6 +3,7 @@ using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Conduit.Grpc;
 using Grpc.Core;
 
@@ -31,6 +32,8 @@ public static class CacheHosting
             ? new PostgresAccountStore(connectionString)
             : new FileAccountStore(options.FilePath ?? Path.Combine(serve.DataDir, "accounts", "accounts.json")));
         services.AddSingleton(sp => new AccountsService(sp.GetRequiredService<IAccountStore>(), options));
+        // A store that is down (PostgreSQL) answers UNAVAILABLE with RetryInfo.
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IExceptionMapper, AccountsExceptionMapper>());
     }
 
     public static void AddCache(IServiceCollection services, CacheOptions options, ServeOptions serve)
@@ -42,6 +45,8 @@ public static class CacheHosting
             () => options.AccountsUrl is { Length: > 0 } url ? ConduitChannel.ForAddress(url) : OwnChannel(sp, serve), options));
         services.AddSingleton<IAccountDirectory>(sp => sp.GetRequiredService<AccountsLookup>());
         services.AddSingleton(sp => new CacheService(sp.GetRequiredService<ICacheBackend>(), sp.GetRequiredService<IAccountDirectory>(), options, sp.GetRequiredService<DumpLimiter>()));
+        // A backend that is down (Redis) answers UNAVAILABLE with RetryInfo.
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IExceptionMapper, CacheExceptionMapper>());
     }
 
     /// <summary>Maps Cache, and Accounts unless the cache is configured to call another server's.</summary>
