@@ -173,8 +173,11 @@ internal static class BenchCommand
             ["messages_per_s"] = r.Messages / seconds,
             ["latency_ms"] = new JsonObject
             {
-                ["p50"] = r.Percentile(50), ["p90"] = r.Percentile(90), ["p99"] = r.Percentile(99),
-                ["p99_9"] = r.Percentile(99.9), ["max"] = r.Percentile(100),
+                ["p50"] = r.Percentile(50),
+                ["p90"] = r.Percentile(90),
+                ["p99"] = r.Percentile(99),
+                ["p99_9"] = r.Percentile(99.9),
+                ["max"] = r.Percentile(100),
             },
         };
         return node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
