@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The client path in one run: `conduit bench` (our client) and bench/Conduit.ClientFloor (the
+# The client path in one run: `conduit bench` (grpc-dotnet's GrpcChannel) and bench/Conduit.ClientFloor (the
 # same unary SayHello with nothing but SocketsHttpHandler, with and without a token source per
 # call) against one `conduit serve`, server pinned to core 0, load to core 1, one after another.
 # Prints calls/s and bytes allocated per measured call (the window after the warm-up).
@@ -26,7 +26,7 @@ taskset -c 0 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" serve --
 pid=$!
 wait_port "$port"
 
-echo "conduit bench (our client), CONDUIT_ALLOC_TRACE=bytes:"
+echo "conduit bench (GrpcChannel), CONDUIT_ALLOC_TRACE=bytes:"
 CONDUIT_ALLOC_TRACE=bytes taskset -c 1 dotnet "$root/src/Conduit/bin/Release/net10.0/conduit.dll" bench helloworld.Greeter/SayHello \
   --server "http://127.0.0.1:$port" -c "$connections" --concurrency "$concurrency" -d "${duration}s" --warmup "${warmup}s" \
   --data '{"name":"bench"}' 2>&1 | grep -E "client allocated|calls "

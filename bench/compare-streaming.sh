@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Streaming side by side, same load generator, same pinning (server on core 0, load on core 1), in
-# one run: grpc.testing.TestService on Conduit (`conduit interop server`), on the C++ gRPC
-# library (bench/reference/cpp/test_server.cc, callback API), and bare Kestrel answering the same
-# two methods with canned frames (bench/BareKestrel: the ceiling for any gRPC layer on Kestrel).
+# one run: grpc.testing.TestService on Conduit (`conduit interop server`, grpc-dotnet), on
+# Conduit's own runtime as it was before the switch to grpc-dotnet (`old`: commit d0e41d9's
+# `conduit interop server`, built once by bench/old-runtime.sh), on the C++ gRPC library
+# (bench/reference/cpp/test_server.cc, callback API), and bare Kestrel answering the same two
+# methods with canned frames (bench/BareKestrel: the ceiling for any gRPC layer on Kestrel).
+# Issue 10's target: conduit / old at least 0.90 for both shapes.
 #   - server stream: StreamingOutputCall, 100 messages of 10 bytes per call
 #   - bidi ping-pong: FullDuplexCall, one 10-byte message each way per round trip
 #   bash bench/compare-streaming.sh                     # 10 s warm-up + 20 s per row
 #   WARMUP=2 DURATION=5 CONCURRENCY=4 bash bench/compare-streaming.sh
 #   LOAD=conduit CONNECTIONS=4 CONCURRENCY=32 bash bench/compare-streaming.sh
-#   SERVERS="conduit cpp" bash bench/compare-streaming.sh
+#   SERVERS="conduit old" bash bench/compare-streaming.sh
 #
 # LOAD picks the load generator, the same one for both servers:
 #   cpp (default)  bench/reference/cpp/stream_load.cc on Debian's libgrpc++ 1.51 (async API, two
@@ -38,7 +41,7 @@ duration="${DURATION:-20}"
 concurrency="${CONCURRENCY:-4}"
 connections="${CONNECTIONS:-1}"
 load="${LOAD:-cpp}"
-servers="${SERVERS:-kestrel conduit cpp}"
+servers="${SERVERS:-kestrel conduit old cpp}"
 [[ "$load" == cpp || "$load" == conduit ]] || { echo "LOAD must be cpp or conduit" >&2; exit 1; }
 work="$(mktemp -d)"
 pids=()
@@ -52,6 +55,8 @@ ensure_packages "${need[@]}"
 echo "building ..." >&2
 dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
 dotnet build "$root/bench/BareKestrel/BareKestrel.csproj" -c Release -nologo -v quiet >&2
+old=""
+if [[ " $servers " == *" old "* ]]; then old="$(bash "$root/bench/old-runtime.sh")"; fi
 protos=(grpc/testing/empty.proto grpc/testing/messages.proto grpc/testing/test.proto)
 (cd "$root/protos" && protoc -I . --cpp_out="$work" --grpc_out="$work" --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "${protos[@]}")
 g++ -O2 -std=c++17 -I"$work" "$root/bench/reference/cpp/test_server.cc" \
@@ -96,6 +101,7 @@ for name in $servers; do
   case "$name" in
     kestrel) (exec taskset -c 0 dotnet "$root/bench/BareKestrel/bin/Release/net10.0/BareKestrel.dll" --port "$port") > "$work/$name.log" 2>&1 & ;;
     conduit) (exec taskset -c 0 "${conduit[@]}" interop server --port "$port") > "$work/$name.log" 2>&1 & ;;
+    old) (exec taskset -c 0 dotnet "$old" interop server --port "$port") > "$work/$name.log" 2>&1 & ;;
     cpp) (exec taskset -c 0 "$work/test_server" "$port") > "$work/$name.log" 2>&1 & ;;
   esac
   pids+=($!)
@@ -124,5 +130,6 @@ ratio() { # a b -> "a/b" of the message rates, and of the rates per server CPU-s
   awk -v n="$1 / $2" -v a="$as" -v b="$bs" -v c="$ap" -v d="$bp" -v ac="$asc" -v bc="$bsc" -v cc="$apc" -v dc="$bpc" \
     'BEGIN { printf "%-16s server stream %.2fx (per server CPU-second %.2fx), ping-pong %.2fx (per server CPU-second %.2fx)\n", n, a/b, (a/ac)/(b/bc), c/d, (c/cc)/(d/dc) }'
 }
+ratio conduit old
 ratio conduit cpp
 ratio conduit kestrel

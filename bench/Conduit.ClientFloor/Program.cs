@@ -1,9 +1,11 @@
-// The floor under our gRPC client's per-call allocations: a unary SayHello done with nothing but
+// The floor under the gRPC client's per-call allocations: a unary SayHello done with nothing but
 // SocketsHttpHandler (HttpRequestMessage, ByteArrayContent, te/content-type headers, read the body
-// to its end, check grpc-status in the trailers), driven like `conduit bench` drives ours (-c
+// to its end, check grpc-status in the trailers), driven like `conduit bench` drives its client (-c
 // connections, --concurrency loops, a warm-up, then a measured window). What this allocates per
 // call is SocketsHttpHandler's and HttpRequestMessage's; what `conduit bench` allocates on top is
-// our client's (and the load generator's).
+// grpc-dotnet's GrpcChannel (Grpc.Net.Client: its call object, metadata, serialization context)
+// and the load generator's. The question it answers: how much of the client's per-call cost is
+// HTTP/2 itself and how much is the gRPC layer over it (bench/client-path.sh runs both).
 //
 //   dotnet bench/Conduit.ClientFloor/bin/Release/net10.0/Conduit.ClientFloor.dll \
 //       --server http://127.0.0.1:PORT [-c 4] [--concurrency 32] [-d 10] [--warmup 2] [--cts]

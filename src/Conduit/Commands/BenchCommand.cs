@@ -19,7 +19,7 @@ internal static class BenchCommand
         var concurrency = new Option<int>("--concurrency") { Description = "Calls in flight (spread over the connections)", DefaultValueFactory = _ => 1 };
         var total = new Option<long?>("-n", "--total") { Description = "Measured calls to make (after the warm-up)" };
         var duration = new Option<string?>("-d", "--duration") { Description = "How long to measure: 10s, 500ms, 1m (default 10s unless -n)" };
-        var rps = new Option<double?>("--rps") { Description = "Target calls per second over all loops (default: as fast as answers come)" };
+        var rps = new Option<double?>("--rps") { Description = "Open loop: start calls on a fixed schedule of N per second over all loops, latency counted from when each call was due (default: closed loop, each loop's next call when the previous answered)" };
         var warmup = new Option<string>("--warmup") { Description = "Unmeasured warm-up before measuring", DefaultValueFactory = _ => "1s" };
         var data = new Option<string>("--data") { Description = "Request message as protobuf JSON", DefaultValueFactory = _ => "{}" };
         var payload = new Option<int?>("--payload") { Description = "Fill the request's first string/bytes field with this many bytes" };
@@ -48,6 +48,11 @@ internal static class BenchCommand
                 return 2;
             }
             if (parse.GetValue(payload) is { } size) Fill(request, size);
+            if (parse.GetValue(rps) is { } target && !(target > 0 && double.IsFinite(target)))
+            {
+                Console.Error.WriteLine($"error: --rps must be a positive number of calls per second, not {target}.");
+                return 2;
+            }
             var measure = parse.GetValue(duration) is { } d ? ParseDuration(d) : parse.GetValue(total) is null ? TimeSpan.FromSeconds(10) : (TimeSpan?)null;
             var settings = new BenchSettings(parse.GetValue(server)!, descriptor, request,
                 Math.Max(1, parse.GetValue(connections)), Math.Max(1, parse.GetValue(concurrency)),
@@ -115,11 +120,14 @@ internal static class BenchCommand
         var lines = new List<string>
         {
             $"{s.Method.Service.FullName}/{s.Method.Name} ({Kind(s.Method)}) at {s.Server}: {s.Connections} connection(s) x {s.Concurrency} in flight, measured {r.Elapsed.TotalSeconds:0.00} s after {s.Warmup.TotalSeconds:0.##} s warm-up",
+            s.Rps is { } rps
+                ? $"  schedule   open loop, {rps:0.##} calls/s due; latency counts from when each call was due"
+                : "  schedule   closed loop: each loop's next call when the previous answered; latency from each call's start",
             $"  calls      {r.Ok} ok, {r.Errors.Values.Sum()} errors, {r.Ok / seconds:0.0} calls/s" + (r.Messages != r.Ok ? $", {r.Messages / seconds:0.0} messages/s" : ""),
             $"  latency    p50 {r.Percentile(50):0.000} ms   p90 {r.Percentile(90):0.000} ms   p99 {r.Percentile(99):0.000} ms   p99.9 {r.Percentile(99.9):0.000} ms   max {r.Percentile(100):0.000} ms",
         };
         lines.Add("  errors     " + (r.Errors.Count == 0 ? "none" : string.Join(", ", r.Errors.Select(e => $"{e.Key}: {e.Value}"))));
-        if (r.LatencyTicks.Length > 0)
+        if (r.Latencies.TotalCount > 0)
         {
             lines.Add("  histogram");
             lines.AddRange(Histogram(r));
@@ -129,15 +137,15 @@ internal static class BenchCommand
 
     private static IEnumerable<string> Histogram(BenchResult r)
     {
-        // Ten buckets, log-spaced between the fastest and the slowest call.
-        var min = Math.Max(BenchResult.TicksToMs(r.LatencyTicks[0]), 0.001);
-        var max = Math.Max(BenchResult.TicksToMs(r.LatencyTicks[^1]), min * 1.0001);
+        // Ten buckets, log-spaced between the fastest and the slowest call, counted from the HdrHistogram.
+        var recorded = r.Latencies.RecordedValues().Select(v => (Ms: BenchResult.TicksToMs(v.ValueIteratedTo), Count: v.CountAddedInThisIterationStep)).ToList();
+        var min = Math.Max(recorded[0].Ms, 0.001);
+        var max = Math.Max(recorded[^1].Ms, min * 1.0001);
         var counts = new long[10];
-        foreach (var ticks in r.LatencyTicks)
+        foreach (var (ms, count) in recorded)
         {
-            var ms = Math.Max(BenchResult.TicksToMs(ticks), min);
-            var bucket = (int)(Math.Log(ms / min) / Math.Log(max / min) * 10);
-            counts[Math.Clamp(bucket, 0, 9)]++;
+            var bucket = (int)(Math.Log(Math.Max(ms, min) / min) / Math.Log(max / min) * 10);
+            counts[Math.Clamp(bucket, 0, 9)] += count;
         }
         var peak = counts.Max();
         for (var i = 0; i < 10; i++)
@@ -157,6 +165,7 @@ internal static class BenchCommand
             ["server"] = s.Server,
             ["connections"] = s.Connections,
             ["concurrency"] = s.Concurrency,
+            ["rps"] = s.Rps,
             ["measured_s"] = r.Elapsed.TotalSeconds,
             ["ok"] = r.Ok,
             ["errors"] = new JsonObject(r.Errors.Select(e => KeyValuePair.Create(e.Key.ToString(), (JsonNode?)e.Value))),
@@ -164,8 +173,11 @@ internal static class BenchCommand
             ["messages_per_s"] = r.Messages / seconds,
             ["latency_ms"] = new JsonObject
             {
-                ["p50"] = r.Percentile(50), ["p90"] = r.Percentile(90), ["p99"] = r.Percentile(99),
-                ["p99_9"] = r.Percentile(99.9), ["max"] = r.Percentile(100),
+                ["p50"] = r.Percentile(50),
+                ["p90"] = r.Percentile(90),
+                ["p99"] = r.Percentile(99),
+                ["p99_9"] = r.Percentile(99.9),
+                ["max"] = r.Percentile(100),
             },
         };
         return node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using Conduit.Grpc;
+using HdrHistogram;
 using Grpc.Core;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
@@ -10,23 +12,24 @@ internal sealed record BenchSettings(
     string Server, MethodDescriptor Method, IMessage Request, int Connections, int Concurrency,
     long? Total, TimeSpan? Duration, double? Rps, TimeSpan Warmup, int StreamMessages);
 
-internal sealed record BenchResult(long Ok, Dictionary<StatusCode, long> Errors, long Messages, TimeSpan Elapsed, long[] LatencyTicks)
+internal sealed record BenchResult(long Ok, Dictionary<StatusCode, long> Errors, long Messages, TimeSpan Elapsed, HistogramBase Latencies)
 {
-    public double Percentile(double p)
-    {
-        if (LatencyTicks.Length == 0) return double.NaN;
-        var index = (int)Math.Ceiling(p / 100 * LatencyTicks.Length) - 1;
-        return TicksToMs(LatencyTicks[Math.Clamp(index, 0, LatencyTicks.Length - 1)]);
-    }
+    /// <summary>The latency at percentile <paramref name="p"/> (0-100) in milliseconds; NaN when nothing was measured.</summary>
+    public double Percentile(double p) =>
+        Latencies.TotalCount == 0 ? double.NaN : TicksToMs(p >= 100 ? Latencies.GetMaxValue() : Latencies.GetValueAtPercentile(p));
 
     public static double TicksToMs(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
 }
 
 /// <summary>
 /// Drives one method: <c>Concurrency</c> loops spread over <c>Connections</c> channels (one HTTP/2
-/// connection each), each loop issuing its next call as soon as the previous one finished (or at
-/// its share of <c>Rps</c>). A unary or client-streaming call, a whole server stream, or one
-/// ping-pong round trip of a duplex stream is one measured operation.
+/// connection each). Closed loop (no <c>Rps</c>): each loop issues its next call as soon as the
+/// previous one finished, and a call's latency is from its start to its end. Open loop
+/// (<c>Rps</c>): a pacer thread releases calls on the fixed <see cref="CallSchedule"/> to
+/// whichever loop is free, and a call's latency is from when it was due to its end, so a call
+/// that waited for a free loop (because the server was slow) is charged that wait. A unary or
+/// client-streaming call, a whole server stream, or one ping-pong round trip of a duplex stream is
+/// one measured operation. Latencies go into an HdrHistogram (3 significant digits, up to 10 min).
 /// </summary>
 internal sealed class LoadGenerator(BenchSettings settings)
 {
@@ -34,6 +37,8 @@ internal sealed class LoadGenerator(BenchSettings settings)
     private long _issued;
     private long _stopAt = long.MaxValue;
     private long _measureFrom;
+    private readonly LongConcurrentHistogram _latencies = new(1, TimeStamp.Minutes(10), 3);
+    private ChannelReader<long>? _due;
 
     public Func<(long Ok, long Errors), Task>? OnProgress { get; init; }
 
@@ -67,7 +72,17 @@ internal sealed class LoadGenerator(BenchSettings settings)
             {
                 _stopAt = _measureFrom + (long)(duration.TotalSeconds * Stopwatch.Frequency);
             }
-            for (var i = 0; i < workers.Length; i++) workers[i] = new Worker(this, channels[i % channels.Length], method, i);
+            using var stopPacer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            Thread? pacer = null;
+            if (_settings.Rps is { } rps)
+            {
+                var schedule = new CallSchedule(start, rps, Stopwatch.Frequency);
+                var due = Channel.CreateUnbounded<long>(new UnboundedChannelOptions { SingleWriter = true, AllowSynchronousContinuations = false });
+                _due = due.Reader;
+                pacer = new Thread(() => Pace(schedule, due.Writer, stopPacer.Token)) { IsBackground = true, Name = "bench pacer" };
+                pacer.Start();
+            }
+            for (var i = 0; i < workers.Length; i++) workers[i] = new Worker(this, channels[i % channels.Length], method);
             var tasks = workers.Select(w => Task.Run(() => w.RunAsync(cancellationToken), cancellationToken)).ToArray();
             var all = Task.WhenAll(tasks);
             long? allocatedAtWindow = null;
@@ -83,6 +98,9 @@ internal sealed class LoadGenerator(BenchSettings settings)
             {
                 if (OnProgress is not null) await OnProgress((workers.Sum(w => w.Ok), workers.Sum(w => w.ErrorCount)));
             }
+            await all.ContinueWith(static _ => { }, TaskScheduler.Default);
+            await stopPacer.CancelAsync();
+            pacer?.Join();
             await all;
             await window.ContinueWith(static _ => { }, TaskScheduler.Default); // cancelled with the run: no window
             if (window.IsCompletedSuccessfully && allocatedAtWindow is { } at)
@@ -91,11 +109,9 @@ internal sealed class LoadGenerator(BenchSettings settings)
             }
             var end = Math.Min(Stopwatch.GetTimestamp(), _stopAt);
             var elapsed = Stopwatch.GetElapsedTime(Math.Min(_measureFrom, end), end);
-            var latencies = workers.SelectMany(w => w.Latencies).ToArray();
-            Array.Sort(latencies);
             var errors = new Dictionary<StatusCode, long>();
             foreach (var (code, count) in workers.SelectMany(w => w.Errors)) errors[code] = errors.GetValueOrDefault(code) + count;
-            return new BenchResult(workers.Sum(w => w.Ok), errors, workers.Sum(w => w.Messages), elapsed, latencies);
+            return new BenchResult(workers.Sum(w => w.Ok), errors, workers.Sum(w => w.Messages), elapsed, _latencies.Copy());
         }
         finally
         {
@@ -103,12 +119,53 @@ internal sealed class LoadGenerator(BenchSettings settings)
         }
     }
 
-    /// <summary>Whether to issue another call: calls in the warm-up are free, then -n or -d decide.</summary>
-    private bool TryTakeNext(long now)
+    /// <summary>
+    /// Whether to issue another call: calls in the warm-up are free, then -n or -d decide. A call
+    /// belongs to the window its <paramref name="origin"/> (due time, or start) falls in; none is
+    /// started after the end of the run, however far behind the schedule the loops are.
+    /// </summary>
+    private bool TryTakeNext(long origin, long now)
     {
-        if (now >= _stopAt) return false;
-        if (now < _measureFrom) return true;
+        if (now >= _stopAt || origin >= _stopAt) return false;
+        if (origin < _measureFrom) return true;
         return _settings.Total is not { } total || Interlocked.Increment(ref _issued) <= total;
+    }
+
+    private void Record(long origin, long end)
+    {
+        if (origin < _measureFrom || origin >= _stopAt) return;
+        _latencies.RecordValue(Math.Clamp(end - origin, 0, _latencies.HighestTrackableValue));
+    }
+
+    /// <summary>
+    /// The open loop's clock: releases each call when it is due (all that are due at once if it
+    /// woke late, each with its own due time), until the run's end or until the loops are done.
+    /// Sleeps while the next call is more than 2 ms away and yields the core otherwise, so it does
+    /// not add a timer's millisecond of lateness to every call (the lateness would count as latency).
+    /// </summary>
+    private void Pace(CallSchedule schedule, ChannelWriter<long> writer, CancellationToken stop)
+    {
+        var sleepAbove = Stopwatch.Frequency / 500;
+        long n = 0;
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var now = Stopwatch.GetTimestamp();
+                for (var dueBy = schedule.DueBy(now); n < dueBy; n++)
+                {
+                    var due = schedule.DueAt(n);
+                    if (due >= _stopAt) return;
+                    writer.TryWrite(due);
+                }
+                if (schedule.DueAt(n) - now > sleepAbove) Thread.Sleep(1);
+                else Thread.Yield();
+            }
+        }
+        finally
+        {
+            writer.TryComplete();
+        }
     }
 
     private static Method<IMessage, IMessage> CreateMethod(MethodDescriptor descriptor)
@@ -127,33 +184,36 @@ internal sealed class LoadGenerator(BenchSettings settings)
         Marshallers.Create(static (m, context) => { context.SetPayloadLength(m.CalculateSize()); m.WriteTo(context.GetBufferWriter()); context.Complete(); },
             context => descriptor.Parser.ParseFrom(context.PayloadAsReadOnlySequence()));
 
-    private sealed class Worker(LoadGenerator owner, global::Grpc.Net.Client.GrpcChannel channel, Method<IMessage, IMessage> method, int index)
+    private sealed class Worker(LoadGenerator owner, global::Grpc.Net.Client.GrpcChannel channel, Method<IMessage, IMessage> method)
     {
         private readonly CallInvoker _invoker = channel.CreateCallInvoker();
         public long Ok;
         public long ErrorCount;
         public long Messages;
-        public List<long> Latencies { get; } = new(capacity: 4096);
         public Dictionary<StatusCode, long> Errors { get; } = new();
 
         public async Task RunAsync(CancellationToken cancellationToken)
         {
             var settings = owner._settings;
-            var interval = settings.Rps is { } rps ? (long)(Stopwatch.Frequency * settings.Concurrency / rps) : 0;
-            var next = Stopwatch.GetTimestamp() + interval * index / Math.Max(1, settings.Concurrency);
+            var schedule = owner._due;
             AsyncDuplexStreamingCall<IMessage, IMessage>? duplex = null;
             try
             {
                 while (!cancellationToken.IsCancellationRequested)
                 {
-                    if (interval > 0)
+                    long? due = null;
+                    if (schedule is not null)
                     {
-                        var wait = next - Stopwatch.GetTimestamp();
-                        if (wait > 0) await Task.Delay(TimeSpan.FromSeconds((double)wait / Stopwatch.Frequency), cancellationToken);
-                        next += interval;
+                        if (!schedule.TryRead(out var next))
+                        {
+                            if (!await schedule.WaitToReadAsync(cancellationToken)) break;
+                            if (!schedule.TryRead(out next)) continue;
+                        }
+                        due = next;
                     }
                     var start = Stopwatch.GetTimestamp();
-                    if (!owner.TryTakeNext(start)) break;
+                    var origin = CallSchedule.LatencyOrigin(due, start);
+                    if (!owner.TryTakeNext(origin, start)) break;
                     long messages;
                     try
                     {
@@ -173,16 +233,16 @@ internal sealed class LoadGenerator(BenchSettings settings)
                     {
                         duplex?.Dispose();
                         duplex = null;
-                        if (start >= owner._measureFrom)
+                        if (origin >= owner._measureFrom && origin < owner._stopAt)
                         {
                             ErrorCount++;
                             Errors[ex.StatusCode] = Errors.GetValueOrDefault(ex.StatusCode) + 1;
                         }
                         continue;
                     }
-                    if (start >= owner._measureFrom && start < owner._stopAt)
+                    if (origin >= owner._measureFrom && origin < owner._stopAt)
                     {
-                        Latencies.Add(Stopwatch.GetTimestamp() - start);
+                        owner.Record(origin, Stopwatch.GetTimestamp());
                         Ok++;
                         Messages += messages;
                     }
