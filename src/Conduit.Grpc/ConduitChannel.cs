@@ -16,8 +16,17 @@ public static class ConduitChannel
     /// <summary>The compression algorithms every Conduit server and channel understands.</summary>
     public static IList<ICompressionProvider> CompressionProviders() => [new GzipCompressionProvider(System.IO.Compression.CompressionLevel.Fastest), new DeflateCompressionProvider()];
 
-    public static GrpcChannel ForAddress(string address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null) =>
-        ForAddress(new Uri(address), configure, tls);
+    /// <param name="address">"http://host:port", "https://host:port", or "host:port" (h2c, as grpc's own tools take it).</param>
+    public static GrpcChannel ForAddress(string address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        if (!address.Contains("://", StringComparison.Ordinal)) address = "http://" + address;
+        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
+        {
+            throw new ArgumentException($"'{address}' is not a server address: give http://host:port, https://host:port or host:port.");
+        }
+        return ForAddress(uri, configure, tls);
+    }
 
     public static GrpcChannel ForAddress(Uri address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null)
     {

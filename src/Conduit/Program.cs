@@ -13,6 +13,12 @@ catch (RpcException ex)
 {
     return Cli.ReportError(ex);
 }
+catch (ArgumentException ex)
+{
+    // A bad value the parser could not see (say, a --server that is no address): one line, no trace.
+    Console.Error.WriteLine($"error: {ex.Message}");
+    return 2;
+}
 catch (Exception ex) when (ex is not OperationCanceledException)
 {
     // What System.CommandLine's own handler did for anything else.

@@ -36,7 +36,16 @@ public static class Cli
     /// </summary>
     public static int ReportError(RpcException ex)
     {
-        Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}");
+        // grpc-dotnet keeps why a connection failed in DebugException ("Connection refused"):
+        // worth the line, since "Error connecting to subchannel." alone says little.
+        var cause = ex.Status.DebugException is { } debug ? $" ({Innermost(debug).Message})" : "";
+        Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}{cause}");
         return 1;
+    }
+
+    private static Exception Innermost(Exception ex)
+    {
+        while (ex.InnerException is not null) ex = ex.InnerException;
+        return ex;
     }
 }

@@ -65,8 +65,7 @@ internal static class ServeCommand
                     await WarmUpAsync(ConduitHost.Addresses(app), warmup, cancellationToken);
                 }
                 Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
-                var accountsHere = configuration[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] is not { Length: > 0 };
-                Console.WriteLine($"services: helloworld.Greeter, chat.v1.Chat, log.v1.Log, log.v1.LogAdmin, user.v1.UserService, cache.v1.Cache{(accountsHere ? ", accounts.v1.Accounts" : "")}. Ctrl-C stops.");
+                Console.WriteLine($"services: {string.Join(", ", ConduitHost.ServiceNames(app))}. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
                 var metrics = app.Services.GetRequiredService<CallCounters>();
                 var start = RunStats.Take(metrics);
