@@ -3,9 +3,9 @@ namespace Conduit.Interop.Tests;
 /// <summary>The real `conduit` executable, driven as a person would from a terminal.</summary>
 public class ExecutableTests
 {
-    private static async Task<(ChildProcess Server, string Url)> Serve(string dataDir)
+    private static async Task<(ChildProcess Server, string Url)> Serve(string dataDir, params string[] flags)
     {
-        var server = ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", dataDir);
+        var server = ChildProcess.Conduit(["serve", "--urls", "http://127.0.0.1:0", "--data", dataDir, .. flags]);
         var match = await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)");
         return (server, match.Groups[1].Value);
     }
@@ -14,7 +14,8 @@ public class ExecutableTests
     public async Task Serve_answers_conduit_hello_and_a_python_greeter_reports_on_sigusr1_and_stops_cleanly_on_ctrl_c()
     {
         var data = Directory.CreateTempSubdirectory("conduit-data-").FullName;
-        var (server, url) = await Serve(data);
+        // Calls that end OK are logged at Debug: ask for them to see the per-call log line.
+        var (server, url) = await Serve(data, "--log-level", "Debug");
         await using (server)
         {
             var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "World", "--server", url);

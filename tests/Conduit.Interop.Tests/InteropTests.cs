@@ -1,6 +1,4 @@
 using Conduit.Hosting;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
 using Conduit.Commands;
 
 namespace Conduit.Interop.Tests;
@@ -23,9 +21,9 @@ public sealed class ConduitServers : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Plain = await InProcessServer.StartAsync(map: app => app.MapRpcService<TestServiceImpl>());
+        Plain = await InProcessServer.StartAsync(map: InteropServer.Map);
         var (cert, key) = SelfSigned.WritePem(CertDir);
-        Tls = await InProcessServer.StartAsync(map: app => app.MapRpcService<TestServiceImpl>(),
+        Tls = await InProcessServer.StartAsync(map: InteropServer.Map,
             options: new ServeOptions { Urls = ["https://127.0.0.1:0"], TlsCert = cert, TlsKey = key });
     }
 

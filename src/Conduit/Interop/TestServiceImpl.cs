@@ -7,7 +7,8 @@ namespace Conduit.Interop;
 
 /// <summary>
 /// grpc.testing.TestService as grpc/grpc doc/interop-test-descriptions.md describes the server:
-/// the peer every gRPC implementation's interop client runs against.
+/// the peer every gRPC implementation's interop client runs against. Map it with
+/// <see cref="InteropServer.Map"/>.
 /// </summary>
 public sealed class TestServiceImpl : TestService.TestServiceBase
 {
@@ -18,7 +19,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
 
     public override async Task<SimpleResponse> UnaryCall(SimpleRequest request, ServerCallContext context)
     {
-        CheckCompressed(request.ExpectCompressed, context);
+        CheckCompressed(request.ExpectCompressed, context, index: 0);
         await EchoMetadataAsync(context, compressResponses: request.ResponseCompressed?.Value == true).ConfigureAwait(false);
         ThrowIfStatusRequested(request.ResponseStatus);
         return new SimpleResponse { Payload = CreatePayload(request.ResponseSize) };
@@ -36,9 +37,10 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     public override async Task<StreamingInputCallResponse> StreamingInputCall(IAsyncStreamReader<StreamingInputCallRequest> requestStream, ServerCallContext context)
     {
         var total = 0;
+        var index = 0;
         await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
         {
-            CheckCompressed(request.ExpectCompressed, context);
+            CheckCompressed(request.ExpectCompressed, context, index++);
             total += request.Payload?.Body.Length ?? 0;
         }
         return new StreamingInputCallResponse { AggregatedPayloadSize = total };
@@ -84,14 +86,15 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     private static readonly WriteOptions NoCompress = new(WriteFlags.NoCompress);
 
     /// <summary>
-    /// grpc-dotnet tells whether a call's request is compressed (grpc-encoding), not each message:
-    /// a message that expects compression on a call sent without it is refused, as the spec asks.
+    /// A message that expects compression but came uncompressed is refused, as the spec asks
+    /// (CompressedRequest), judged by that message's own compressed flag: see <see cref="InteropServer"/>.
     /// </summary>
-    private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context)
+    private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context, int index)
     {
         if (expectCompressed?.Value != true) return;
-        var encoding = context.RequestHeaders.GetValue("grpc-encoding");
-        if (encoding is null || encoding == "identity")
+        var flags = context.GetHttpContext().Features.Get<RequestFrameFlags>()
+            ?? throw new InvalidOperationException("TestServiceImpl needs InteropServer.Map, which records request frames' compressed flags");
+        if (!flags.IsCompressed(index))
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "Expected a compressed request message."));
         }
