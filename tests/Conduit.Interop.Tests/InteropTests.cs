@@ -194,3 +194,24 @@ public class CompressedRequestPerMessage(ConduitServers conduit, PythonServers p
         Payload = new Payload { Body = ByteString.CopyFrom(new byte[size]) },
     };
 }
+
+/// <summary>Response compression is only what the client said it can read (grpc-accept-encoding).</summary>
+public class ResponseCompressionFollowsAcceptEncoding(ConduitServers servers) : IClassFixture<ConduitServers>
+{
+    [Fact]
+    public async Task A_client_that_reads_only_deflate_gets_responses_it_asked_compressed_uncompressed()
+    {
+        var probe = new CompressionProbe(new SocketsHttpHandler());
+        using var channel = GrpcChannel.ForAddress(servers.Plain.Address, new GrpcChannelOptions
+        {
+            HttpHandler = probe,
+            CompressionProviders = [new Conduit.Grpc.DeflateCompressionProvider()],
+        });
+        var client = new TestService.TestServiceClient(channel);
+
+        var response = await client.UnaryCallAsync(new SimpleRequest { ResponseCompressed = new BoolValue { Value = true }, ResponseSize = 1000 });
+
+        Assert.Equal(1000, response.Payload.Body.Length);
+        Assert.Equal([false], probe.Flags);
+    }
+}

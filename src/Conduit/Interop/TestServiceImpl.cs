@@ -103,19 +103,25 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     /// <summary>
     /// Echoes the initial metadata the client asked for; with <paramref name="compressResponses"/>
     /// the response headers also carry grpc-internal-encoding-request, grpc-dotnet's way of
-    /// choosing a call's response compression (each message may still opt out).
+    /// choosing a call's response compression (each message may still opt out). grpc-dotnet
+    /// honours that header without looking at what the client accepts, so a client that does
+    /// not list gzip in grpc-accept-encoding gets its responses uncompressed instead.
     /// </summary>
     private static async Task EchoMetadataAsync(ServerCallContext context, bool compressResponses = false)
     {
         var headers = new Metadata();
         if (context.RequestHeaders.GetValue(EchoInitialKey) is { } initial) headers.Add(EchoInitialKey, initial);
-        if (compressResponses) headers.Add("grpc-internal-encoding-request", "gzip");
+        if (compressResponses && AcceptsGzip(context)) headers.Add("grpc-internal-encoding-request", "gzip");
         if (headers.Count > 0) await context.WriteResponseHeadersAsync(headers).ConfigureAwait(false);
         if (context.RequestHeaders.GetValueBytes(EchoTrailingKey) is { } trailing)
         {
             context.ResponseTrailers.Add(EchoTrailingKey, trailing);
         }
     }
+
+    private static bool AcceptsGzip(ServerCallContext context) =>
+        context.GetHttpContext().Request.Headers["grpc-accept-encoding"].ToString()
+            .Split(',', StringSplitOptions.TrimEntries).Contains("gzip", StringComparer.OrdinalIgnoreCase);
 
     private static void ThrowIfStatusRequested(EchoStatus? status)
     {
