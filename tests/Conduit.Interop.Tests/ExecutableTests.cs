@@ -3,9 +3,9 @@ namespace Conduit.Interop.Tests;
 /// <summary>The real `conduit` executable, driven as a person would from a terminal.</summary>
 public class ExecutableTests
 {
-    private static async Task<(ChildProcess Server, string Url)> Serve(string dataDir)
+    private static async Task<(ChildProcess Server, string Url)> Serve(string dataDir, params string[] flags)
     {
-        var server = ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", dataDir);
+        var server = ChildProcess.Conduit(["serve", "--urls", "http://127.0.0.1:0", "--data", dataDir, .. flags]);
         var match = await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)");
         return (server, match.Groups[1].Value);
     }
@@ -14,7 +14,8 @@ public class ExecutableTests
     public async Task Serve_answers_conduit_hello_and_a_python_greeter_reports_on_sigusr1_and_stops_cleanly_on_ctrl_c()
     {
         var data = Directory.CreateTempSubdirectory("conduit-data-").FullName;
-        var (server, url) = await Serve(data);
+        // Calls that end OK are logged at Debug: ask for them to see the per-call log line.
+        var (server, url) = await Serve(data, "--log-level", "Debug");
         await using (server)
         {
             var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "World", "--server", url);
@@ -92,5 +93,49 @@ public class ExecutableTests
             $"--server_port={port}", "--test_case=no_such_case");
         Assert.NotEqual(0, unknown.ExitCode);
         Assert.Contains("no_such_case", unknown.Errors);
+    }
+
+    [Fact]
+    public async Task Interop_server_over_tls_passes_every_case_of_the_python_client()
+    {
+        using var certificate = new TestCertificate();
+        await using var server = ChildProcess.Conduit("interop", "server", "--port=0", "--use_tls",
+            $"--tls-cert={certificate.CertFile}", $"--tls-key={certificate.KeyFile}");
+        var port = (await server.WaitForLine(@"listening on https://127\.0\.0\.1:(\d+)")).Groups[1].Value;
+        var (code, output, errors) = await ChildProcess.Run(Paths.Python, Paths.PythonScript("interop_client.py"),
+            "--server_host", "127.0.0.1", "--server_port", port, "--test_case", "all",
+            "--use_tls", "true", "--ca_file", certificate.CertFile, "--server_host_override", "localhost");
+        Assert.True(code == 0, $"exit {code}:\n{output}\n{errors}");
+        Assert.Equal(InteropClient.TestCases.Count, output.Split('\n').Count(line => line.StartsWith("PASS ", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Interop_client_over_tls_passes_every_case_against_the_python_server()
+    {
+        using var certificate = new TestCertificate();
+        await using var server = ChildProcess.Start(Paths.Python, Paths.PythonScript("interop_server.py"), "--port", "0",
+            "--use_tls", "true", "--tls_cert", certificate.CertFile, "--tls_key", certificate.KeyFile);
+        var port = (await server.WaitForLine(@"^PORT (\d+)$")).Groups[1].Value;
+        var (code, output, errors) = await ChildProcess.Run("dotnet", Paths.ConduitDll, "interop", "client", "--server_host=127.0.0.1",
+            $"--server_port={port}", "--test_case=all", "--use_tls=true", $"--ca_file={certificate.CertFile}", "--server_host_override=localhost");
+        Assert.True(code == 0, $"exit {code}:\n{output}\n{errors}");
+        Assert.Equal(InteropClient.TestCases.Select(c => $"{c}: passed"), output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
+    public async Task Interop_client_with_tls_refuses_a_server_whose_certificate_it_does_not_trust()
+    {
+        using var trusted = new TestCertificate();
+        using var presented = new TestCertificate();
+        await using var server = ChildProcess.Start(Paths.Python, Paths.PythonScript("interop_server.py"), "--port", "0",
+            "--use_tls", "true", "--tls_cert", presented.CertFile, "--tls_key", presented.KeyFile);
+        var port = (await server.WaitForLine(@"^PORT (\d+)$")).Groups[1].Value;
+        var (code, _, errors) = await ChildProcess.Run("dotnet", Paths.ConduitDll, "interop", "client", "--server_host=127.0.0.1",
+            $"--server_port={port}", "--test_case=empty_unary", "--use_tls=true", $"--ca_file={trusted.CertFile}", "--server_host_override=localhost");
+        Assert.Equal(1, code);
+        Assert.Contains("empty_unary: FAILED: ", errors);
+        // grpc-dotnet ends a call whose TLS handshake failed with INTERNAL (the old runtime said UNAVAILABLE).
+        Assert.Contains("StatusCode=\"Internal\"", errors);
+        Assert.Contains("The SSL connection could not be established", errors);
     }
 }

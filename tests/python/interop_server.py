@@ -2,9 +2,10 @@
 """gRPC interop server: grpc.testing.TestService as described in grpc/grpc
 doc/interop-test-descriptions.md ("Server" section), built on grpcio.
 
-    /usr/bin/python3 interop_server.py --port 0
+    /usr/bin/python3 interop_server.py --port 0 [--use_tls true --tls_cert cert.pem --tls_key key.pem]
 
-Listens on 127.0.0.1 only. When ready it prints exactly one line `PORT <n>`
+Listens on 127.0.0.1 only, plaintext (h2c) or, with --use_tls true, TLS with the
+given PEM certificate and key. When ready it prints exactly one line `PORT <n>`
 to stdout. Exits cleanly on SIGTERM/SIGINT or when stdin reaches EOF (give it
 --ignore_stdin to keep it running with stdin closed, e.g. `... &` in a shell).
 
@@ -188,19 +189,32 @@ def main():
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--ignore_stdin", action="store_true",
                         help="do not exit when stdin reaches EOF")
+    parser.add_argument("--use_tls", default="false", choices=("true", "false"),
+                        help="serve TLS (needs --tls_cert and --tls_key)")
+    parser.add_argument("--tls_cert", help="PEM certificate (chain) for --use_tls true")
+    parser.add_argument("--tls_key", help="PEM private key for --use_tls true")
     args = parser.parse_args()
+    use_tls = args.use_tls == "true"
+    if use_tls and not (args.tls_cert and args.tls_key):
+        parser.error("--use_tls true needs --tls_cert and --tls_key")
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64),  # each streaming call holds a thread
         options=[DISABLE_DECOMPRESSION,
                  ("grpc.so_reuseport", 0)])  # a port clash must fail, not share the port
     server.add_generic_rpc_handlers((_handler(),))
+    address = "127.0.0.1:%d" % args.port
     try:
-        port = server.add_insecure_port("127.0.0.1:%d" % args.port)
+        if use_tls:
+            with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
+                credentials = grpc.ssl_server_credentials(((key.read(), cert.read()),))
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as e:
         port, error = 0, e
     else:
-        error = "add_insecure_port returned 0"
+        error = "add_%s_port returned 0" % ("secure" if use_tls else "insecure")
     if port == 0:
         print("cannot listen on 127.0.0.1:%d: %s" % (args.port, error), file=sys.stderr)
         return 1

@@ -52,7 +52,7 @@ internal static class InteropCommand
             }
             try
             {
-                await using var app = ConduitHost.Build(options, mapServices: a => a.MapGrpcService<TestServiceImpl>(), logLevel: LogLevel.Warning);
+                await using var app = ConduitHost.Build(options, mapServices: InteropServer.Map, logLevel: LogLevel.Warning);
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"interop server listening on {string.Join(", ", ConduitHost.Addresses(app))}");
                 await app.WaitForShutdownAsync(cancellationToken);

@@ -7,7 +7,8 @@ namespace Conduit.Interop;
 
 /// <summary>
 /// grpc.testing.TestService as grpc/grpc doc/interop-test-descriptions.md describes the server:
-/// the peer every gRPC implementation's interop client runs against.
+/// the peer every gRPC implementation's interop client runs against. Map it with
+/// <see cref="InteropServer.Map"/>.
 /// </summary>
 public sealed class TestServiceImpl : TestService.TestServiceBase
 {
@@ -18,7 +19,7 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
 
     public override async Task<SimpleResponse> UnaryCall(SimpleRequest request, ServerCallContext context)
     {
-        CheckCompressed(request.ExpectCompressed, context);
+        CheckCompressed(request.ExpectCompressed, context, index: 0);
         await EchoMetadataAsync(context, compressResponses: request.ResponseCompressed?.Value == true).ConfigureAwait(false);
         ThrowIfStatusRequested(request.ResponseStatus);
         return new SimpleResponse { Payload = CreatePayload(request.ResponseSize) };
@@ -36,9 +37,10 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     public override async Task<StreamingInputCallResponse> StreamingInputCall(IAsyncStreamReader<StreamingInputCallRequest> requestStream, ServerCallContext context)
     {
         var total = 0;
+        var index = 0;
         await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
         {
-            CheckCompressed(request.ExpectCompressed, context);
+            CheckCompressed(request.ExpectCompressed, context, index++);
             total += request.Payload?.Body.Length ?? 0;
         }
         return new StreamingInputCallResponse { AggregatedPayloadSize = total };
@@ -84,14 +86,15 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     private static readonly WriteOptions NoCompress = new(WriteFlags.NoCompress);
 
     /// <summary>
-    /// grpc-dotnet tells whether a call's request is compressed (grpc-encoding), not each message:
-    /// a message that expects compression on a call sent without it is refused, as the spec asks.
+    /// A message that expects compression but came uncompressed is refused, as the spec asks
+    /// (CompressedRequest), judged by that message's own compressed flag: see <see cref="InteropServer"/>.
     /// </summary>
-    private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context)
+    private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context, int index)
     {
         if (expectCompressed?.Value != true) return;
-        var encoding = context.RequestHeaders.GetValue("grpc-encoding");
-        if (encoding is null || encoding == "identity")
+        var flags = context.GetHttpContext().Features.Get<RequestFrameFlags>()
+            ?? throw new InvalidOperationException("TestServiceImpl needs InteropServer.Map, which records request frames' compressed flags");
+        if (!flags.IsCompressed(index))
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "Expected a compressed request message."));
         }
@@ -100,19 +103,25 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     /// <summary>
     /// Echoes the initial metadata the client asked for; with <paramref name="compressResponses"/>
     /// the response headers also carry grpc-internal-encoding-request, grpc-dotnet's way of
-    /// choosing a call's response compression (each message may still opt out).
+    /// choosing a call's response compression (each message may still opt out). grpc-dotnet
+    /// honours that header without looking at what the client accepts, so a client that does
+    /// not list gzip in grpc-accept-encoding gets its responses uncompressed instead.
     /// </summary>
     private static async Task EchoMetadataAsync(ServerCallContext context, bool compressResponses = false)
     {
         var headers = new Metadata();
         if (context.RequestHeaders.GetValue(EchoInitialKey) is { } initial) headers.Add(EchoInitialKey, initial);
-        if (compressResponses) headers.Add("grpc-internal-encoding-request", "gzip");
+        if (compressResponses && AcceptsGzip(context)) headers.Add("grpc-internal-encoding-request", "gzip");
         if (headers.Count > 0) await context.WriteResponseHeadersAsync(headers).ConfigureAwait(false);
         if (context.RequestHeaders.GetValueBytes(EchoTrailingKey) is { } trailing)
         {
             context.ResponseTrailers.Add(EchoTrailingKey, trailing);
         }
     }
+
+    private static bool AcceptsGzip(ServerCallContext context) =>
+        context.GetHttpContext().Request.Headers["grpc-accept-encoding"].ToString()
+            .Split(',', StringSplitOptions.TrimEntries).Contains("gzip", StringComparer.OrdinalIgnoreCase);
 
     private static void ThrowIfStatusRequested(EchoStatus? status)
     {
