@@ -1,7 +1,7 @@
 using Conduit.Hosting;
+using Conduit.Grpc;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Grpc.Core;
 using Conduit.Services.Chat;
 using Conduit.Services.Users;
 using Conduit.Users.Storage;
