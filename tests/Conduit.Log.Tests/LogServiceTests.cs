@@ -4,6 +4,8 @@ using Conduit.Grpc;
 using Google.Protobuf;
 using Grpc.Core;
 using Google.Rpc;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
@@ -126,6 +128,23 @@ public class LogServiceTests
         latencies.Sort();
         Assert.True(latencies[2] < 50, $"median {latencies[2]:F2} ms after the acknowledgement ({string.Join(", ", latencies.Select(l => l.ToString("F2")))})");
         cts.Cancel();
+    }
+
+    [Fact]
+    public async Task A_following_consume_stream_ends_unavailable_with_the_offset_to_resume_from_when_the_server_stops()
+    {
+        await using var server = await LogServer.StartAsync();
+        await server.Log.ProduceAsync(Produce("only"), Timeout());
+        using var call = server.Log.ConsumeStream(new ConsumeRequest { Offset = 0 }, Timeout());
+        Assert.True(await call.ResponseStream.MoveNext());
+        var waiting = call.ResponseStream.MoveNext(); // the server now waits at offset 1
+        server.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Contains("resume from offset 1", ex.Status.Detail);
+        var info = ex.GetDetail<ErrorInfo>()!;
+        Assert.Equal(("SERVER_STOPPING", "1"), (info.Reason, info.Metadata["next_offset"]));
+        Assert.NotNull(ex.GetDetail<RetryInfo>());
     }
 
     [Fact]

@@ -5,15 +5,19 @@ using Conduit.Grpc;
 using Grpc.Core;
 using Conduit.Storage.Log;
 using Google.Protobuf;
+using Microsoft.Extensions.Hosting;
 
 namespace Conduit.Services.Log;
 
 /// <summary>
 /// log.v1.Log: produce to and consume from the commit log, wire-compatible with proglog. Every
-/// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends.
+/// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends,
+/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from).
 /// </summary>
-public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null) : Protos.Log.V1.Log.LogBase
 {
+    private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
 
@@ -40,18 +44,33 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
     public override async Task ConsumeStream(ConsumeRequest request, IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
     {
         var log = FindForReading(request.Topic);
-        var token = context.CancellationToken;
+        // A follower would otherwise hold the server's shutdown until its timeout, then be cut off.
+        using var stoppingOrDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping);
+        var token = stoppingOrDone.Token;
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
         var offset = (long)request.Offset;
         if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
-        while (true)
+        try
         {
-            if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
-            var record = log.Read(offset);
-            // One message at a time: the write completes when HTTP/2 flow control lets it, so a
-            // slow consumer holds at most one record here.
-            await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
-            offset++;
+            while (true)
+            {
+                if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
+                var record = log.Read(offset);
+                // One message at a time: the write completes when HTTP/2 flow control lets it, so a
+                // slow consumer holds at most one record here.
+                await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+                offset++;
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw RpcException.WithDetails(StatusCode.Unavailable, $"The server is shutting down; resume from offset {offset}.",
+                Details.ErrorInfo("SERVER_STOPPING", LogMapping.ErrorDomain, new Dictionary<string, string>
+                {
+                    ["topic"] = log.Name,
+                    ["next_offset"] = offset.ToString(CultureInfo.InvariantCulture),
+                }),
+                Details.RetryInfo(TimeSpan.FromSeconds(1)));
         }
     }
 
