@@ -13,7 +13,8 @@ using Conduit.Hosting;
 using Conduit.Protos.Log.V1;
 using Durability = Conduit.Protos.Log.V1.Durability;
 using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
+using Grpc.Core;
 using Conduit.Storage.Log;
 using Google.Protobuf;
 using Microsoft.Extensions.DependencyInjection;
@@ -44,7 +45,7 @@ var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Diction
 await using var app = ConduitHost.Build(options, configuration,
     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, Microsoft.Extensions.Logging.LogLevel.Warning);
 await app.StartAsync();
-using var channel = RpcChannel.ForAddress(ConduitHost.Addresses(app)[0]);
+using var channel = ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]);
 var log = new Log.LogClient(channel);
 var admin = new LogAdmin.LogAdminClient(channel);
 
@@ -155,7 +156,7 @@ static async Task<(long Count, double Seconds)> ProduceFor(Log.LogClient log, st
         await call.RequestStream.CompleteAsync();
     });
     long count = 0;
-    await foreach (var _ in call.ResponseStream) count++;
+    await foreach (var _ in call.ResponseStream.ReadAllAsync()) count++;
     await sending;
     return (count, watch.Elapsed.TotalSeconds);
 }
@@ -165,7 +166,7 @@ static async Task<(long Count, double Seconds)> ConsumeAll(Log.LogClient log, st
     var watch = Stopwatch.StartNew();
     using var call = log.ConsumeStream(new ConsumeRequest { Topic = topic, Offset = 0 });
     long seen = 0;
-    await foreach (var _ in call.ResponseStream)
+    await foreach (var _ in call.ResponseStream.ReadAllAsync())
     {
         if (++seen == count) break;
     }
@@ -179,7 +180,7 @@ static async Task<(double P50, double P99)> Latency(Log.LogClient log, string to
     var latencies = new List<double>(count);
     var consuming = Task.Run(async () =>
     {
-        await foreach (var response in call.ResponseStream)
+        await foreach (var response in call.ResponseStream.ReadAllAsync())
         {
             var sent = BinaryPrimitives.ReadInt64LittleEndian(response.Record.Value.Span);
             latencies.Add(Stopwatch.GetElapsedTime(sent).TotalMilliseconds);

@@ -1,7 +1,8 @@
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc.Client;
 using Conduit.Storage.Log;
+using Conduit.Grpc;
 using Google.Protobuf;
+using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Record = Conduit.Protos.Log.V1.Record;
 using TopicSettings = Conduit.Storage.Log.TopicSettings;
@@ -58,7 +59,7 @@ public class BackPressureTests
             var value = ByteString.CopyFrom(new byte[size]);
             for (var i = 0; i < count; i++) await produce.RequestStream.WriteAsync(new ProduceRequest { Record = new Record { Value = value } });
             await produce.RequestStream.CompleteAsync();
-            await foreach (var _ in produce.ResponseStream) { }
+            await foreach (var _ in produce.ResponseStream.ReadAllAsync()) { }
         }
 
         using var consume = server.Log.ConsumeStream(new ConsumeRequest { Offset = 0 }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(60)));

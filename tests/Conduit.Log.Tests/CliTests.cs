@@ -39,6 +39,29 @@ public class CliTests
     }
 
     [Fact]
+    public async Task Dry_runs_of_produce_and_create_topic_print_what_would_happen_and_change_nothing()
+    {
+        await using var server = await LogServer.StartAsync();
+        var url = server.Address;
+        Assert.Equal((0, "0\n", ""), await Conduit(null, "log", "produce", "--value", "real", "--server", url));
+
+        Assert.Equal((0, "1\n", "dry run: nothing was appended\n"), await Conduit(null, "log", "produce", "--value", "x", "--dry-run", "--server", url));
+        Assert.Equal((0, "1\n2\n", "dry run: nothing was appended\n"), await Conduit("a\nb\n", "log", "produce", "--dry-run", "--server", url));
+        var invalid = await Conduit(null, "log", "produce", "--topic", "no/slashes", "--value", "x", "--dry-run", "--server", url);
+        Assert.Equal(1, invalid.ExitCode);
+        Assert.Contains("InvalidArgument: Topic name 'no/slashes'", invalid.Errors);
+
+        var created = await Conduit(null, "log", "create-topic", "audit", "--durability", "never", "--dry-run", "--server", url);
+        Assert.Equal(0, created.ExitCode);
+        Assert.StartsWith("would create topic audit: durability never,", created.Output);
+
+        var info = await server.Admin.DescribeTopicAsync(new Protos.Log.V1.DescribeTopicRequest { Name = "" });
+        Assert.Equal(1ul, info.NextOffset);
+        var topics = await server.Admin.ListTopicsAsync(new Protos.Log.V1.ListTopicsRequest());
+        Assert.Equal([""], topics.Topics.Select(t => t.Name));
+    }
+
+    [Fact]
     public async Task Tail_follow_prints_records_appended_after_it_started()
     {
         await using var server = await LogServer.StartAsync();

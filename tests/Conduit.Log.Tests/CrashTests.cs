@@ -1,9 +1,9 @@
 using System.Globalization;
 using System.Text;
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Conduit.Grpc;
 using Google.Protobuf;
+using Grpc.Core;
 using Xunit.Abstractions;
 using Record = Conduit.Protos.Log.V1.Record;
 
@@ -50,10 +50,10 @@ public class CrashTests(ITestOutputHelper output)
             try
             {
             var url = (await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)")).Groups[1].Value;
-            using var channel = RpcChannel.ForAddress(url);
+            using var channel = ConduitChannel.ForAddress(url);
             var client = new Protos.Log.V1.Log.LogClient(channel);
 
-            var next = await VerifyAsync(client, acknowledged);
+            var next = await VerifyAsync(channel, acknowledged);
 
             // Produce until killed: requests are sent ahead; the i-th response acknowledges the i-th record.
             var firstAck = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -70,7 +70,7 @@ public class CrashTests(ITestOutputHelper output)
                     }
                 });
                 var i = 0;
-                await foreach (var response in call.ResponseStream)
+                await foreach (var response in call.ResponseStream.ReadAllAsync())
                 {
                     var value = ValueFor(c, i++);
                     lock (acknowledged) acknowledged.Add(response.Offset, value);
@@ -96,9 +96,9 @@ public class CrashTests(ITestOutputHelper output)
         await using (var last = ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", data.Path, "--log-level", "Warning"))
         {
             var url = (await last.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)")).Groups[1].Value;
-            using var channel = RpcChannel.ForAddress(url);
+            using var channel = ConduitChannel.ForAddress(url);
             var client = new Protos.Log.V1.Log.LogClient(channel);
-            var next = await VerifyAsync(client, acknowledged);
+            var next = await VerifyAsync(channel, acknowledged);
             // The log goes on at the next dense offset.
             var appended = await client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("after the crashes") } });
             Assert.Equal(next, appended.Offset);
@@ -108,8 +108,9 @@ public class CrashTests(ITestOutputHelper output)
     }
 
     /// <summary>Reads every record the log holds: all acknowledged ones identical, the rest whole records that were sent. Returns the next offset.</summary>
-    private static async Task<ulong> VerifyAsync(Protos.Log.V1.Log.LogClient client, Dictionary<ulong, byte[]> acknowledged)
+    private static async Task<ulong> VerifyAsync(ChannelBase channel, Dictionary<ulong, byte[]> acknowledged)
     {
+        var client = new Protos.Log.V1.Log.LogClient(channel);
         var expectedEnd = acknowledged.Count == 0 ? 0 : acknowledged.Keys.Max() + 1;
         using var call = client.ConsumeStream(new ConsumeRequest { Offset = 0 }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(60)));
         var offset = 0ul;
@@ -130,7 +131,7 @@ public class CrashTests(ITestOutputHelper output)
             }
             offset++;
         }
-        var admin = new LogAdmin.LogAdminClient(client.Invoker);
+        var admin = new LogAdmin.LogAdminClient(channel);
         var info = await admin.DescribeTopicAsync(new DescribeTopicRequest());
         for (; offset < info.NextOffset; offset++)
         {

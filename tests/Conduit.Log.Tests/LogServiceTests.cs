@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using Conduit.Protos.Log.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Conduit.Grpc;
 using Google.Protobuf;
+using Grpc.Core;
 using Google.Rpc;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
@@ -74,7 +75,7 @@ public class LogServiceTests
         var stream = await Assert.ThrowsAsync<RpcException>(async () =>
         {
             using var call = server.Log.ConsumeStream(new ConsumeRequest { Topic = "small", Offset = 0 }, Timeout());
-            await foreach (var _ in call.ResponseStream) { }
+            await foreach (var _ in call.ResponseStream.ReadAllAsync()) { }
         });
         Assert.Equal(StatusCode.OutOfRange, stream.StatusCode);
         Assert.Equal(30ul, (await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "small", Offset = 30 }, Timeout())).Record.Offset);
@@ -130,6 +131,23 @@ public class LogServiceTests
     }
 
     [Fact]
+    public async Task A_following_consume_stream_ends_unavailable_with_the_offset_to_resume_from_when_the_server_stops()
+    {
+        await using var server = await LogServer.StartAsync();
+        await server.Log.ProduceAsync(Produce("only"), Timeout());
+        using var call = server.Log.ConsumeStream(new ConsumeRequest { Offset = 0 }, Timeout());
+        Assert.True(await call.ResponseStream.MoveNext());
+        var waiting = call.ResponseStream.MoveNext(); // the server now waits at offset 1
+        server.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Contains("resume from offset 1", ex.Status.Detail);
+        var info = ex.GetDetail<ErrorInfo>()!;
+        Assert.Equal(("SERVER_STOPPING", "1"), (info.Reason, info.Metadata["next_offset"]));
+        Assert.NotNull(ex.GetDetail<RetryInfo>());
+    }
+
+    [Fact]
     public async Task A_consume_stream_ends_at_its_deadline()
     {
         await using var server = await LogServer.StartAsync();
@@ -138,7 +156,7 @@ public class LogServiceTests
         var received = new List<string>();
         var ex = await Assert.ThrowsAsync<RpcException>(async () =>
         {
-            await foreach (var r in call.ResponseStream) received.Add(r.Record.Value.ToStringUtf8());
+            await foreach (var r in call.ResponseStream.ReadAllAsync()) received.Add(r.Record.Value.ToStringUtf8());
         });
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
         Assert.Equal(["only"], received);
@@ -179,13 +197,13 @@ public class LogServiceTests
                 await call.RequestStream.CompleteAsync();
             });
             var expected = 0ul;
-            await foreach (var response in call.ResponseStream) Assert.Equal(expected++, response.Offset);
+            await foreach (var response in call.ResponseStream.ReadAllAsync()) Assert.Equal(expected++, response.Offset);
             await sending;
             Assert.Equal((ulong)count, expected);
         }
         using var consume = server.Log.ConsumeStream(new ConsumeRequest { Topic = "stream", Offset = 0 }, Timeout(60));
         var n = 0;
-        await foreach (var response in consume.ResponseStream)
+        await foreach (var response in consume.ResponseStream.ReadAllAsync())
         {
             Assert.Equal(($"v{n}", (ulong)n), (response.Record.Value.ToStringUtf8(), response.Record.Offset));
             if (++n == count) break;
@@ -205,7 +223,7 @@ public class LogServiceTests
             await call.RequestStream.CompleteAsync();
         });
         var n = 0;
-        await foreach (var _ in call.ResponseStream) n++;
+        await foreach (var _ in call.ResponseStream.ReadAllAsync()) n++;
         await sending;
         Assert.Equal(count, n);
     }
@@ -220,7 +238,7 @@ public class LogServiceTests
         var offsets = new List<ulong>();
         var ex = await Assert.ThrowsAsync<RpcException>(async () =>
         {
-            await foreach (var r in call.ResponseStream) offsets.Add(r.Offset);
+            await foreach (var r in call.ResponseStream.ReadAllAsync()) offsets.Add(r.Offset);
         });
         Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
         Assert.Equal("topic", ex.GetDetail<BadRequest>()!.FieldViolations[0].Field);
@@ -297,7 +315,7 @@ public class LogServiceTests
         {
             for (var i = 0; i < 500; i++) await call.RequestStream.WriteAsync(Produce(new string('r', 100), "capped"));
             await call.RequestStream.CompleteAsync();
-            await foreach (var _ in call.ResponseStream) { }
+            await foreach (var _ in call.ResponseStream.ReadAllAsync()) { }
         }
         var info = await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "capped" }, Timeout());
         Assert.Equal(500ul, info.NextOffset);

@@ -163,15 +163,26 @@ public sealed class PostgresServer : IAsyncLifetime, IBackend
         if (IsRoot) await Run("chown", "postgres", _dir);
         await RunAsPostgres("initdb", "-D", _data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-locale");
         Port = Ports.Free();
-        await RunAsPostgres("pg_ctl", "-D", _data, "-w", "-t", "60", "-l", Path.Combine(_dir, "postgres.log"), "-o",
-            $"-p {Port} -c listen_addresses=127.0.0.1 -k {_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start");
+        await StartAsync();
     }
+
+    /// <summary>Starts the server again after <see cref="StopAsync"/>, on the same port and data.</summary>
+    public Task StartAsync() =>
+        RunAsPostgres("pg_ctl", "-D", _data, "-w", "-t", "60", "-l", Path.Combine(_dir, "postgres.log"), "-o",
+            $"-p {Port} -c listen_addresses=127.0.0.1 -k {_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start");
+
+    /// <summary>
+    /// Stops the server and waits until it is down: open sessions are terminated either way;
+    /// <paramref name="immediate"/> skips the shutdown checkpoint, as a crash would (with this
+    /// server's fsync=off, recent commits may then be lost).
+    /// </summary>
+    public Task StopAsync(bool immediate = true) => RunAsPostgres("pg_ctl", "-D", _data, "-m", immediate ? "immediate" : "fast", "-w", "stop");
 
     public async Task DisposeAsync()
     {
         if (_data.Length > 0 && File.Exists(Path.Combine(_data, "postmaster.pid")))
         {
-            await RunAsPostgres("pg_ctl", "-D", _data, "-m", "immediate", "-w", "stop");
+            await StopAsync();
         }
         if (_dir.Length > 0) Directory.Delete(_dir, recursive: true);
     }

@@ -1,6 +1,6 @@
+using Conduit.Grpc;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
+using Grpc.Core;
 
 namespace Conduit.Users.Tests;
 

@@ -1,7 +1,6 @@
+using Conduit.Grpc;
 using Conduit.Protos.User.V1;
-using Conduit.Rpc;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
+using Grpc.Core;
 using Google.Rpc;
 
 namespace Conduit.Users.Tests;
@@ -48,7 +47,7 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
     {
         using var call = Client.ListUsers(new ListUsersRequest { Page = page, PageSize = pageSize, PageToken = token }, Timeout());
         var users = new List<User>();
-        await foreach (var user in call.ResponseStream) users.Add(user);
+        await foreach (var user in call.ResponseStream.ReadAllAsync()) users.Add(user);
         return (users, call.GetTrailers().GetValue("next-page-token"));
     }
 
@@ -500,7 +499,7 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
         Assert.True(bob.ResponseStream.Current.SentUnixMs > 0);
         await ann.RequestStream.CompleteAsync();
         while (await ann.ResponseStream.MoveNext()) { }
-        Assert.Equal(StatusCode.OK, ann.GetStatus().Code);
+        Assert.Equal(StatusCode.OK, ann.GetStatus().StatusCode);
     }
 
     [Fact]

@@ -28,24 +28,13 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic '{request.Name}': {invalid}.", Details.BadRequest(("settings", invalid)));
         }
-        if (storage.Find(request.Name) is not null) throw Exists(request.Name);
+        if (storage.Find(request.Name) is not null) throw LogMapping.TopicExists(request.Name);
         if (DryRun.IsRequested(context))
         {
             return Task.FromResult(new TopicInfo { Name = request.Name, Settings = ToProto(config.Apply(storage.Defaults)), Segments = 1 });
         }
-        try
-        {
-            return Task.FromResult(Describe(storage.Create(request.Name, config)));
-        }
-        catch (TopicExistsException)
-        {
-            throw Exists(request.Name);
-        }
-        catch (TopicLimitException limit)
-        {
-            throw RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
-                Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
-        }
+        // A topic created meanwhile (TopicExistsException) or one topic too many: LogExceptionMapper.
+        return Task.FromResult(Describe(storage.Create(request.Name, config)));
     }
 
     public override Task<ListTopicsResponse> ListTopics(ListTopicsRequest request, ServerCallContext context)
@@ -80,10 +69,6 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
             Segments = (uint)stats.Segments,
         };
     }
-
-    private static RpcException Exists(string name) =>
-        RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{name}' already exists.",
-            Details.ErrorInfo("TOPIC_EXISTS", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = name }));
 
     private static TopicConfig ToConfig(TopicSettings? settings)
     {

@@ -5,15 +5,19 @@ using Conduit.Grpc;
 using Grpc.Core;
 using Conduit.Storage.Log;
 using Google.Protobuf;
+using Microsoft.Extensions.Hosting;
 
 namespace Conduit.Services.Log;
 
 /// <summary>
 /// log.v1.Log: produce to and consume from the commit log, wire-compatible with proglog. Every
-/// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends.
+/// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends,
+/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from).
 /// </summary>
-public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null) : Protos.Log.V1.Log.LogBase
 {
+    private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
 
@@ -25,9 +29,8 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         {
             return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
         }
-        var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
-        var pending = LogMapping.Guard(log.Name, () => log.Append(record));
-        await LogMapping.GuardAsync(log.Name, pending.Durable.WaitAsync(context.CancellationToken)).ConfigureAwait(false);
+        var pending = storage.GetOrCreate(request.Topic).Append(record);
+        await pending.Durable.WaitAsync(context.CancellationToken).ConfigureAwait(false);
         return new ProduceResponse { Offset = (ulong)pending.Offset };
     }
 
@@ -35,25 +38,39 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
     {
         var log = FindForReading(request.Topic);
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
-        var record = LogMapping.Guard(log.Name, () => log.Read((long)request.Offset));
-        return Task.FromResult(new ConsumeResponse { Record = LogMapping.ToProto(record) });
+        return Task.FromResult(new ConsumeResponse { Record = LogMapping.ToProto(log.Read((long)request.Offset)) });
     }
 
     public override async Task ConsumeStream(ConsumeRequest request, IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
     {
         var log = FindForReading(request.Topic);
-        var token = context.CancellationToken;
+        // A follower would otherwise hold the server's shutdown until its timeout, then be cut off.
+        using var stoppingOrDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping);
+        var token = stoppingOrDone.Token;
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
         var offset = (long)request.Offset;
         if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
-        while (true)
+        try
         {
-            if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
-            var record = LogMapping.Guard(log.Name, () => log.Read(offset));
-            // One message at a time: the write completes when HTTP/2 flow control lets it, so a
-            // slow consumer holds at most one record here.
-            await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
-            offset++;
+            while (true)
+            {
+                if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
+                var record = log.Read(offset);
+                // One message at a time: the write completes when HTTP/2 flow control lets it, so a
+                // slow consumer holds at most one record here.
+                await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+                offset++;
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw RpcException.WithDetails(StatusCode.Unavailable, $"The server is shutting down; resume from offset {offset}.",
+                Details.ErrorInfo("SERVER_STOPPING", LogMapping.ErrorDomain, new Dictionary<string, string>
+                {
+                    ["topic"] = log.Name,
+                    ["next_offset"] = offset.ToString(CultureInfo.InvariantCulture),
+                }),
+                Details.RetryInfo(TimeSpan.FromSeconds(1)));
         }
     }
 
@@ -71,7 +88,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
         {
             await foreach (var pending in acknowledgements.Reader.ReadAllAsync(token).ConfigureAwait(false))
             {
-                await LogMapping.GuardAsync("", pending.Durable.WaitAsync(token)).ConfigureAwait(false);
+                await pending.Durable.WaitAsync(token).ConfigureAwait(false);
                 await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)pending.Offset }, token).ConfigureAwait(false);
             }
         }
@@ -110,8 +127,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
                 }
                 else
                 {
-                    var log = LogMapping.Guard(request.Topic, () => storage.GetOrCreate(request.Topic));
-                    pending = LogMapping.Guard(log.Name, () => log.Append(record));
+                    pending = storage.GetOrCreate(request.Topic).Append(record);
                 }
                 await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
             }
@@ -134,7 +150,7 @@ public sealed class LogService(ILogStorage storage) : Protos.Log.V1.Log.LogBase
     }
 }
 
-/// <summary>Between the wire messages and the storage engine, and from storage errors to statuses.</summary>
+/// <summary>Between the wire messages and the storage engine; the statuses the service and <see cref="LogExceptionMapper"/> answer with.</summary>
 public static class LogMapping
 {
     public const string ErrorDomain = "log.conduit.dev";
@@ -175,48 +191,6 @@ public static class LogMapping
         return result;
     }
 
-    public static T Guard<T>(string topic, Func<T> action)
-    {
-        try
-        {
-            return action();
-        }
-        catch (Exception ex) when (Map(topic, ex) is { } mapped)
-        {
-            throw mapped;
-        }
-    }
-
-    public static async Task GuardAsync(string topic, Task task)
-    {
-        try
-        {
-            await task.ConfigureAwait(false);
-        }
-        catch (Exception ex) when (Map(topic, ex) is { } mapped)
-        {
-            throw mapped;
-        }
-    }
-
-    private static RpcException? Map(string topic, Exception ex) => ex switch
-    {
-        OffsetOutOfRangeException range => OutOfRange(range, (ulong)range.Offset),
-        RecordCorruptedException corrupted => RpcException.WithDetails(StatusCode.DataLoss, corrupted.Message,
-            Details.ErrorInfo("RECORD_CORRUPTED", ErrorDomain, new Dictionary<string, string>
-            {
-                ["topic"] = corrupted.Topic,
-                ["offset"] = corrupted.Offset.ToString(CultureInfo.InvariantCulture),
-            }),
-            Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}.")),
-        TopicLimitException limit => RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
-            Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics"))),
-        LogFailedException failed => new RpcException(new Status(StatusCode.Internal, failed.Message)),
-        ArgumentException argument => RpcException.WithDetails(StatusCode.InvalidArgument, argument.Message, Details.BadRequest(("record", argument.Message))),
-        ObjectDisposedException => new RpcException(new Status(StatusCode.Unavailable, $"The log of topic '{topic}' is closing.")),
-        _ => null,
-    };
-
     public static RpcException OutOfRange(OffsetOutOfRangeException ex, ulong requested)
     {
         var message = ex.BeforeStart ? ex.Message : ex.Message.Replace($"Offset {ex.Offset}", $"Offset {requested}", StringComparison.Ordinal);
@@ -230,6 +204,10 @@ public static class LogMapping
             }),
             Details.LocalizedMessage(message));
     }
+
+    public static RpcException TopicExists(string topic) =>
+        RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{topic}' already exists.",
+            Details.ErrorInfo("TOPIC_EXISTS", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }));
 
     public static RpcException TopicNotFound(string topic) =>
         RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",

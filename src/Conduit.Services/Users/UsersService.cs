@@ -1,4 +1,3 @@
-using System.Data.Common;
 using System.Globalization;
 using Conduit.Protos.User.V1;
 using Conduit.Grpc;
@@ -12,7 +11,8 @@ namespace Conduit.Services.Users;
 /// <summary>
 /// user.v1.UserService: a user directory on an <see cref="IUserStore"/> (SQLite or PostgreSQL),
 /// with all four kinds of RPC, and chat rooms on the shared <see cref="Rooms{T}"/> mechanism.
-/// Rules and guarantees: docs/users.md.
+/// Rules and guarantees: docs/users.md. The store's failures (a taken email, an unavailable, full
+/// or damaged database) become statuses in <see cref="UsersExceptionMapper"/>.
 /// </summary>
 public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, TimeProvider? time = null) : UserService.UserServiceBase
 {
@@ -23,30 +23,16 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
     public override async Task<User> GetUser(GetUserRequest request, ServerCallContext context)
     {
         CheckId(request.Id);
-        try
-        {
-            return ToProto(await store.GetAsync(request.Id, context.CancellationToken).ConfigureAwait(false) ?? throw NotFound(request.Id));
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
-        }
+        return ToProto(await store.GetAsync(request.Id, context.CancellationToken).ConfigureAwait(false) ?? throw NotFound(request.Id));
     }
 
     public override async Task<User> GetUserByEmail(GetUserByEmailRequest request, ServerCallContext context)
     {
         var email = UserRules.Clean(request.Email);
         ThrowIfInvalid("The email is not valid.", UserRules.CheckEmail(email, "email"));
-        try
-        {
-            var user = await store.GetByEmailAsync(email, context.CancellationToken).ConfigureAwait(false);
-            return user is not null ? ToProto(user) : throw RpcException.WithDetails(StatusCode.NotFound, $"No user has the email '{email}'.",
-                Details.ErrorInfo("USER_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["email"] = email }));
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
-        }
+        var user = await store.GetByEmailAsync(email, context.CancellationToken).ConfigureAwait(false);
+        return user is not null ? ToProto(user) : throw RpcException.WithDetails(StatusCode.NotFound, $"No user has the email '{email}'.",
+            Details.ErrorInfo("USER_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["email"] = email }));
     }
 
     public override async Task ListUsers(ListUsersRequest request, IServerStreamWriter<User> responseStream, ServerCallContext context)
@@ -67,20 +53,13 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         var token = context.CancellationToken;
         var sent = 0;
         long lastId = afterId;
-        try
+        // Each row is written as it is read; HTTP/2 flow control holds the query back when the
+        // client reads slowly, and cancelling the call cancels the query.
+        await foreach (var user in store.ListAsync(afterId, skip, size, token).ConfigureAwait(false))
         {
-            // Each row is written as it is read; HTTP/2 flow control holds the query back when the
-            // client reads slowly, and cancelling the call cancels the query.
-            await foreach (var user in store.ListAsync(afterId, skip, size, token).ConfigureAwait(false))
-            {
-                await responseStream.WriteAsync(ToProto(user), token).ConfigureAwait(false);
-                sent++;
-                lastId = user.Id;
-            }
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
+            await responseStream.WriteAsync(ToProto(user), token).ConfigureAwait(false);
+            sent++;
+            lastId = user.Id;
         }
         if (sent == size) context.ResponseTrailers.Add(PageToken.TrailerName, PageToken.Encode(lastId));
     }
@@ -112,22 +91,11 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
             }
             batch.Add(new NewUser(name, email));
         }
-        try
-        {
-            var created = await store.CreateAsync(batch, DryRun.IsRequested(context), token).ConfigureAwait(false);
-            var response = new CreateUsersResponse { Count = created.Count };
-            response.Users.AddRange(created.Select(ToProto));
-            return response;
-        }
-        catch (EmailTakenException ex)
-        {
-            throw RpcException.WithDetails(StatusCode.AlreadyExists, $"Request {ex.Index}: {ex.Message} Nothing was created.",
-                IndexInfo("EMAIL_TAKEN", ex.Index, ("email", ex.Email)));
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
-        }
+        // A taken email or a failing database: UsersExceptionMapper.
+        var created = await store.CreateAsync(batch, DryRun.IsRequested(context), token).ConfigureAwait(false);
+        var response = new CreateUsersResponse { Count = created.Count };
+        response.Users.AddRange(created.Select(ToProto));
+        return response;
     }
 
     [DryRunSupported]
@@ -141,36 +109,17 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         if (request.Email.Length > 0) violations.AddRange(UserRules.CheckEmail(email, "email"));
         if (request.Name.Length == 0 && request.Email.Length == 0) violations.Add(("name", "give a new name, a new email, or both"));
         ThrowIfInvalid("The update is not valid.", violations);
-        try
-        {
-            var updated = await store.UpdateAsync(request.Id, request.Name.Length > 0 ? name : null, request.Email.Length > 0 ? email : null,
-                DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
-            return ToProto(updated ?? throw NotFound(request.Id));
-        }
-        catch (EmailTakenException ex)
-        {
-            throw RpcException.WithDetails(StatusCode.AlreadyExists, ex.Message,
-                Details.ErrorInfo("EMAIL_TAKEN", ErrorDomain, new Dictionary<string, string> { ["email"] = ex.Email }));
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
-        }
+        var updated = await store.UpdateAsync(request.Id, request.Name.Length > 0 ? name : null, request.Email.Length > 0 ? email : null,
+            DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
+        return ToProto(updated ?? throw NotFound(request.Id));
     }
 
     [DryRunSupported]
     public override async Task<User> DeleteUser(DeleteUserRequest request, ServerCallContext context)
     {
         CheckId(request.Id);
-        try
-        {
-            var deleted = await store.DeleteAsync(request.Id, DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
-            return ToProto(deleted ?? throw NotFound(request.Id));
-        }
-        catch (DbException ex) when (ex.IsTransient)
-        {
-            throw Unavailable(ex);
-        }
+        var deleted = await store.DeleteAsync(request.Id, DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
+        return ToProto(deleted ?? throw NotFound(request.Id));
     }
 
     public override Task Chat(IAsyncStreamReader<ChatMessage> requestStream, IServerStreamWriter<ChatMessage> responseStream, ServerCallContext context) =>
@@ -226,7 +175,4 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         foreach (var (key, value) in more) metadata[key] = value;
         return Details.ErrorInfo(reason, ErrorDomain, metadata);
     }
-
-    private static RpcException Unavailable(DbException ex) =>
-        RpcException.WithDetails(StatusCode.Unavailable, "The users database is unavailable: " + ex.Message, Details.RetryInfo(TimeSpan.FromSeconds(1)));
 }

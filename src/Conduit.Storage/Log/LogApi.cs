@@ -206,4 +206,5 @@ public sealed class TopicExistsException(string topic) : Exception($"Topic '{top
 public sealed class LogFailedException(string topic, Exception inner)
     : Exception($"Topic '{topic}' stopped taking writes after a storage failure: {inner.Message}", inner)
 {
+    public string Topic { get; } = topic;
 }

@@ -33,21 +33,24 @@ internal static class LogCommand
         var topic = TopicOption();
         var value = new Option<string?>("--value") { Description = "Produce this one value (otherwise every line of stdin is a record)" };
         var key = new Option<string?>("--key") { Description = "The records' key" };
+        var dryRun = DryRunOption("Check the records and print the offsets they would get, but append nothing");
         var server = Cli.ServerOption();
-        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, server };
+        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Log.V1.Log.LogClient(channel);
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
+            var options = new CallOptions(DryRunHeaders(parse.GetValue(dryRun)), cancellationToken: cancellationToken);
             if (parse.GetValue(value) is { } single)
             {
-                var reply = await client.ProduceAsync(Request(single), new CallOptions(cancellationToken: cancellationToken));
+                var reply = await client.ProduceAsync(Request(single), options);
                 Console.WriteLine(reply.Offset);
+                if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
                 return 0;
             }
-            using var call = client.ProduceStream(new CallOptions(cancellationToken: cancellationToken));
+            using var call = client.ProduceStream(options);
             var send = Task.Run(async () =>
             {
                 while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
@@ -61,10 +64,15 @@ internal static class LogCommand
                 Console.WriteLine(reply.Offset);
             }
             await send;
+            if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
             return 0;
         });
         return command;
     }
+
+    private static Option<bool> DryRunOption(string description) => new("--dry-run") { Description = description };
+
+    private static Metadata? DryRunHeaders(bool dryRun) => dryRun ? new Metadata { DryRun.Header } : null;
 
     private static Command Consume()
     {
@@ -191,8 +199,9 @@ internal static class LogCommand
         var segmentBytes = new Option<ulong?>("--segment-bytes") { Description = "Roll segments at this size" };
         var retentionBytes = new Option<ulong?>("--retention-bytes") { Description = "Keep at most about this many bytes (0: no limit)" };
         var retentionMs = new Option<ulong?>("--retention-ms") { Description = "Remove segments whose records are all older than this (0: no limit)" };
+        var dryRun = DryRunOption("Check the name and settings and print the topic, but create nothing");
         var server = Cli.ServerOption();
-        var command = new Command("create-topic", "Create a topic with its own durability and retention") { name, durability, segmentBytes, retentionBytes, retentionMs, server };
+        var command = new Command("create-topic", "Create a topic with its own durability and retention") { name, durability, segmentBytes, retentionBytes, retentionMs, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
@@ -201,8 +210,9 @@ internal static class LogCommand
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
             if (parse.GetValue(retentionBytes) is { } rb) settings.RetentionBytes = rb;
             if (parse.GetValue(retentionMs) is { } rm) settings.RetentionMs = rm;
-            var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings }, new CallOptions(cancellationToken: cancellationToken));
-            Console.WriteLine($"created topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
+            var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings },
+                new CallOptions(DryRunHeaders(parse.GetValue(dryRun)), cancellationToken: cancellationToken));
+            Console.WriteLine($"{(parse.GetValue(dryRun) ? "would create" : "created")} topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
             return 0;
         });
         return command;
@@ -212,15 +222,14 @@ internal static class LogCommand
     {
         var topic = TopicOption();
         var before = new Option<ulong>("--before") { Description = "Remove whole segments whose records are all below this offset", Required = true };
-        var dryRun = new Option<bool>("--dry-run") { Description = "Say what would be removed, remove nothing" };
+        var dryRun = DryRunOption("Say what would be removed, remove nothing");
         var server = Cli.ServerOption();
         var command = new Command("truncate", "Remove old retained data (whole segments)") { topic, before, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(channel);
-            var headers = new Metadata();
-            if (parse.GetValue(dryRun)) headers.Add(DryRun.Header);
+            var headers = DryRunHeaders(parse.GetValue(dryRun));
             var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
                 new CallOptions(headers, cancellationToken: cancellationToken));
             Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");

@@ -57,6 +57,7 @@ public static class LogHosting
             TimeSpan.FromSeconds(options.RetentionCheckSeconds),
             provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log"),
             maxTopics: options.MaxTopics));
+        services.AddSingleton<IExceptionMapper, LogExceptionMapper>(); // storage failures to statuses, for the log's calls
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
     }

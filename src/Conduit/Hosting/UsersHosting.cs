@@ -33,11 +33,16 @@ public static class UsersHosting
         return services.AddUsers(sp => UserStores.Open(options.Database, serve.DataDir, sp.GetService<TimeProvider>()));
     }
 
-    /// <summary>The service on the store <paramref name="store"/> makes (disposed with the host), migrated at start-up.</summary>
-    public static IServiceCollection AddUsers(this IServiceCollection services, Func<IServiceProvider, IUserStore> store)
+    /// <summary>
+    /// The service on the store <paramref name="store"/> makes (disposed with the host), migrated
+    /// at start-up unless <paramref name="migrateAtStart"/> is false (a server that must start
+    /// while its database is down), with the mapper that turns the store's failures into statuses.
+    /// </summary>
+    public static IServiceCollection AddUsers(this IServiceCollection services, Func<IServiceProvider, IUserStore> store, bool migrateAtStart = true)
     {
         services.AddSingleton(store);
-        services.AddHostedService<UsersStoreMigration>();
+        if (migrateAtStart) services.AddHostedService<UsersStoreMigration>();
+        services.AddSingleton<IExceptionMapper, UsersExceptionMapper>();
         services.AddSingleton(new Rooms<UserChatMessage>()); // the users' chat rooms, apart from chat.v1's
         services.AddSingleton<UsersService>();
         return services;

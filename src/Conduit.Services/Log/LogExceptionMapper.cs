@@ -1,0 +1,88 @@
+using System.Globalization;
+using System.Threading.Channels;
+using Conduit.Grpc;
+using Conduit.Storage.Log;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Conduit.Services.Log;
+
+/// <summary>
+/// The statuses of the storage engine's failures, for log.v1.Log and log.v1.LogAdmin calls only
+/// (registered in DI; run by <see cref="ExceptionInterceptor"/> in place of a catch block around
+/// every storage call). What the client may do next decides the code: a range or a conflict it can
+/// correct, a damaged record it cannot (DATA_LOSS), a full disk (RESOURCE_EXHAUSTED), a topic or a
+/// log that takes no writes for now (UNAVAILABLE). Failures of the disk are logged here whole; the
+/// client's message names no server path.
+/// </summary>
+public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IExceptionMapper
+{
+    private const string LogService = "/log.v1.";
+
+    public RpcException? Map(Exception exception, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (!context.Method.StartsWith(LogService, StringComparison.Ordinal)) return null;
+        return Map(exception, context.Method);
+    }
+
+    private RpcException? Map(Exception exception, string method)
+    {
+        switch (exception)
+        {
+            case ChannelClosedException { InnerException: { } inner }:
+                return Map(inner, method);
+            case OffsetOutOfRangeException range:
+                return LogMapping.OutOfRange(range, (ulong)range.Offset);
+            case RecordCorruptedException corrupted:
+                logger.LogError("{Method}: {Message}", method, corrupted.Message);
+                return RpcException.WithDetails(StatusCode.DataLoss, corrupted.Message,
+                    Details.ErrorInfo("RECORD_CORRUPTED", LogMapping.ErrorDomain, new Dictionary<string, string>
+                    {
+                        ["topic"] = corrupted.Topic,
+                        ["offset"] = corrupted.Offset.ToString(CultureInfo.InvariantCulture),
+                    }),
+                    Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}."));
+            case TopicExistsException exists:
+                return LogMapping.TopicExists(exists.Topic);
+            case TopicLimitException limit:
+                return RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
+                    Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
+            case LogFailedException failed:
+                logger.LogError(failed, "{Method}: {Message}", method, failed.Message);
+                var topic = failed.Topic;
+                if (IsDiskFull(failed.InnerException))
+                {
+                    return RpcException.WithDetails(StatusCode.ResourceExhausted,
+                        $"Topic '{topic}' stopped taking writes: the server's disk is full.",
+                        Details.ErrorInfo("DISK_FULL", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }),
+                        Details.LocalizedMessage($"The server's disk is full: topic '{topic}' takes no writes until space is freed and the server restarts. Its records can still be read."));
+                }
+                return RpcException.WithDetails(StatusCode.Unavailable,
+                    $"Topic '{topic}' stopped taking writes after a storage failure.",
+                    Details.ErrorInfo("TOPIC_WRITES_STOPPED", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }),
+                    Details.LocalizedMessage($"Topic '{topic}' takes no writes until the server restarts (its disk failed; the server's log says how). Its records can still be read; a record whose produce failed may or may not be in the log after the restart."));
+            case IOException io when IsDiskFull(io):
+                logger.LogError(io, "{Method}: the disk is full", method);
+                return RpcException.WithDetails(StatusCode.ResourceExhausted, "The server's disk is full; nothing was changed.",
+                    Details.ErrorInfo("DISK_FULL", LogMapping.ErrorDomain),
+                    Details.LocalizedMessage("The server's disk is full. Retry once space is freed."));
+            case IOException io:
+                logger.LogError(io, "{Method}: storage failure", method);
+                return RpcException.WithDetails(StatusCode.Unavailable, "The log's storage failed; nothing was changed.",
+                    Details.ErrorInfo("STORAGE_FAILURE", LogMapping.ErrorDomain), Details.RetryInfo(TimeSpan.FromSeconds(1)));
+            case ObjectDisposedException:
+                return RpcException.WithDetails(StatusCode.Unavailable, "The log is closing: the server is shutting down.",
+                    Details.RetryInfo(TimeSpan.FromSeconds(1)));
+            case ArgumentException argument:
+                return RpcException.WithDetails(StatusCode.InvalidArgument, argument.Message, Details.BadRequest(("record", argument.Message)));
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>ENOSPC or EDQUOT on Linux (.NET gives the errno as the HResult), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
+    public static bool IsDiskFull(Exception? exception) => exception is IOException io && (OperatingSystem.IsWindows()
+        ? io.HResult is unchecked((int)0x80070070) or unchecked((int)0x80070027)
+        : io.HResult is 28 or 122);
+}
