@@ -19,7 +19,9 @@ internal static class ChatCommand
             var client = new Protos.Chat.V1.Chat.ChatClient(channel);
             var userName = parse.GetValue(user)!;
             using var call = client.ChatStream(new CallOptions(new Metadata { { "room", parse.GetValue(room)! } }, cancellationToken: cancellationToken));
-            var send = SendLinesAsync(call.RequestStream, userName, cancellationToken);
+            // Console.In's ReadLineAsync reads synchronously: on the calling thread it would hold
+            // the receive loop (and the server's status) until the first line is typed.
+            var send = Task.Run(() => SendLinesAsync(call.RequestStream, userName, cancellationToken), cancellationToken);
             try
             {
                 await foreach (var message in call.ResponseStream.ReadAllAsync(cancellationToken))

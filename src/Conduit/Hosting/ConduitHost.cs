@@ -61,6 +61,7 @@ public static class ConduitHost
         AddGrpc(builder.Services);
         configureServices?.Invoke(builder.Services);
         var app = builder.Build();
+        app.UseStreamingShutdown();
         mapServices?.Invoke(app);
         return app;
     }
@@ -76,6 +77,8 @@ public static class ConduitHost
         services.AddSingleton<LoggingInterceptor>();
         services.AddSingleton<ExceptionInterceptor>();
         services.AddSingleton<DryRunInterceptor>();
+        // First, so a stream ended by shutdown is UNAVAILABLE whatever the service's own mappers say.
+        services.AddSingleton<IExceptionMapper, ShutdownExceptionMapper>();
         services.AddGrpc(o =>
         {
             o.Interceptors.Add<LoggingInterceptor>();
