@@ -90,7 +90,8 @@ public sealed class TestServiceImpl : TestService.TestServiceBase
     private static void CheckCompressed(BoolValue? expectCompressed, ServerCallContext context)
     {
         if (expectCompressed?.Value != true) return;
-        var encoding = context.RequestHeaders.GetValue("grpc-encoding");
+        // grpc-dotnet leaves grpc-* headers out of RequestHeaders: read the request's own header.
+        var encoding = context.GetHttpContext().Request.Headers["grpc-encoding"].FirstOrDefault();
         if (encoding is null || encoding == "identity")
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "Expected a compressed request message."));
