@@ -96,8 +96,12 @@ public sealed partial class LoggingInterceptor(ILogger<LoggingInterceptor> logge
         {
             null => context.Status,
             RpcException rpc => rpc.Status,
-            OperationCanceledException when context.CancellationToken.IsCancellationRequested =>
-                new Status(context.Deadline <= DateTime.UtcNow ? StatusCode.DeadlineExceeded : StatusCode.Cancelled, ""),
+            // The call was over for the client (it cancelled, reset the stream, went away, or the
+            // deadline passed) before the handler failed: the handler's exception (an
+            // OperationCanceledException, or the IOException of a read from a reset stream) is a
+            // consequence, not a server fault.
+            _ when context.CancellationToken.IsCancellationRequested =>
+                new Status(context.Deadline <= DateTime.UtcNow ? StatusCode.DeadlineExceeded : StatusCode.Cancelled, exception.Message),
             _ => new Status(StatusCode.Unknown, exception.GetType().Name + ": " + exception.Message),
         };
         counters.Record(status.StatusCode);

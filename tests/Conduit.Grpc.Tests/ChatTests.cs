@@ -1,16 +1,16 @@
 using Conduit.Protos.Chat.V1;
-using Conduit.Rpc.Client;
-using Conduit.Rpc.Server;
 using Conduit.Services.Chat;
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 
-namespace Conduit.Rpc.Tests;
+namespace Conduit.Grpc.Tests;
 
 public class ChatTests
 {
     private static Task<TestHost> StartChat(int queueCapacity = 256) => TestHost.StartAsync(
         s => s.AddSingleton(new Rooms<ChatMessage>(queueCapacity)).AddSingleton<ChatService>(),
-        a => a.MapRpcService<ChatService>());
+        a => a.MapGrpcService<ChatService>());
 
     private static AsyncDuplexStreamingCall<ChatMessage, ChatMessage> Join(TestHost host, string? room = null)
     {
@@ -56,7 +56,7 @@ public class ChatTests
         Assert.True(call.ResponseStream.Current.SentUnixMs > 0);
         await call.RequestStream.CompleteAsync();
         Assert.False(await call.ResponseStream.MoveNext());
-        Assert.Equal(StatusCode.OK, call.GetStatus().Code);
+        Assert.Equal(StatusCode.OK, call.GetStatus().StatusCode);
     }
 
     [Fact]
@@ -131,7 +131,15 @@ public class ChatTests
             {
                 for (var i = 0; i < 10_000; i++)
                 {
-                    await call.RequestStream.WriteAsync(new ChatMessage { User = user, Text = "x" });
+                    try
+                    {
+                        await call.RequestStream.WriteAsync(new ChatMessage { User = user, Text = "x" });
+                    }
+                    catch (RpcException)
+                    {
+                        // grpc-dotnet: a write racing with the server's end of the call can fail
+                        // CANCELLED before the status arrived; the call's status is on the read side.
+                    }
                     if (!await call.ResponseStream.MoveNext()) return StatusCode.OK;
                 }
                 return StatusCode.OK;

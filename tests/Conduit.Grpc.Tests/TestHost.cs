@@ -3,16 +3,18 @@ using System.Net;
 using System.Net.Http.Headers;
 using Conduit.Hosting;
 using Google.Protobuf;
+using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
-namespace Conduit.Rpc.Tests;
+namespace Conduit.Grpc.Tests;
 
 /// <summary>An in-process Conduit server (see <see cref="InProcessServer"/>) with raw HTTP/2 helpers.</summary>
 public sealed class TestHost(InProcessServer server) : InProcessServer(server)
 {
-    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null) =>
-        new(await InProcessServer.StartAsync(services, map, options));
+    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null, Action<GrpcChannelOptions>? channelOptions = null, LogLevel logLevel = LogLevel.Warning) =>
+        new(await InProcessServer.StartAsync(services, map, options, channelOptions: channelOptions, logLevel: logLevel));
 
     /// <summary>A raw HTTP/2 exchange, to see exactly what the server puts on the wire.</summary>
     public async Task<RawResponse> PostAsync(string path, HttpContent? content, string? contentType = "application/grpc", params (string Name, string Value)[] headers)
@@ -38,6 +40,9 @@ public sealed class TestHost(InProcessServer server) : InProcessServer(server)
         payload.CopyTo(frame, 5);
         return frame;
     }
+
+    /// <summary>A -bin header value: base64 with or without padding (PROTOCOL-HTTP2.md accepts both).</summary>
+    public static byte[] FromBase64(string value) => Convert.FromBase64String(value.PadRight(value.Length + (4 - value.Length % 4) % 4, '='));
 
     private static Dictionary<string, string> Flatten(params HttpHeaders[] all)
     {
