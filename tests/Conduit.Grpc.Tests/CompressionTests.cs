@@ -37,7 +37,7 @@ public class CompressionTests
     [Fact]
     public async Task The_interop_service_accepts_a_compressed_request_that_expects_compression()
     {
-        await using var host = await TestHost.StartAsync(s => s.AddSingleton<TestServiceImpl>(), a => a.MapGrpcService<TestServiceImpl>());
+        await using var host = await TestHost.StartAsync(s => s.AddSingleton<TestServiceImpl>(), InteropServer.Map);
         using var call = new TestService.TestServiceClient(host.Channel).UnaryCallAsync(new SimpleRequest
         {
             ExpectCompressed = new BoolValue { Value = true },
