@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on Debian (the official gRPC peers and their
-# protobuf runtime), builds everything with warnings as errors, runs every test suite, and ends
+# protobuf runtime), builds everything with warnings as errors, checks formatting
+# (dotnet format, .editorconfig), runs every test suite, and ends
 # with one line "N passed, M failed" summed over all suites.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +18,13 @@ ensure_packages "${packages[@]}"
 
 dotnet build Conduit.slnx -c Release -nologo -v quiet
 
+# Formatting and style as .editorconfig says; a difference counts as one failed test.
+format_failed=0
+if ! dotnet format Conduit.slnx --verify-no-changes --severity warn --no-restore; then
+  echo "formatting: run 'dotnet format Conduit.slnx --severity warn' and commit the result" >&2
+  format_failed=1
+fi
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
@@ -27,6 +35,8 @@ set -e
 # Sum the per-suite summaries: "Passed!  - Failed:     0, Passed:    69, Skipped: ..."
 passed=$(grep -Eo 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -Eo 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$((failed + format_failed))
+[[ "$format_failed" -ne 0 ]] && status=1
 suites=$(grep -Ec '(Passed|Failed)! +- ' "$log" || true)
 expected=$(grep -Ec 'Path="tests/[^"]*\.Tests\.csproj"' Conduit.slnx)
 if [[ "$suites" -lt "$expected" && "$status" -eq 0 ]]; then

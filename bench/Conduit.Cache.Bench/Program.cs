@@ -6,12 +6,12 @@
 //       --server http://127.0.0.1:50051 --concurrency 64 --seconds 5 [--label conduit] [--value-bytes 3]
 using System.Diagnostics;
 using System.Globalization;
+using Conduit.Grpc;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Grpc;
-using Grpc.Core;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
+using Grpc.Core;
 
 var server = Arg("--server", "http://127.0.0.1:50051");
 var concurrency = int.Parse(Arg("--concurrency", "1"), CultureInfo.InvariantCulture);

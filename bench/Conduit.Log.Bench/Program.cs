@@ -9,17 +9,17 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using Conduit.Grpc;
 using Conduit.Hosting;
 using Conduit.Protos.Log.V1;
-using Durability = Conduit.Protos.Log.V1.Durability;
-using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
-using Conduit.Grpc;
-using Grpc.Core;
 using Conduit.Storage.Log;
 using Google.Protobuf;
-using Microsoft.Extensions.DependencyInjection;
+using Grpc.Core;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Win32.SafeHandles;
+using Durability = Conduit.Protos.Log.V1.Durability;
+using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
 
 var dir = Arg("--dir") ?? Path.Combine(Path.GetTempPath(), "conduit-log-bench");
 var seconds = double.Parse(Arg("--seconds") ?? "5", CultureInfo.InvariantCulture);

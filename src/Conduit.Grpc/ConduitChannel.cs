@@ -1,5 +1,5 @@
-using Grpc.Core;
 using System.Net.Security;
+using Grpc.Core;
 using Grpc.Net.Client;
 using Grpc.Net.Compression;
 

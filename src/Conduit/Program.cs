@@ -1,7 +1,7 @@
+using System.CommandLine;
 using Conduit.Commands;
 using Conduit.Grpc;
 using Grpc.Core;
-using System.CommandLine;
 
 // A call that fails ends any command the same way: one "error: Code: message" line on stderr
 // and exit code 1 (commands only catch the statuses they handle differently).

@@ -1,9 +1,9 @@
 using System.Text.Json;
-using Conduit.Protos.Accounts.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Accounts.V1;
 using Conduit.Services.Accounts;
 using Google.Rpc;
+using Grpc.Core;
 using static Conduit.Cache.Tests.CacheHost;
 
 namespace Conduit.Cache.Tests;

@@ -1,10 +1,10 @@
+using Conduit.Grpc;
 using Conduit.Hosting;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Grpc;
-using Grpc.Core;
 using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
+using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 

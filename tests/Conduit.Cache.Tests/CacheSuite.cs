@@ -1,10 +1,10 @@
-using Conduit.Protos.Cache.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Cache.V1;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
+using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
 using static Conduit.Cache.Tests.CacheHost;
 

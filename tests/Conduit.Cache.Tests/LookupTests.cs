@@ -1,11 +1,11 @@
+using Conduit.Grpc;
 using Conduit.Hosting;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
-using Conduit.Grpc;
-using Grpc.Core;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Google.Rpc;
+using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using static Conduit.Cache.Tests.CacheHost;

@@ -2,15 +2,15 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Text;
+using Conduit.Grpc;
 using Conduit.Protos.HelloWorld;
+using Conduit.Services.Greeter;
+using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
-using Conduit.Services.Greeter;
-using Conduit.Grpc;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Grpc.Core;
 
 namespace Conduit.Grpc.Tests;
 

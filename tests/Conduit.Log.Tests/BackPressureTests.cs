@@ -1,6 +1,6 @@
+using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Conduit.Storage.Log;
-using Conduit.Grpc;
 using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
-using Conduit.Protos.Log.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Log.V1;
 using Google.Protobuf;
 using Grpc.Core;
 using Xunit.Abstractions;
@@ -49,43 +49,43 @@ public class CrashTests(ITestOutputHelper output)
             var killed = false;
             try
             {
-            var url = (await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)")).Groups[1].Value;
-            using var channel = ConduitChannel.ForAddress(url);
-            var client = new Protos.Log.V1.Log.LogClient(channel);
+                var url = (await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)")).Groups[1].Value;
+                using var channel = ConduitChannel.ForAddress(url);
+                var client = new Protos.Log.V1.Log.LogClient(channel);
 
-            var next = await VerifyAsync(channel, acknowledged);
+                var next = await VerifyAsync(channel, acknowledged);
 
-            // Produce until killed: requests are sent ahead; the i-th response acknowledges the i-th record.
-            var firstAck = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var acksThisCycle = 0;
-            var c = cycle;
-            var producing = Task.Run(async () =>
-            {
-                using var call = client.ProduceStream();
-                var sending = Task.Run(async () =>
+                // Produce until killed: requests are sent ahead; the i-th response acknowledges the i-th record.
+                var firstAck = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                var acksThisCycle = 0;
+                var c = cycle;
+                var producing = Task.Run(async () =>
                 {
-                    for (var seq = 0; ; seq++)
+                    using var call = client.ProduceStream();
+                    var sending = Task.Run(async () =>
                     {
-                        await call.RequestStream.WriteAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFrom(ValueFor(c, seq)) } });
+                        for (var seq = 0; ; seq++)
+                        {
+                            await call.RequestStream.WriteAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFrom(ValueFor(c, seq)) } });
+                        }
+                    });
+                    var i = 0;
+                    await foreach (var response in call.ResponseStream.ReadAllAsync())
+                    {
+                        var value = ValueFor(c, i++);
+                        lock (acknowledged) acknowledged.Add(response.Offset, value);
+                        Interlocked.Increment(ref acksThisCycle);
+                        firstAck.TrySetResult();
                     }
+                    await sending;
                 });
-                var i = 0;
-                await foreach (var response in call.ResponseStream.ReadAllAsync())
-                {
-                    var value = ValueFor(c, i++);
-                    lock (acknowledged) acknowledged.Add(response.Offset, value);
-                    Interlocked.Increment(ref acksThisCycle);
-                    firstAck.TrySetResult();
-                }
-                await sending;
-            });
-            await firstAck.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            await Task.Delay(random.Next(20, 400)); // the random moment, not a synchronisation
-            killed = true;
-            await server.DisposeAsync(); // SIGKILL
-            await Assert.ThrowsAnyAsync<Exception>(() => producing.WaitAsync(TimeSpan.FromSeconds(30)));
-            totalAcks += acksThisCycle;
-            output.WriteLine($"cycle {c}: log started at offset {next}, {acksThisCycle} records acknowledged before SIGKILL");
+                await firstAck.Task.WaitAsync(TimeSpan.FromSeconds(60));
+                await Task.Delay(random.Next(20, 400)); // the random moment, not a synchronisation
+                killed = true;
+                await server.DisposeAsync(); // SIGKILL
+                await Assert.ThrowsAnyAsync<Exception>(() => producing.WaitAsync(TimeSpan.FromSeconds(30)));
+                totalAcks += acksThisCycle;
+                output.WriteLine($"cycle {c}: log started at offset {next}, {acksThisCycle} records acknowledged before SIGKILL");
             }
             finally
             {

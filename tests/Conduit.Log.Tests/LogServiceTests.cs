@@ -1,9 +1,9 @@
 using System.Diagnostics;
-using Conduit.Protos.Log.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Log.V1;
 using Google.Protobuf;
-using Grpc.Core;
 using Google.Rpc;
+using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Record = Conduit.Protos.Log.V1.Record;

@@ -1,5 +1,5 @@
-using Conduit.Hosting;
 using Conduit.Grpc;
+using Conduit.Hosting;
 using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;

@@ -1,10 +1,10 @@
-using Conduit.Hosting;
 using Conduit.Grpc;
+using Conduit.Hosting;
 using Conduit.Protos.User.V1;
-using Grpc.Core;
 using Conduit.Services.Chat;
 using Conduit.Services.Users;
 using Conduit.Users.Storage;
+using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 

@@ -1,7 +1,7 @@
 using Conduit.Grpc;
 using Conduit.Protos.User.V1;
-using Grpc.Core;
 using Google.Rpc;
+using Grpc.Core;
 
 namespace Conduit.Users.Tests;
 

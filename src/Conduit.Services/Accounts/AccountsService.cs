@@ -1,8 +1,8 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Text;
-using Conduit.Protos.Accounts.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Accounts.V1;
 using Grpc.Core;
 
 namespace Conduit.Services.Accounts;

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
-using Conduit.Protos.Accounts.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Accounts.V1;
 using Grpc.Core;
 
 namespace Conduit.Services.Cache;

@@ -1,9 +1,9 @@
 using System.Text;
-using Conduit.Protos.Cache.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Cache.V1;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
+using Grpc.Core;
 
 namespace Conduit.Services.Cache;
 

@@ -1,5 +1,5 @@
-using Conduit.Protos.Chat.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Chat.V1;
 using Grpc.Core;
 
 namespace Conduit.Services.Chat;

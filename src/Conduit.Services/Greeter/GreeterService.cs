@@ -1,5 +1,5 @@
-using Conduit.Protos.HelloWorld;
 using Conduit.Grpc;
+using Conduit.Protos.HelloWorld;
 using Grpc.Core;
 
 namespace Conduit.Services.Greeter;

@@ -1,10 +1,10 @@
-using Conduit.Protos.Log.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Log.V1;
 using Conduit.Storage.Log;
+using Grpc.Core;
 using StorageDurability = Conduit.Storage.Log.Durability;
-using WireDurability = Conduit.Protos.Log.V1.Durability;
 using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
+using WireDurability = Conduit.Protos.Log.V1.Durability;
 
 namespace Conduit.Services.Log;
 

@@ -1,10 +1,10 @@
 using System.Globalization;
 using System.Threading.Channels;
-using Conduit.Protos.Log.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Log.V1;
 using Conduit.Storage.Log;
 using Google.Protobuf;
+using Grpc.Core;
 using Microsoft.Extensions.Hosting;
 
 namespace Conduit.Services.Log;

@@ -4,8 +4,8 @@ using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
 using Google.Protobuf;
 using Grpc.Core;
-using CacheV1 = Conduit.Protos.Cache.V1;
 using AccountsV1 = Conduit.Protos.Accounts.V1;
+using CacheV1 = Conduit.Protos.Cache.V1;
 
 namespace Conduit.Services.Seeds;
 

@@ -2,8 +2,8 @@ using Conduit.Protos.Seeds.GrpcWithGo;
 using Conduit.Services.Chat;
 using Conduit.Services.Greeter;
 using Grpc.Core;
-using V1 = Conduit.Protos.Chat.V1;
 using HelloWorld = Conduit.Protos.HelloWorld;
+using V1 = Conduit.Protos.Chat.V1;
 
 namespace Conduit.Services.Seeds;
 

@@ -1,10 +1,10 @@
 using System.Globalization;
-using Conduit.Protos.User.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.User.V1;
 using Conduit.Services.Chat;
 using Conduit.Users.Storage;
 using Google.Protobuf;
+using Grpc.Core;
 
 namespace Conduit.Services.Users;
 

@@ -1,8 +1,8 @@
 using System.CommandLine;
-using Conduit.Protos.Accounts.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Accounts.V1;
 using Conduit.Services.Accounts;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 

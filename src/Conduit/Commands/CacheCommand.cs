@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
-using Conduit.Protos.Cache.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Cache.V1;
 using Conduit.Services.Accounts;
 using Google.Protobuf;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Conduit.Protos.Chat.V1;
 using Conduit.Grpc;
+using Conduit.Protos.Chat.V1;
 using Grpc.Core;
 
 namespace Conduit.Commands;

@@ -1,5 +1,5 @@
-using Grpc.Core;
 using System.CommandLine;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 

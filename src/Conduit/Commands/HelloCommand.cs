@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Conduit.Protos.HelloWorld;
 using Conduit.Grpc;
+using Conduit.Protos.HelloWorld;
 using Grpc.Core;
 
 namespace Conduit.Commands;

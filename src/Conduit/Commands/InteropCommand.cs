@@ -3,9 +3,9 @@ using System.Net;
 using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Conduit.Grpc;
 using Conduit.Hosting;
 using Conduit.Interop;
-using Conduit.Grpc;
 using Grpc.Core;
 
 namespace Conduit.Commands;

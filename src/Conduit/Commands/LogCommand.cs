@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
-using Conduit.Protos.Log.V1;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Log.V1;
 using Google.Protobuf;
+using Grpc.Core;
 
 namespace Conduit.Commands;
 

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
-using Conduit.Hosting;
 using Conduit.Grpc;
+using Conduit.Hosting;
 using Grpc.Core;
 
 namespace Conduit.Commands;

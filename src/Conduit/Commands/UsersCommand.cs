@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using Conduit.Protos.User.V1;
 using Conduit.Grpc;
+using Conduit.Protos.User.V1;
 using Grpc.Core;
 
 namespace Conduit.Commands;

@@ -1,11 +1,11 @@
 using System.Security.Cryptography.X509Certificates;
+using Conduit.Grpc;
 using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
+using Grpc.Core;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Conduit.Grpc;
-using Grpc.Core;
 
 namespace Conduit.Hosting;
 

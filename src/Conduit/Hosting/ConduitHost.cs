@@ -1,13 +1,13 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using Conduit.Grpc;
 using Conduit.Protos.Chat.V1;
 using Conduit.Services.Chat;
 using Conduit.Services.Greeter;
+using Grpc.Core;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Conduit.Grpc;
-using Grpc.Core;
 
 namespace Conduit.Hosting;
 

@@ -1,6 +1,6 @@
+using Conduit.Grpc;
 using Conduit.Services.Log;
 using Conduit.Storage.Log;
-using Conduit.Grpc;
 using Grpc.Core;
 
 namespace Conduit.Hosting;

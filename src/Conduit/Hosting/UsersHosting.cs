@@ -1,9 +1,9 @@
+using Conduit.Grpc;
 using Conduit.Services.Chat;
 using Conduit.Services.Users;
 using Conduit.Users.Storage;
-using UserChatMessage = Conduit.Protos.User.V1.ChatMessage;
-using Conduit.Grpc;
 using Grpc.Core;
+using UserChatMessage = Conduit.Protos.User.V1.ChatMessage;
 
 namespace Conduit.Hosting;
 

@@ -1,7 +1,7 @@
-using Conduit.Protos.Grpc.Testing;
 using Conduit.Grpc;
-using Grpc.Core;
+using Conduit.Protos.Grpc.Testing;
 using Google.Protobuf;
+using Grpc.Core;
 
 namespace Conduit.Interop;
 

@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using Conduit.Grpc;
-using HdrHistogram;
-using Grpc.Core;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
+using Grpc.Core;
+using HdrHistogram;
 
 namespace Conduit.Commands.Bench;
 
