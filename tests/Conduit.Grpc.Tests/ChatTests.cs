@@ -46,6 +46,19 @@ public class ChatTests
     }
 
     [Fact]
+    public async Task When_the_server_begins_to_stop_an_open_stream_ends_unavailable_with_retry_info()
+    {
+        await using var host = await StartChat();
+        using var call = await JoinAsync(host, "shutdown", "ann");
+        // What Ctrl-C or SIGTERM does first; the stream must not wait for the shutdown timeout.
+        host.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>().StopApplication();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => NextMessage(call));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.NotNull(ex.GetDetail<Google.Rpc.RetryInfo>());
+        Assert.Equal("SERVER_STOPPING", ex.GetDetail<Google.Rpc.ErrorInfo>()?.Reason);
+    }
+
+    [Fact]
     public async Task A_lone_participant_sees_its_own_message()
     {
         await using var host = await StartChat();

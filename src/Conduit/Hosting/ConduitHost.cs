@@ -60,16 +60,18 @@ public static class ConduitHost
         });
         AddGrpc(builder.Services);
         configureServices?.Invoke(builder.Services);
+        var singletons = builder.Services.Where(d => d.Lifetime == ServiceLifetime.Singleton && !d.IsKeyedService).Select(d => d.ServiceType).ToHashSet();
         var app = builder.Build();
-        app.UseStreamingShutdown();
+        app.UseGrpcCalls(singletons.Contains);
         mapServices?.Invoke(app);
         return app;
     }
 
     /// <summary>
     /// grpc-dotnet with Conduit's interceptors (outermost first: the per-call log, exception
-    /// mapping, dry run), gzip and deflate, and the gRPC default 4 MiB receive limit. Services add
-    /// their own <see cref="IExceptionMapper"/>s.
+    /// mapping, dry run, as one registration), gzip and deflate, and the gRPC default 4 MiB
+    /// receive limit. Services add their own <see cref="IExceptionMapper"/>s. Unknown services
+    /// and methods are answered by <see cref="GrpcCalls"/>, not by grpc-dotnet's catch-all routes.
     /// </summary>
     public static IServiceCollection AddGrpc(IServiceCollection services)
     {
@@ -77,19 +79,24 @@ public static class ConduitHost
         services.AddSingleton<LoggingInterceptor>();
         services.AddSingleton<ExceptionInterceptor>();
         services.AddSingleton<DryRunInterceptor>();
+        services.AddSingleton(sp => new ConduitInterceptors(
+            sp.GetRequiredService<LoggingInterceptor>(), sp.GetRequiredService<ExceptionInterceptor>(), sp.GetRequiredService<DryRunInterceptor>()));
         // First, so a stream ended by shutdown is UNAVAILABLE whatever the service's own mappers say.
         services.AddSingleton<IExceptionMapper, ShutdownExceptionMapper>();
         services.AddGrpc(o =>
         {
-            o.Interceptors.Add<LoggingInterceptor>();
-            o.Interceptors.Add<ExceptionInterceptor>();
-            o.Interceptors.Add<DryRunInterceptor>();
+            o.Interceptors.Add<ConduitInterceptors>();
+            o.IgnoreUnknownServices = true;
             o.CompressionProviders = ConduitChannel.CompressionProviders();
             o.MaxReceiveMessageSize = 4 * 1024 * 1024;
             o.EnableDetailedErrors = false;
         });
         return services;
     }
+
+    /// <summary>Conduit's three server interceptors as one grpc-dotnet registration.</summary>
+    public sealed class ConduitInterceptors(LoggingInterceptor logging, ExceptionInterceptor exceptions, DryRunInterceptor dryRun)
+        : CompositeInterceptor([logging, exceptions, dryRun]);
 
     /// <summary>
     /// Every service `conduit serve` runs. Each service binds its own options class from its own
