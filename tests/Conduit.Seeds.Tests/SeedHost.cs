@@ -37,30 +37,6 @@ public sealed class SeedHost : InProcessServer
     }
 
     /// <summary>Runs the seed's generated grpcio client to completion (at most 2 minutes).</summary>
-    public async Task<(int ExitCode, string Output, string Errors)> SeedClient(string seed, params string[] args)
-    {
-        var info = new ProcessStartInfo(Paths.Python)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in (string[])[Paths.PythonScript("seed_clients.py"), "--server", new Uri(Address).Authority, seed, .. args]) info.ArgumentList.Add(arg);
-        using var process = Process.Start(info)!;
-        process.StandardInput.Close();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"seed_clients.py {seed} {string.Join(' ', args)} did not finish: {await stderr}");
-        }
-        return (process.ExitCode, await stdout, await stderr);
-    }
+    public Task<(int ExitCode, string Output, string Errors)> SeedClient(string seed, params string[] args) =>
+        ChildProcess.Run(Paths.Python, [Paths.PythonScript("seed_clients.py"), "--server", new Uri(Address).Authority, seed, .. args]);
 }
