@@ -18,7 +18,10 @@ public static class InteropServer
         ArgumentNullException.ThrowIfNull(app);
         app.Use((context, next) =>
         {
-            if (context.Request.Path.StartsWithSegments(ServicePath, StringComparison.Ordinal))
+            // Only a call with a grpc-encoding can carry compressed messages (grpc-dotnet refuses a
+            // compressed flag on any other), so only such calls pay for the observer.
+            var encoding = context.Request.Headers["grpc-encoding"];
+            if (encoding.Count > 0 && encoding[0] != "identity" && context.Request.Path.StartsWithSegments(ServicePath, StringComparison.Ordinal))
             {
                 var flags = new RequestFrameFlags();
                 context.Features.Set(flags);
