@@ -49,6 +49,11 @@ public sealed class ObservedStore(IUserStore inner) : IUserStore
 
     public IReadOnlyList<Enumeration> Lists { get { lock (_lists) return _lists.ToArray(); } }
 
+    /// <summary>When set, an enumeration stops after <see cref="HoldAfter"/> rows until this completes.</summary>
+    public TaskCompletionSource? Hold { get; set; }
+
+    public int HoldAfter { get; set; } = 50;
+
     public string Description => inner.Description;
 
     public Task MigrateAsync(CancellationToken cancellationToken = default) => inner.MigrateAsync(cancellationToken);
@@ -65,7 +70,7 @@ public sealed class ObservedStore(IUserStore inner) : IUserStore
         {
             await foreach (var user in inner.ListAsync(afterId, skip, limit, cancellationToken))
             {
-                Interlocked.Increment(ref e.Pulled);
+                if (Interlocked.Increment(ref e.Pulled) == HoldAfter && Hold is { } hold) await hold.Task;
                 yield return user;
             }
             e.ReachedEnd = true;

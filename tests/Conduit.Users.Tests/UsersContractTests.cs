@@ -434,12 +434,19 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
     {
         // 1000 users of ~260 bytes: far more than HTTP/2 flow control lets the server send ahead.
         await Create(Numbered(1000, nameLength: 200));
+        // The listing waits after 50 rows until the client has gone: how much HTTP/2 flow control
+        // lets the server send ahead depends on the client's receive window, which
+        // SocketsHttpHandler may grow, so without the hold the server could finish first.
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Host.Store.Hold = hold;
         var call = Client.ListUsers(new ListUsersRequest { PageSize = 1000 }, Timeout());
         Assert.True(await call.ResponseStream.MoveNext());
         var listing = Assert.Single(Host.Store.Lists);
         // Disposing a call that is still running cancels it (RST_STREAM), as a cancelled
         // CallOptions token does.
         call.Dispose();
+        Host.Store.Hold = null;
+        hold.SetResult();
         await listing.Released.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.False(listing.ReachedEnd);
         Assert.True(listing.Pulled < 1000, $"pulled {listing.Pulled} rows of 1000");
