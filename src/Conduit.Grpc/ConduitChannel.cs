@@ -49,6 +49,8 @@ public static class ConduitChannel
             CompressionProviders = CompressionProviders(),
         };
         configure?.Invoke(options);
+        // A configure that brought its own handler or client leaves ours unused.
+        if (!ReferenceEquals(options.HttpHandler, handler) || options.HttpClient is not null) handler.Dispose();
         return GrpcChannel.ForAddress(address, options);
     }
 }

@@ -86,6 +86,13 @@ public sealed class DryRunInterceptor : Interceptor
         var http = context.GetHttpContext();
         var values = http.Request.Headers[DryRun.HeaderName];
         if (values.Count == 0) return;
+        if (values.Count > 1)
+        {
+            // "false" then "true" must not make a real change the client also asked to rehearse.
+            throw RpcException.WithDetails(StatusCode.InvalidArgument,
+                $"The dry-run metadata was sent {values.Count} times; send it once. {context.Method} did nothing.",
+                Details.BadRequest((DryRun.HeaderName, "at most one value")));
+        }
         var requested = DryRun.Parse(values[0], context.Method);
         if (requested && http.GetEndpoint()?.Metadata.GetMetadata<DryRunSupportedAttribute>() is null)
         {

@@ -44,7 +44,11 @@ public static class GrpcCalls
             {
                 return endpoint is null && IsGrpcRequest(http.Request) ? Unimplemented(http, services.Value) : next(http);
             }
-            if (singletons.GetOrAdd(grpc.ServiceType, isSingleton)) http.RequestServices = root;
+            // Not where authorization may run: its handlers are scoped and hold a request's state.
+            if (singletons.GetOrAdd(grpc.ServiceType, isSingleton) && endpoint!.Metadata.GetMetadata<Microsoft.AspNetCore.Authorization.IAuthorizeData>() is null)
+            {
+                http.RequestServices = root;
+            }
             return grpc.Method.Type == MethodType.Unary ? next(http) : StreamingAsync(http, next, stopping);
         });
     }
@@ -87,8 +91,13 @@ public static class GrpcCalls
 /// <summary>A streaming call cut short by the server's shutdown (see <see cref="GrpcCalls"/>) ends UNAVAILABLE with RetryInfo.</summary>
 public sealed class ShutdownExceptionMapper(IHostApplicationLifetime lifetime) : IExceptionMapper
 {
+    /// <summary>
+    /// Whatever a handler throws once its call was cancelled by the shutdown (an
+    /// OperationCanceledException, or grpc-dotnet's InvalidOperationException for a read or write
+    /// without the token after the call's RequestAborted fired).
+    /// </summary>
     public RpcException? Map(Exception exception, ServerCallContext context) =>
-        exception is OperationCanceledException or IOException && lifetime.ApplicationStopping.IsCancellationRequested
+        lifetime.ApplicationStopping.IsCancellationRequested && context.CancellationToken.IsCancellationRequested
             ? RpcException.WithDetails(StatusCode.Unavailable, "The server is shutting down; call again.",
                 Details.RetryInfo(TimeSpan.FromSeconds(1)), Details.ErrorInfo("SERVER_STOPPING", "conduit"))
             : null;

@@ -42,6 +42,22 @@ public class DryRunTests
         Assert.Equal(0, script.Runs);
     }
 
+    [Fact]
+    public async Task Two_dry_run_values_are_invalid_argument_and_nothing_runs()
+    {
+        var script = new ProbeScript();
+        await using var host = await ProbeCalls.StartAsync(script);
+        foreach (var kind in Kinds)
+        {
+            // "false" then "true": neither may win, a real change the client also asked to rehearse is a guess.
+            var outcome = await ProbeCalls.CallAsync(host, kind, new Metadata { { DryRun.HeaderName, "false" }, DryRun.Header }, dryRunProbe: true);
+            Assert.Equal(StatusCode.InvalidArgument, outcome.Status.StatusCode);
+            // HTTP/2 clients may join the two into "false, true"; either way it is refused.
+            Assert.Contains("dry-run metadata", outcome.Status.Detail, StringComparison.Ordinal);
+        }
+        Assert.Equal(0, script.Runs);
+    }
+
     [Theory]
     [InlineData("yes")]
     [InlineData("")]

@@ -19,7 +19,11 @@ public class ExecutableTests
         await using (server)
         {
             var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "World", "--server", url);
-            Assert.Equal((0, "Hello World\n"), (hello.ExitCode, hello.Output));
+            Assert.Equal((0, "Hello World\n", ""), (hello.ExitCode, hello.Output, hello.Errors));
+            // --verbose: the client's own per-call line on stderr (ClientLoggingInterceptor).
+            var verbose = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "again", "--server", url, "--verbose");
+            Assert.Equal((0, "Hello again\n"), (verbose.ExitCode, verbose.Output));
+            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} /helloworld\.Greeter/SayHello OK [\d.]+ms\n$", verbose.Errors);
 
             var python = await ChildProcess.Run(Paths.Python, Paths.PythonScript("greeter_client.py"), "--server", url.Replace("http://", ""), "Python");
             Assert.True(python.ExitCode == 0, python.Errors);
@@ -27,7 +31,7 @@ public class ExecutableTests
 
             // SIGUSR1 prints the figures so far and the server goes on serving.
             server.Signal("USR1");
-            await server.WaitForLine(@"so far 2 calls \(0 failed\); allocated [\d.]+ MiB \(\d+ bytes per call\); GC collections gen0/gen1/gen2 \d+/\d+/\d+");
+            await server.WaitForLine(@"so far 3 calls \(0 failed\); allocated [\d.]+ MiB \(\d+ bytes per call\); GC collections gen0/gen1/gen2 \d+/\d+/\d+");
 
             // A chat participant is connected while the server stops: nothing hangs.
             await using var chat = ChildProcess.Conduit("chat", "--user", "ann", "--server", url);

@@ -33,6 +33,10 @@ public sealed class SystemDesignTests : IAsyncLifetime
         Assert.Equal("NOT_FOUND: No user has the id 3.\n", missing.Errors);
         var bad = await Guide("create", "Cy=not-an-email");
         Assert.StartsWith("INVALID_ARGUMENT: Request 0 is invalid", bad.Errors, StringComparison.Ordinal);
+        // The users service's failures reach the seed's clients as they reach user.v1's (the
+        // exception mapper answers for both contracts).
+        var taken = await Guide("create", "Eve=ANN@example.com");
+        Assert.Equal((1, "ALREADY_EXISTS: Request 0: A user with the email 'ANN@example.com' already exists. Nothing was created.\n"), (taken.ExitCode, taken.Errors));
         var dry = await Guide("create", "Dee=dee@example.com", "--dry-run");
         Assert.Equal("0\tDee\tdee@example.com\ncount: 1\n", dry.Output);
         Assert.Equal(2, (await Guide("list")).Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);

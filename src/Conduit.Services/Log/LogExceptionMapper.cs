@@ -23,6 +23,9 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
     {
         ArgumentNullException.ThrowIfNull(context);
         if (!context.Method.StartsWith(LogService, StringComparison.Ordinal)) return null;
+        // A call the client ended (a reset stream fails the request read with an IOException) is
+        // not a storage failure: LoggingInterceptor reports it CANCELLED.
+        if (context.CancellationToken.IsCancellationRequested) return null;
         return Map(exception, context.Method);
     }
 

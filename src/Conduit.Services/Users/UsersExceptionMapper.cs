@@ -20,16 +20,19 @@ public sealed class UsersExceptionMapper(ILogger<UsersExceptionMapper> logger) :
 {
     private const string Service = "/user.v1.UserService/";
 
+    /// <summary>The system-design guide's own contract (protos/seeds), answered by the same handlers.</summary>
+    private const string SeedService = "/user.UserService/";
+
     /// <summary>How long a client should wait before retrying when the database is unavailable.</summary>
     public static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
     public RpcException? Map(Exception exception, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        if (!context.Method.StartsWith(Service, StringComparison.Ordinal)) return null;
+        if (!context.Method.StartsWith(Service, StringComparison.Ordinal) && !context.Method.StartsWith(SeedService, StringComparison.Ordinal)) return null;
         switch (exception)
         {
-            case EmailTakenException taken when context.Method == Service + "CreateUsers":
+            case EmailTakenException taken when context.Method is Service + "CreateUsers" or SeedService + "CreateUsers":
                 return RpcException.WithDetails(StatusCode.AlreadyExists, $"Request {taken.Index}: {taken.Message} Nothing was created.",
                     Details.ErrorInfo("EMAIL_TAKEN", UsersService.ErrorDomain, new Dictionary<string, string>
                     {

@@ -111,7 +111,7 @@ internal static class AccountsCommand
             if (parse.GetValue(AdminToken) is { Length: > 0 } admin) headers.Add(BearerToken.Entry(admin));
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
-            await call(new Protos.Accounts.V1.Accounts.AccountsClient(channel), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
+            await call(new Protos.Accounts.V1.Accounts.AccountsClient(Cli.Invoker(channel, parse)), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
             return 0;
         }
     }

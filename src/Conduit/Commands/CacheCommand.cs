@@ -118,7 +118,7 @@ internal static class CacheCommand
             var headers = new Metadata { BearerToken.Entry(token) };
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
-            await call(new Protos.Cache.V1.Cache.CacheClient(channel),
+            await call(new Protos.Cache.V1.Cache.CacheClient(Cli.Invoker(channel, parse)),
                 new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
             return 0;
         }

@@ -16,7 +16,7 @@ internal static class ChatCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var client = new Protos.Chat.V1.Chat.ChatClient(channel);
+            var client = new Protos.Chat.V1.Chat.ChatClient(Cli.Invoker(channel, parse));
             var userName = parse.GetValue(user)!;
             using var call = client.ChatStream(new CallOptions(new Metadata { { "room", parse.GetValue(room)! } }, cancellationToken: cancellationToken));
             // Console.In's ReadLineAsync reads synchronously: on the calling thread it would hold

@@ -1,5 +1,8 @@
 using System.CommandLine;
+using Conduit.Grpc;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Grpc.Net.Client;
 
 namespace Conduit.Commands;
 
@@ -7,6 +10,13 @@ namespace Conduit.Commands;
 public static class Cli
 {
     public const string DefaultServer = "http://127.0.0.1:50051";
+
+    /// <summary>--verbose (-v), on every command: one line per call on stderr.</summary>
+    public static readonly Option<bool> Verbose = new("--verbose", "-v")
+    {
+        Description = "Print one line per call on stderr: method, status, time",
+        Recursive = true,
+    };
 
     public static RootCommand Build()
     {
@@ -20,6 +30,7 @@ public static class Cli
         root.Subcommands.Add(LogCommand.Create());
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
+        root.Options.Add(Verbose);
         return root;
     }
 
@@ -29,6 +40,17 @@ public static class Cli
         Description = "The server to call: http://host:port (h2c) or https://host:port (TLS)",
         DefaultValueFactory = _ => DefaultServer,
     };
+
+    /// <summary>
+    /// What a command's clients call through: the channel, and with --verbose the client-side
+    /// per-call log (ClientLoggingInterceptor) writing to stderr.
+    /// </summary>
+    public static CallInvoker Invoker(GrpcChannel channel, ParseResult parse)
+    {
+        ArgumentNullException.ThrowIfNull(channel);
+        ArgumentNullException.ThrowIfNull(parse);
+        return parse.GetValue(Verbose) ? channel.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : channel.CreateCallInvoker();
+    }
 
     /// <summary>
     /// Prints a failed call the way a person wants to read it, and gives the exit code. Program
@@ -41,6 +63,19 @@ public static class Cli
         var cause = ex.Status.DebugException is { } debug ? $" ({Innermost(debug).Message})" : "";
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}{cause}");
         return 1;
+    }
+
+    /// <summary>Every level, one line each, straight to stderr (a short-lived command must not lose a queued line).</summary>
+    private sealed class StderrLogger : ILogger
+    {
+        public static readonly StderrLogger Instance = new();
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {formatter(state, exception)}");
     }
 
     private static Exception Innermost(Exception ex)

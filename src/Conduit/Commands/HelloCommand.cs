@@ -16,7 +16,7 @@ internal static class HelloCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var client = new Greeter.GreeterClient(channel);
+            var client = new Greeter.GreeterClient(Cli.Invoker(channel, parse));
             var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
                 new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));
             Console.WriteLine(reply.Message);

@@ -39,7 +39,7 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var client = new Protos.Log.V1.Log.LogClient(channel);
+            var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
             var options = new CallOptions(DryRunHeaders(parse.GetValue(dryRun)), cancellationToken: cancellationToken);
@@ -84,7 +84,7 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var client = new Protos.Log.V1.Log.LogClient(channel);
+            var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var name = parse.GetValue(topic)!;
             var offset = parse.GetValue(from);
             if (parse.GetValue(count) is { } wanted)
@@ -99,7 +99,7 @@ internal static class LogCommand
                 }
                 return 0;
             }
-            var admin = new LogAdmin.LogAdminClient(channel);
+            var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
             if (offset < info.FirstOffset || offset > info.NextOffset)
             {
@@ -135,8 +135,8 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var client = new Protos.Log.V1.Log.LogClient(channel);
-            var admin = new LogAdmin.LogAdminClient(channel);
+            var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
+            var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var name = parse.GetValue(topic)!;
             try
             {
@@ -177,7 +177,7 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var admin = new LogAdmin.LogAdminClient(channel);
+            var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
             var table = new StringBuilder();
             table.AppendLine(CultureInfo.InvariantCulture, $"{"TOPIC",-24} {"FIRST",10} {"NEXT",10} {"BYTES",14} {"SEGMENTS",8}  DURABILITY");
@@ -205,7 +205,7 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var admin = new LogAdmin.LogAdminClient(channel);
+            var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var settings = new TopicSettings { Durability = parse.GetValue(durability) };
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
             if (parse.GetValue(retentionBytes) is { } rb) settings.RetentionBytes = rb;
@@ -228,7 +228,7 @@ internal static class LogCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-            var admin = new LogAdmin.LogAdminClient(channel);
+            var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var headers = DryRunHeaders(parse.GetValue(dryRun));
             var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
                 new CallOptions(headers, cancellationToken: cancellationToken));

@@ -205,7 +205,7 @@ internal static class UsersCommand
     private static async Task<int> Call(ParseResult parse, Option<string> server, Func<UserService.UserServiceClient, Task<int>> action)
     {
         using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
-        return await action(new UserService.UserServiceClient(channel));
+        return await action(new UserService.UserServiceClient(Cli.Invoker(channel, parse)));
     }
 
     private static void Print(User user) => Console.WriteLine($"{user.Id}\t{user.Name}\t{user.Email}");

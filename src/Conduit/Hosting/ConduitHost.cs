@@ -60,7 +60,9 @@ public static class ConduitHost
         });
         AddGrpc(builder.Services);
         configureServices?.Invoke(builder.Services);
-        var singletons = builder.Services.Where(d => d.Lifetime == ServiceLifetime.Singleton && !d.IsKeyedService).Select(d => d.ServiceType).ToHashSet();
+        // The last registration of a type is the one DI resolves.
+        var singletons = builder.Services.Where(d => !d.IsKeyedService).GroupBy(d => d.ServiceType)
+            .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
         var app = builder.Build();
         app.UseGrpcCalls(singletons.Contains);
         mapServices?.Invoke(app);
