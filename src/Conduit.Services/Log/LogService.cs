@@ -44,9 +44,9 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
     public override async Task ConsumeStream(ConsumeRequest request, IServerStreamWriter<ConsumeResponse> responseStream, ServerCallContext context)
     {
         var log = FindForReading(request.Topic);
-        // A follower would otherwise hold the server's shutdown until its timeout, then be cut off.
-        using var stoppingOrDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping);
-        var token = stoppingOrDone.Token;
+        // The host ends streaming calls when it begins to stop (GrpcCalls cancels their token);
+        // a follower then learns the offset to resume from.
+        var token = context.CancellationToken;
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
         var offset = (long)request.Offset;
         if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
@@ -62,7 +62,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
                 offset++;
             }
         }
-        catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
             throw RpcException.WithDetails(StatusCode.Unavailable, $"The server is shutting down; resume from offset {offset}.",
                 Details.ErrorInfo("SERVER_STOPPING", LogMapping.ErrorDomain, new Dictionary<string, string>
