@@ -24,11 +24,7 @@ internal static class ServeCommand
         var accountsUrl = new Option<string?>("--accounts-url") { Description = "Call the Accounts service of another server (default: this server's own, over loopback)" };
         var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default), redis://[user:password@]host:port[/db] or rediss:// (TLS)" };
         var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: a file in the data folder)" };
-        var warmupCalls = new Option<int?>("--warmup-calls")
-        {
-            Description = "Experimental, default 0 (off): before announcing that it listens, make this many SayHello calls to itself over loopback so the hot call path is compiled (setting Conduit:WarmupCalls, env CONDUIT__WARMUPCALLS)",
-        };
-        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb, warmupCalls };
+        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -45,7 +41,6 @@ internal static class ServeCommand
             if (parse.GetValue(accountsUrl) is { } accounts) overrides[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] = accounts;
             if (parse.GetValue(cacheBackend) is { } backend) overrides[$"{Services.Cache.CacheOptions.Section}:Backend"] = backend;
             if (parse.GetValue(accountsDb) is { } db) overrides[$"{Services.Accounts.AccountsOptions.Section}:ConnectionString"] = db;
-            if (parse.GetValue(warmupCalls) is { } calls) overrides[WarmupCallsSetting] = calls.ToString(System.Globalization.CultureInfo.InvariantCulture);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)
@@ -60,10 +55,6 @@ internal static class ServeCommand
                 await using var app = ConduitHost.Build(options, configuration,
                     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, parse.GetValue(logLevel));
                 await app.StartAsync(cancellationToken);
-                if (configuration.GetValue<int?>(WarmupCallsSetting) is > 0 and var warmup)
-                {
-                    await WarmUpAsync(ConduitHost.Addresses(app), warmup, cancellationToken);
-                }
                 Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
                 Console.WriteLine($"services: {string.Join(", ", ConduitHost.ServiceNames(app))}. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
@@ -88,53 +79,6 @@ internal static class ServeCommand
             }
         });
         return command;
-    }
-
-    /// <summary>
-    /// Experimental, off by default until measured (bench/warmup.sh): the number of SayHello calls
-    /// `conduit serve` makes to itself before it announces that it listens.
-    /// </summary>
-    internal const string WarmupCallsSetting = $"{ServeOptions.Section}:WarmupCalls";
-
-    /// <summary>
-    /// Start-up warm-up: <paramref name="calls"/> SayHello calls to this server over loopback h2c,
-    /// 8 in flight on one connection, through the whole path a client's call takes (Kestrel's
-    /// HTTP/2, grpc-dotnet's unary handler, the interceptors, protobuf), so the JIT has compiled
-    /// it (and tiered compilation has seen it called) before the first real client. The calls are
-    /// served like any other (the per-call log shows them at Information); they are made before the
-    /// run's statistics start. Skipped, with a note, when the server has no http:// address.
-    /// </summary>
-    private static async Task WarmUpAsync(IReadOnlyList<string> addresses, int calls, CancellationToken cancellationToken)
-    {
-        var address = addresses.Select(a => new Uri(a)).FirstOrDefault(u => u.Scheme == Uri.UriSchemeHttp);
-        if (address is null)
-        {
-            Console.Error.WriteLine("conduit serve: warm-up skipped: it needs an http:// (h2c) address to call itself");
-            return;
-        }
-        var host = address.Host switch { "0.0.0.0" or "+" or "*" => "127.0.0.1", "[::]" => "[::1]", var h => h };
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        using var channel = ConduitChannel.ForAddress($"http://{host}:{address.Port}");
-        var client = new Protos.HelloWorld.Greeter.GreeterClient(channel);
-        var remaining = calls;
-        var failed = 0;
-        async Task LoopAsync()
-        {
-            while (Interlocked.Decrement(ref remaining) >= 0)
-            {
-                try
-                {
-                    await client.SayHelloAsync(new Protos.HelloWorld.HelloRequest { Name = "warm-up" }, cancellationToken: cancellationToken);
-                }
-                catch (RpcException)
-                {
-                    Interlocked.Increment(ref failed);
-                }
-            }
-        }
-        await Task.WhenAll(Enumerable.Range(0, Math.Min(8, calls)).Select(_ => Task.Run(LoopAsync, cancellationToken)));
-        var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
-        Console.WriteLine($"conduit serve: warmed up with {calls} SayHello calls to itself in {elapsed.TotalMilliseconds:0} ms{(failed > 0 ? $" ({failed} failed)" : "")}");
     }
 
     private const int Sigusr1 = 10; // Linux; PosixSignalRegistration takes raw signal numbers on Unix.
