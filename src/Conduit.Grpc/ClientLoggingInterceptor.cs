@@ -18,32 +18,15 @@ public sealed partial class ClientLoggingInterceptor(ILogger logger) : Intercept
     public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context, BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
     {
         var log = new CallLog(this, context.Method.FullName);
-        try
-        {
-            var response = continuation(request, context);
-            log.Ended(Status.DefaultSuccess);
-            return response;
-        }
-        catch (Exception ex)
-        {
-            log.Failed(ex);
-            throw;
-        }
+        var response = log.Start(() => continuation(request, context));
+        log.Ended(Status.DefaultSuccess);
+        return response;
     }
 
     public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
     {
         var log = new CallLog(this, context.Method.FullName);
-        AsyncUnaryCall<TResponse> call;
-        try
-        {
-            call = continuation(request, context);
-        }
-        catch (Exception ex)
-        {
-            log.Failed(ex);
-            throw;
-        }
+        var call = log.Start(() => continuation(request, context));
         return new AsyncUnaryCall<TResponse>(log.Response(call.ResponseAsync, call.GetStatus), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers,
             () => { call.Dispose(); log.Disposed(call.GetStatus); });
     }
@@ -51,16 +34,7 @@ public sealed partial class ClientLoggingInterceptor(ILogger logger) : Intercept
     public override AsyncClientStreamingCall<TRequest, TResponse> AsyncClientStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context, AsyncClientStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         var log = new CallLog(this, context.Method.FullName);
-        AsyncClientStreamingCall<TRequest, TResponse> call;
-        try
-        {
-            call = continuation(context);
-        }
-        catch (Exception ex)
-        {
-            log.Failed(ex);
-            throw;
-        }
+        var call = log.Start(() => continuation(context));
         return new AsyncClientStreamingCall<TRequest, TResponse>(call.RequestStream, log.Response(call.ResponseAsync, call.GetStatus), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers,
             () => { call.Dispose(); log.Disposed(call.GetStatus); });
     }
@@ -68,16 +42,7 @@ public sealed partial class ClientLoggingInterceptor(ILogger logger) : Intercept
     public override AsyncServerStreamingCall<TResponse> AsyncServerStreamingCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context, AsyncServerStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         var log = new CallLog(this, context.Method.FullName);
-        AsyncServerStreamingCall<TResponse> call;
-        try
-        {
-            call = continuation(request, context);
-        }
-        catch (Exception ex)
-        {
-            log.Failed(ex);
-            throw;
-        }
+        var call = log.Start(() => continuation(request, context));
         return new AsyncServerStreamingCall<TResponse>(new LoggingReader<TResponse>(call.ResponseStream, log, call.GetStatus), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers,
             () => { call.Dispose(); log.Disposed(call.GetStatus); });
     }
@@ -85,16 +50,7 @@ public sealed partial class ClientLoggingInterceptor(ILogger logger) : Intercept
     public override AsyncDuplexStreamingCall<TRequest, TResponse> AsyncDuplexStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context, AsyncDuplexStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         var log = new CallLog(this, context.Method.FullName);
-        AsyncDuplexStreamingCall<TRequest, TResponse> call;
-        try
-        {
-            call = continuation(context);
-        }
-        catch (Exception ex)
-        {
-            log.Failed(ex);
-            throw;
-        }
+        var call = log.Start(() => continuation(context));
         return new AsyncDuplexStreamingCall<TRequest, TResponse>(call.RequestStream, new LoggingReader<TResponse>(call.ResponseStream, log, call.GetStatus), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers,
             () => { call.Dispose(); log.Disposed(call.GetStatus); });
     }
@@ -126,6 +82,20 @@ public sealed partial class ClientLoggingInterceptor(ILogger logger) : Intercept
         public void Ended(Status status)
         {
             if (Interlocked.Exchange(ref _written, 1) == 0) owner.Write(method, status, _start);
+        }
+
+        /// <summary>Starts the call through <paramref name="start"/>; a call that fails to start is logged and rethrown.</summary>
+        public T Start<T>(Func<T> start)
+        {
+            try
+            {
+                return start();
+            }
+            catch (Exception ex)
+            {
+                Failed(ex);
+                throw;
+            }
         }
 
         public void Failed(Exception exception) => Ended(exception switch

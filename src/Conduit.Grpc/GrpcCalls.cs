@@ -34,7 +34,7 @@ public static class GrpcCalls
         ArgumentNullException.ThrowIfNull(isSingleton);
         var root = app.ApplicationServices;
         var stopping = root.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping;
-        var services = new Lazy<HashSet<string>>(() => ServiceNames(root));
+        var services = new Lazy<HashSet<string>>(() => ServiceNames(root).ToHashSet(StringComparer.Ordinal));
         var singletons = new System.Collections.Concurrent.ConcurrentDictionary<Type, bool>();
         return app.Use((http, next) =>
         {
@@ -82,10 +82,11 @@ public static class GrpcCalls
         return Task.CompletedTask;
     }
 
-    private static HashSet<string> ServiceNames(IServiceProvider services) =>
+    /// <summary>The gRPC services the application maps, in the order they were mapped.</summary>
+    public static IReadOnlyList<string> ServiceNames(IServiceProvider services) =>
         services.GetRequiredService<Microsoft.AspNetCore.Routing.EndpointDataSource>().Endpoints
             .Select(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.ServiceName)
-            .OfType<string>().ToHashSet(StringComparer.Ordinal);
+            .OfType<string>().Distinct().ToList();
 }
 
 /// <summary>A streaming call cut short by the server's shutdown (see <see cref="GrpcCalls"/>) ends UNAVAILABLE with RetryInfo.</summary>

@@ -85,7 +85,7 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
                     "The call ended while its account was being looked up."));
             }
             throw RpcException.WithDetails(StatusCode.Unavailable, $"The Accounts service cannot check the token now ({ex.StatusCode}: {ex.Status.Detail}).",
-                Details.RetryInfo(RetryDelay), Details.ErrorInfo("ACCOUNTS_UNAVAILABLE", "cache.conduit"));
+                Details.RetryInfo(RetryDelay), Details.ErrorInfo("ACCOUNTS_UNAVAILABLE", CacheService.Domain));
         }
 
         if (_remembered.Count >= MaxRemembered) _remembered.Clear();
@@ -117,7 +117,7 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
     }
 
     private static RpcException Unknown() =>
-        RpcException.WithDetails(StatusCode.Unauthenticated, "The token belongs to no enabled account.", Details.ErrorInfo("TOKEN_UNKNOWN", "cache.conduit"));
+        RpcException.WithDetails(StatusCode.Unauthenticated, "The token belongs to no enabled account.", Details.ErrorInfo("TOKEN_UNKNOWN", CacheService.Domain));
 
     private sealed record Remembered(CacheAccount? Account, long Until);
 }

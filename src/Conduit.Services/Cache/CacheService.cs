@@ -14,7 +14,8 @@ namespace Conduit.Services.Cache;
 /// </summary>
 public sealed class CacheService(ICacheBackend backend, IAccountDirectory accounts, CacheOptions options, DumpLimiter dumps) : Protos.Cache.V1.Cache.CacheBase
 {
-    private const string Domain = "cache.conduit";
+    /// <summary>The ErrorInfo domain of the cache's errors.</summary>
+    public const string Domain = "cache.conduit";
     private static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
     [DryRunSupported]
@@ -137,7 +138,7 @@ public sealed class CacheExceptionMapper : IExceptionMapper
     public RpcException? Map(Exception exception, ServerCallContext context) => exception switch
     {
         CacheBackendUnavailableException ex => RpcException.WithDetails(StatusCode.Unavailable, ex.Message,
-            Details.RetryInfo(RetryDelay), Details.ErrorInfo("BACKEND_UNAVAILABLE", "cache.conduit")),
+            Details.RetryInfo(RetryDelay), Details.ErrorInfo("BACKEND_UNAVAILABLE", CacheService.Domain)),
         _ => null,
     };
 }

@@ -49,7 +49,7 @@ public sealed class GrpcInProductionCacheService(CacheService cache) : Protos.Se
                 throw RpcException.WithDetails(StatusCode.ResourceExhausted,
                     $"The account's keys take more than {MaxDumpRespBytes} bytes, more than one DumpResp may carry; call cache.v1.Cache/Dump, which streams them.",
                     Details.QuotaFailure(("rpc.Cache/Dump", $"at most {MaxDumpRespBytes} bytes per DumpResp")),
-                    Details.ErrorInfo("DUMP_TOO_LARGE", "cache.conduit"));
+                    Details.ErrorInfo("DUMP_TOO_LARGE", CacheService.Domain));
             }
             response.Items.Add(seed);
         }), context).ConfigureAwait(false);

@@ -49,12 +49,16 @@ public static class CacheHosting
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IExceptionMapper, CacheExceptionMapper>());
     }
 
+    /// <summary>Whether Accounts is served here: it is registered and the cache does not call another server's.</summary>
+    public static bool ServesAccounts(WebApplication app) =>
+        app.Services.GetService<AccountsService>() is not null && app.Services.GetService<CacheOptions>()?.AccountsUrl is not { Length: > 0 };
+
     /// <summary>Maps Cache, and Accounts unless the cache is configured to call another server's.</summary>
     public static void Map(WebApplication app)
     {
         var cache = app.Services.GetService<CacheOptions>();
         // Resolved now, so a bad accounts file or backend setting stops the server at start.
-        if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapGrpcService<AccountsService>();
+        if (ServesAccounts(app)) app.MapGrpcService<AccountsService>();
         if (cache is not null)
         {
             app.Services.GetRequiredService<CacheService>();

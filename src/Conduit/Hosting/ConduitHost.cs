@@ -127,10 +127,7 @@ public static class ConduitHost
     }
 
     /// <summary>The gRPC services the application maps, in the order they were mapped.</summary>
-    public static IReadOnlyList<string> ServiceNames(WebApplication app) =>
-        ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints)
-            .Select(e => e.Metadata.GetMetadata<global::Grpc.AspNetCore.Server.GrpcMethodMetadata>()?.Method.ServiceName)
-            .OfType<string>().Distinct().ToList();
+    public static IReadOnlyList<string> ServiceNames(WebApplication app) => GrpcCalls.ServiceNames(app.Services);
 
     /// <summary>The addresses the started server listens on (with the real port when 0 was asked).</summary>
     public static IReadOnlyList<string> Addresses(WebApplication app) =>

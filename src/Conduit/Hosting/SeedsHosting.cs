@@ -26,9 +26,7 @@ public static class SeedsHosting
         app.MapGrpcService<GrpcWithGoGreeterService>();
         app.MapGrpcService<GrpcWithGoChatService>();
         app.MapGrpcService<SystemDesignUserService>();
-        var cache = app.Services.GetService<CacheOptions>();
-        // As CacheHosting.Map: Accounts is served here unless the cache calls another server's.
-        if (app.Services.GetService<AccountsService>() is not null && cache?.AccountsUrl is not { Length: > 0 }) app.MapGrpcService<GrpcInProductionAccountsService>();
-        if (cache is not null) app.MapGrpcService<GrpcInProductionCacheService>();
+        if (CacheHosting.ServesAccounts(app)) app.MapGrpcService<GrpcInProductionAccountsService>();
+        if (app.Services.GetService<CacheOptions>() is not null) app.MapGrpcService<GrpcInProductionCacheService>();
     }
 }

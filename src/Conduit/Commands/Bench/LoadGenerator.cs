@@ -131,11 +131,10 @@ internal sealed class LoadGenerator(BenchSettings settings)
         return _settings.Total is not { } total || Interlocked.Increment(ref _issued) <= total;
     }
 
-    private void Record(long origin, long end)
-    {
-        if (origin < _measureFrom || origin >= _stopAt) return;
-        _latencies.RecordValue(Math.Clamp(end - origin, 0, _latencies.HighestTrackableValue));
-    }
+    /// <summary>Whether a call whose latency counts from <paramref name="origin"/> belongs to the measured window.</summary>
+    private bool Measured(long origin) => origin >= _measureFrom && origin < _stopAt;
+
+    private void Record(long origin, long end) => _latencies.RecordValue(Math.Clamp(end - origin, 0, _latencies.HighestTrackableValue));
 
     /// <summary>
     /// The open loop's clock: releases each call when it is due (all that are due at once if it
@@ -233,14 +232,14 @@ internal sealed class LoadGenerator(BenchSettings settings)
                     {
                         duplex?.Dispose();
                         duplex = null;
-                        if (origin >= owner._measureFrom && origin < owner._stopAt)
+                        if (owner.Measured(origin))
                         {
                             ErrorCount++;
                             Errors[ex.StatusCode] = Errors.GetValueOrDefault(ex.StatusCode) + 1;
                         }
                         continue;
                     }
-                    if (origin >= owner._measureFrom && origin < owner._stopAt)
+                    if (owner.Measured(origin))
                     {
                         owner.Record(origin, Stopwatch.GetTimestamp());
                         Ok++;
