@@ -1,5 +1,6 @@
 using System.Text;
 using Conduit.Storage.Log;
+using static Conduit.Log.Tests.LogFiles;
 
 namespace Conduit.Log.Tests;
 
@@ -11,17 +12,21 @@ public sealed class ManualTime(DateTimeOffset start) : TimeProvider
     public override DateTimeOffset GetUtcNow() => Now;
 }
 
+/// <summary>What the storage tests share: records from text and back, a topic's folder and store files.</summary>
+internal static class LogFiles
+{
+    public static LogRecord Value(string text) => new() { Value = Encoding.UTF8.GetBytes(text) };
+
+    public static string Text(LogRecord record) => Encoding.UTF8.GetString(record.Value.Span);
+
+    public static string TopicFolder(TempDir dir, string topic = "") => Path.Combine(dir.Path, topic.Length == 0 ? FileLogStorage.DefaultTopicFolder : topic);
+
+    public static string[] Stores(TempDir dir, string topic = "") =>
+        [.. Directory.GetFiles(TopicFolder(dir, topic), "*.store").Order(StringComparer.Ordinal)];
+}
+
 public class StorageTests
 {
-    private static LogRecord Value(string text) => new() { Value = Encoding.UTF8.GetBytes(text) };
-
-    private static string Text(LogRecord record) => Encoding.UTF8.GetString(record.Value.Span);
-
-    private static string TopicFolder(TempDir dir, string topic = "") => Path.Combine(dir.Path, topic.Length == 0 ? FileLogStorage.DefaultTopicFolder : topic);
-
-    private static string[] Stores(TempDir dir, string topic = "") =>
-        [.. Directory.GetFiles(TopicFolder(dir, topic), "*.store").Order(StringComparer.Ordinal)];
-
     [Fact]
     public async Task Appends_get_dense_offsets_and_read_back_with_key_headers_and_timestamp()
     {
@@ -171,8 +176,8 @@ public class StorageTests
         }
         var store = Stores(dir)[0];
         var bytes = File.ReadAllBytes(store);
-        var recordSize = bytes.Length / 10;
-        bytes[recordSize * 4 + 1] = 0x7F; // record 4's length now claims megabytes
+        var frame = bytes.AsSpan().IndexOf("record-04"u8) - 30; // 8-byte frame header + 22 fixed body bytes
+        bytes[frame + 1] = 0x7F; // record 4's length now claims megabytes
         File.WriteAllBytes(store, bytes);
         using var reopened = new FileLogStorage(dir.Path);
         var log = reopened.GetOrCreate("");

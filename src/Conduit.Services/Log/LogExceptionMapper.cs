@@ -51,6 +51,19 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
             case TopicLimitException limit:
                 return RpcException.WithDetails(StatusCode.ResourceExhausted, limit.Message,
                     Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
+            case DiskFullException full:
+                logger.LogError(full, "{Method}: {Message}", method, full.Message);
+                return RpcException.WithDetails(StatusCode.ResourceExhausted,
+                    $"Topic '{full.Topic}' could not take the record: the server's disk is full; nothing was written.",
+                    Details.ErrorInfo("DISK_FULL", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = full.Topic }),
+                    Details.LocalizedMessage($"The server's disk is full: the record was not written to topic '{full.Topic}'. Retry once space is freed; no restart is needed. Its records can still be read."),
+                    Details.RetryInfo(TimeSpan.FromSeconds(5)));
+            case TopicOfflineException offline:
+                logger.LogError("{Method}: {Message}", method, offline.Message);
+                return RpcException.WithDetails(StatusCode.Unavailable,
+                    $"Topic '{offline.Topic}' is offline: its files could not be opened when the server started.",
+                    Details.ErrorInfo("TOPIC_OFFLINE", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = offline.Topic }),
+                    Details.LocalizedMessage($"Topic '{offline.Topic}' is offline: its files could not be opened when the server started (the server's log says why). The other topics are served."));
             case LogFailedException failed:
                 logger.LogError(failed, "{Method}: {Message}", method, failed.Message);
                 var topic = failed.Topic;
@@ -84,8 +97,6 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
         }
     }
 
-    /// <summary>ENOSPC or EDQUOT on Linux (.NET gives the errno as the HResult), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
-    public static bool IsDiskFull(Exception? exception) => exception is IOException io && (OperatingSystem.IsWindows()
-        ? io.HResult is unchecked((int)0x80070070) or unchecked((int)0x80070027)
-        : io.HResult is 28 or 122);
+    /// <summary>ENOSPC or EDQUOT (see <see cref="DiskSpace.IsFull"/>).</summary>
+    public static bool IsDiskFull(Exception? exception) => DiskSpace.IsFull(exception);
 }

@@ -27,6 +27,8 @@ public sealed class FileLogStorage : ILogStorage
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, FileTopicLog> _topics = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _offline = new(StringComparer.Ordinal);
+    private readonly LogFileSystem _files;
     private readonly object _createLock = new();
     private readonly Timer? _retentionTimer;
     private bool _disposed;
@@ -36,7 +38,14 @@ public sealed class FileLogStorage : ILogStorage
     /// <param name="retentionCheckInterval">How often retention runs besides at each segment roll; zero: only then.</param>
     /// <param name="maxTopics">How many topics may exist (each holds open files); creating more fails with <see cref="TopicLimitException"/>.</param>
     public FileLogStorage(string directory, TopicSettings? defaults = null, TimeSpan retentionCheckInterval = default, ILogger? logger = null, TimeProvider? time = null, int maxTopics = 1000)
+        : this(LogFileSystem.Real, directory, defaults, retentionCheckInterval, logger, time, maxTopics)
     {
+    }
+
+    /// <summary>With the file operations going through <paramref name="files"/> (tests inject faults there).</summary>
+    internal FileLogStorage(LogFileSystem files, string directory, TopicSettings? defaults = null, TimeSpan retentionCheckInterval = default, ILogger? logger = null, TimeProvider? time = null, int maxTopics = 1000)
+    {
+        _files = files;
         MaxTopics = maxTopics;
         _root = Path.GetFullPath(directory);
         Defaults = defaults ?? new TopicSettings();
@@ -55,9 +64,18 @@ public sealed class FileLogStorage : ILogStorage
                     _logger.LogWarning("Log: ignoring folder {Folder}: not a topic name.", folder);
                     continue;
                 }
-                _topics[name] = OpenTopic(name, folder, ReadConfig(folder));
+                try
+                {
+                    _topics[name] = OpenTopic(name, folder, ReadConfig(folder));
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // One damaged topic folder keeps that topic offline, not the whole log.
+                    _offline[name] = ex.Message;
+                    _logger.LogCritical(ex, "Log topic '{Topic}' is OFFLINE: its folder {Folder} could not be opened. Its reads and writes answer UNAVAILABLE until the cause is fixed and the server restarts; the other topics are served.", name, folder);
+                }
             }
-            GetOrCreate("");
+            if (!_offline.ContainsKey("")) GetOrCreate("");
         }
         catch
         {
@@ -78,11 +96,19 @@ public sealed class FileLogStorage : ILogStorage
 
     public IReadOnlyList<ITopicLog> Topics => [.. _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal)];
 
-    public ITopicLog? Find(string name) => _topics.TryGetValue(name, out var topic) ? topic : null;
+    /// <summary>Topics that could not be opened at start, with why (they are in no other list).</summary>
+    public IReadOnlyDictionary<string, string> OfflineTopics => _offline;
+
+    public ITopicLog? Find(string name)
+    {
+        if (_topics.TryGetValue(name, out var topic)) return topic;
+        return _offline.TryGetValue(name, out var reason) ? throw new TopicOfflineException(name, reason) : null;
+    }
 
     public ITopicLog GetOrCreate(string name)
     {
         if (_topics.TryGetValue(name, out var existing)) return existing;
+        if (_offline.TryGetValue(name, out var reason)) throw new TopicOfflineException(name, reason);
         return CreateCore(name, null, failIfExists: false);
     }
 
@@ -100,19 +126,20 @@ public sealed class FileLogStorage : ILogStorage
                 if (failIfExists) throw new TopicExistsException(name);
                 return existing;
             }
+            if (_offline.TryGetValue(name, out var reason)) throw new TopicOfflineException(name, reason);
             if (_topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
             var folder = Path.Combine(_root, name.Length == 0 ? DefaultTopicFolder : name);
             Directory.CreateDirectory(folder);
-            if (config is not null) FileSystem.WriteAtomically(Path.Combine(folder, TopicFile), JsonSerializer.SerializeToUtf8Bytes(config, s_json));
+            if (config is not null) _files.WriteAtomically(Path.Combine(folder, TopicFile), JsonSerializer.SerializeToUtf8Bytes(config, s_json));
             var topic = OpenTopic(name, folder, config);
-            FileSystem.SyncDirectory(_root);
+            _files.SyncDirectory(_root);
             _topics[name] = topic;
             return topic;
         }
     }
 
     private FileTopicLog OpenTopic(string name, string folder, TopicConfig? config) =>
-        FileTopicLog.Open(name, folder, config?.Apply(Defaults) ?? Defaults, _logger, _time);
+        FileTopicLog.Open(name, folder, config?.Apply(Defaults) ?? Defaults, _logger, _time, _files);
 
     private TopicConfig? ReadConfig(string folder)
     {

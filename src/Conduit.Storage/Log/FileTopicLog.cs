@@ -17,6 +17,8 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private readonly object _flushLock = new();
     private readonly object _signalLock = new();
     private readonly string _directory;
+    private readonly LogFileSystem _files;
+    private readonly ulong _topicId;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly Timer? _intervalTimer;
@@ -31,10 +33,12 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private bool _disposed;
     private long _fsyncs;
 
-    private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ILogger logger, TimeProvider time)
+    private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ILogger logger, TimeProvider time, LogFileSystem files)
     {
         Name = name;
         _directory = directory;
+        _files = files;
+        _topicId = SegmentHeader.TopicId(name);
         Settings = settings;
         _segments = segments;
         _logger = logger;
@@ -59,9 +63,12 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
 
     public long NextOffset => Volatile.Read(ref _visible);
 
-    public static FileTopicLog Open(string name, string directory, TopicSettings settings, ILogger logger, TimeProvider time)
+    /// <summary>Opens (and recovers) a topic's folder; see docs/log.md, "Recovery".</summary>
+    public static FileTopicLog Open(string name, string directory, TopicSettings settings, ILogger logger, TimeProvider time, LogFileSystem? files = null)
     {
+        files ??= LogFileSystem.Real;
         System.IO.Directory.CreateDirectory(directory);
+        var topicId = SegmentHeader.TopicId(name);
         var bases = new List<long>();
         foreach (var path in System.IO.Directory.EnumerateFiles(directory, "*" + Segment.StoreExtension))
         {
@@ -70,26 +77,59 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         // An index without a store is what an interrupted segment removal leaves behind.
         foreach (var path in System.IO.Directory.EnumerateFiles(directory, "*" + Segment.IndexExtension))
         {
-            if (!File.Exists(Path.ChangeExtension(path, Segment.StoreExtension))) File.Delete(path);
+            if (!File.Exists(Path.ChangeExtension(path, Segment.StoreExtension))) files.Delete(path);
+        }
+        var setAside = System.IO.Directory.GetFiles(directory, "*" + Segment.QuarantinedSuffix + "*");
+        if (setAside.Length > 0)
+        {
+            logger.LogWarning("Log topic '{Topic}': {Count} store file(s) set aside by an earlier recovery are in {Directory} (*{Suffix}); they are not served. Inspect them, then remove them by hand.",
+                name, setAside.Length, directory, Segment.QuarantinedSuffix);
         }
         bases.Sort();
+        var checkpoint = Checkpoint.Read(directory, topicId, name, logger);
+        var checkpointNext = checkpoint?.NextOffset ?? 0;
         var segments = new List<Segment>();
         try
         {
-            if (bases.Count == 0)
-            {
-                segments.Add(Segment.Create(directory, 0));
-                FileSystem.SyncDirectory(directory);
-            }
+            long next = 0;
             for (var i = 0; i < bases.Count; i++)
             {
-                var segment = Segment.Open(directory, bases[i], active: i == bases.Count - 1, logger, name);
-                if (segments.Count > 0 && segments[^1].NextOffset != segment.BaseOffset)
+                long? expectedNext = i < bases.Count - 1 ? bases[i + 1] : null;
+                var opened = Segment.Open(files, directory, bases[i], topicId, expectedNext, checkpointNext, name, logger);
+                if (opened.Segment is { } segment)
                 {
-                    logger.LogError("Log topic '{Topic}': CORRUPTION: segment {Previous} ends at offset {End} but the next segment starts at {Start}; offsets in between cannot be served.",
-                        name, segments[^1].StorePath, segments[^1].NextOffset, segment.BaseOffset);
+                    if (segments.Count > 0 && segments[^1].NextOffset != segment.BaseOffset)
+                    {
+                        logger.LogError("Log topic '{Topic}': CORRUPTION: segment {Previous} ends at offset {End} but the next segment starts at {Start}; offsets in between cannot be served (DATA_LOSS).",
+                            name, segments[^1].StorePath, segments[^1].NextOffset, segment.BaseOffset);
+                    }
+                    segments.Add(segment);
                 }
-                segments.Add(segment);
+                next = Math.Max(next, opened.NextOffset);
+            }
+            if (checkpointNext > next)
+            {
+                logger.LogError("Log topic '{Topic}': CORRUPTION: DATA LOSS: the log was durable up to offset {Durable} (its checkpoint) but its segments end at {Next}; offsets {FirstLost}..{LastLost} are lost and answer DATA_LOSS. New records start at {Resume}; no offset is reused.",
+                    name, checkpointNext, next, next, checkpointNext - 1, checkpointNext);
+                next = checkpointNext;
+            }
+            if (segments.Count == 0 || segments[^1].IsQuarantined || segments[^1].NextOffset != next)
+            {
+                // Appends go on in a new segment after whatever is damaged or missing.
+                segments.Add(Segment.Create(files, directory, next, topicId, name, logger));
+                files.SyncDirectory(directory);
+            }
+            try
+            {
+                Checkpoint.Write(files, directory, topicId, next, clean: false);
+            }
+            catch (IOException ex) when (DiskSpace.IsFull(ex))
+            {
+                logger.LogWarning("Log topic '{Topic}': the disk is full; the checkpoint could not be updated at start (recovery still has the commit frames).", name);
+            }
+            if (checkpoint is { Clean: false } && bases.Count > 0)
+            {
+                logger.LogInformation("Log topic '{Topic}': recovered after an unclean stop; next offset {Next}.", name, next);
             }
         }
         catch
@@ -97,7 +137,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             foreach (var s in segments) s.Dispose();
             throw;
         }
-        return new FileTopicLog(name, directory, settings, [.. segments], logger, time);
+        return new FileTopicLog(name, directory, settings, [.. segments], logger, time, files);
     }
 
     public TopicStats Stats()
@@ -122,19 +162,27 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 if (_failure is not null) throw new LogFailedException(Name, _failure);
                 offset = _written;
-                RecordFormat.Write(buffer.AsSpan(0, size), bodySize, offset, timestamp, record);
                 var active = _segments[^1];
+                if (active.Count > 0 && active.StoreLength + size > Settings.SegmentBytes) active = Roll(active);
+                var position = active.StoreLength;
+                var count = active.Count;
                 try
                 {
-                    if (active.StoreLength > 0 && active.StoreLength + size > Settings.SegmentBytes) active = Roll(active);
+                    RecordFormat.Write(buffer.AsSpan(0, size), bodySize, offset, timestamp, record, active.Seed);
                     active.Append(buffer.AsSpan(0, size), timestamp);
+                }
+                catch (IOException ex) when (DiskSpace.IsFull(ex) && active.TryCutBackTo(position, count))
+                {
+                    // Nothing of this record is left in the store: the topic goes on, and takes
+                    // writes again as soon as space is freed.
+                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of offset {Offset} was undone.", Name, offset);
+                    throw new DiskFullException(Name, ex);
                 }
                 catch (IOException ex)
                 {
                     // A failed write may have left part of the record behind: no later record may
                     // follow it in this process. Recovery on the next start cuts the torn bytes.
-                    _failure = ex;
-                    throw new LogFailedException(Name, ex);
+                    throw Stop(ex, "a write failed");
                 }
                 _written = offset + 1;
             }
@@ -148,12 +196,63 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         return new PendingAppend(offset, Task.CompletedTask);
     }
 
+    /// <summary>Under the write lock: the topic takes no more writes until restart.</summary>
+    private LogFailedException Stop(IOException ex, string what)
+    {
+        _failure = ex;
+        _logger.LogCritical(ex, "Log topic '{Topic}': {What}; the topic takes no more writes until restart.", Name, what);
+        return new LogFailedException(Name, ex);
+    }
+
+    /// <summary>
+    /// Writes a commit frame covering every record written so far (under the write lock, before
+    /// the fsync that makes them durable). A full disk leaves the batch without one: it is still
+    /// fsynced, and the next commit frame covers it.
+    /// </summary>
+    private void Commit(Segment active)
+    {
+        if (active.IsDisposed || active.CommittedNext >= _written) return;
+        try
+        {
+            active.WriteCommit(_written);
+        }
+        catch (IOException ex) when (DiskSpace.IsFull(ex))
+        {
+            _logger.LogWarning("Log topic '{Topic}': the disk is full; a batch is fsynced without its commit frame.", Name);
+        }
+    }
+
     /// <summary>Seals the active segment (fsync of store and index) and starts a new one. Under the write lock.</summary>
     private Segment Roll(Segment active)
     {
-        active.Seal();
-        var next = Segment.Create(_directory, _written);
-        FileSystem.SyncDirectory(_directory);
+        try
+        {
+            Commit(active);
+            active.Seal();
+        }
+        catch (IOException ex)
+        {
+            throw Stop(ex, "sealing the segment failed");
+        }
+        Segment next;
+        try
+        {
+            next = Segment.Create(_files, _directory, _written, _topicId, Name, _logger);
+        }
+        catch (IOException ex) when (DiskSpace.IsFull(ex))
+        {
+            // Create removed what it had made: the old segment stays active, and the next append tries again.
+            throw new DiskFullException(Name, ex);
+        }
+        try
+        {
+            _files.SyncDirectory(_directory);
+        }
+        catch (IOException ex)
+        {
+            next.Dispose();
+            throw Stop(ex, "fsync of the topic's directory failed");
+        }
         Volatile.Write(ref _segments, [.. _segments, next]);
         // Sealing made every written record durable.
         lock (_flushLock) _durable = Math.Max(_durable, _written);
@@ -223,6 +322,18 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             {
                 target = _written;
                 active = _segments[^1];
+                if (_failure is null)
+                {
+                    try
+                    {
+                        Commit(active);
+                    }
+                    catch (IOException ex)
+                    {
+                        // As a failed record write: what is at the end of the store is unknown now.
+                        Stop(ex, "a commit frame could not be written");
+                    }
+                }
                 if (_failure is not null)
                 {
                     round.TrySetException(new LogFailedException(Name, _failure));
@@ -296,7 +407,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             if (offset >= segment.NextOffset) throw new RecordCorruptedException(Name, offset, "no segment holds it");
             try
             {
-                return segment.Read(offset, Name);
+                return segment.Read(offset);
             }
             catch (ObjectDisposedException) when (attempt == 0 && segment.IsDisposed)
             {
@@ -378,7 +489,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         {
             segments[i].Delete();
         }
-        FileSystem.SyncDirectory(_directory);
+        _files.SyncDirectory(_directory);
         _logger.LogInformation("Log topic '{Topic}': removed {Count} segment(s) ({Why}); the first offset is now {First}.", Name, count, why, _segments[0].BaseOffset);
     }
 
@@ -390,6 +501,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             if (_disposed || _failure is not null) return;
             try
             {
+                Commit(_segments[^1]);
                 _segments[^1].Seal();
             }
             catch (IOException ex)
@@ -425,6 +537,18 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         {
             if (_disposed) return;
             _disposed = true;
+            if (_failure is null)
+            {
+                try
+                {
+                    // The durable end, for the next start: a store that loses its tail cannot hide it.
+                    Checkpoint.Write(_files, _directory, _topicId, _written, clean: true);
+                }
+                catch (IOException ex)
+                {
+                    _logger.LogWarning(ex, "Log topic '{Topic}': the checkpoint could not be written at shutdown.", Name);
+                }
+            }
             foreach (var s in _segments) s.Dispose();
         }
         lock (_signalLock)

@@ -208,3 +208,30 @@ public sealed class LogFailedException(string topic, Exception inner)
 {
     public string Topic { get; } = topic;
 }
+
+/// <summary>
+/// The disk is full (ENOSPC, EDQUOT): the append was not made (the partly written record was cut
+/// off again), nothing was lost, and the topic takes writes again once space is freed.
+/// </summary>
+public sealed class DiskFullException(string topic, Exception inner)
+    : Exception($"Topic '{topic}' could not take the record: the disk is full. {inner.Message}", inner)
+{
+    public string Topic { get; } = topic;
+}
+
+/// <summary>A topic whose folder could not be opened at start: it stays offline (reads and writes) until the cause is fixed and the server restarts.</summary>
+public sealed class TopicOfflineException(string topic, string reason)
+    : Exception($"Topic '{topic}' is offline: its files could not be opened when the server started ({reason}).")
+{
+    public string Topic { get; } = topic;
+    public string Reason { get; } = reason;
+}
+
+/// <summary>Recognises a full disk in an I/O error.</summary>
+public static class DiskSpace
+{
+    /// <summary>ENOSPC or EDQUOT on Linux (.NET gives the errno as the HResult), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
+    public static bool IsFull(Exception? exception) => exception is IOException io && (OperatingSystem.IsWindows()
+        ? io.HResult is unchecked((int)0x80070070) or unchecked((int)0x80070027)
+        : io.HResult is 28 or 122);
+}

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 
 namespace Conduit.Storage.Log;
@@ -8,9 +9,10 @@ namespace Conduit.Storage.Log;
 /// <summary>CRC-32C (Castagnoli), with the hardware instruction where the CPU has one.</summary>
 public static class Crc32C
 {
-    public static uint Compute(ReadOnlySpan<byte> data)
+    /// <summary>The CRC of <paramref name="data"/>; with a <paramref name="seed"/> (the CRC of a prefix), the CRC of prefix + data.</summary>
+    public static uint Compute(ReadOnlySpan<byte> data, uint seed = 0)
     {
-        var crc = 0xFFFFFFFFu;
+        var crc = ~seed;
         while (data.Length >= 8)
         {
             crc = BitOperations.Crc32C(crc, MemoryMarshal.Read<ulong>(data));
@@ -22,9 +24,91 @@ public static class Crc32C
 }
 
 /// <summary>
+/// The first 32 bytes of every store file: which topic and which base offset its records belong to.
+/// <code>
+/// "CNDTLOG1" | u64 topic id | i64 base offset | u32 flags (0) | u32 CRC-32C of the 28 bytes before
+/// </code>
+/// Every frame's checksum in the file is seeded with the CRC of (topic id, base offset), so bytes
+/// copied from another topic or another segment fail their checksum here.
+/// </summary>
+internal static class SegmentHeader
+{
+    public const int Size = 32;
+
+    public enum Status { Valid, Empty, NotASegment, Damaged, OtherTopic, OtherBase }
+
+    private static ReadOnlySpan<byte> Magic => "CNDTLOG1"u8;
+
+    /// <summary>A topic's identity: the first 8 bytes of SHA-256 of its name (so no table is needed to know it).</summary>
+    public static ulong TopicId(string topic) =>
+        BinaryPrimitives.ReadUInt64LittleEndian(SHA256.HashData(Encoding.UTF8.GetBytes("conduit.log.topic/" + topic)));
+
+    /// <summary>The CRC seed of a segment's frames.</summary>
+    public static uint Seed(ulong topicId, long baseOffset)
+    {
+        Span<byte> identity = stackalloc byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(identity, topicId);
+        BinaryPrimitives.WriteInt64LittleEndian(identity[8..], baseOffset);
+        return Crc32C.Compute(identity);
+    }
+
+    public static void Write(Span<byte> destination, ulong topicId, long baseOffset)
+    {
+        Magic.CopyTo(destination);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], topicId);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], baseOffset);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[28..], Crc32C.Compute(destination[..28]));
+    }
+
+    public static Status Check(ReadOnlySpan<byte> data, ulong topicId, long baseOffset)
+    {
+        if (data.Length < Size) return data.ContainsAnyExcept((byte)0) ? Status.Damaged : Status.Empty;
+        var header = data[..Size];
+        if (!header.ContainsAnyExcept((byte)0)) return Status.Empty;
+        if (!header.StartsWith(Magic)) return Status.NotASegment;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header[28..]) != Crc32C.Compute(header[..28])) return Status.Damaged;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(header[8..]) != topicId) return Status.OtherTopic;
+        return BinaryPrimitives.ReadInt64LittleEndian(header[16..]) != baseOffset ? Status.OtherBase : Status.Valid;
+    }
+}
+
+/// <summary>
+/// The frame written after each batch of records, before the fsync that makes the batch durable
+/// (group commit round, interval flush, segment seal, clean shutdown):
+/// <code>
+/// u32 0xFFFFFFFF | u32 CRC-32C (seeded) of the 16 bytes after | i64 next offset | i64 position of this frame
+/// </code>
+/// Batches are committed one after the other, each after the previous fsync returned, so an
+/// intact commit frame proves that every batch before its own is on disk.
+/// </summary>
+internal static class CommitFrame
+{
+    public const int Size = 24;
+    public const uint Marker = 0xFFFFFFFF;
+
+    public static void Write(Span<byte> destination, long nextOffset, long position, uint seed)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Marker);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[8..], nextOffset);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], position);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Crc32C.Compute(destination[8..Size], seed));
+    }
+
+    /// <summary>The next offset a commit frame at <paramref name="position"/> names, or -1 when there is none there.</summary>
+    public static long Read(ReadOnlySpan<byte> data, long position, uint seed)
+    {
+        if (data.Length < Size || BinaryPrimitives.ReadUInt32LittleEndian(data) != Marker) return -1;
+        if (BinaryPrimitives.ReadInt64LittleEndian(data[16..]) != position) return -1;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(data[4..]) != Crc32C.Compute(data[8..Size], seed)) return -1;
+        return BinaryPrimitives.ReadInt64LittleEndian(data[8..]);
+    }
+}
+
+/// <summary>
 /// How a record is laid out in a store file (little-endian):
 /// <code>
-/// u32 body length | u32 CRC-32C of the body | body
+/// u32 body length | u32 CRC-32C of the body, seeded with the segment's identity | body
 /// body: u64 offset | i64 timestamp ms | u32 key length | key | u16 header count
 ///       | per header: u16 name length | name (UTF-8) | u32 value length | value
 ///       | value (the rest of the body)
@@ -51,7 +135,7 @@ internal static class RecordFormat
     }
 
     /// <summary>Writes header + body into <paramref name="destination"/> (exactly HeaderSize + bodySize bytes).</summary>
-    public static void Write(Span<byte> destination, int bodySize, long offset, long timestampMs, LogRecord record)
+    public static void Write(Span<byte> destination, int bodySize, long offset, long timestampMs, LogRecord record, uint seed)
     {
         var body = destination.Slice(HeaderSize, bodySize);
         var p = 0;
@@ -70,7 +154,7 @@ internal static class RecordFormat
         }
         record.Value.Span.CopyTo(body[p..]);
         BinaryPrimitives.WriteInt32LittleEndian(destination, bodySize);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Crc32C.Compute(body));
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Crc32C.Compute(body, seed));
     }
 
     /// <summary>Body length from a header, or -1 when it cannot be a record.</summary>
@@ -80,8 +164,8 @@ internal static class RecordFormat
         return length is < MinBodySize or > MaxBodySize ? -1 : length;
     }
 
-    public static bool ChecksumMatches(ReadOnlySpan<byte> header, ReadOnlySpan<byte> body) =>
-        BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) == Crc32C.Compute(body);
+    public static bool ChecksumMatches(ReadOnlySpan<byte> header, ReadOnlySpan<byte> body, uint seed) =>
+        BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) == Crc32C.Compute(body, seed);
 
     public static long OffsetOf(ReadOnlySpan<byte> body) => BinaryPrimitives.ReadInt64LittleEndian(body);
 
