@@ -50,7 +50,7 @@ public class DurabilityTests
     {
         using var dir = new TempDir();
         var settings = new TopicSettings { SegmentBytes = 1024 };
-        await Produce(dir, 40, settings);
+        await Produce(dir, 60, settings);
         var stores = Stores(dir);
         Assert.True(stores.Length > 2);
         var newestBase = long.Parse(Path.GetFileNameWithoutExtension(stores[^1]));
@@ -59,12 +59,12 @@ public class DurabilityTests
         var logger = new ListLogger();
         using var storage = new FileLogStorage(dir.Path, settings, logger: logger);
         var log = storage.GetOrCreate("");
-        Assert.Equal(40, log.NextOffset);
+        Assert.Equal(60, log.NextOffset);
         Assert.Throws<RecordCorruptedException>(() => log.Read(newestBase));
-        Assert.Throws<RecordCorruptedException>(() => log.Read(39));
+        Assert.Throws<RecordCorruptedException>(() => log.Read(59));
         Assert.Equal($"record-{newestBase - 1:D3}", Text(log.Read(newestBase - 1)));
-        Assert.Equal(40, await log.AppendAsync(Value("after")));
-        Assert.Equal("after", Text(log.Read(40)));
+        Assert.Equal(60, await log.AppendAsync(Value("after")));
+        Assert.Equal("after", Text(log.Read(60)));
         Assert.Contains(logger.Errors, e => e.Contains("DATA LOSS") && e.Contains("checkpoint"));
         Assert.Single(Directory.GetFiles(TopicFolder(dir), "*.quarantined"));
     }
