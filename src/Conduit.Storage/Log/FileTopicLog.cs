@@ -148,12 +148,24 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         return new TopicStats(segments[0].BaseOffset, NextOffset, bytes, segments.Length);
     }
 
-    public PendingAppend Append(LogRecord record)
+    public PendingAppend Append(LogRecord record) => AppendBatch([record]);
+
+    /// <summary>The largest batch, encoded (gRPC's message limit comes long before).</summary>
+    public const int MaxBatchBytes = 256 * 1024 * 1024;
+
+    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records)
     {
-        var timestamp = record.TimestampMs != 0 ? record.TimestampMs : _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var bodySize = RecordFormat.BodySize(record);
-        var size = RecordFormat.HeaderSize + bodySize;
-        var buffer = ArrayPool<byte>.Shared.Rent(size);
+        if (records.Count == 0) throw new ArgumentException("A batch holds at least one record.", nameof(records));
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var sizes = new int[records.Count];
+        long total = 0;
+        for (var i = 0; i < records.Count; i++)
+        {
+            sizes[i] = RecordFormat.HeaderSize + RecordFormat.BodySize(records[i]);
+            total += sizes[i];
+        }
+        if (total > MaxBatchBytes) throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
+        var buffer = ArrayPool<byte>.Shared.Rent((int)total);
         long offset;
         try
         {
@@ -163,36 +175,46 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 if (_failure is not null) throw new LogFailedException(Name, _failure);
                 offset = _written;
                 var active = _segments[^1];
-                if (active.Count > 0 && active.StoreLength + size > Settings.SegmentBytes) active = Roll(active);
+                // A batch is never split: it goes whole into a new segment when it does not fit.
+                if (active.Count > 0 && active.StoreLength + total > Settings.SegmentBytes) active = Roll(active);
                 var position = active.StoreLength;
                 var count = active.Count;
                 try
                 {
-                    RecordFormat.Write(buffer.AsSpan(0, size), bodySize, offset, timestamp, record, active.Seed);
-                    active.Append(buffer.AsSpan(0, size), timestamp);
+                    var at = 0;
+                    var maxTimestamp = 0L;
+                    for (var i = 0; i < records.Count; i++)
+                    {
+                        var timestamp = records[i].TimestampMs != 0 ? records[i].TimestampMs : now;
+                        maxTimestamp = Math.Max(maxTimestamp, timestamp);
+                        RecordFormat.Write(buffer.AsSpan(at, sizes[i]), sizes[i] - RecordFormat.HeaderSize, offset + i, timestamp, records[i], active.Seed);
+                        at += sizes[i];
+                    }
+                    active.Append(buffer.AsSpan(0, at), sizes, maxTimestamp);
                 }
                 catch (IOException ex) when (DiskSpace.IsFull(ex) && active.TryCutBackTo(position, count))
                 {
-                    // Nothing of this record is left in the store: the topic goes on, and takes
+                    // Nothing of this batch is left in the store: the topic goes on, and takes
                     // writes again as soon as space is freed.
-                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of offset {Offset} was undone.", Name, offset);
+                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of {Count} record(s) from offset {Offset} was undone.", Name, records.Count, offset);
                     throw new DiskFullException(Name, ex);
                 }
                 catch (IOException ex)
                 {
-                    // A failed write may have left part of the record behind: no later record may
+                    // A failed write may have left part of the batch behind: no later record may
                     // follow it in this process. Recovery on the next start cuts the torn bytes.
                     throw Stop(ex, "a write failed");
                 }
-                _written = offset + 1;
+                _written = offset + records.Count;
             }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        if (Settings.Durability == Durability.Always) return new PendingAppend(offset, WhenDurable(offset + 1));
-        Publish(offset + 1);
+        var next = offset + records.Count;
+        if (Settings.Durability == Durability.Always) return new PendingAppend(offset, WhenDurable(next));
+        Publish(next);
         return new PendingAppend(offset, Task.CompletedTask);
     }
 

@@ -111,6 +111,19 @@ public interface ITopicLog
     /// </summary>
     PendingAppend Append(LogRecord record);
 
+    /// <summary>
+    /// Writes records as one batch: dense offsets from the returned one on, in one write, all or
+    /// none (a full disk undoes the whole batch). The task completes when all are durable.
+    /// </summary>
+    PendingAppend AppendBatch(IReadOnlyList<LogRecord> records)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(records.Count);
+        var first = Append(records[0]);
+        var last = first;
+        for (var i = 1; i < records.Count; i++) last = Append(records[i]);
+        return new PendingAppend(first.Offset, last.Durable);
+    }
+
     /// <summary>Appends and waits until the record is durable; returns its offset.</summary>
     async Task<long> AppendAsync(LogRecord record, CancellationToken cancellationToken = default)
     {

@@ -393,18 +393,32 @@ internal sealed class Segment : IDisposable
         return true;
     }
 
-    /// <summary>Writes one encoded record (header + body) at the end of the store and its index entry; on failure writes nothing more.</summary>
-    public void Append(ReadOnlySpan<byte> encoded, long timestampMs)
+    /// <summary>Writes encoded records (back to back, <paramref name="sizes"/> bytes each) at the end of the store and their index entries, one write each.</summary>
+    public void Append(ReadOnlySpan<byte> encoded, ReadOnlySpan<int> sizes, long maxTimestampMs)
     {
         var position = _storeLength;
         _store.Write(encoded, position);
-        Span<byte> entry = stackalloc byte[IndexEntrySize];
-        BinaryPrimitives.WriteUInt32LittleEndian(entry, (uint)_count);
-        BinaryPrimitives.WriteUInt64LittleEndian(entry[4..], (ulong)position);
-        _index.Write(entry, _count * IndexEntrySize);
-        if (timestampMs > _maxTimestamp) Volatile.Write(ref _maxTimestamp, timestampMs);
+        var length = sizes.Length * IndexEntrySize;
+        var rented = length > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(length) : null;
+        var entries = rented is null ? stackalloc byte[length] : rented.AsSpan(0, length);
+        var at = position;
+        for (var i = 0; i < sizes.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(entries[(i * IndexEntrySize)..], (uint)(_count + i));
+            BinaryPrimitives.WriteUInt64LittleEndian(entries[(i * IndexEntrySize + 4)..], (ulong)at);
+            at += sizes[i];
+        }
+        try
+        {
+            _index.Write(entries, _count * IndexEntrySize);
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+        if (maxTimestampMs > _maxTimestamp) Volatile.Write(ref _maxTimestamp, maxTimestampMs);
         Volatile.Write(ref _storeLength, position + encoded.Length);
-        Volatile.Write(ref _count, _count + 1);
+        Volatile.Write(ref _count, _count + sizes.Length);
     }
 
     /// <summary>After a failed append: cuts the store and index back to where they were. False when even that fails.</summary>
