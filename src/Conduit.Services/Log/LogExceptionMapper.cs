@@ -53,7 +53,7 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                     Details.QuotaFailure(("topics", $"at most {limit.Limit} topics; the server's Conduit:Log:MaxTopics")));
             case LogFailedException failed:
                 logger.LogError(failed, "{Method}: {Message}", method, failed.Message);
-                var topic = failed.Topic;
+                var topic = ClientInput.Shorten(failed.Topic);
                 if (IsDiskFull(failed.InnerException))
                 {
                     return RpcException.WithDetails(StatusCode.ResourceExhausted,

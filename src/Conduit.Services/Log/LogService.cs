@@ -142,10 +142,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
 
     private ITopicLog FindForReading(string topic)
     {
-        if (TopicNames.Validate(topic) is { } problem)
-        {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{topic}': {problem}.", Details.BadRequest(("topic", problem)));
-        }
+        LogMapping.ValidateTopic(topic, "topic");
         return storage.Find(topic) ?? throw LogMapping.TopicNotFound(topic);
     }
 }
@@ -157,10 +154,7 @@ public static class LogMapping
 
     public static LogRecord ToStorage(ProduceRequest request, string field)
     {
-        if (TopicNames.Validate(request.Topic) is { } problem)
-        {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{request.Topic}': {problem}.", Details.BadRequest(("topic", problem)));
-        }
+        ValidateTopic(request.Topic, "topic");
         if (request.Record is not { } record)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A produce request needs a record.", Details.BadRequest((field, "required")));
@@ -176,6 +170,15 @@ public static class LogMapping
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
         };
+    }
+
+    /// <summary>INVALID_ARGUMENT (the name quoted shortened) unless <paramref name="topic"/> is a valid topic name.</summary>
+    public static void ValidateTopic(string topic, string field)
+    {
+        if (TopicNames.Validate(topic) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{ClientInput.Shorten(topic)}': {problem}.", Details.BadRequest((field, problem)));
+        }
     }
 
     public static Record ToProto(LogRecord record)
@@ -205,12 +208,18 @@ public static class LogMapping
             Details.LocalizedMessage(message));
     }
 
-    public static RpcException TopicExists(string topic) =>
-        RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{topic}' already exists.",
+    public static RpcException TopicExists(string name)
+    {
+        var topic = ClientInput.Shorten(name);
+        return RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{topic}' already exists.",
             Details.ErrorInfo("TOPIC_EXISTS", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }));
+    }
 
-    public static RpcException TopicNotFound(string topic) =>
-        RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",
+    public static RpcException TopicNotFound(string name)
+    {
+        var topic = ClientInput.Shorten(name);
+        return RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",
             Details.ErrorInfo("TOPIC_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }),
             Details.LocalizedMessage($"There is no topic '{topic}'. Producing to it creates it; `conduit log topics` lists the topics."));
+    }
 }
