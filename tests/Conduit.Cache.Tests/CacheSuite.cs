@@ -332,6 +332,21 @@ public abstract class CacheSuite
         }
     }
 
+    [Fact]
+    public async Task Keys_that_are_not_valid_UTF8_are_refused_so_two_never_become_one_entry()
+    {
+        await using var host = await Start();
+        var (_, token) = await host.CreateAccountAsync();
+        // "k" then 0xFF, and "k" then 0xFE: both would read as "k\uFFFD" if invalid UTF-8 were
+        // replaced. Google.Protobuf refuses them before the handler runs (grpc-dotnet: UNKNOWN).
+        foreach (var key in new byte[][] { [(byte)'k', 0xFF], [(byte)'k', 0xFE], [0xC0, 0xAF] })
+        {
+            var request = RawCalls.Field(1, key).Concat(RawCalls.Field(2, "v"u8.ToArray())).ToArray();
+            await Assert.ThrowsAsync<RpcException>(() => RawCalls.UnaryAsync(host.Channel, "/cache.v1.Cache/Store", request, As(token)));
+        }
+        Assert.Empty(await DumpAll(host, token));
+    }
+
     protected static async Task FillAsync(CacheHost host, string token, int count, int valueBytes = 4096)
     {
         var value = ByteString.CopyFrom(new byte[valueBytes]);
