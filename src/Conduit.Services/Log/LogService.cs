@@ -163,6 +163,19 @@ public static class LogMapping
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field + ".timestamp_unix_ms", "0 (now) or positive")));
         }
+        if (ConsumeResponseSize(record) is var size and > MaxConsumeResponseBytes)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument,
+                $"The record is too large: consumed, it would make a {size}-byte response, over the {MaxConsumeResponseBytes} bytes (4 MiB) a gRPC client receives by default, so no consumer could read it. " +
+                $"Value, key and headers together may take up to {MaxValueBytes} bytes (a value alone). Split the record, or store the payload elsewhere and produce a reference to it.",
+                Details.BadRequest((field, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
+                Details.ErrorInfo("RECORD_TOO_LARGE", ErrorDomain, new Dictionary<string, string>
+                {
+                    ["consume_response_bytes"] = size.ToString(CultureInfo.InvariantCulture),
+                    ["max_consume_response_bytes"] = MaxConsumeResponseBytes.ToString(CultureInfo.InvariantCulture),
+                    ["max_value_bytes"] = MaxValueBytes.ToString(CultureInfo.InvariantCulture),
+                }));
+        }
         return new LogRecord
         {
             Value = record.Value.Memory,
@@ -170,6 +183,35 @@ public static class LogMapping
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
         };
+    }
+
+    /// <summary>
+    /// The largest Consume (and ConsumeStream) response a record may make: the receive limit every
+    /// gRPC client has by default (grpc-dotnet, grpcio and the other C-core wrappers, grpc-go,
+    /// grpc-java). A record that makes a larger one is refused at produce: once stored, no default
+    /// client could read it, and a follower would stop at its offset for good.
+    /// </summary>
+    public const int MaxConsumeResponseBytes = 4 * 1024 * 1024;
+
+    /// <summary>
+    /// The largest value of a record without key or headers: a ConsumeResponse is the value plus
+    /// its tag and 4-byte length, the offset and timestamp at their largest (11 and 10 bytes), and
+    /// the record's own tag and 4-byte length.
+    /// </summary>
+    public const int MaxValueBytes = MaxConsumeResponseBytes - 31;
+
+    /// <summary>
+    /// The size of the ConsumeResponse that will carry <paramref name="record"/>, at worst: the
+    /// record as produced, with the offset and timestamp the log gives it at their largest.
+    /// </summary>
+    public static long ConsumeResponseSize(Protos.Log.V1.Record record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        long size = record.CalculateSize();
+        if (record.Offset != 0) size -= 1 + CodedOutputStream.ComputeUInt64Size(record.Offset);
+        if (record.TimestampUnixMs != 0) size -= 1 + CodedOutputStream.ComputeInt64Size(record.TimestampUnixMs);
+        size += 1 + CodedOutputStream.ComputeUInt64Size(ulong.MaxValue) + 1 + CodedOutputStream.ComputeInt64Size(long.MaxValue);
+        return 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue)) + size;
     }
 
     /// <summary>INVALID_ARGUMENT (the name quoted shortened) unless <paramref name="topic"/> is a valid topic name.</summary>
