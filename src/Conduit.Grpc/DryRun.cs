@@ -38,11 +38,9 @@ public static class DryRun
         if (value.Equals("true", StringComparison.OrdinalIgnoreCase) || value == "1") return true;
         if (value.Equals("false", StringComparison.OrdinalIgnoreCase) || value == "0") return false;
         throw RpcException.WithDetails(StatusCode.InvalidArgument,
-            $"The dry-run metadata must be true or false, not '{Shorten(value)}'; {method} did nothing.",
+            $"The dry-run metadata must be true or false, not '{ClientInput.Shorten(value)}'; {method} did nothing.",
             Details.BadRequest((HeaderName, "true or false")));
     }
-
-    internal static string Shorten(string value) => value.Length <= 128 ? value : value[..128] + "...";
 }
 
 /// <summary>Marks a service method that honours <see cref="DryRun"/>.</summary>

@@ -117,6 +117,22 @@ public class AccountsTests
         Assert.Equal("x", (await host.Accounts.GetByTokenAsync(new GetByTokenReq { Token = created.Token }, Admin())).Account.Name);
     }
 
+    [Theory]
+    [InlineData("x-forwarded-for", "203.0.113.7")]
+    [InlineData("forwarded", "for=203.0.113.7")]
+    [InlineData("x-real-ip", "203.0.113.7")]
+    public async Task Without_an_admin_token_a_call_relayed_by_a_proxy_on_the_same_host_is_not_an_operator(string header, string value)
+    {
+        // A reverse proxy on the server's host connects from loopback for everyone behind it; the
+        // header it adds is all that tells its calls from a local operator's.
+        await using var host = await StartAsync();
+        var relayed = new CallOptions(new Metadata { { header, value } }).WithTimeout(TimeSpan.FromSeconds(10));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), relayed));
+        Assert.Equal(StatusCode.PermissionDenied, ex.StatusCode);
+        Assert.Contains("AdminToken", ex.Status.Detail, StringComparison.Ordinal);
+        await host.Accounts.ListAccountsAsync(new ListAccountsReq(), Admin());
+    }
+
     [Fact]
     public void A_corrupt_accounts_file_stops_the_store_at_start_and_is_left_as_it_was()
     {

@@ -57,6 +57,29 @@ public sealed class CacheHost : InProcessServer
         return (created.Account.Id, created.Token);
     }
 
+    /// <summary>
+    /// A dump asked again while the account's slots are taken: the server's end of a call the
+    /// client reset (or that timed out idle) is not observable from the client, so this asks
+    /// again, bounded above, until the server has released a slot; <paramref name="meanwhile"/>
+    /// runs between attempts.
+    /// </summary>
+    public static async Task<T> UntilAdmitted<T>(Func<Task<T>> dump, Action? meanwhile = null)
+    {
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            try
+            {
+                return await dump();
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.ResourceExhausted && DateTime.UtcNow < until)
+            {
+                meanwhile?.Invoke();
+                await Task.Delay(20);
+            }
+        }
+    }
+
     /// <summary>Call options carrying the token (and dry-run when asked), with a 30 s deadline.</summary>
     public static CallOptions As(string? token, bool dryRun = false, TimeSpan? timeout = null)
     {

@@ -269,41 +269,88 @@ public abstract class CacheSuite
     }
 
     [Fact]
-    public async Task Dumps_beyond_the_limit_are_refused_with_resource_exhausted_before_any_work()
+    public async Task Dumps_beyond_an_accounts_limit_are_refused_with_resource_exhausted_before_any_work()
     {
         CountingBackend? counting = null;
         await using var host = await Start(o => o.MaxConcurrentDumps = 1, s => s.AddSingleton<ICacheBackend>(sp =>
             counting = new CountingBackend(sp.GetRequiredService<CacheOptions>().CreateBackend())));
         var (_, token) = await host.CreateAccountAsync(maxKeys: 5000, maxValueBytes: 4096);
-        var value = ByteString.CopyFrom(new byte[4096]);
-        await Task.WhenAll(Enumerable.Range(0, 200).Select(i => host.Cache.StoreAsync(new StoreReq { Key = $"k{i}", Val = value }, As(token)).ResponseAsync));
+        await FillAsync(host, token, 200);
 
         using (var first = host.Cache.Dump(new DumpReq(), As(token)))
         {
             Assert.True(await first.ResponseStream.MoveNext()); // running, held back by flow control
             Assert.Equal(1, counting!.DumpCalls);
-            // A second dump, even without a token: refused before authentication or any backend work.
-            var ex = await Fails(StatusCode.ResourceExhausted, async () => await DumpAll(host, null!));
+            // A second dump of the same account: refused before any backend work.
+            var ex = await Fails(StatusCode.ResourceExhausted, async () => await DumpAll(host, token));
             Assert.NotNull(ex.GetDetail<RetryInfo>());
-            await Fails(StatusCode.ResourceExhausted, async () => await DumpAll(host, token));
             Assert.Equal(1, counting.DumpCalls);
+            // Without a token there is no account to count against.
+            await Fails(StatusCode.Unauthenticated, async () => await DumpAll(host, null!));
         }
         // The first one is over (cancelled by dispose): the slot is free again once the server sees it.
-        var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        Assert.Equal(200, (await UntilAdmitted(() => DumpAll(host, token))).Count);
+    }
+
+    [Fact]
+    public async Task An_account_holding_all_its_dump_slots_does_not_block_another_accounts_dump()
+    {
+        await using var host = await Start(o => o.MaxConcurrentDumps = 2);
+        var (_, ann) = await host.CreateAccountAsync("ann", maxKeys: 5000, maxValueBytes: 4096);
+        var (_, bob) = await host.CreateAccountAsync("bob");
+        await FillAsync(host, ann, 200);
+        await host.Cache.StoreAsync(new StoreReq { Key = "bob's", Val = Bytes("v") }, As(bob));
+
+        using var one = host.Cache.Dump(new DumpReq(), As(ann));
+        using var two = host.Cache.Dump(new DumpReq(), As(ann));
+        Assert.True(await one.ResponseStream.MoveNext());
+        Assert.True(await two.ResponseStream.MoveNext());
+        await Fails(StatusCode.ResourceExhausted, async () => await DumpAll(host, ann));
+        Assert.Equal(new Dictionary<string, string> { ["bob's"] = "v" }, await DumpAll(host, bob));
+    }
+
+    [Fact]
+    public async Task A_ttl_under_100_ns_expires_instead_of_meaning_no_expiry()
+    {
+        await using var host = await Start();
+        var (_, token) = await host.CreateAccountAsync();
+        await host.Cache.StoreAsync(new StoreReq { Key = "fleeting", Val = Bytes("v"), Ttl = new Duration { Nanos = 50 } }, As(token));
+        // 50 ns is rounded up to a tick (the memory backend) or a millisecond (Redis): it expires.
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(5);
         while (true)
         {
             try
             {
-                Assert.Equal(200, (await DumpAll(host, token)).Count);
+                await host.Cache.GetAsync(new GetReq { Key = "fleeting" }, As(token));
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
+            {
                 break;
             }
-            catch (RpcException ex) when (ex.StatusCode == StatusCode.ResourceExhausted && DateTime.UtcNow < until)
-            {
-                // The server's end of a call the client reset is not observable from the client:
-                // ask again, bounded above, until the server has released the slot.
-                await Task.Delay(20);
-            }
+            Assert.True(DateTime.UtcNow < until, "a key stored with a 50 ns TTL is still there after 5 s");
+            await Task.Delay(5);
         }
+    }
+
+    [Fact]
+    public async Task Keys_that_are_not_valid_UTF8_are_refused_so_two_never_become_one_entry()
+    {
+        await using var host = await Start();
+        var (_, token) = await host.CreateAccountAsync();
+        // "k" then 0xFF, and "k" then 0xFE: both would read as "k\uFFFD" if invalid UTF-8 were
+        // replaced. Google.Protobuf refuses them before the handler runs (grpc-dotnet: UNKNOWN).
+        foreach (var key in new byte[][] { [(byte)'k', 0xFF], [(byte)'k', 0xFE], [0xC0, 0xAF] })
+        {
+            var request = RawCalls.Field(1, key).Concat(RawCalls.Field(2, "v"u8.ToArray())).ToArray();
+            await Assert.ThrowsAsync<RpcException>(() => RawCalls.UnaryAsync(host.Channel, "/cache.v1.Cache/Store", request, As(token)));
+        }
+        Assert.Empty(await DumpAll(host, token));
+    }
+
+    protected static async Task FillAsync(CacheHost host, string token, int count, int valueBytes = 4096)
+    {
+        var value = ByteString.CopyFrom(new byte[valueBytes]);
+        await Task.WhenAll(Enumerable.Range(0, count).Select(i => host.Cache.StoreAsync(new StoreReq { Key = $"k{i}", Val = value }, As(token)).ResponseAsync));
     }
 }
 

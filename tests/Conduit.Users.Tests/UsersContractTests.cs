@@ -429,6 +429,39 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
         Assert.Null(next);
     }
 
+    [Theory]
+    [InlineData("\u202Eevil.exe")] // RIGHT-TO-LEFT OVERRIDE
+    [InlineData("ann\u200Bsmith")] // ZERO WIDTH SPACE
+    [InlineData("\uFEFFann")] // BYTE ORDER MARK
+    [InlineData("ann\u2066x\u2069")] // LEFT-TO-RIGHT ISOLATE ... POP DIRECTIONAL ISOLATE
+    public async Task A_name_with_an_invisible_format_character_is_refused(string name)
+    {
+        var ex = await Assert.ThrowsAsync<RpcException>(() => Create([(name, "format@example.com")]));
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        Assert.Contains("format character", ex.Status.Detail, StringComparison.Ordinal);
+        var user = (await Create([("Ann", "ann.format@example.com")])).Users[0];
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await Client.UpdateUserAsync(new UpdateUserRequest { Id = user.Id, Name = name }, Timeout()));
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_name_that_is_not_valid_UTF8_is_refused_and_nothing_is_replaced()
+    {
+        var user = (await Create([("Ann", "ann.utf8@example.com")])).Users[0];
+        byte[] name = [(byte)'A', 0xFF, (byte)'n'];
+        // A stream of requests: its messages are read inside the handler, where a malformed one
+        // is INVALID_ARGUMENT (MalformedRequestMapper) and nothing is created.
+        var created = RawCalls.Field(1, name).Concat(RawCalls.Field(2, "utf8@example.com"u8.ToArray())).ToArray();
+        var ex = await Assert.ThrowsAsync<RpcException>(() => RawCalls.ClientStreamingAsync(Host.Channel, "/user.v1.UserService/CreateUsers", [created], Timeout()));
+        Assert.True(ex.StatusCode == StatusCode.InvalidArgument, ex.ToString());
+        await Assert.ThrowsAsync<RpcException>(async () => await Client.GetUserByEmailAsync(new GetUserByEmailRequest { Email = "utf8@example.com" }, Timeout()));
+        // A unary request is parsed before any handler or interceptor runs: Google.Protobuf refuses
+        // invalid UTF-8 (it never replaces it), and grpc-dotnet answers UNKNOWN.
+        var update = RawCalls.VarintField(1, (ulong)user.Id).Concat(RawCalls.Field(2, name)).ToArray();
+        await Assert.ThrowsAsync<RpcException>(() => RawCalls.UnaryAsync(Host.Channel, "/user.v1.UserService/UpdateUser", update, Timeout()));
+        Assert.Equal("Ann", (await Client.GetUserAsync(new GetUserRequest { Id = user.Id }, Timeout())).Name);
+    }
+
     [Fact]
     public async Task ListUsers_streams_from_the_database_and_stops_when_the_client_cancels()
     {

@@ -90,7 +90,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         };
         if (!DryRun.IsRequested(context) && !await store.UpdateAsync(updated, context.CancellationToken).ConfigureAwait(false))
         {
-            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
+            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{ClientInput.Shorten(request.Id)}'."));
         }
         return ToProto(updated);
     }
@@ -104,7 +104,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         var updated = account with { TokenHash = AccountTokens.Hash(token) };
         if (!DryRun.IsRequested(context) && !await store.UpdateAsync(updated, context.CancellationToken).ConfigureAwait(false))
         {
-            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{request.Id}'."));
+            throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{ClientInput.Shorten(request.Id)}'."));
         }
         return new RotateTokenResp { Account = ToProto(updated), Token = token };
     }
@@ -126,7 +126,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "An account id is required.", Details.BadRequest(("id", "required")));
         }
         return await store.GetAsync(id, context.CancellationToken).ConfigureAwait(false)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{id}'."));
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No account has id '{ClientInput.Shorten(id)}'."));
     }
 
     private static void ValidateName(string name, List<(string, string)> violations)
@@ -143,7 +143,16 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         }
     }
 
-    /// <summary>The operator RPCs: the admin token when one is configured, otherwise loopback callers only.</summary>
+    /// <summary>Headers a reverse proxy adds for the client it relays (RFC 7239, and the de facto ones).</summary>
+    private static readonly string[] s_proxyHeaders = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+    /// <summary>
+    /// The operator RPCs: the admin token when one is configured, otherwise loopback callers only.
+    /// Loopback is a weak rule: a reverse proxy on the same host connects from loopback for
+    /// everyone behind it. A call carrying a proxy's forwarding header is therefore refused, but a
+    /// proxy that adds none cannot be told from a local operator: anything but a laptop sets
+    /// Conduit:Accounts:AdminToken (docs/cache.md).
+    /// </summary>
     private void RequireOperator(ServerCallContext context)
     {
         if (options.AdminToken is { Length: > 0 } admin)
@@ -159,9 +168,9 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
             }
             return;
         }
-        if (!IsLoopback(context.Peer))
+        if (!IsLoopback(context.Peer) || s_proxyHeaders.Any(h => context.RequestHeaders.Get(h) is not null))
         {
-            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only on loopback unless an admin token is configured (Conduit:Accounts:AdminToken).",
+            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only to loopback callers not relayed by a proxy, unless an admin token is configured (Conduit:Accounts:AdminToken).",
                 Details.ErrorInfo("OPERATOR_LOOPBACK_ONLY", Domain));
         }
     }

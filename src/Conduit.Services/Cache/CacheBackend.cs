@@ -9,6 +9,11 @@ public enum StoreOutcome
     KeyQuotaExceeded,
     /// <summary>The entry alone is larger than the whole cache may hold.</summary>
     LargerThanCache,
+    /// <summary>
+    /// The cache is full and the entry would fit only by evicting other accounts below their fair
+    /// share of it (the memory backend); the account's own entries were not enough.
+    /// </summary>
+    OverShare,
 }
 
 /// <summary>

@@ -19,8 +19,16 @@ public sealed class CacheOptions
     /// <summary>Longest key, in UTF-8 bytes.</summary>
     public int MaxKeyBytes { get; set; } = 1024;
 
-    /// <summary>Dumps running at once; one more is answered RESOURCE_EXHAUSTED before any work.</summary>
+    /// <summary>Dumps one account may run at once; one more is answered RESOURCE_EXHAUSTED before any backend work.</summary>
     public int MaxConcurrentDumps { get; set; } = 4;
+
+    public static readonly TimeSpan DefaultDumpIdleTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long a dump waits for a client that reads nothing (each entry's write is held back by
+    /// HTTP/2 flow control) before it ends and frees the account's slot.
+    /// </summary>
+    public TimeSpan DumpIdleTimeout { get; set; } = DefaultDumpIdleTimeout;
 
     /// <summary>The Accounts service to call; null: the Accounts service of this same server (over loopback).</summary>
     public string? AccountsUrl { get; set; }

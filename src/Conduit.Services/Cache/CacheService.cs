@@ -33,7 +33,9 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
             }
             else
             {
-                ttl = duration.ToTimeSpan();
+                // Rounded up to whole ticks: Duration.ToTimeSpan truncates, so 1 to 99 ns would be
+                // 0 ticks, which means "no expiry".
+                ttl = TimeSpan.FromTicks((duration.Seconds * TimeSpan.TicksPerSecond) + ((duration.Nanos + 99) / 100));
             }
         }
         ThrowIfInvalid(violations);
@@ -54,6 +56,10 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
                 $"Account {account.Id} already holds its maximum of {account.MaxCacheKeys} keys.",
                 Details.QuotaFailure(($"account:{account.Id}", $"max_cache_keys {account.MaxCacheKeys}")),
                 Details.ErrorInfo("KEY_QUOTA_EXCEEDED", Domain)),
+            StoreOutcome.OverShare => throw RpcException.WithDetails(StatusCode.ResourceExhausted,
+                $"The cache is full and account {account.Id} holds its share of it: the entry would fit only by evicting other accounts' entries below their shares. Delete or expire some of this account's keys.",
+                Details.QuotaFailure(($"account:{account.Id}", $"a fair share of max_memory_bytes {options.MaxMemoryBytes}")),
+                Details.ErrorInfo("CACHE_SHARE_EXCEEDED", Domain)),
             _ => throw RpcException.WithDetails(StatusCode.ResourceExhausted,
                 $"The entry is larger than the whole cache ({options.MaxMemoryBytes} bytes).",
                 Details.QuotaFailure(("cache", $"max_memory_bytes {options.MaxMemoryBytes}"))),
@@ -67,7 +73,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
         var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{ClientInput.Shorten(request.Key)}' (or it expired)."));
         // Stored arrays are never modified, so the response can wrap them without a copy.
         return new GetResp { Val = UnsafeByteOperations.UnsafeWrap(value) };
     }
@@ -80,22 +86,38 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
         var deleted = await backend.DeleteAsync(account.Id, request.Key, DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
-        return deleted ? new DeleteResp() : throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
+        return deleted ? new DeleteResp() : throw new RpcException(new Status(StatusCode.NotFound, $"No key '{ClientInput.Shorten(request.Key)}' (or it expired)."));
     }
 
     public override async Task Dump(DumpReq request, IServerStreamWriter<DumpItem> responseStream, ServerCallContext context)
     {
-        // Rejected before anything else (the talk's "InTap"): no token lookup, no backend work.
-        using var slot = dumps.TryEnter() ?? throw RpcException.WithDetails(StatusCode.ResourceExhausted,
-            $"{dumps.Limit} dumps are already running; try again later.",
-            Details.RetryInfo(RetryDelay), Details.QuotaFailure(("cache", $"max_concurrent_dumps {dumps.Limit}")));
+        // The slots are the account's own (the token lookup is remembered, so this costs no RPC
+        // on a hot path); one more is rejected before any backend work (the talk's "InTap").
         var account = await AuthenticateAsync(context, null).ConfigureAwait(false);
+        using var slot = dumps.TryEnter(account.Id) ?? throw RpcException.WithDetails(StatusCode.ResourceExhausted,
+            $"Account {account.Id} already runs {dumps.Limit} dumps; try again when one ends.",
+            Details.RetryInfo(RetryDelay), Details.QuotaFailure(($"account:{account.Id}", $"max_concurrent_dumps {dumps.Limit}")));
         var token = context.CancellationToken;
-        // One entry at a time: each write waits for HTTP/2 flow control before the next entry
-        // is read from the backend, so a slow reader holds the dump back instead of memory.
-        await foreach (var (key, value) in backend.DumpAsync(account.Id, token).ConfigureAwait(false))
+        // A client that stops reading holds its slot only until the idle timeout: each write
+        // (held back by HTTP/2 flow control while the client does not read) must finish in time.
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, dumps.Time);
+        using var writing = CancellationTokenSource.CreateLinkedTokenSource(token, idle.Token);
+        try
         {
-            await responseStream.WriteAsync(new DumpItem { Key = key, Val = UnsafeByteOperations.UnsafeWrap(value) }, token).ConfigureAwait(false);
+            // One entry at a time: each write waits for HTTP/2 flow control before the next entry
+            // is read from the backend, so a slow reader holds the dump back instead of memory.
+            await foreach (var (key, value) in backend.DumpAsync(account.Id, token).ConfigureAwait(false))
+            {
+                idle.CancelAfter(dumps.IdleTimeout);
+                await responseStream.WriteAsync(new DumpItem { Key = key, Val = UnsafeByteOperations.UnsafeWrap(value) }, writing.Token).ConfigureAwait(false);
+                idle.CancelAfter(Timeout.InfiniteTimeSpan);
+            }
+        }
+        catch (OperationCanceledException) when (idle.IsCancellationRequested && !token.IsCancellationRequested)
+        {
+            throw RpcException.WithDetails(StatusCode.ResourceExhausted,
+                $"The dump was ended: the client read nothing for {dumps.IdleTimeout.TotalSeconds:0.###} s, and its slot went back to the account.",
+                Details.QuotaFailure(($"account:{account.Id}", $"dump_idle_timeout {dumps.IdleTimeout.TotalSeconds:0.###} s")));
         }
     }
 
@@ -143,32 +165,59 @@ public sealed class CacheExceptionMapper : IExceptionMapper
     };
 }
 
-/// <summary>How many dumps may run at once: <see cref="TryEnter"/> takes a slot or answers null at once.</summary>
-public sealed class DumpLimiter(int limit)
+/// <summary>
+/// How many dumps each account may run at once (the slots are per account: one tenant holding
+/// all of its own never blocks another's), and how long a dump may wait for a client that does
+/// not read (<see cref="IdleTimeout"/>, measured on <see cref="Time"/>). <see cref="TryEnter"/>
+/// takes a slot or answers null at once.
+/// </summary>
+public sealed class DumpLimiter(int limit, TimeSpan? idleTimeout = null, TimeProvider? time = null)
 {
-    private int _running;
+    private readonly object _lock = new();
+    private readonly Dictionary<string, int> _running = new(StringComparer.Ordinal);
 
+    /// <summary>Dumps one account may run at once.</summary>
     public int Limit { get; } = limit > 0 ? limit : throw new ArgumentOutOfRangeException(nameof(limit));
 
-    public int Running => Volatile.Read(ref _running);
+    /// <summary>How long one write of a dump may wait for the client to read.</summary>
+    public TimeSpan IdleTimeout { get; } = idleTimeout is not { } t ? CacheOptions.DefaultDumpIdleTimeout
+        : t > TimeSpan.Zero ? t : throw new ArgumentOutOfRangeException(nameof(idleTimeout));
 
-    public IDisposable? TryEnter()
+    public TimeProvider Time { get; } = time ?? TimeProvider.System;
+
+    /// <summary>The dumps <paramref name="account"/> runs now.</summary>
+    public int Running(string account)
     {
-        while (true)
+        lock (_lock) return _running.GetValueOrDefault(account);
+    }
+
+    public IDisposable? TryEnter(string account)
+    {
+        lock (_lock)
         {
-            var running = Volatile.Read(ref _running);
+            var running = _running.GetValueOrDefault(account);
             if (running >= Limit) return null;
-            if (Interlocked.CompareExchange(ref _running, running + 1, running) == running) return new Slot(this);
+            _running[account] = running + 1;
+        }
+        return new Slot(this, account);
+    }
+
+    private void Release(string account)
+    {
+        lock (_lock)
+        {
+            if (_running[account] == 1) _running.Remove(account);
+            else _running[account]--;
         }
     }
 
-    private sealed class Slot(DumpLimiter owner) : IDisposable
+    private sealed class Slot(DumpLimiter owner, string account) : IDisposable
     {
         private int _released;
 
         public void Dispose()
         {
-            if (Interlocked.Exchange(ref _released, 1) == 0) Interlocked.Decrement(ref owner._running);
+            if (Interlocked.Exchange(ref _released, 1) == 0) owner.Release(account);
         }
     }
 }

@@ -19,14 +19,11 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
             throw RpcException.WithDetails(StatusCode.AlreadyExists, "The default topic (the empty name) always exists.",
                 Details.ErrorInfo("TOPIC_EXISTS", LogMapping.ErrorDomain, new Dictionary<string, string> { ["topic"] = "" }));
         }
-        if (TopicNames.Validate(request.Name) is { } problem)
-        {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{request.Name}': {problem}.", Details.BadRequest(("name", problem)));
-        }
+        LogMapping.ValidateTopic(request.Name, "name");
         var config = ToConfig(request.Settings);
         if (config.Apply(storage.Defaults).Validate() is { } invalid)
         {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic '{request.Name}': {invalid}.", Details.BadRequest(("settings", invalid)));
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic '{ClientInput.Shorten(request.Name)}': {invalid}.", Details.BadRequest(("settings", invalid)));
         }
         if (storage.Find(request.Name) is not null) throw LogMapping.TopicExists(request.Name);
         if (DryRun.IsRequested(context))
@@ -44,12 +41,16 @@ public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
         return Task.FromResult(response);
     }
 
-    public override Task<TopicInfo> DescribeTopic(DescribeTopicRequest request, ServerCallContext context) =>
-        Task.FromResult(Describe(storage.Find(request.Name) ?? throw LogMapping.TopicNotFound(request.Name)));
+    public override Task<TopicInfo> DescribeTopic(DescribeTopicRequest request, ServerCallContext context)
+    {
+        LogMapping.ValidateTopic(request.Name, "name");
+        return Task.FromResult(Describe(storage.Find(request.Name) ?? throw LogMapping.TopicNotFound(request.Name)));
+    }
 
     [DryRunSupported]
     public override Task<TruncateResponse> Truncate(TruncateRequest request, ServerCallContext context)
     {
+        LogMapping.ValidateTopic(request.Topic, "topic");
         var log = storage.Find(request.Topic) ?? throw LogMapping.TopicNotFound(request.Topic);
         var before = request.BeforeOffset > long.MaxValue ? long.MaxValue : (long)request.BeforeOffset;
         var removed = log.TruncateBefore(before, DryRun.IsRequested(context));

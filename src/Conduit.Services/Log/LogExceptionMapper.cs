@@ -66,7 +66,7 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                     Details.LocalizedMessage($"Topic '{offline.Topic}' is offline: its files could not be opened when the server started (the server's log says why). The other topics are served."));
             case LogFailedException failed:
                 logger.LogError(failed, "{Method}: {Message}", method, failed.Message);
-                var topic = failed.Topic;
+                var topic = ClientInput.Shorten(failed.Topic);
                 if (IsDiskFull(failed.InnerException))
                 {
                     return RpcException.WithDetails(StatusCode.ResourceExhausted,

@@ -166,10 +166,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
 
     private ITopicLog FindForReading(string topic)
     {
-        if (TopicNames.Validate(topic) is { } problem)
-        {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{topic}': {problem}.", Details.BadRequest(("topic", problem)));
-        }
+        LogMapping.ValidateTopic(topic, "topic");
         return storage.Find(topic) ?? throw LogMapping.TopicNotFound(topic);
     }
 }
@@ -181,7 +178,7 @@ public static class LogMapping
 
     public static LogRecord ToStorage(ProduceRequest request, string field)
     {
-        ValidateTopic(request.Topic);
+        ValidateTopic(request.Topic, "topic");
         if (request.Record is not { } record)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A produce request needs a record.", Details.BadRequest((field, "required")));
@@ -191,7 +188,7 @@ public static class LogMapping
 
     public static LogRecord[] ToStorage(ProduceBatchRequest request)
     {
-        ValidateTopic(request.Topic);
+        ValidateTopic(request.Topic, "topic");
         if (request.Records.Count == 0)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A batch needs at least one record.", Details.BadRequest(("records", "at least one")));
@@ -201,19 +198,24 @@ public static class LogMapping
         return records;
     }
 
-    private static void ValidateTopic(string topic)
-    {
-        if (TopicNames.Validate(topic) is { } problem)
-        {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{topic}': {problem}.", Details.BadRequest(("topic", problem)));
-        }
-    }
-
     private static LogRecord ToStorage(Record record, string field)
     {
         if (record.TimestampUnixMs < 0)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field + ".timestamp_unix_ms", "0 (now) or positive")));
+        }
+        if (ConsumeResponseSize(record) is var size and > MaxConsumeResponseBytes)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument,
+                $"The record is too large: consumed, it would make a {size}-byte response, over the {MaxConsumeResponseBytes} bytes (4 MiB) a gRPC client receives by default, so no consumer could read it. " +
+                $"Value, key and headers together may take up to {MaxValueBytes} bytes (a value alone). Split the record, or store the payload elsewhere and produce a reference to it.",
+                Details.BadRequest((field, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
+                Details.ErrorInfo("RECORD_TOO_LARGE", ErrorDomain, new Dictionary<string, string>
+                {
+                    ["consume_response_bytes"] = size.ToString(CultureInfo.InvariantCulture),
+                    ["max_consume_response_bytes"] = MaxConsumeResponseBytes.ToString(CultureInfo.InvariantCulture),
+                    ["max_value_bytes"] = MaxValueBytes.ToString(CultureInfo.InvariantCulture),
+                }));
         }
         return new LogRecord
         {
@@ -222,6 +224,44 @@ public static class LogMapping
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
         };
+    }
+
+    /// <summary>
+    /// The largest Consume (and ConsumeStream) response a record may make: the receive limit every
+    /// gRPC client has by default (grpc-dotnet, grpcio and the other C-core wrappers, grpc-go,
+    /// grpc-java). A record that makes a larger one is refused at produce: once stored, no default
+    /// client could read it, and a follower would stop at its offset for good.
+    /// </summary>
+    public const int MaxConsumeResponseBytes = 4 * 1024 * 1024;
+
+    /// <summary>
+    /// The largest value of a record without key or headers: a ConsumeResponse is the value plus
+    /// its tag and 4-byte length, the offset and timestamp at their largest (11 and 10 bytes), and
+    /// the record's own tag and 4-byte length.
+    /// </summary>
+    public const int MaxValueBytes = MaxConsumeResponseBytes - 31;
+
+    /// <summary>
+    /// The size of the ConsumeResponse that will carry <paramref name="record"/>, at worst: the
+    /// record as produced, with the offset and timestamp the log gives it at their largest.
+    /// </summary>
+    public static long ConsumeResponseSize(Protos.Log.V1.Record record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        long size = record.CalculateSize();
+        if (record.Offset != 0) size -= 1 + CodedOutputStream.ComputeUInt64Size(record.Offset);
+        if (record.TimestampUnixMs != 0) size -= 1 + CodedOutputStream.ComputeInt64Size(record.TimestampUnixMs);
+        size += 1 + CodedOutputStream.ComputeUInt64Size(ulong.MaxValue) + 1 + CodedOutputStream.ComputeInt64Size(long.MaxValue);
+        return 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue)) + size;
+    }
+
+    /// <summary>INVALID_ARGUMENT (the name quoted shortened) unless <paramref name="topic"/> is a valid topic name.</summary>
+    public static void ValidateTopic(string topic, string field)
+    {
+        if (TopicNames.Validate(topic) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"Topic name '{ClientInput.Shorten(topic)}': {problem}.", Details.BadRequest((field, problem)));
+        }
     }
 
     public static Record ToProto(LogRecord record)
@@ -251,12 +291,18 @@ public static class LogMapping
             Details.LocalizedMessage(message));
     }
 
-    public static RpcException TopicExists(string topic) =>
-        RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{topic}' already exists.",
+    public static RpcException TopicExists(string name)
+    {
+        var topic = ClientInput.Shorten(name);
+        return RpcException.WithDetails(StatusCode.AlreadyExists, $"Topic '{topic}' already exists.",
             Details.ErrorInfo("TOPIC_EXISTS", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }));
+    }
 
-    public static RpcException TopicNotFound(string topic) =>
-        RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",
+    public static RpcException TopicNotFound(string name)
+    {
+        var topic = ClientInput.Shorten(name);
+        return RpcException.WithDetails(StatusCode.NotFound, $"Topic '{topic}' does not exist.",
             Details.ErrorInfo("TOPIC_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["topic"] = topic }),
             Details.LocalizedMessage($"There is no topic '{topic}'. Producing to it creates it; `conduit log topics` lists the topics."));
+    }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.RegularExpressions;
 
 namespace Conduit.Services.Users;
@@ -34,6 +35,12 @@ public static partial class UserRules
         if (name.Length == 0) yield return (field, "required");
         else if (name.Length > MaxNameLength) yield return (field, $"at most {MaxNameLength} characters");
         else if (name.Any(char.IsControl)) yield return (field, "must not contain control characters");
+        else if (name.Any(c => CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.Format))
+        {
+            // Invisible characters that change how the text around them shows (U+202E turns
+            // "evil\u202Etxt.exe" into "evilexe.txt"), or hide in it (U+200B, U+FEFF).
+            yield return (field, "must not contain format characters (Unicode category Cf, such as U+202E RIGHT-TO-LEFT OVERRIDE or U+200B ZERO WIDTH SPACE)");
+        }
     }
 
     public static IEnumerable<(string Field, string Description)> CheckEmail(string email, string field)

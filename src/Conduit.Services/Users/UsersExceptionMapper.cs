@@ -33,21 +33,24 @@ public sealed class UsersExceptionMapper(ILogger<UsersExceptionMapper> logger) :
         switch (exception)
         {
             case EmailTakenException taken when context.Method is Service + "CreateUsers" or SeedService + "CreateUsers":
-                return RpcException.WithDetails(StatusCode.AlreadyExists, $"Request {taken.Index}: {taken.Message} Nothing was created.",
+                return RpcException.WithDetails(StatusCode.AlreadyExists, $"Request {taken.Index}: {Quoted(taken)} Nothing was created.",
                     Details.ErrorInfo("EMAIL_TAKEN", UsersService.ErrorDomain, new Dictionary<string, string>
                     {
                         ["index"] = taken.Index.ToString(CultureInfo.InvariantCulture),
-                        ["email"] = taken.Email,
+                        ["email"] = ClientInput.Shorten(taken.Email),
                     }));
             case EmailTakenException taken:
-                return RpcException.WithDetails(StatusCode.AlreadyExists, taken.Message,
-                    Details.ErrorInfo("EMAIL_TAKEN", UsersService.ErrorDomain, new Dictionary<string, string> { ["email"] = taken.Email }));
+                return RpcException.WithDetails(StatusCode.AlreadyExists, Quoted(taken),
+                    Details.ErrorInfo("EMAIL_TAKEN", UsersService.ErrorDomain, new Dictionary<string, string> { ["email"] = ClientInput.Shorten(taken.Email) }));
             case DbException db:
                 return MapDatabase(db, context.Method);
             default:
                 return null;
         }
     }
+
+    /// <summary>The store's message, quoting the email shortened.</summary>
+    private static string Quoted(EmailTakenException taken) => taken.Message.Replace(taken.Email, ClientInput.Shorten(taken.Email), StringComparison.Ordinal);
 
     private RpcException? MapDatabase(DbException ex, string method)
     {

@@ -31,8 +31,8 @@ public sealed class UsersService(IUserStore store, Rooms<ChatMessage> rooms, Tim
         var email = UserRules.Clean(request.Email);
         ThrowIfInvalid("The email is not valid.", UserRules.CheckEmail(email, "email"));
         var user = await store.GetByEmailAsync(email, context.CancellationToken).ConfigureAwait(false);
-        return user is not null ? ToProto(user) : throw RpcException.WithDetails(StatusCode.NotFound, $"No user has the email '{email}'.",
-            Details.ErrorInfo("USER_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["email"] = email }));
+        return user is not null ? ToProto(user) : throw RpcException.WithDetails(StatusCode.NotFound, $"No user has the email '{ClientInput.Shorten(email)}'.",
+            Details.ErrorInfo("USER_NOT_FOUND", ErrorDomain, new Dictionary<string, string> { ["email"] = ClientInput.Shorten(email) }));
     }
 
     public override async Task ListUsers(ListUsersRequest request, IServerStreamWriter<User> responseStream, ServerCallContext context)

@@ -40,7 +40,7 @@ public static class CacheHosting
     {
         services.AddSingleton(options);
         services.AddSingleton(_ => options.CreateBackend());
-        services.AddSingleton(new DumpLimiter(options.MaxConcurrentDumps));
+        services.AddSingleton(new DumpLimiter(options.MaxConcurrentDumps, options.DumpIdleTimeout));
         services.AddSingleton(sp => new AccountsLookup(
             () => options.AccountsUrl is { Length: > 0 } url ? ConduitChannel.ForAddress(url) : OwnChannel(sp, serve), options));
         services.AddSingleton<IAccountDirectory>(sp => sp.GetRequiredService<AccountsLookup>());

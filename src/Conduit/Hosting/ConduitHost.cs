@@ -85,6 +85,7 @@ public static class ConduitHost
             sp.GetRequiredService<LoggingInterceptor>(), sp.GetRequiredService<ExceptionInterceptor>(), sp.GetRequiredService<DryRunInterceptor>()));
         // First, so a stream ended by shutdown is UNAVAILABLE whatever the service's own mappers say.
         services.AddSingleton<IExceptionMapper, ShutdownExceptionMapper>();
+        services.AddSingleton<IExceptionMapper, MalformedRequestMapper>();
         services.AddGrpc(o =>
         {
             o.Interceptors.Add<ConduitInterceptors>();
