@@ -77,7 +77,7 @@ public static partial class Cli
     public static bool JsonOutput(ParseResult parse) => parse?.GetValue(Json) ?? false;
 
     /// <summary>A message as one JSON line (protobuf's JSON mapping, default values included).</summary>
-    public static void PrintJson(IMessage message) => Console.Out.WriteLine(JsonLine.Format(message));
+    public static void PrintJson(IMessage message) => Console.Out.WriteLine(JsonNode.Parse(JsonLine.Format(message))!.ToJsonString());
 
     private static readonly JsonFormatter JsonLine = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
 
