@@ -200,5 +200,13 @@ public sealed class CliTests(ConduitServer server) : IClassFixture<ConduitServer
         var import = await ConduitServer.RunOnTerminal(ConduitServer.CommandLine("users", "create", "--from-csv", csv, "--server", server.Url));
         Assert.Contains("progress.csv: 0 users sent", import);
         Assert.Contains("created 1 user", import);
+
+        // A very short load run: the progress line on a terminal, none in a pipe.
+        string[] bench = ["bench", "helloworld.Greeter/SayHello", "-d", "1500ms", "--warmup", "100ms", "--data", "{\"name\":\"x\"}", "--server", server.Url];
+        Assert.Matches(@"bench: \d+ calls? ok, 0 errors", await ConduitServer.RunOnTerminal(ConduitServer.CommandLine(bench)));
+        var pipedBench = await Conduit(bench);
+        Assert.Equal(0, pipedBench.ExitCode);
+        Assert.DoesNotContain("\r", pipedBench.Output + pipedBench.Errors);
+        Assert.Contains("1 connection x", pipedBench.Output);
     }
 }
