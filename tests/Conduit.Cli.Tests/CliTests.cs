@@ -210,3 +210,34 @@ public sealed class CliTests(ConduitServer server) : IClassFixture<ConduitServer
         Assert.Contains("1 connection x", pipedBench.Output);
     }
 }
+
+/// <summary>Cli.ReportError, in process: the one line a failed call prints.</summary>
+public sealed class ReportErrorTests
+{
+    private static string Report(global::Grpc.Core.Status status)
+    {
+        var previous = Console.Error;
+        using var writer = new StringWriter();
+        Console.SetError(writer);
+        try
+        {
+            Commands.Cli.ReportError(new global::Grpc.Core.RpcException(status));
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+        return writer.ToString();
+    }
+
+    [Fact]
+    public void The_cause_is_added_once_and_only_when_the_message_does_not_say_it_already()
+    {
+        var refused = new HttpRequestException("Connection refused (127.0.0.1:1)", new System.Net.Sockets.SocketException(111));
+        var cause = refused.InnerException!.Message;
+        Assert.Equal($"error: Unavailable: Error connecting to subchannel. ({cause})\n",
+            Report(new global::Grpc.Core.Status(global::Grpc.Core.StatusCode.Unavailable, "Error connecting to subchannel.", refused)));
+        Assert.Equal($"error: Unavailable: Error starting gRPC call. {cause}\n",
+            Report(new global::Grpc.Core.Status(global::Grpc.Core.StatusCode.Unavailable, $"Error starting gRPC call. {cause}", refused)));
+    }
+}
