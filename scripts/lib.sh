@@ -30,3 +30,26 @@ h2load_sayhello() {
   taskset -c 1 h2load "$@" -H 'content-type: application/grpc' -H 'te: trailers' -d "$dir/sayhello.bin" \
     "http://127.0.0.1:$port/helloworld.Greeter/SayHello"
 }
+
+# conduit_stale ROOT: succeeds when ROOT's Release build of src/Conduit is missing or older than
+# any source it is built from (*.cs, *.csproj, *.props, *.targets, *.proto, *.json under src/ and
+# protos/, and ROOT's Directory.*.props). The build stamp is written by conduit_build only.
+conduit_stale() {
+  local root="$1" out="$1/src/Conduit/bin/Release/net10.0"
+  [[ -f "$out/conduit.dll" && -f "$out/.conduit-build-stamp" ]] || return 0
+  [[ -n "$(find "$root/src" "$root/protos" "$root"/Directory.*.props -newer "$out/.conduit-build-stamp" \
+    \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.targets' -o -name '*.proto' -o -name '*.json' \) \
+    -not -path '*/bin/*' -not -path '*/obj/*' -print -quit 2>/dev/null)" ]]
+}
+
+# conduit_build ROOT: builds src/Conduit (Release) when conduit_stale says so; a no-op otherwise,
+# so a start costs no build when nothing changed and never runs a stale build. The stamp is taken
+# before the build starts: a source saved during the build makes the next call build again.
+conduit_build() {
+  local root="$1" out="$1/src/Conduit/bin/Release/net10.0"
+  conduit_stale "$root" || return 0
+  mkdir -p "$out"
+  touch "$out/.conduit-build-stamp.next"
+  dotnet build "$root/src/Conduit/Conduit.csproj" -c Release -nologo -v quiet >&2
+  mv "$out/.conduit-build-stamp.next" "$out/.conduit-build-stamp"
+}

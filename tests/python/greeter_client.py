@@ -18,7 +18,7 @@ from conduit_protos import helloworld_pb2  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default="127.0.0.1:50051", help="host:port")
+    parser.add_argument("--server", default=os.environ.get("CONDUIT_SERVER", "127.0.0.1:50051").split("://")[-1], help="host:port (default: $CONDUIT_SERVER, else 127.0.0.1:50051)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
     parser.add_argument("name")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 """gRPC interop client (grpc/grpc doc/interop-test-descriptions.md), built on grpcio.
 
     /usr/bin/python3 interop_client.py --server_host 127.0.0.1 --server_port 50052 \\
-        --test_case large_unary [--use_tls true --ca_file ca.pem --server_host_override foo.test.google.fr]
+        --test_case large_unary [--use_tls true --use_test_ca true --server_host_override foo.test.google.fr]
 
 --test_case all runs every case. Prints `PASS <case>` to stdout per passing case
 and `FAIL <case>: <reason>` to stderr per failing one; exits 0 only if all passed.
@@ -352,6 +352,10 @@ def parse_bool(text):
     return value in ("true", "1", "yes")
 
 
+# The gRPC project's public test CA, which signed server1.pem (src/Conduit/Interop/testdata/README.md).
+TEST_CA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "Conduit", "Interop", "testdata", "ca.pem")
+
+
 def make_channel(args):
     target = "%s:%d" % (args.server_host, args.server_port)
     options = [DISABLE_DECOMPRESSION]
@@ -360,8 +364,9 @@ def make_channel(args):
     if not args.use_tls:
         return grpc.insecure_channel(target, options=options)
     root = None
-    if args.ca_file:
-        with open(args.ca_file, "rb") as f:
+    ca_file = args.ca_file or (TEST_CA if args.use_test_ca else "")
+    if ca_file:
+        with open(ca_file, "rb") as f:
             root = f.read()
     if args.server_host_override:
         options.append(("grpc.ssl_target_name_override", args.server_host_override))
@@ -392,6 +397,8 @@ def main():
     parser.add_argument("--server_host_override", default="",
                         help="TLS name and :authority to claim (default: --server_host)")
     parser.add_argument("--ca_file", default="", help="PEM root certificates for --use_tls")
+    parser.add_argument("--use_test_ca", type=parse_bool, default=False,
+                        help="trust the gRPC test CA (ca.pem), as the official interop clients do")
     args = parser.parse_args()
 
     names = list(CASES) if args.test_case == "all" else [args.test_case]

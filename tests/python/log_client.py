@@ -34,7 +34,7 @@ def check(condition, message):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default="127.0.0.1:50051", help="host:port")
+    parser.add_argument("--server", default=os.environ.get("CONDUIT_SERVER", "127.0.0.1:50051").split("://")[-1], help="host:port (default: $CONDUIT_SERVER, else 127.0.0.1:50051)")
     parser.add_argument("--topic", default="python")
     parser.add_argument("--count", type=int, default=50)
     args = parser.parse_args()

@@ -100,7 +100,7 @@ def chat(channel, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default="127.0.0.1:50051", help="host:port")
+    parser.add_argument("--server", default=os.environ.get("CONDUIT_SERVER", "127.0.0.1:50051").split("://")[-1], help="host:port (default: $CONDUIT_SERVER, else 127.0.0.1:50051)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("create")

@@ -38,7 +38,13 @@ internal static class AccountsCommand
                 MaxCacheKeys = parse.GetValue(maxKeys),
                 MaxValueBytes = parse.GetValue(maxValueBytes),
             }, options);
+            if (Cli.JsonOutput(parse))
+            {
+                Cli.PrintJson(reply);
+                return;
+            }
             Console.Error.WriteLine((parse.GetValue(dryRun) ? "dry run, not created: " : "created ") + Describe(reply.Account));
+            if (parse.GetValue(dryRun)) return;
             Console.Error.WriteLine("token (shown once, stored only as a hash):");
             Console.Out.WriteLine(reply.Token);
         }));
@@ -51,7 +57,7 @@ internal static class AccountsCommand
         command.SetAction((parse, ct) => common.Run(parse, false, ct, async (client, options) =>
         {
             var reply = await client.ListAccountsAsync(new ListAccountsReq(), options);
-            foreach (var account in reply.Accounts) Console.Out.WriteLine(Describe(account));
+            foreach (var account in reply.Accounts) Print(parse, account);
         }));
         return command;
     }
@@ -70,7 +76,8 @@ internal static class AccountsCommand
             if (parse.GetValue(name) is { } n) request.Name = n;
             if (parse.GetValue(maxKeys) is { } k) request.MaxCacheKeys = k;
             if (parse.GetValue(maxValueBytes) is { } b) request.MaxValueBytes = b;
-            Console.Out.WriteLine(Describe(await client.UpdateAccountAsync(request, options)));
+            Print(parse, await client.UpdateAccountAsync(request, options));
+            if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: the account would be changed like this; nothing was changed");
         }));
         return command;
     }
@@ -80,7 +87,7 @@ internal static class AccountsCommand
         var id = new Argument<string>("id");
         var command = WithCommon(new Command(verb, disabled ? "Disable an account: its token stops working" : "Enable a disabled account again") { id }, out var common);
         command.SetAction((parse, ct) => common.Run(parse, false, ct, async (client, options) =>
-            Console.Out.WriteLine(Describe(await client.UpdateAccountAsync(new UpdateAccountReq { Id = parse.GetValue(id)!, Disabled = disabled }, options)))));
+            Print(parse, await client.UpdateAccountAsync(new UpdateAccountReq { Id = parse.GetValue(id)!, Disabled = disabled }, options))));
         return command;
     }
 
@@ -91,10 +98,21 @@ internal static class AccountsCommand
         command.SetAction((parse, ct) => common.Run(parse, false, ct, async (client, options) =>
         {
             var reply = await client.RotateTokenAsync(new RotateTokenReq { Id = parse.GetValue(id)! }, options);
+            if (Cli.JsonOutput(parse))
+            {
+                Cli.PrintJson(reply);
+                return;
+            }
             Console.Error.WriteLine("new token for " + Describe(reply.Account) + ":");
             Console.Out.WriteLine(reply.Token);
         }));
         return command;
+    }
+
+    private static void Print(ParseResult parse, Account account)
+    {
+        if (Cli.JsonOutput(parse)) Cli.PrintJson(account);
+        else Console.Out.WriteLine(Describe(account));
     }
 
     private static string Describe(Account a) =>
@@ -111,7 +129,7 @@ internal static class AccountsCommand
             if (parse.GetValue(AdminToken) is { Length: > 0 } admin) headers.Add(BearerToken.Entry(admin));
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
-            await call(new Protos.Accounts.V1.Accounts.AccountsClient(Cli.Invoker(channel, parse)), new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(30)));
+            await call(new Protos.Accounts.V1.Accounts.AccountsClient(Cli.Invoker(channel, parse)), Cli.CallOptions(parse, cancellationToken, headers));
             return 0;
         }
     }

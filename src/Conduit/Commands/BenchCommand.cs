@@ -57,7 +57,8 @@ internal static class BenchCommand
             var settings = new BenchSettings(parse.GetValue(server)!, descriptor, request,
                 Math.Max(1, parse.GetValue(connections)), Math.Max(1, parse.GetValue(concurrency)),
                 parse.GetValue(total), measure, parse.GetValue(rps), ParseDuration(parse.GetValue(warmup)!), parse.GetValue(streamMessages));
-            var live = !Console.IsOutputRedirected && !parse.GetValue(json);
+            // Progress on stderr when it is a terminal; nothing in a pipe (Progress).
+            using var progress = new Progress("bench");
             // CONDUIT_ALLOC_TRACE=1: bytes per call and the sampled types; =bytes: bytes per call
             // only, without the sampler's own allocations (its event payloads) in the figure.
             var trace = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE");
@@ -66,7 +67,7 @@ internal static class BenchCommand
             {
                 // The per-type tally covers the measured calls only, like the bytes per call.
                 OnMeasureStart = sampler is null ? null : sampler.Reset,
-                OnProgress = live ? p => { Console.Write($"\r  {p.Ok} ok, {p.Errors} errors ..."); return Task.CompletedTask; } : null,
+                OnProgress = progress.Enabled ? p => { progress.Report(p.Ok, "call", $" ok, {Cli.Count(p.Errors, "error")}"); return Task.CompletedTask; } : null,
             };
             var allocatedAtStart = GC.GetTotalAllocatedBytes();
             var result = await generator.RunAsync(cancellationToken);
@@ -78,7 +79,7 @@ internal static class BenchCommand
                 Console.Error.WriteLine($"client allocated {window}{(GC.GetTotalAllocatedBytes() - allocatedAtStart) / calls} bytes per measured call counting start-up and warm-up; GC gen0/gen1/gen2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
                 sampler?.Print(generator.AllocatedInWindow is null ? null : calls, top: 40);
             }
-            if (live) Console.Write("\r" + new string(' ', 40) + "\r");
+            progress.Done();
             Console.WriteLine(parse.GetValue(json) ? ToJson(settings, result) : ToText(settings, result));
             return result.Ok > 0 ? 0 : 1;
         });
@@ -119,7 +120,7 @@ internal static class BenchCommand
         var seconds = Math.Max(r.Elapsed.TotalSeconds, 1e-9);
         var lines = new List<string>
         {
-            $"{s.Method.Service.FullName}/{s.Method.Name} ({Kind(s.Method)}) at {s.Server}: {s.Connections} connection(s) x {s.Concurrency} in flight, measured {r.Elapsed.TotalSeconds:0.00} s after {s.Warmup.TotalSeconds:0.##} s warm-up",
+            $"{s.Method.Service.FullName}/{s.Method.Name} ({Kind(s.Method)}) at {s.Server}: {Cli.Count(s.Connections, "connection")} x {s.Concurrency} in flight, measured {r.Elapsed.TotalSeconds:0.00} s after {s.Warmup.TotalSeconds:0.##} s warm-up",
             s.Rps is { } rps
                 ? $"  schedule   open loop, {rps:0.##} calls/s due; latency counts from when each call was due"
                 : "  schedule   closed loop: each loop's next call when the previous answered; latency from each call's start",

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using System.Globalization;
+using System.Text.Json.Nodes;
 using Conduit.Grpc;
 using Conduit.Protos.Cache.V1;
 using Conduit.Services.Accounts;
@@ -37,9 +37,9 @@ internal static class CacheCommand
             var request = new StoreReq { Key = parse.GetValue(key)!, Val = bytes };
             if (parse.GetValue(ttl) is { } t)
             {
-                if (!TryParseDuration(t, out var span))
+                if (!Cli.TryParseDuration(t, out var span))
                 {
-                    Console.Error.WriteLine($"error: --ttl '{t}' is not a duration such as 250ms, 10s, 5m, 2h, 1d");
+                    Console.Error.WriteLine($"error: --ttl expects a duration like 250ms, 10s, 5m, 2h or 1d (at most 10000d), not '{Cli.Shorten(t)}'");
                     return 2;
                 }
                 request.Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(span);
@@ -60,9 +60,19 @@ internal static class CacheCommand
         command.SetAction((parse, cancellationToken) => common.Run(parse, false, cancellationToken, async (client, options) =>
         {
             var reply = await client.GetAsync(new GetReq { Key = parse.GetValue(key)! }, options);
+            if (Cli.JsonOutput(parse))
+            {
+                var json = new JsonObject { ["key"] = parse.GetValue(key) };
+                Cli.AddBytes(json, "value", reply.Val);
+                Cli.PrintJson(json);
+                return;
+            }
+            // The value's bytes as they are, then a newline (like any line of output; a script
+            // that needs the exact bytes strips it, or takes --json).
+            Console.Out.Flush();
             using var stdout = Console.OpenStandardOutput();
             reply.Val.WriteTo(stdout);
-            if (!Console.IsOutputRedirected) stdout.Write("\n"u8);
+            stdout.Write("\n"u8);
         }));
         return command;
     }
@@ -82,20 +92,29 @@ internal static class CacheCommand
 
     private static Command Dump()
     {
-        var command = WithCommon(new Command("dump", "Print every key of your account: one line per key, key TAB value") { }, out var common);
+        var command = WithCommon(new Command("dump", "Print every key of your account: one line per key, key TAB value (tabs, newlines and backslashes escaped as \\t \\n \\\\)") { }, out var common);
         command.SetAction((parse, cancellationToken) => common.Run(parse, false, cancellationToken, async (client, options) =>
         {
             using var call = client.Dump(new DumpReq(), options);
+            using var progress = new Progress("dump");
             var count = 0;
             while (await call.ResponseStream.MoveNext(cancellationToken))
             {
                 var item = call.ResponseStream.Current;
-                Console.Out.Write(item.Key);
-                Console.Out.Write('\t');
-                Console.Out.WriteLine(item.Val.ToStringUtf8());
-                count++;
+                if (Cli.JsonOutput(parse))
+                {
+                    var json = new JsonObject { ["key"] = item.Key };
+                    Cli.AddBytes(json, "value", item.Val);
+                    Cli.PrintJson(json);
+                }
+                else
+                {
+                    Console.Out.WriteLine($"{Cli.Escape(item.Key)}\t{Cli.Escape(item.Val.ToStringUtf8())}");
+                }
+                progress.Report(++count, "key");
             }
-            Console.Error.WriteLine($"{count} keys");
+            progress.Done();
+            Console.Error.WriteLine(Cli.Count(count, "key"));
         }));
         return command;
     }
@@ -105,7 +124,6 @@ internal static class CacheCommand
     {
         public required Option<string> Server { get; init; }
         public required Option<string?> Token { get; init; }
-        public required Option<double> Timeout { get; init; }
 
         public async Task<int> Run(ParseResult parse, bool dryRun, CancellationToken cancellationToken, Func<Protos.Cache.V1.Cache.CacheClient, CallOptions, Task> call)
         {
@@ -118,8 +136,7 @@ internal static class CacheCommand
             var headers = new Metadata { BearerToken.Entry(token) };
             if (dryRun) headers.Add(DryRun.Header);
             using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
-            await call(new Protos.Cache.V1.Cache.CacheClient(Cli.Invoker(channel, parse)),
-                new CallOptions(headers, cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(Timeout))));
+            await call(new Protos.Cache.V1.Cache.CacheClient(Cli.Invoker(channel, parse)), Cli.CallOptions(parse, cancellationToken, headers));
             return 0;
         }
     }
@@ -130,11 +147,9 @@ internal static class CacheCommand
         {
             Server = Cli.ServerOption(),
             Token = new Option<string?>("--token") { Description = $"Your account's token (default: ${TokenEnvironment})", DefaultValueFactory = _ => Environment.GetEnvironmentVariable(TokenEnvironment) },
-            Timeout = new Option<double>("--timeout") { Description = "Deadline in seconds", DefaultValueFactory = _ => 30 },
         };
         command.Options.Add(common.Server);
         command.Options.Add(common.Token);
-        command.Options.Add(common.Timeout);
         return command;
     }
 
@@ -144,23 +159,5 @@ internal static class CacheCommand
         using var buffer = new MemoryStream();
         await stdin.CopyToAsync(buffer, cancellationToken);
         return ByteString.CopyFrom(buffer.GetBuffer(), 0, (int)buffer.Length);
-    }
-
-    /// <summary>"250ms", "10s", "5m", "2h", "1d" (a number with one unit).</summary>
-    public static bool TryParseDuration(string text, out TimeSpan duration)
-    {
-        duration = default;
-        var units = new (string Suffix, double Seconds)[] { ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400) };
-        foreach (var (suffix, seconds) in units)
-        {
-            if (text.EndsWith(suffix, StringComparison.Ordinal)
-                && double.TryParse(text[..^suffix.Length], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var n)
-                && !(suffix == "m" && text.EndsWith("ms", StringComparison.Ordinal)))
-            {
-                duration = TimeSpan.FromSeconds(n * seconds);
-                return n > 0;
-            }
-        }
-        return false;
     }
 }

@@ -18,7 +18,7 @@ internal static class ChatCommand
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Protos.Chat.V1.Chat.ChatClient(Cli.Invoker(channel, parse));
             var userName = parse.GetValue(user)!;
-            using var call = client.ChatStream(new CallOptions(new Metadata { { "room", parse.GetValue(room)! } }, cancellationToken: cancellationToken));
+            using var call = client.ChatStream(Cli.CallOptions(parse, cancellationToken, new Metadata { { "room", parse.GetValue(room)! } }, waits: true));
             // Console.In's ReadLineAsync reads synchronously: on the calling thread it would hold
             // the receive loop (and the server's status) until the first line is typed.
             var send = Task.Run(() => SendLinesAsync(call.RequestStream, userName, cancellationToken), cancellationToken);
@@ -26,6 +26,11 @@ internal static class ChatCommand
             {
                 await foreach (var message in call.ResponseStream.ReadAllAsync(cancellationToken))
                 {
+                    if (Cli.JsonOutput(parse))
+                    {
+                        Cli.PrintJson(message);
+                        continue;
+                    }
                     var at = DateTimeOffset.FromUnixTimeMilliseconds(message.SentUnixMs).ToLocalTime();
                     Console.WriteLine($"[{at:HH:mm:ss}] {message.User}: {message.Text}");
                 }

@@ -7,7 +7,7 @@ using Grpc.Net.Client;
 namespace Conduit.Commands;
 
 /// <summary>The `conduit` command line.</summary>
-public static class Cli
+public static partial class Cli
 {
     public const string DefaultServer = "http://127.0.0.1:50051";
 
@@ -31,14 +31,16 @@ public static class Cli
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
         root.Options.Add(Verbose);
+        AddClientOptions(root);
         return root;
     }
 
     /// <summary>The --server option every client command has.</summary>
     public static Option<string> ServerOption() => new("--server")
     {
-        Description = "The server to call: http://host:port (h2c) or https://host:port (TLS)",
-        DefaultValueFactory = _ => DefaultServer,
+        Description = $"The server to call: http://host:port (h2c) or https://host:port (TLS) (default: ${ServerEnvironment}, else {DefaultServer})",
+        DefaultValueFactory = _ => DefaultServerAddress(),
+        Validators = { ValidateServer },
     };
 
     /// <summary>
@@ -60,7 +62,7 @@ public static class Cli
     {
         // grpc-dotnet keeps why a connection failed in DebugException ("Connection refused"):
         // worth the line, since "Error connecting to subchannel." alone says little.
-        var cause = ex.Status.DebugException is { } debug ? $" ({Innermost(debug).Message})" : "";
+        var cause = ex.Status.DebugException is { } debug && !ex.Status.Detail.Contains(Innermost(debug).Message, StringComparison.Ordinal) ? $" ({Innermost(debug).Message})" : "";
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}{cause}");
         return 1;
     }

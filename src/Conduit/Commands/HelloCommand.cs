@@ -11,15 +11,14 @@ internal static class HelloCommand
     {
         var name = new Argument<string>("name") { Description = "Who to greet" };
         var server = Cli.ServerOption();
-        var timeout = new Option<double>("--timeout") { Description = "Deadline in seconds", DefaultValueFactory = _ => 10 };
-        var command = new Command("hello", "Call helloworld.Greeter/SayHello and print the reply") { name, server, timeout };
+        var command = new Command("hello", "Call helloworld.Greeter/SayHello and print the reply") { name, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var client = new Greeter.GreeterClient(Cli.Invoker(channel, parse));
-            var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
-                new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));
-            Console.WriteLine(reply.Message);
+            var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) }, Cli.CallOptions(parse, cancellationToken));
+            if (Cli.JsonOutput(parse)) Cli.PrintJson(reply);
+            else Console.WriteLine(reply.Message);
             return 0;
         });
         return command;

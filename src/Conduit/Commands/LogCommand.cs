@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Nodes;
 using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Google.Protobuf;
@@ -25,8 +26,29 @@ internal static class LogCommand
 
     private static Option<string> TopicOption() => new("--topic") { Description = "The topic (default: the default log)", DefaultValueFactory = _ => "" };
 
-    /// <summary>A record as one line: offset, a tab, the value (UTF-8).</summary>
-    private static string Line(Record record) => $"{record.Offset}\t{record.Value.ToStringUtf8()}";
+    /// <summary>
+    /// A record as one line: offset, a tab, the value (UTF-8, with tabs, newlines and backslashes
+    /// escaped); with --json, an object with the offset, key, value and timestamp.
+    /// </summary>
+    private static void Print(ParseResult parse, Record record)
+    {
+        if (!Cli.JsonOutput(parse))
+        {
+            Console.WriteLine($"{record.Offset}\t{Cli.Escape(record.Value.ToStringUtf8())}");
+            return;
+        }
+        var json = new JsonObject { ["offset"] = record.Offset };
+        if (!record.Key.IsEmpty) Cli.AddBytes(json, "key", record.Key);
+        Cli.AddBytes(json, "value", record.Value);
+        if (record.TimestampUnixMs != 0) json["timestamp_unix_ms"] = record.TimestampUnixMs;
+        Cli.PrintJson(json);
+    }
+
+    private static void PrintOffset(ParseResult parse, ulong offset)
+    {
+        if (Cli.JsonOutput(parse)) Cli.PrintJson(new JsonObject { ["offset"] = offset });
+        else Console.WriteLine(offset);
+    }
 
     private static Command Produce()
     {
@@ -42,15 +64,14 @@ internal static class LogCommand
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
-            var options = new CallOptions(DryRunHeaders(parse.GetValue(dryRun)), cancellationToken: cancellationToken);
             if (parse.GetValue(value) is { } single)
             {
-                var reply = await client.ProduceAsync(Request(single), options);
-                Console.WriteLine(reply.Offset);
+                var reply = await client.ProduceAsync(Request(single), Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun))));
+                PrintOffset(parse, reply.Offset);
                 if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
                 return 0;
             }
-            using var call = client.ProduceStream(options);
+            using var call = client.ProduceStream(Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun)), waits: true));
             var send = Task.Run(async () =>
             {
                 while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
@@ -61,7 +82,7 @@ internal static class LogCommand
             }, cancellationToken);
             await foreach (var reply in call.ResponseStream.ReadAllAsync(cancellationToken))
             {
-                Console.WriteLine(reply.Offset);
+                PrintOffset(parse, reply.Offset);
             }
             await send;
             if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
@@ -69,6 +90,26 @@ internal static class LogCommand
         });
         return command;
     }
+
+    /// <summary>always, interval or never (the wire's UNSPECIFIED is "not given", never a choice).</summary>
+    public static Option<Durability?> DurabilityOption(string name, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "always|interval|never",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
+            switch (text.ToLowerInvariant())
+            {
+                case "always": return Durability.Always;
+                case "interval": return Durability.Interval;
+                case "never": return Durability.Never;
+                default:
+                    result.AddError($"{name} expects always, interval or never, not '{Cli.Shorten(text)}'");
+                    return null;
+            }
+        },
+    };
 
     private static Option<bool> DryRunOption(string description) => new("--dry-run") { Description = description };
 
@@ -90,29 +131,29 @@ internal static class LogCommand
             if (parse.GetValue(count) is { } wanted)
             {
                 if (wanted <= 0) return 0;
-                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
+                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = offset }, Cli.CallOptions(parse, cancellationToken, waits: true));
                 var seen = 0;
                 await foreach (var response in stream.ResponseStream.ReadAllAsync(cancellationToken))
                 {
-                    Console.WriteLine(Line(response.Record));
+                    Print(parse, response.Record);
                     if (++seen == wanted) break;
                 }
                 return 0;
             }
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
-            var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
+            var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, Cli.CallOptions(parse, cancellationToken));
             if (offset < info.FirstOffset || offset > info.NextOffset)
             {
                 // Let the server say what is retained.
-                await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, new CallOptions(cancellationToken: cancellationToken));
+                await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = offset }, Cli.CallOptions(parse, cancellationToken));
             }
             var exitCode = 0;
             for (var o = offset; o < info.NextOffset; o++)
             {
                 try
                 {
-                    var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
-                    Console.WriteLine(Line(response.Record));
+                    var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, Cli.CallOptions(parse, cancellationToken));
+                    Print(parse, response.Record);
                 }
                 catch (RpcException ex) when (ex.StatusCode == StatusCode.DataLoss)
                 {
@@ -140,21 +181,21 @@ internal static class LogCommand
             var name = parse.GetValue(topic)!;
             try
             {
-                var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, new CallOptions(cancellationToken: cancellationToken));
+                var info = await admin.DescribeTopicAsync(new DescribeTopicRequest { Name = name }, Cli.CallOptions(parse, cancellationToken));
                 var start = Math.Max(info.FirstOffset, info.NextOffset - Math.Min(info.NextOffset, parse.GetValue(lines)));
                 if (!parse.GetValue(follow))
                 {
                     for (var o = start; o < info.NextOffset; o++)
                     {
-                        var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, new CallOptions(cancellationToken: cancellationToken));
-                        Console.WriteLine(Line(response.Record));
+                        var response = await client.ConsumeAsync(new ConsumeRequest { Topic = name, Offset = o }, Cli.CallOptions(parse, cancellationToken));
+                        Print(parse, response.Record);
                     }
                     return 0;
                 }
-                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = start }, new CallOptions(cancellationToken: cancellationToken));
+                using var stream = client.ConsumeStream(new ConsumeRequest { Topic = name, Offset = start }, Cli.CallOptions(parse, cancellationToken, waits: true));
                 await foreach (var response in stream.ResponseStream.ReadAllAsync(cancellationToken))
                 {
-                    Console.WriteLine(Line(response.Record));
+                    Print(parse, response.Record);
                 }
                 return 0;
             }
@@ -178,7 +219,12 @@ internal static class LogCommand
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
-            var list = await admin.ListTopicsAsync(new ListTopicsRequest(), new CallOptions(cancellationToken: cancellationToken));
+            var list = await admin.ListTopicsAsync(new ListTopicsRequest(), Cli.CallOptions(parse, cancellationToken));
+            if (Cli.JsonOutput(parse))
+            {
+                foreach (var t in list.Topics) Cli.PrintJson(t);
+                return 0;
+            }
             var table = new StringBuilder();
             table.AppendLine(CultureInfo.InvariantCulture, $"{"TOPIC",-24} {"FIRST",10} {"NEXT",10} {"BYTES",14} {"SEGMENTS",8}  DURABILITY");
             foreach (var t in list.Topics)
@@ -195,7 +241,7 @@ internal static class LogCommand
     private static Command CreateTopic()
     {
         var name = new Argument<string>("name") { Description = "The topic's name" };
-        var durability = new Option<Durability>("--durability") { Description = "always, interval or never (default: the server's)" };
+        var durability = DurabilityOption("--durability", "How records are made durable: always (fsync before acknowledging), interval or never (default: the server's --log-durability)");
         var segmentBytes = new Option<ulong?>("--segment-bytes") { Description = "Roll segments at this size" };
         var retentionBytes = new Option<ulong?>("--retention-bytes") { Description = "Keep at most about this many bytes (0: no limit)" };
         var retentionMs = new Option<ulong?>("--retention-ms") { Description = "Remove segments whose records are all older than this (0: no limit)" };
@@ -206,12 +252,17 @@ internal static class LogCommand
         {
             using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
-            var settings = new TopicSettings { Durability = parse.GetValue(durability) };
+            var settings = new TopicSettings { Durability = parse.GetValue(durability) ?? Durability.Unspecified };
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
             if (parse.GetValue(retentionBytes) is { } rb) settings.RetentionBytes = rb;
             if (parse.GetValue(retentionMs) is { } rm) settings.RetentionMs = rm;
             var info = await admin.CreateTopicAsync(new CreateTopicRequest { Name = parse.GetValue(name)!, Settings = settings },
-                new CallOptions(DryRunHeaders(parse.GetValue(dryRun)), cancellationToken: cancellationToken));
+                Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun))));
+            if (Cli.JsonOutput(parse))
+            {
+                Cli.PrintJson(info);
+                return 0;
+            }
             Console.WriteLine($"{(parse.GetValue(dryRun) ? "would create" : "created")} topic {info.Name}: durability {info.Settings.Durability.ToString().ToLowerInvariant()}, segments of {info.Settings.SegmentBytes} bytes, retention {info.Settings.RetentionBytes} bytes / {info.Settings.RetentionMs} ms");
             return 0;
         });
@@ -231,8 +282,13 @@ internal static class LogCommand
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var headers = DryRunHeaders(parse.GetValue(dryRun));
             var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },
-                new CallOptions(headers, cancellationToken: cancellationToken));
-            Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {reply.SegmentsRemoved} segment(s); first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");
+                Cli.CallOptions(parse, cancellationToken, headers));
+            if (Cli.JsonOutput(parse))
+            {
+                Cli.PrintJson(reply);
+                return 0;
+            }
+            Console.WriteLine($"{(parse.GetValue(dryRun) ? "would remove" : "removed")} {Cli.Count(reply.SegmentsRemoved, "segment")}; first offset {reply.Topic.FirstOffset}, next offset {reply.Topic.NextOffset}");
             return 0;
         });
         return command;

@@ -15,16 +15,23 @@ internal static class ServeCommand
             Description = $"Where to listen (default {ServeOptions.DefaultUrl}); http:// is h2c, https:// is TLS",
             AllowMultipleArgumentsPerToken = true,
         };
-        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate for https:// URLs" };
-        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert" };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate for https:// URLs (default: none)" };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert (default: none)" };
         var dataDir = new Option<string?>("--data") { Description = "Data folder (default ./data)" };
         var usersDb = new Option<string?>("--users-db") { Description = "Users database: a SQLite file, or a PostgreSQL connection string \"Host=...\" (default <data>/users.db)" };
         var logLevel = new Option<LogLevel?>("--log-level") { Description = "Trace, Debug, Information (default), Warning, Error" };
-        var logDurability = new Option<string?>("--log-durability") { Description = "Log service default: always (default; fsync before acknowledging), interval or never" };
-        var accountsUrl = new Option<string?>("--accounts-url") { Description = "Call the Accounts service of another server (default: this server's own, over loopback)" };
+        var logDurability = LogCommand.DurabilityOption("--log-durability", "Log topics' default durability: always (default; fsync before acknowledging), interval (fsync every 100 ms) or never");
+        var adminToken = new Option<string?>("--admin-token")
+        {
+            Description = $"Accounts: the token operator RPCs require (default: none, and then only loopback callers may use them: give one on any server others can reach; clients send it with --admin-token or ${AccountsCommand.AdminTokenEnvironment})",
+        };
+        var accountsUrl = new Option<string?>("--accounts-url") { Description = "Cache: call the Accounts service of another server (default: this server's own, over loopback)" };
         var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default), redis://[user:password@]host:port[/db] or rediss:// (TLS)" };
-        var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: a file in the data folder)" };
-        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb };
+        var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: <data>/accounts/accounts.json)" };
+        var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
+        {
+            urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
+        };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -36,7 +43,8 @@ internal static class ServeCommand
             if (parse.GetValue(tlsCert) is { } cert) overrides[$"{ServeOptions.Section}:TlsCert"] = cert;
             if (parse.GetValue(tlsKey) is { } key) overrides[$"{ServeOptions.Section}:TlsKey"] = key;
             if (parse.GetValue(dataDir) is { } data) overrides[$"{ServeOptions.Section}:DataDir"] = data;
-            if (parse.GetValue(logDurability) is { } durability) overrides[$"{LogOptions.Section}:Durability"] = durability;
+            if (parse.GetValue(logDurability) is { } durability) overrides[$"{LogOptions.Section}:Durability"] = durability.ToString();
+            if (parse.GetValue(adminToken) is { } admin) overrides[$"{Services.Accounts.AccountsOptions.Section}:AdminToken"] = admin;
             if (parse.GetValue(usersDb) is { } users) overrides[$"{UsersOptions.Section}:Database"] = users;
             if (parse.GetValue(accountsUrl) is { } accounts) overrides[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] = accounts;
             if (parse.GetValue(cacheBackend) is { } backend) overrides[$"{Services.Cache.CacheOptions.Section}:Backend"] = backend;

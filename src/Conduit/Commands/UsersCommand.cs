@@ -23,21 +23,17 @@ internal static class UsersCommand
 
     private static Option<bool> DryRunOption() => new("--dry-run") { Description = "Check everything and print the result, but change nothing" };
 
-    private static Option<double> TimeoutOption() => new("--timeout") { Description = "Deadline in seconds", DefaultValueFactory = _ => 30 };
-
-    private static CallOptions Options(ParseResult parse, Option<double> timeout, CancellationToken cancellationToken, bool dryRun = false) =>
-        new CallOptions(dryRun ? new Metadata { DryRun.Header } : null, cancellationToken: cancellationToken)
-            .WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout)));
+    private static CallOptions Options(ParseResult parse, CancellationToken cancellationToken, bool dryRun = false) =>
+        Cli.CallOptions(parse, cancellationToken, dryRun ? new Metadata { DryRun.Header } : null);
 
     private static Command Get()
     {
         var id = new Argument<long>("id") { Description = "The user's id" };
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("get", "Print one user") { id, server, timeout };
+        var command = new Command("get", "Print one user") { id, server };
         command.SetAction((parse, cancellationToken) => Call(parse, server, async client =>
         {
-            Print(await client.GetUserAsync(new GetUserRequest { Id = parse.GetValue(id) }, Options(parse, timeout, cancellationToken)));
+            Print(parse, await client.GetUserAsync(new GetUserRequest { Id = parse.GetValue(id) }, Options(parse, cancellationToken)));
             return 0;
         }));
         return command;
@@ -47,11 +43,10 @@ internal static class UsersCommand
     {
         var email = new Argument<string>("email") { Description = "The email (compared case-insensitively)" };
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("find", "Print the user with this email") { email, server, timeout };
+        var command = new Command("find", "Print the user with this email") { email, server };
         command.SetAction((parse, cancellationToken) => Call(parse, server, async client =>
         {
-            Print(await client.GetUserByEmailAsync(new GetUserByEmailRequest { Email = parse.GetValue(email) }, Options(parse, timeout, cancellationToken)));
+            Print(parse, await client.GetUserByEmailAsync(new GetUserByEmailRequest { Email = parse.GetValue(email) }, Options(parse, cancellationToken)));
             return 0;
         }));
         return command;
@@ -64,16 +59,15 @@ internal static class UsersCommand
         var pageToken = new Option<string?>("--page-token") { Description = "Continue after the page that printed this token" };
         var all = new Option<bool>("--all") { Description = "Every user, page after page (by page token)" };
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("list", "Print a page of users in id order (the next page token goes to stderr)") { page, pageSize, pageToken, all, server, timeout };
+        var command = new Command("list", "Print a page of users in id order (the next page token goes to stderr)") { page, pageSize, pageToken, all, server };
         command.SetAction((parse, cancellationToken) => Call(parse, server, async client =>
         {
             var request = new ListUsersRequest { Page = parse.GetValue(page), PageSize = parse.GetValue(pageSize), PageToken = parse.GetValue(pageToken) ?? "" };
             if (parse.GetValue(all) && request.PageSize == 0) request.PageSize = 1000;
             while (true)
             {
-                using var call = client.ListUsers(request, Options(parse, timeout, cancellationToken));
-                await foreach (var user in call.ResponseStream.ReadAllAsync(cancellationToken)) Print(user);
+                using var call = client.ListUsers(request, Options(parse, cancellationToken));
+                await foreach (var user in call.ResponseStream.ReadAllAsync(cancellationToken)) Print(parse, user);
                 var next = call.GetTrailers().GetValue("next-page-token");
                 if (next is null) return 0;
                 if (!parse.GetValue(all))
@@ -94,8 +88,7 @@ internal static class UsersCommand
         var csv = new Option<FileInfo?>("--from-csv") { Description = "Create every user of a CSV file (columns name,email; a header line is optional), all or none" };
         var dryRun = DryRunOption();
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("create", "Create users through the CreateUsers stream: one (--name, --email) or a CSV file, all or none") { name, email, csv, dryRun, server, timeout };
+        var command = new Command("create", "Create users through the CreateUsers stream: one (--name, --email) or a CSV file, all or none") { name, email, csv, dryRun, server };
         command.Validators.Add(result =>
         {
             var single = result.GetValue(name) is not null || result.GetValue(email) is not null;
@@ -106,7 +99,7 @@ internal static class UsersCommand
         {
             var file = parse.GetValue(csv);
             var lines = new List<int>(); // request index -> CSV line, to say where a rejected user is
-            using var call = client.CreateUsers(Options(parse, timeout, cancellationToken, parse.GetValue(dryRun)));
+            using var call = client.CreateUsers(Options(parse, cancellationToken, parse.GetValue(dryRun)));
             try
             {
                 if (file is null)
@@ -118,8 +111,10 @@ internal static class UsersCommand
                     using var reader = file.OpenText();
                     int nameColumn = 0, emailColumn = 1;
                     var first = true;
+                    using var progress = new Progress($"{file.Name}");
                     await foreach (var (line, fields) in CsvRecords.ReadAsync(reader))
                     {
+                        progress.Report(lines.Count, "user", " sent");
                         if (first)
                         {
                             first = false;
@@ -153,8 +148,8 @@ internal static class UsersCommand
             try
             {
                 var response = await call.ResponseAsync;
-                foreach (var user in response.Users) Print(user);
-                var users = response.Count == 1 ? "1 user" : $"{response.Count} users";
+                foreach (var user in response.Users) Print(parse, user);
+                var users = Cli.Count(response.Count, "user");
                 Console.Error.WriteLine(parse.GetValue(dryRun) ? $"dry run: {users} would be created" : $"created {users}");
                 return 0;
             }
@@ -176,12 +171,12 @@ internal static class UsersCommand
         var email = new Option<string?>("--email") { Description = "The new email" };
         var dryRun = DryRunOption();
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("update", "Change a user's name and/or email") { id, name, email, dryRun, server, timeout };
+        var command = new Command("update", "Change a user's name and/or email") { id, name, email, dryRun, server };
         command.SetAction((parse, cancellationToken) => Call(parse, server, async client =>
         {
             var request = new UpdateUserRequest { Id = parse.GetValue(id), Name = parse.GetValue(name) ?? "", Email = parse.GetValue(email) ?? "" };
-            Print(await client.UpdateUserAsync(request, Options(parse, timeout, cancellationToken, parse.GetValue(dryRun))));
+            Print(parse, await client.UpdateUserAsync(request, Options(parse, cancellationToken, parse.GetValue(dryRun))));
+            if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: the user would be changed like this; nothing was changed");
             return 0;
         }));
         return command;
@@ -192,11 +187,11 @@ internal static class UsersCommand
         var id = new Argument<long>("id") { Description = "The user's id" };
         var dryRun = DryRunOption();
         var server = Cli.ServerOption();
-        var timeout = TimeoutOption();
-        var command = new Command("delete", "Delete a user (prints it as it was)") { id, dryRun, server, timeout };
+        var command = new Command("delete", "Delete a user (prints it as it was)") { id, dryRun, server };
         command.SetAction((parse, cancellationToken) => Call(parse, server, async client =>
         {
-            Print(await client.DeleteUserAsync(new DeleteUserRequest { Id = parse.GetValue(id) }, Options(parse, timeout, cancellationToken, parse.GetValue(dryRun))));
+            Print(parse, await client.DeleteUserAsync(new DeleteUserRequest { Id = parse.GetValue(id) }, Options(parse, cancellationToken, parse.GetValue(dryRun))));
+            if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: the user would be deleted; nothing was changed");
             return 0;
         }));
         return command;
@@ -208,5 +203,9 @@ internal static class UsersCommand
         return await action(new UserService.UserServiceClient(Cli.Invoker(channel, parse)));
     }
 
-    private static void Print(User user) => Console.WriteLine($"{user.Id}\t{user.Name}\t{user.Email}");
+    private static void Print(ParseResult parse, User user)
+    {
+        if (Cli.JsonOutput(parse)) Cli.PrintJson(user);
+        else Console.WriteLine($"{user.Id}\t{Cli.Escape(user.Name)}\t{Cli.Escape(user.Email)}");
+    }
 }
