@@ -12,11 +12,14 @@ namespace Conduit.Services.Log;
 /// <summary>
 /// log.v1.Log: produce to and consume from the commit log, wire-compatible with proglog. Every
 /// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends,
-/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from).
+/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from). How many
+/// followers a principal may open, and how many bytes of large records all followers may have on
+/// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null) : Protos.Log.V1.Log.LogBase
 {
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+    private readonly ConsumeStreamGate _gate = gate ?? new ConsumeStreamGate(new ConsumeStreamLimits());
 
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
@@ -50,15 +53,40 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
         var offset = (long)request.Offset;
         if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
+        using var admission = _gate.Enter(CallPrincipal.Of(context));
         try
         {
             while (true)
             {
                 if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
-                var record = log.Read(offset);
+                LogRecord? record = log.Read(offset);
                 // One message at a time: the write completes when HTTP/2 flow control lets it, so a
-                // slow consumer holds at most one record here.
-                await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+                // slow consumer holds at most one record here. A large record also takes its size
+                // from the budget all followers share; one that must wait for it lets go of the
+                // record meanwhile and reads it again when its turn comes.
+                var cost = _gate.Cost(RecordSize(record));
+                if (!_gate.TryAcquire(cost))
+                {
+                    record = null;
+                    await _gate.AcquireAsync(cost, token).ConfigureAwait(false);
+                    try
+                    {
+                        record = log.Read(offset);
+                    }
+                    catch
+                    {
+                        _gate.Release(cost);
+                        throw;
+                    }
+                }
+                try
+                {
+                    await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _gate.Release(cost);
+                }
                 offset++;
             }
         }
@@ -138,6 +166,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             // Records already appended are still acknowledged; then the call ends with this error.
             acknowledgements.TryComplete(ex);
         }
+    }
+
+    private static long RecordSize(LogRecord record)
+    {
+        long size = record.Value.Length + record.Key.Length;
+        foreach (var (name, value) in record.Headers) size += name.Length + value.Length;
+        return size;
     }
 
     private ITopicLog FindForReading(string topic)
