@@ -99,6 +99,17 @@ public class ConnectionTests
     }
 
     [Fact]
+    public async Task A_grpcio_client_calling_across_the_connection_age_goaway_never_sees_a_failed_call()
+    {
+        var (host, _) = await StartAsync(("MaxConnectionAge", "00:00:00.5"), ("MaxConnectionAgeGrace", "00:00:05"));
+        await using var _host = host;
+        var (code, output, errors) = await ChildProcess.Run(Paths.Python, Paths.PythonScript("conformance_client.py"),
+            "--server", host.Address.Replace("http://", "", StringComparison.Ordinal), "--age-loop", "10");
+        Assert.True(code == 0, $"conformance_client.py failed (exit {code}):\n{output}\n{errors}");
+        Assert.Matches(@"^calls \d+ failed 0 connections 3\n$", output);
+    }
+
+    [Fact]
     public async Task A_stream_longer_than_age_and_grace_ends_unavailable_and_the_next_call_works()
     {
         var (host, _) = await StartAsync(("MaxConnectionAge", "00:00:00.5"), ("MaxConnectionAgeGrace", "00:00:00.5"));

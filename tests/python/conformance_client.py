@@ -2,6 +2,10 @@
 """Protocol edge cases with grpcio (C-core) as the client; prints one line per case: NAME CODE.
 
     /usr/bin/python3 conformance_client.py --server 127.0.0.1:50051
+    /usr/bin/python3 conformance_client.py --server 127.0.0.1:50051 --age-loop 10
+
+With --age-loop, calls Unary (which answers with the caller's peer) one after another until the
+calls went over 3 connections or the seconds ran out, and prints: calls N failed F connections C.
 
 Calls /conduit.tests.Probe/Unary (the Conduit.Grpc tests' probe service) with raw bytes, so no
 generated code is needed: an empty message is zero bytes.
@@ -24,10 +28,35 @@ def call(channel, method, metadata=None):
         return e.code().name
 
 
+def peer_of(reply):
+    """conduit.tests.Msg with field 1 (text) only: 0x0a, length, bytes."""
+    return reply[2:2 + reply[1]].decode() if reply[:1] == b"\x0a" else ""
+
+
+def age_loop(channel, seconds):
+    import time
+    unary = channel.unary_unary(METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    peers, calls, failed = set(), 0, 0
+    end = time.monotonic() + seconds
+    while len(peers) < 3 and time.monotonic() < end:
+        calls += 1
+        try:
+            peers.add(peer_of(unary(b"", timeout=5)))
+        except grpc.RpcError as e:
+            failed += 1
+            print("failed:", e.code().name, e.details(), file=sys.stderr)
+    print("calls %d failed %d connections %d" % (calls, failed, len(peers)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="127.0.0.1:50051", help="host:port")
+    parser.add_argument("--age-loop", type=float, default=0, help="seconds")
     args = parser.parse_args()
+    if args.age_loop:
+        with grpc.insecure_channel(args.server) as channel:
+            age_loop(channel, args.age_loop)
+        return 0
     cases = [
         ("plain", METHOD, None),
         ("two_authorization_headers", METHOD, [("authorization", "Bearer a"), ("authorization", "Bearer b")]),
