@@ -82,7 +82,14 @@ public static partial class GrpcRequestChecks
         var root = app.ApplicationServices;
         var logger = root.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GrpcRequestChecks).FullName!);
         var rejectors = root.GetServices<IEarlyRejector>().ToArray();
+        // Refused calls never reach LoggingInterceptor; they still count among the calls served.
+        var counters = root.GetService<CallCounters>();
         var services = new Lazy<HashSet<string>>(() => GrpcCalls.ServiceNames(root).ToHashSet(StringComparer.Ordinal));
+        Task Refuse(HttpContext http, StatusCode code, string message)
+        {
+            counters?.Record(code);
+            return TrailersOnly(http, code, message);
+        }
         return app.Use((http, next) =>
         {
             var grpc = http.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>();
@@ -93,6 +100,7 @@ public static partial class GrpcRequestChecks
             {
                 if (IsGrpcWeb(request.ContentType)) return next(http);
                 LogRefused(logger, method, PeerOf(http), "HTTP/1.x");
+                counters?.Record(StatusCode.Internal);
                 return Http1Refused(http);
             }
             if (!string.Equals(request.Path.Value, method, StringComparison.Ordinal))
@@ -100,7 +108,7 @@ public static partial class GrpcRequestChecks
                 var path = request.Path.Value ?? "";
                 var slash = path.IndexOf('/', 1);
                 var service = slash > 1 ? path[1..slash] : path.TrimStart('/');
-                return TrailersOnly(http, StatusCode.Unimplemented, services.Value.Contains(service) ? "Method is unimplemented." : "Service is unimplemented.");
+                return Refuse(http, StatusCode.Unimplemented, services.Value.Contains(service) ? "Method is unimplemented." : "Service is unimplemented.");
             }
             var size = MetadataSize(request.Headers);
             if (size > limits.SoftLimitBytes)
@@ -108,7 +116,7 @@ public static partial class GrpcRequestChecks
                 if (size > limits.HardLimitBytes)
                 {
                     LogMetadataTooLarge(logger, method, PeerOf(http), size, request.Headers.Count, limits.HardLimitBytes);
-                    return TrailersOnly(http, StatusCode.ResourceExhausted,
+                    return Refuse(http, StatusCode.ResourceExhausted,
                         $"Request metadata of {size} bytes ({request.Headers.Count} entries) is over the server's limit of {limits.HardLimitBytes} bytes.");
                 }
                 LogMetadataLarge(logger, method, PeerOf(http), size, limits.SoftLimitBytes);
@@ -116,17 +124,17 @@ public static partial class GrpcRequestChecks
             if (request.Headers.Authorization.Count > 1)
             {
                 LogRefused(logger, method, PeerOf(http), "two authorization headers");
-                return TrailersOnly(http, StatusCode.Unauthenticated, "The call has more than one authorization header: send one.");
+                return Refuse(http, StatusCode.Unauthenticated, "The call has more than one authorization header: send one.");
             }
             if (request.Headers.TryGetValue("grpc-timeout", out var timeout) && timeout.Count == 1 && TryParseTimeout(timeout[0], out var ticks) && ticks == 0)
             {
-                return TrailersOnly(http, StatusCode.DeadlineExceeded, "Deadline Exceeded");
+                return Refuse(http, StatusCode.DeadlineExceeded, "Deadline Exceeded");
             }
-            return rejectors.Length == 0 ? next(http) : RunRejectorsAsync(http, next, rejectors, method, logger);
+            return rejectors.Length == 0 ? next(http) : RunRejectorsAsync(http, next, rejectors, method, logger, counters);
         });
     }
 
-    private static async Task RunRejectorsAsync(HttpContext http, RequestDelegate next, IEarlyRejector[] rejectors, string method, ILogger logger)
+    private static async Task RunRejectorsAsync(HttpContext http, RequestDelegate next, IEarlyRejector[] rejectors, string method, ILogger logger, CallCounters? counters)
     {
         var call = new EarlyCall(http, method);
         foreach (var rejector in rejectors)
@@ -134,6 +142,7 @@ public static partial class GrpcRequestChecks
             if (await rejector.CheckAsync(call, http.RequestAborted).ConfigureAwait(false) is { } status)
             {
                 LogEarlyRejected(logger, method, call.Peer, status.StatusCode, rejector.GetType().Name);
+                counters?.Record(status.StatusCode);
                 await TrailersOnly(http, status.StatusCode, status.Detail).ConfigureAwait(false);
                 return;
             }

@@ -193,6 +193,21 @@ public class ConnectionTests
     }
 
     [Fact]
+    public async Task Keepalive_idle_and_header_settings_reach_kestrel()
+    {
+        var (host, _) = await StartAsync(("KeepAliveTime", "00:00:07"), ("KeepAliveTimeout", "00:00:03"), ("IdleTimeout", "00:00:42"), ("MaxMetadataBytes", "32768"));
+        await using var _host = host;
+        var limits = host.Services.GetRequiredService<IOptions<KestrelServerOptions>>().Value.Limits;
+        Assert.Equal(TimeSpan.FromSeconds(7), limits.Http2.KeepAlivePingDelay);
+        Assert.Equal(TimeSpan.FromSeconds(3), limits.Http2.KeepAlivePingTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(42), limits.KeepAliveTimeout);
+        // Kestrel's own header limits stay above the gRPC one, so the gRPC status comes first.
+        Assert.True(limits.MaxRequestHeadersTotalSize > 32768);
+        Assert.True(limits.Http2.MaxRequestHeaderFieldSize > 32768);
+        Assert.True(limits.MaxRequestHeaderCount > 32768 / 32);
+    }
+
+    [Fact]
     public async Task Message_size_limits_come_from_the_connections_section()
     {
         var (host, _) = await StartAsync(("MaxReceiveMessageBytes", "1000"), ("MaxSendMessageBytes", "2000"));

@@ -92,7 +92,9 @@ public class RequestChecksTests : IAsyncLifetime
     [Fact]
     public async Task An_early_rejector_answers_before_the_handler_runs()
     {
+        var counters = _host.Services.GetRequiredService<CallCounters>();
         var response = await CallAsync(headers: ("x-reject", "busy"));
+        Assert.Equal(1, counters.Failed);
         Assert.True(response.TrailersOnly);
         Assert.Equal("14", response.GrpcStatus);
         Assert.Equal("rejected early: busy %E2%98%BA", response.GrpcMessage);
