@@ -5,6 +5,7 @@ using Conduit.Hosting;
 using Google.Protobuf;
 using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -13,8 +14,8 @@ namespace Conduit.Grpc.Tests;
 /// <summary>An in-process Conduit server (see <see cref="InProcessServer"/>) with raw HTTP/2 helpers.</summary>
 public sealed class TestHost(InProcessServer server) : InProcessServer(server)
 {
-    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null, Action<GrpcChannelOptions>? channelOptions = null, LogLevel logLevel = LogLevel.Warning) =>
-        new(await InProcessServer.StartAsync(services, map, options, channelOptions: channelOptions, logLevel: logLevel));
+    public static async Task<TestHost> StartAsync(Action<IServiceCollection>? services = null, Action<WebApplication>? map = null, ServeOptions? options = null, Action<GrpcChannelOptions>? channelOptions = null, LogLevel logLevel = LogLevel.Warning, IConfiguration? configuration = null) =>
+        new(await InProcessServer.StartAsync(services, map, options, configuration, channelOptions, logLevel));
 
     /// <summary>A raw HTTP/2 exchange, to see exactly what the server puts on the wire.</summary>
     public async Task<RawResponse> PostAsync(string path, HttpContent? content, string? contentType = "application/grpc", params (string Name, string Value)[] headers)

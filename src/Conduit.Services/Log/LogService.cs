@@ -12,11 +12,14 @@ namespace Conduit.Services.Log;
 /// <summary>
 /// log.v1.Log: produce to and consume from the commit log, wire-compatible with proglog. Every
 /// answer waits for the topic's durability policy; ConsumeStream follows the tail, woken by appends,
-/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from).
+/// until the server begins to stop (then UNAVAILABLE, saying the offset to resume from). How many
+/// followers a principal may open, and how many bytes of large records all followers may have on
+/// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null) : Protos.Log.V1.Log.LogBase
 {
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+    private readonly ConsumeStreamGate _gate = gate ?? new ConsumeStreamGate(new ConsumeStreamLimits());
 
     /// <summary>ConsumeStream writes records that are already in the log without flushing each, up to this many bytes.</summary>
     public const int ConsumeFlushBytes = 64 * 1024;
@@ -68,21 +71,47 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         if (request.Offset > long.MaxValue) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, long.MaxValue, log.FirstOffset, log.NextOffset), request.Offset);
         var offset = (long)request.Offset;
         if (offset < log.FirstOffset) throw LogMapping.OutOfRange(new OffsetOutOfRangeException(log.Name, offset, log.FirstOffset, log.NextOffset), request.Offset);
+        using var admission = _gate.Enter(CallPrincipal.Of(context));
         try
         {
             long unflushed = 0;
             while (true)
             {
                 if (offset >= log.NextOffset) await log.WaitForAsync(offset, token).ConfigureAwait(false);
-                var record = log.Read(offset);
-                // Records already in the log go out together, one flush per ConsumeFlushBytes: a
-                // flushing write completes when HTTP/2 flow control lets it, so a slow consumer
-                // holds at most that much here. The last record available is always flushed.
-                unflushed += record.Value.Length + record.Key.Length + 32;
-                var more = offset + 1 < log.NextOffset && unflushed < ConsumeFlushBytes;
-                responseStream.WriteOptions = more ? s_bufferHint : null;
-                await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
-                if (!more) unflushed = 0;
+                LogRecord? record = log.Read(offset);
+                // A large record takes its size from the budget all followers share; one that must
+                // wait for it lets go of the record meanwhile and reads it again when its turn comes.
+                // (Small records written before it with the buffer hint go out with it.)
+                var cost = _gate.Cost(RecordSize(record));
+                if (!_gate.TryAcquire(cost))
+                {
+                    record = null;
+                    await _gate.AcquireAsync(cost, token).ConfigureAwait(false);
+                    try
+                    {
+                        record = log.Read(offset);
+                    }
+                    catch
+                    {
+                        _gate.Release(cost);
+                        throw;
+                    }
+                }
+                try
+                {
+                    // Records already in the log go out together, one flush per ConsumeFlushBytes: a
+                    // flushing write completes when HTTP/2 flow control lets it, so a slow consumer
+                    // holds at most that much here. The last record available is always flushed.
+                    unflushed += record.Value.Length + record.Key.Length + 32;
+                    var more = offset + 1 < log.NextOffset && unflushed < ConsumeFlushBytes;
+                    responseStream.WriteOptions = more ? s_bufferHint : null;
+                    await responseStream.WriteAsync(new ConsumeResponse { Record = LogMapping.ToProto(record) }, token).ConfigureAwait(false);
+                    if (!more) unflushed = 0;
+                }
+                finally
+                {
+                    _gate.Release(cost);
+                }
                 offset++;
             }
         }
@@ -162,6 +191,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             // Records already appended are still acknowledged; then the call ends with this error.
             acknowledgements.TryComplete(ex);
         }
+    }
+
+    private static long RecordSize(LogRecord record)
+    {
+        long size = record.Value.Length + record.Key.Length;
+        foreach (var (name, value) in record.Headers) size += name.Length + value.Length;
+        return size;
     }
 
     private ITopicLog FindForReading(string topic)

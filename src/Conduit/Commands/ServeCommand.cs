@@ -28,9 +28,14 @@ internal static class ServeCommand
         var accountsUrl = new Option<string?>("--accounts-url") { Description = "Cache: call the Accounts service of another server (default: this server's own, over loopback)" };
         var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default), redis://[user:password@]host:port[/db] or rediss:// (TLS)" };
         var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: <data>/accounts/accounts.json)" };
+        var maxConnectionAge = new Option<string?>("--max-connection-age") { Description = "Send each connection a GOAWAY at this age (±10%), e.g. 30m, so clients reconnect and load spreads (default: never)" };
+        var maxConnectionAgeGrace = new Option<string?>("--max-connection-age-grace") { Description = "Then end calls still running on it UNAVAILABLE after this, e.g. 1m (default: let them finish)" };
+        var maxConcurrentStreams = new Option<int?>("--max-concurrent-streams") { Description = "Concurrent calls per connection; more wait (default 100)" };
+        var keepAliveTime = new Option<string?>("--keepalive-time") { Description = "Ping a client after this long without a frame from it, e.g. 1m (default 1m)" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
             urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
+            maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -49,6 +54,18 @@ internal static class ServeCommand
             if (parse.GetValue(accountsUrl) is { } accounts) overrides[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] = accounts;
             if (parse.GetValue(cacheBackend) is { } backend) overrides[$"{Services.Cache.CacheOptions.Section}:Backend"] = backend;
             if (parse.GetValue(accountsDb) is { } db) overrides[$"{Services.Accounts.AccountsOptions.Section}:ConnectionString"] = db;
+            try
+            {
+                if (parse.GetValue(maxConnectionAge) is { } age) overrides[$"{ConnectionOptions.Section}:MaxConnectionAge"] = Duration("--max-connection-age", age);
+                if (parse.GetValue(maxConnectionAgeGrace) is { } grace) overrides[$"{ConnectionOptions.Section}:MaxConnectionAgeGrace"] = Duration("--max-connection-age-grace", grace);
+                if (parse.GetValue(keepAliveTime) is { } keepAlive) overrides[$"{ConnectionOptions.Section}:KeepAliveTime"] = Duration("--keepalive-time", keepAlive);
+            }
+            catch (FormatException ex)
+            {
+                Console.Error.WriteLine($"error: {ex.Message}");
+                return 2;
+            }
+            if (parse.GetValue(maxConcurrentStreams) is { } streams) overrides[$"{ConnectionOptions.Section}:MaxConcurrentStreams"] = streams.ToString(System.Globalization.CultureInfo.InvariantCulture);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)
@@ -87,6 +104,23 @@ internal static class ServeCommand
             }
         });
         return command;
+    }
+
+    /// <summary>"500ms", "30s", "30m", "2h" (or a TimeSpan such as 00:30:00) as the TimeSpan text configuration binds.</summary>
+    internal static string Duration(string flag, string text)
+    {
+        var units = new (string Suffix, long Ticks)[] { ("ms", TimeSpan.TicksPerMillisecond), ("s", TimeSpan.TicksPerSecond), ("m", TimeSpan.TicksPerMinute), ("h", TimeSpan.TicksPerHour) };
+        foreach (var (suffix, ticks) in units)
+        {
+            if (text.EndsWith(suffix, StringComparison.Ordinal)
+                && double.TryParse(text.AsSpan(0, text.Length - suffix.Length), System.Globalization.NumberStyles.AllowDecimalPoint, System.Globalization.CultureInfo.InvariantCulture, out var amount)
+                && amount > 0)
+            {
+                return TimeSpan.FromTicks((long)(amount * ticks)).ToString("c", System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+        if (TimeSpan.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero) return span.ToString("c", System.Globalization.CultureInfo.InvariantCulture);
+        throw new FormatException($"{flag} '{(text.Length > 40 ? text[..40] + "…" : text)}' is not a duration: give a positive number with ms, s, m or h (30s, 30m, 2h).");
     }
 
     private const int Sigusr1 = 10; // Linux; PosixSignalRegistration takes raw signal numbers on Unix.

@@ -53,6 +53,7 @@ public static class ConduitHost
             }
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        ConnectionsHosting.Configure(builder); // first: the listeners' defaults carry its connection middleware
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -65,6 +66,7 @@ public static class ConduitHost
             .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
         var app = builder.Build();
         app.UseGrpcCalls(singletons.Contains);
+        ConnectionsHosting.Use(app);
         mapServices?.Invoke(app);
         return app;
     }

@@ -36,6 +36,12 @@ public sealed class LogOptions
     /// <summary>How often retention runs besides at every segment roll.</summary>
     public int RetentionCheckSeconds { get; set; } = 60;
 
+    /// <summary>ConsumeStream followers one principal (user name, or else client IP) may have open; more are RESOURCE_EXHAUSTED.</summary>
+    public int MaxConsumeStreamsPerPrincipal { get; set; } = 100;
+
+    /// <summary>Bytes of large records (64 KiB and up) all ConsumeStream followers may have on their way to clients at once.</summary>
+    public long ConsumeStreamBufferBytes { get; set; } = 32L * 1024 * 1024;
+
     public TopicSettings TopicDefaults() => new()
     {
         Durability = Durability,
@@ -58,6 +64,11 @@ public static class LogHosting
             provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log"),
             maxTopics: options.MaxTopics));
         services.AddSingleton<IExceptionMapper, LogExceptionMapper>(); // storage failures to statuses, for the log's calls
+        services.AddSingleton(new ConsumeStreamGate(new ConsumeStreamLimits
+        {
+            MaxStreamsPerPrincipal = options.MaxConsumeStreamsPerPrincipal,
+            BufferBytes = options.ConsumeStreamBufferBytes,
+        }));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
     }
