@@ -5,6 +5,7 @@ using Grpc.Core;
 
 // A call that fails ends any command the same way: one "error: Code: message" line on stderr
 // and exit code 1 (commands only catch the statuses they handle differently).
+using var clientLog = ClientDiagnostics.Enable(); // CONDUIT_CLIENT_LOG=trace: the client's wire log on stderr
 try
 {
     return await Cli.Build().Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -39,6 +39,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ThrowIfInvalid(violations);
         if (request.Val.Length > account.MaxValueBytes)
         {
+            CacheMetrics.Rejected("max_value_bytes");
             throw RpcException.WithDetails(StatusCode.FailedPrecondition,
                 $"The value is {request.Val.Length} bytes; account {account.Id} may store values of at most {account.MaxValueBytes} bytes.",
                 Details.QuotaFailure(($"account:{account.Id}", $"max_value_bytes {account.MaxValueBytes}")),
@@ -47,6 +48,8 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
 
         var outcome = await backend.StoreAsync(account.Id, request.Key, request.Val.ToByteArray(), ttl, account.MaxCacheKeys,
             DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
+        if (outcome == StoreOutcome.KeyQuotaExceeded) CacheMetrics.Rejected("max_cache_keys");
+        else if (outcome == StoreOutcome.LargerThanCache) CacheMetrics.Rejected("max_memory_bytes");
         return outcome switch
         {
             StoreOutcome.Stored => new StoreResp(),
@@ -66,8 +69,13 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         var violations = new List<(string, string)>();
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
-        var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
+        var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false);
+        if (value is null)
+        {
+            CacheMetrics.Misses.Add(1);
+            throw new RpcException(new Status(StatusCode.NotFound, $"No key '{request.Key}' (or it expired)."));
+        }
+        CacheMetrics.Hits.Add(1);
         // Stored arrays are never modified, so the response can wrap them without a copy.
         return new GetResp { Val = UnsafeByteOperations.UnsafeWrap(value) };
     }
@@ -86,9 +94,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
     public override async Task Dump(DumpReq request, IServerStreamWriter<DumpItem> responseStream, ServerCallContext context)
     {
         // Rejected before anything else (the talk's "InTap"): no token lookup, no backend work.
-        using var slot = dumps.TryEnter() ?? throw RpcException.WithDetails(StatusCode.ResourceExhausted,
-            $"{dumps.Limit} dumps are already running; try again later.",
-            Details.RetryInfo(RetryDelay), Details.QuotaFailure(("cache", $"max_concurrent_dumps {dumps.Limit}")));
+        using var slot = dumps.TryEnter() ?? throw DumpsExhausted();
         var account = await AuthenticateAsync(context, null).ConfigureAwait(false);
         var token = context.CancellationToken;
         // One entry at a time: each write waits for HTTP/2 flow control before the next entry
@@ -97,6 +103,13 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         {
             await responseStream.WriteAsync(new DumpItem { Key = key, Val = UnsafeByteOperations.UnsafeWrap(value) }, token).ConfigureAwait(false);
         }
+    }
+
+    private RpcException DumpsExhausted()
+    {
+        CacheMetrics.Rejected("max_concurrent_dumps");
+        return RpcException.WithDetails(StatusCode.ResourceExhausted, $"{dumps.Limit} dumps are already running; try again later.",
+            Details.RetryInfo(RetryDelay), Details.QuotaFailure(("cache", $"max_concurrent_dumps {dumps.Limit}")));
     }
 
     private async Task<CacheAccount> AuthenticateAsync(ServerCallContext context, string? fieldToken)

@@ -60,6 +60,7 @@ public sealed class MemoryCacheBackend(long maxBytes, TimeProvider? time = null)
             {
                 Remove(_tenants[oldest.Value.Account], oldest.Value);
                 _evictions++;
+                CacheMetrics.Evictions.Add(1);
             }
             var entry = new Entry(account, key, value, expires, size);
             entry.Node = _lru.AddFirst(entry);

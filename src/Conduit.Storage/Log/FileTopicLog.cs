@@ -138,6 +138,8 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 }
                 _written = offset + 1;
             }
+            LogMetrics.Appends.Add(1, LogMetrics.Topic(Name));
+            LogMetrics.AppendedBytes.Add(size, LogMetrics.Topic(Name));
         }
         finally
         {
@@ -233,6 +235,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             {
                 active.FlushStore();
                 Interlocked.Increment(ref _fsyncs);
+                LogMetrics.Fsyncs.Add(1, LogMetrics.Topic(Name));
             }
             catch (ObjectDisposedException) when (active.IsDisposed)
             {

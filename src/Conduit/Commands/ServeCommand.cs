@@ -24,7 +24,10 @@ internal static class ServeCommand
         var accountsUrl = new Option<string?>("--accounts-url") { Description = "Call the Accounts service of another server (default: this server's own, over loopback)" };
         var cacheBackend = new Option<string?>("--cache-backend") { Description = "Where cache entries live: memory (default), redis://[user:password@]host:port[/db] or rediss:// (TLS)" };
         var accountsDb = new Option<string?>("--accounts-db") { Description = "PostgreSQL connection string for accounts (default: a file in the data folder)" };
-        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb };
+        var logFormat = new Option<string?>("--log-format") { Description = "Console log: simple (default, one line of text per entry) or json (one JSON object per line)" };
+        var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Push traces and metrics to this OpenTelemetry collector, e.g. http://127.0.0.1:4317 (turns tracing on)" };
+        var tracing = new Option<bool>("--tracing") { Description = "Record spans (W3C traceparent on the calls this server makes), even without --otlp-endpoint" };
+        var command = new Command("serve", "Run every Conduit service in this process") { urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, accountsUrl, cacheBackend, accountsDb, logFormat, otlpEndpoint, tracing };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -41,6 +44,9 @@ internal static class ServeCommand
             if (parse.GetValue(accountsUrl) is { } accounts) overrides[$"{Services.Cache.CacheOptions.Section}:AccountsUrl"] = accounts;
             if (parse.GetValue(cacheBackend) is { } backend) overrides[$"{Services.Cache.CacheOptions.Section}:Backend"] = backend;
             if (parse.GetValue(accountsDb) is { } db) overrides[$"{Services.Accounts.AccountsOptions.Section}:ConnectionString"] = db;
+            if (parse.GetValue(logFormat) is { } format) overrides[$"{LoggingOptions.Section}:Format"] = format;
+            if (parse.GetValue(otlpEndpoint) is { } otlp) overrides[$"{TelemetryOptions.Section}:OtlpEndpoint"] = otlp;
+            if (parse.GetValue(tracing)) overrides[$"{TelemetryOptions.Section}:Tracing"] = "true";
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)
