@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Net;
 using Conduit.Hosting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -24,7 +26,7 @@ public sealed class ObservedServer : InProcessServer
         _http = new HttpClient { DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
     }
 
-    public static async Task<ObservedServer> StartAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    public static async Task<ObservedServer> StartAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null, Action<WebApplication>? map = null)
     {
         var data = new TempDir("conduit-obs-tests-");
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings ?? new Dictionary<string, string?>()).Build();
@@ -35,8 +37,21 @@ public sealed class ObservedServer : InProcessServer
                 ConduitHost.AddConduitServices(s, configuration, serve);
                 services?.Invoke(s);
             },
-            ConduitHost.MapConduitServices, serve, configuration, data: data);
+            a =>
+            {
+                ConduitHost.MapConduitServices(a);
+                map?.Invoke(a);
+            },
+            serve, configuration, data: data);
         return new ObservedServer(server);
+    }
+
+    /// <summary>GET of a plain HTTP endpoint over h2c.</summary>
+    public async Task<string> GetAsync(string path)
+    {
+        using var response = await _http.GetAsync(new Uri(new Uri(Address), path));
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadAsStringAsync();
     }
 
     public async Task<Metrics> ScrapeAsync(string path = "/metrics")

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using Conduit.Protos.Accounts.V1;
 using Conduit.Protos.Cache.V1;
 using Conduit.Services.Accounts;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using OpenTelemetry.Trace;
 
 namespace Conduit.Observability.Tests;
@@ -46,6 +48,17 @@ public class TracingTests
         Assert.Equal(ActivityKind.Client, ancestors[0].Kind); // the outgoing call, whose id went over the wire in traceparent
         Assert.Contains(lookup, ancestors);
         Assert.Contains(get, ancestors);
+    }
+
+    [Theory]
+    [InlineData(false, "none")]
+    [InlineData(true, "Microsoft.AspNetCore.Hosting.HttpRequestIn")]
+    public async Task ASP_NET_Core_makes_its_per_request_Activity_only_when_tracing_is_on(bool tracing, string expected)
+    {
+        await using var server = await ObservedServer.StartAsync(
+            new Dictionary<string, string?> { ["Conduit:Telemetry:Tracing"] = tracing ? "true" : "false" },
+            map: a => a.MapGet("/activity", () => Activity.Current?.OperationName ?? "none"));
+        Assert.Equal(expected, await server.GetAsync("/activity"));
     }
 
     [Fact]
