@@ -1,5 +1,11 @@
+using System.Security.Claims;
 using System.Text.Json;
+using Conduit.Grpc.Tests;
 using Conduit.Protos.HelloWorld;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Conduit.Observability.Tests;
 
@@ -26,6 +32,44 @@ public class LogTests
         Assert.True(state.GetProperty("ElapsedMs").GetDouble() > 0);
         Assert.Equal(new HelloRequest { Name = "json" }.CalculateSize(), state.GetProperty("RequestBytes").GetInt64());
         Assert.Equal(new HelloReply { Message = "Hello json" }.CalculateSize(), state.GetProperty("ResponseBytes").GetInt64());
+    }
+
+    [Fact]
+    public async Task The_per_call_line_names_the_authenticated_principal()
+    {
+        var log = new CapturingLogger();
+        await using var server = await ObservedServer.StartAsync(
+            services: s => s.AddLogging(l => l.AddProvider(log).SetMinimumLevel(LogLevel.Debug)),
+            // Stands for an authentication handler: whoever sets HttpContext.User.
+            map: a => a.Use((http, next) =>
+            {
+                http.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, "ann")], "test"));
+                return next(http);
+            }));
+        await new Greeter.GreeterClient(server.Channel).SayHelloAsync(new HelloRequest { Name = "who" }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(30)));
+        var line = await log.WaitFor(e => e.Category == "Conduit.Grpc.LoggingInterceptor" && e.Message.Contains("SayHello", StringComparison.Ordinal));
+        Assert.Equal("ann", line.Field("Principal"));
+        Assert.Contains(" principal=ann ", line.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Log_level_trace_shows_http2_frames_connections_and_request_headers()
+    {
+        using var data = new TempDir("conduit-obs-trace-");
+        await using var server = ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", data.Path, "--log-level", "trace");
+        var address = (await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)")).Groups[1].Value;
+        using (var channel = ConduitChannel.ForAddress(address))
+        {
+            var headers = new Metadata { { "x-request-id", "trace-me" }, { "authorization", "Bearer secret-token" } };
+            await new Greeter.GreeterClient(channel).SayHelloAsync(new HelloRequest { Name = "wire" }, new CallOptions(headers).WithTimeout(TimeSpan.FromSeconds(30)));
+        }
+        await server.WaitForLine(@"trce: Microsoft\.AspNetCore\.Server\.Kestrel\.Http2\[\d+\] Connection id "".+"" received HEADERS frame for stream ID 1");
+        await server.WaitForLine(@"sending DATA frame for stream ID 1");
+        await server.WaitForLine(@"dbug: Microsoft\.AspNetCore\.Server\.Kestrel\.Connections\[\d+\] Connection id "".+"" accepted");
+        var started = (await server.WaitForLine(@"trce: Conduit\.Grpc\.LoggingInterceptor\[3\] /helloworld\.Greeter/SayHello started .*$")).Value;
+        Assert.Contains("x-request-id=trace-me", started, StringComparison.Ordinal);
+        Assert.Contains("authorization=<hidden>", started, StringComparison.Ordinal);
+        Assert.DoesNotContain("secret-token", server.Output, StringComparison.Ordinal);
     }
 
     [Fact]
