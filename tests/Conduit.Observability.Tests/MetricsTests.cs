@@ -110,6 +110,17 @@ public class MetricsTests
         Assert.Equal(3, metrics.Value("http_server_request_duration_seconds_count", ("http_route", "/helloworld.Greeter/SayHello")));
         Assert.True(metrics.Value("kestrel_active_connections") >= 1, metrics.Text);
         Assert.True(metrics.Has("dotnet_gc_heap_total_allocated_bytes_total"));
+
+        // grpc-dotnet's own EventCounters, bridged: published once a second, so read until they show the calls.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (metrics.Value("grpc_aspnetcore_server_calls_total") < 4 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(100);
+            metrics = await server.ScrapeAsync();
+        }
+        Assert.True(metrics.Value("grpc_aspnetcore_server_calls_total") >= 4, metrics.Text);
+        Assert.True(metrics.Value("grpc_aspnetcore_server_calls_failed_total") >= 1, metrics.Text);
+        Assert.True(metrics.Value("grpc_aspnetcore_server_messages_received_total") >= 4, metrics.Text);
     }
 
     [Fact]

@@ -25,7 +25,8 @@ namespace Conduit.Hosting;
 public static class TelemetryHosting
 {
     /// <summary>Conduit's own meters.</summary>
-    public static readonly IReadOnlyList<string> ConduitMeters = [GrpcMetrics.MeterName, LogMetrics.MeterName, CacheMetrics.MeterName, ChatMetrics.MeterName];
+    public static readonly IReadOnlyList<string> ConduitMeters =
+        [GrpcMetrics.MeterName, LogMetrics.MeterName, CacheMetrics.MeterName, ChatMetrics.MeterName, GrpcEventCounters.MeterName];
 
     /// <summary>
     /// The stack's meters: ASP.NET Core hosting (http.server.request.duration per gRPC route),
@@ -95,7 +96,9 @@ public static class TelemetryHosting
     public static void Map(WebApplication app)
     {
         var options = app.Services.GetService<TelemetryOptions>();
-        if (options is { Metrics: true }) app.MapPrometheusScrapingEndpoint(options.MetricsPath);
+        if (options is not { Metrics: true }) return;
+        app.MapPrometheusScrapingEndpoint(options.MetricsPath);
+        GrpcEventCounters.Start();
     }
 
     private static void Otlp(OtlpExporterOptions otlp, TelemetryOptions options, string signal)
