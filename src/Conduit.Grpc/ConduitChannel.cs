@@ -2,6 +2,7 @@ using System.Net.Security;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Grpc.Net.Compression;
+using Microsoft.Extensions.Logging;
 
 namespace Conduit.Grpc;
 
@@ -14,6 +15,12 @@ namespace Conduit.Grpc;
 public static class ConduitChannel
 {
     /// <summary>The compression algorithms every Conduit server and channel understands.</summary>
+    /// <summary>
+    /// The logger factory every channel made here gets (unless configure sets its own): the
+    /// `conduit` command sets it from CONDUIT_CLIENT_LOG. Null (no client log) by default.
+    /// </summary>
+    public static ILoggerFactory? DefaultLoggerFactory { get; set; }
+
     public static IList<ICompressionProvider> CompressionProviders() => [new GzipCompressionProvider(System.IO.Compression.CompressionLevel.Fastest), new DeflateCompressionProvider()];
 
     /// <param name="address">"http://host:port", "https://host:port", or "host:port" (h2c, as grpc's own tools take it).</param>
@@ -47,6 +54,7 @@ public static class ConduitChannel
             HttpHandler = handler,
             DisposeHttpClient = true,
             CompressionProviders = CompressionProviders(),
+            LoggerFactory = DefaultLoggerFactory,
         };
         configure?.Invoke(options);
         // A configure that brought its own handler or client leaves ours unused.

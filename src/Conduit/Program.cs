@@ -14,6 +14,7 @@ if (parse.Errors.Count > 0) return Cli.ReportParseErrors(parse);
 
 // Anything that fails ends the command the same way: one "error: ..." line on stderr and a
 // nonzero exit code, never a stack trace (commands only catch what they handle differently).
+using var clientLog = ClientDiagnostics.Enable(); // CONDUIT_CLIENT_LOG=trace: the client's wire log on stderr
 try
 {
     return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -32,6 +32,9 @@ public class LoggingInterceptorTests
         Assert.Equal(LogLevel.Debug, entry.Level);
         Assert.Equal("/conduit.tests.Probe/" + method, entry.Field("Method"));
         Assert.StartsWith($"/conduit.tests.Probe/{method} OK ", entry.Message, StringComparison.Ordinal);
+        // At Debug every kind has its bytes counted, streams included (-1 would mean not counted).
+        Assert.True((long)entry.Field("RequestBytes")! >= 0 && (long)entry.Field("ResponseBytes")! >= 0, entry.Message);
+        Assert.Equal("-", entry.Field("Principal"));
         var counters = host.Services.GetRequiredService<CallCounters>();
         Assert.Equal((1, 0), (counters.Completed, counters.Failed));
     }

@@ -21,7 +21,10 @@ public sealed class ChildProcess : IAsyncDisposable
         process.BeginErrorReadLine();
     }
 
-    public static ChildProcess Start(string fileName, params string[] args)
+    public static ChildProcess Start(string fileName, params string[] args) => Start(new Dictionary<string, string>(), fileName, args);
+
+    /// <summary>Starts <paramref name="fileName"/> with these environment variables added to this process's.</summary>
+    public static ChildProcess Start(IReadOnlyDictionary<string, string> environment, string fileName, params string[] args)
     {
         var info = new ProcessStartInfo(fileName)
         {
@@ -32,11 +35,15 @@ public sealed class ChildProcess : IAsyncDisposable
         };
         foreach (var arg in args) info.ArgumentList.Add(arg);
         info.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (name, value) in environment) info.Environment[name] = value;
         return new ChildProcess(Process.Start(info) ?? throw new InvalidOperationException("could not start " + fileName));
     }
 
     /// <summary>Starts the conduit executable built next to these tests.</summary>
     public static ChildProcess Conduit(params string[] args) => Start("dotnet", [Paths.ConduitDll, .. args]);
+
+    /// <summary>Starts the conduit executable with these environment variables.</summary>
+    public static ChildProcess Conduit(IReadOnlyDictionary<string, string> environment, params string[] args) => Start(environment, "dotnet", [Paths.ConduitDll, .. args]);
 
     public StreamWriter StandardInput => _process.StandardInput;
 

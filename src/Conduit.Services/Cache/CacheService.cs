@@ -41,6 +41,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         ThrowIfInvalid(violations);
         if (request.Val.Length > account.MaxValueBytes)
         {
+            CacheMetrics.Rejected("max_value_bytes");
             throw RpcException.WithDetails(StatusCode.FailedPrecondition,
                 $"The value is {request.Val.Length} bytes; account {account.Id} may store values of at most {account.MaxValueBytes} bytes.",
                 Details.QuotaFailure(($"account:{account.Id}", $"max_value_bytes {account.MaxValueBytes}")),
@@ -49,6 +50,8 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
 
         var outcome = await backend.StoreAsync(account.Id, request.Key, request.Val.ToByteArray(), ttl, account.MaxCacheKeys,
             DryRun.IsRequested(context), context.CancellationToken).ConfigureAwait(false);
+        if (outcome == StoreOutcome.KeyQuotaExceeded) CacheMetrics.Rejected("max_cache_keys");
+        else if (outcome == StoreOutcome.LargerThanCache) CacheMetrics.Rejected("max_memory_bytes");
         return outcome switch
         {
             StoreOutcome.Stored => new StoreResp(),
@@ -72,8 +75,13 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         var violations = new List<(string, string)>();
         ValidateKey(request.Key, violations);
         ThrowIfInvalid(violations);
-        var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, $"No key '{ClientInput.Shorten(request.Key)}' (or it expired)."));
+        var value = await backend.GetAsync(account.Id, request.Key, context.CancellationToken).ConfigureAwait(false);
+        if (value is null)
+        {
+            CacheMetrics.Misses.Add(1);
+            throw new RpcException(new Status(StatusCode.NotFound, $"No key '{ClientInput.Shorten(request.Key)}' (or it expired)."));
+        }
+        CacheMetrics.Hits.Add(1);
         // Stored arrays are never modified, so the response can wrap them without a copy.
         return new GetResp { Val = UnsafeByteOperations.UnsafeWrap(value) };
     }
@@ -94,9 +102,7 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
         // The slots are the account's own (the token lookup is remembered, so this costs no RPC
         // on a hot path); one more is rejected before any backend work (the talk's "InTap").
         var account = await AuthenticateAsync(context, null).ConfigureAwait(false);
-        using var slot = dumps.TryEnter(account.Id) ?? throw RpcException.WithDetails(StatusCode.ResourceExhausted,
-            $"Account {account.Id} already runs {dumps.Limit} dumps; try again when one ends.",
-            Details.RetryInfo(RetryDelay), Details.QuotaFailure(($"account:{account.Id}", $"max_concurrent_dumps {dumps.Limit}")));
+        using var slot = dumps.TryEnter(account.Id) ?? throw DumpsExhausted(account.Id);
         var token = context.CancellationToken;
         // A client that stops reading holds its slot only until the idle timeout: each write
         // (held back by HTTP/2 flow control while the client does not read) must finish in time.
@@ -119,6 +125,13 @@ public sealed class CacheService(ICacheBackend backend, IAccountDirectory accoun
                 $"The dump was ended: the client read nothing for {dumps.IdleTimeout.TotalSeconds:0.###} s, and its slot went back to the account.",
                 Details.QuotaFailure(($"account:{account.Id}", $"dump_idle_timeout {dumps.IdleTimeout.TotalSeconds:0.###} s")));
         }
+    }
+
+    private RpcException DumpsExhausted(string accountId)
+    {
+        CacheMetrics.Rejected("max_concurrent_dumps");
+        return RpcException.WithDetails(StatusCode.ResourceExhausted, $"Account {accountId} already runs {dumps.Limit} dumps; try again when one ends.",
+            Details.RetryInfo(RetryDelay), Details.QuotaFailure(($"account:{accountId}", $"max_concurrent_dumps {dumps.Limit}")));
     }
 
     private async Task<CacheAccount> AuthenticateAsync(ServerCallContext context, string? fieldToken)

@@ -67,6 +67,7 @@ public sealed class MemoryCacheBackend(long maxBytes, TimeProvider? time = null)
             {
                 Remove(victim.Tenant, victim);
                 _evictions++;
+                CacheMetrics.Evictions.Add(1);
             }
             if (existing is not null) Remove(tenant, existing);
             var entry = new Entry(tenant, key, value, expires, size);

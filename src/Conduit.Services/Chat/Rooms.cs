@@ -9,7 +9,7 @@ namespace Conduit.Services.Chat;
 /// queue is full is evicted (its stream ends with <see cref="ParticipantEvictedException"/>) so it
 /// never stalls the room. Shared by every service that has chat rooms.
 /// </summary>
-public sealed class Rooms<T>
+public sealed class Rooms<T> : IRoomSizes
 {
     private readonly ConcurrentDictionary<string, Room> _rooms = new(StringComparer.Ordinal);
 
@@ -17,7 +17,13 @@ public sealed class Rooms<T>
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(participantQueueCapacity, 1);
         QueueCapacity = participantQueueCapacity;
+        ChatMetrics.Track(this);
     }
+
+    string IRoomSizes.Kind => typeof(T).FullName ?? typeof(T).Name;
+
+    IReadOnlyList<KeyValuePair<string, int>> IRoomSizes.Sizes() =>
+        [.. _rooms.Select(r => new KeyValuePair<string, int>(r.Key, r.Value.Count)).Where(r => r.Value > 0)];
 
     public int QueueCapacity { get; }
 

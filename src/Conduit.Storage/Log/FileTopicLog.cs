@@ -207,6 +207,8 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 }
                 _written = offset + records.Count;
             }
+            LogMetrics.Appends.Add(1, LogMetrics.Topic(Name));
+            LogMetrics.AppendedBytes.Add(size, LogMetrics.Topic(Name));
         }
         finally
         {
@@ -366,6 +368,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             {
                 active.FlushStore();
                 Interlocked.Increment(ref _fsyncs);
+                LogMetrics.Fsyncs.Add(1, LogMetrics.Topic(Name));
             }
             catch (ObjectDisposedException) when (active.IsDisposed)
             {

@@ -32,10 +32,14 @@ internal static class ServeCommand
         var maxConnectionAgeGrace = new Option<string?>("--max-connection-age-grace") { Description = "Then end calls still running on it UNAVAILABLE after this, e.g. 1m (default: let them finish)" };
         var maxConcurrentStreams = new Option<int?>("--max-concurrent-streams") { Description = "Concurrent calls per connection; more wait (default 100)" };
         var keepAliveTime = new Option<string?>("--keepalive-time") { Description = "Ping a client after this long without a frame from it, e.g. 1m (default 1m)" };
+        var logFormat = new Option<string?>("--log-format") { Description = "Console log: simple (default, one line of text per entry) or json (one JSON object per line)" };
+        var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Push traces and metrics to this OpenTelemetry collector, e.g. http://127.0.0.1:4317 (turns tracing on)" };
+        var tracing = new Option<bool>("--tracing") { Description = "Record spans (W3C traceparent on the calls this server makes), even without --otlp-endpoint" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
             urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
+            logFormat, otlpEndpoint, tracing,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -66,6 +70,9 @@ internal static class ServeCommand
                 return 2;
             }
             if (parse.GetValue(maxConcurrentStreams) is { } streams) overrides[$"{ConnectionOptions.Section}:MaxConcurrentStreams"] = streams.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            if (parse.GetValue(logFormat) is { } format) overrides[$"{LoggingOptions.Section}:Format"] = format;
+            if (parse.GetValue(otlpEndpoint) is { } otlp) overrides[$"{TelemetryOptions.Section}:OtlpEndpoint"] = otlp;
+            if (parse.GetValue(tracing)) overrides[$"{TelemetryOptions.Section}:Tracing"] = "true";
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)

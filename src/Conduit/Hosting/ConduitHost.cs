@@ -28,11 +28,7 @@ public static class ConduitHost
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         if (configuration is not null) builder.Configuration.AddConfiguration(configuration);
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
+        TelemetryHosting.AddConsole(builder.Logging, builder.Configuration);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         // The runtime logs one line per call itself. With ASP.NET Core's request logging off, the
         // hosting layer also skips its per-request Activity and log scope (most of the per-call
@@ -50,7 +46,11 @@ public static class ConduitHost
             {
                 builder.Logging.AddFilter("Microsoft.AspNetCore", level);
                 builder.Logging.AddFilter("Grpc", level);
+                builder.Logging.AddFilter("Grpc.AspNetCore.Server", level);
             }
+            // Wire detail (docs/operations.md): request start and end lines too, at the cost of
+            // the per-request Activity that filtering them out saves.
+            if (level == LogLevel.Trace) builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", level);
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
         ConnectionsHosting.Configure(builder); // first: the listeners' defaults carry its connection middleware
@@ -60,6 +60,7 @@ public static class ConduitHost
             foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options);
         });
         AddGrpc(builder.Services);
+        TelemetryHosting.AddTelemetry(builder.Services, builder.Configuration);
         configureServices?.Invoke(builder.Services);
         // The last registration of a type is the one DI resolves.
         var singletons = builder.Services.Where(d => !d.IsKeyedService).GroupBy(d => d.ServiceType)
@@ -67,6 +68,7 @@ public static class ConduitHost
         var app = builder.Build();
         app.UseGrpcCalls(singletons.Contains);
         ConnectionsHosting.Use(app);
+        TelemetryHosting.Map(app);
         mapServices?.Invoke(app);
         return app;
     }

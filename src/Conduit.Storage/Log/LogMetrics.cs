@@ -1,0 +1,26 @@
+using System.Diagnostics.Metrics;
+
+namespace Conduit.Storage.Log;
+
+/// <summary>
+/// The log engine's counters, on the process-wide meter "Conduit.Log" (System.Diagnostics.Metrics,
+/// part of the runtime: the host decides whether and where they are exported). Each counts with
+/// one Add and a topic tag; with no listener an Add returns at once.
+/// </summary>
+public static class LogMetrics
+{
+    public const string MeterName = "Conduit.Log";
+
+    private static readonly Meter Meter = new(MeterName);
+
+    /// <summary>Records appended, per topic.</summary>
+    internal static readonly Counter<long> Appends = Meter.CreateCounter<long>("conduit.log.appends", "{record}", "Records appended to the log");
+
+    /// <summary>Bytes appended (record frames as stored), per topic.</summary>
+    internal static readonly Counter<long> AppendedBytes = Meter.CreateCounter<long>("conduit.log.appended", "By", "Bytes appended to the log's store files");
+
+    /// <summary>fsyncs of a store file by group commit or the interval flush, per topic.</summary>
+    internal static readonly Counter<long> Fsyncs = Meter.CreateCounter<long>("conduit.log.fsyncs", "{fsync}", "fsyncs issued by group commit and interval flushes");
+
+    internal static KeyValuePair<string, object?> Topic(string name) => new("topic", name);
+}
