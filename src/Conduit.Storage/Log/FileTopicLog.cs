@@ -207,8 +207,8 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 }
                 _written = offset + records.Count;
             }
-            LogMetrics.Appends.Add(1, LogMetrics.Topic(Name));
-            LogMetrics.AppendedBytes.Add(size, LogMetrics.Topic(Name));
+            LogMetrics.Appends.Add(records.Count, LogMetrics.Topic(Name));
+            LogMetrics.AppendedBytes.Add(total, LogMetrics.Topic(Name));
         }
         finally
         {
