@@ -1,3 +1,4 @@
+using System.Reflection;
 using Conduit.Grpc;
 using Conduit.Services.Cache;
 using Conduit.Services.Log;
@@ -9,8 +10,11 @@ using Grpc.AspNetCore.HealthChecks;
 using Grpc.AspNetCore.Server;
 using Grpc.Core;
 using Grpc.Health.V1;
+using Grpc.Reflection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using FileDescriptor = Google.Protobuf.Reflection.FileDescriptor;
+using ServiceDescriptor = Google.Protobuf.Reflection.ServiceDescriptor;
 
 namespace Conduit.Hosting;
 
@@ -45,6 +49,13 @@ public static class HealthHosting
     public static void Add(IServiceCollection services, IConfiguration? configuration)
     {
         var options = configuration?.GetSection(HealthOptions.Section).Get<HealthOptions>() ?? new HealthOptions();
+        // Reflection answers for every mapped service and also for the rich error details
+        // (google.rpc.*): they travel packed in Any, so no service's file imports them, yet a tool
+        // needs their descriptors to show a status's details. Registered before AddGrpcReflection,
+        // which keeps these (TryAdd).
+        services.AddSingleton(sp => new ReflectedFiles(sp));
+        services.AddSingleton(sp => sp.GetRequiredService<ReflectedFiles>().V1Alpha());
+        services.AddSingleton(sp => sp.GetRequiredService<ReflectedFiles>().V1());
         services.AddGrpcReflection();
         var checks = services.AddGrpcHealthChecks();
         // Each mapped service's status comes from the checks tagged with its implementation type
@@ -150,9 +161,7 @@ public static class HealthHosting
 
     private static void MapServices(GrpcHealthChecksOptions options, IServiceProvider services)
     {
-        var sources = services.GetRequiredService<MappedEndpoints>().Sources ?? [services.GetRequiredService<EndpointDataSource>()];
-        var byName = sources.SelectMany(s => s.Endpoints)
-            .Select(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()).OfType<GrpcMethodMetadata>()
+        var byName = services.GetRequiredService<MappedEndpoints>().Methods(services)
             .GroupBy(m => m.Method.ServiceName, m => m.ServiceType.FullName!);
         foreach (var service in byName)
         {
@@ -164,6 +173,40 @@ public static class HealthHosting
     private sealed class MappedEndpoints
     {
         public ICollection<EndpointDataSource>? Sources { get; set; }
+
+        /// <summary>The gRPC methods mapped, once the application is (<see cref="Map"/>).</summary>
+        public IEnumerable<GrpcMethodMetadata> Methods(IServiceProvider services) =>
+            (Sources ?? [services.GetRequiredService<EndpointDataSource>()]).SelectMany(s => s.Endpoints)
+                .Select(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()).OfType<GrpcMethodMetadata>();
+    }
+
+    /// <summary>The services and files both reflection services answer from, worked out at the first reflection call.</summary>
+    private sealed class ReflectedFiles(IServiceProvider services)
+    {
+        private readonly Lazy<(string[] Services, SymbolRegistry Registry)> _reflected = new(() =>
+        {
+            var descriptors = services.GetRequiredService<MappedEndpoints>().Methods(services)
+                .Select(m => m.ServiceType).Distinct().Select(Descriptor).OfType<ServiceDescriptor>().ToList();
+            FileDescriptor[] details = [Google.Rpc.ErrorDetailsReflection.Descriptor, Google.Rpc.StatusReflection.Descriptor];
+            return (descriptors.Select(d => d.FullName).ToArray(), SymbolRegistry.FromFiles(descriptors.Select(d => d.File).Concat(details)));
+        });
+
+        public ReflectionServiceImpl V1Alpha() => new(_reflected.Value.Services, _reflected.Value.Registry);
+
+        public ReflectionV1ServiceImpl V1() => new(_reflected.Value.Services, _reflected.Value.Registry);
+
+        /// <summary>The generated Descriptor of the class a service derives from (its [BindServiceMethod] names it).</summary>
+        private static ServiceDescriptor? Descriptor(Type serviceType)
+        {
+            for (var type = serviceType; type is not null; type = type.BaseType)
+            {
+                if (type.GetCustomAttribute<BindServiceMethodAttribute>() is { } bind)
+                {
+                    return bind.BindType.GetProperty("Descriptor", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as ServiceDescriptor;
+                }
+            }
+            return null;
+        }
     }
 
     private sealed class Check(Func<HealthCheckContext, CancellationToken, Task<HealthCheckResult>> check) : IHealthCheck
