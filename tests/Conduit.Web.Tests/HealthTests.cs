@@ -102,6 +102,38 @@ public class HealthTests
     }
 
     [Fact]
+    public async Task A_redis_backend_that_cannot_be_reached_makes_the_cache_not_serving_within_the_check_timeout()
+    {
+        using var data = new TempDir();
+        var serve = new ServeOptions { DataDir = data.Path };
+        await using var server = await InProcessServer.StartAsync(
+            s =>
+            {
+                s.AddSingleton<GreeterService>();
+                CacheHosting.AddCache(s, new CacheOptions { Backend = $"redis://127.0.0.1:{Ports.Free()}" }, serve);
+            },
+            a =>
+            {
+                a.MapGrpcService<GreeterService>();
+                CacheHosting.Map(a);
+            });
+        var started = DateTime.UtcNow;
+        Assert.Equal(ServingStatus.NotServing, await Check(server, "cache.v1.Cache"));
+        Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(5), $"took {DateTime.UtcNow - started}");
+        Assert.Equal(ServingStatus.Serving, await Check(server, "helloworld.Greeter"));
+    }
+
+    [Theory]
+    [InlineData(new string[0], "http://127.0.0.1:50052")]
+    [InlineData(new[] { "http://127.0.0.1:0" }, "http://127.0.0.1:0")]
+    [InlineData(new[] { "https://0.0.0.0:443", "http://0.0.0.0:9000" }, "http://0.0.0.0:9001")]
+    [InlineData(new[] { "https://0.0.0.0:443" }, null)]
+    public void The_web_listener_defaults_to_the_next_port_of_the_first_h2c_listener(string[] urls, string? expected)
+    {
+        Assert.Equal(expected is null ? [] : [expected], new ServeOptions { Urls = urls }.DefaultWebUrls());
+    }
+
+    [Fact]
     public async Task When_the_server_begins_to_stop_watchers_see_not_serving_and_checks_answer_not_serving()
     {
         await using var server = await Servers.Full();
