@@ -20,6 +20,20 @@ public class HealthTests
     private static async Task<ServingStatus> Check(InProcessServer server, string service) =>
         (await new Health.HealthClient(server.Channel).CheckAsync(new HealthCheckRequest { Service = service }, Deadline.WithDeadline(DateTime.UtcNow.AddSeconds(10)))).Status;
 
+    /// <summary>A server with the Greeter (which needs nothing) next to what a test adds.</summary>
+    private static Task<InProcessServer> WithGreeter(Action<IServiceCollection> services, Action<WebApplication> map) =>
+        InProcessServer.StartAsync(
+            s =>
+            {
+                s.AddSingleton<GreeterService>();
+                services(s);
+            },
+            a =>
+            {
+                a.MapGrpcService<GreeterService>();
+                map(a);
+            });
+
     [Fact]
     public async Task Every_mapped_service_and_the_whole_server_are_serving_and_an_unknown_service_is_not_found()
     {
@@ -55,17 +69,7 @@ public class HealthTests
         using var data = new TempDir();
         // A PostgreSQL address nothing listens on; the server must start anyway (no migration at start).
         var database = $"Host=127.0.0.1;Port={Ports.Free()};Database=conduit;Username=conduit;Timeout=2";
-        await using var server = await InProcessServer.StartAsync(
-            s =>
-            {
-                s.AddSingleton<GreeterService>();
-                s.AddUsers(_ => UserStores.Open(database, data.Path), migrateAtStart: false);
-            },
-            a =>
-            {
-                a.MapGrpcService<GreeterService>();
-                a.MapUsers();
-            });
+        await using var server = await WithGreeter(s => s.AddUsers(_ => UserStores.Open(database, data.Path), migrateAtStart: false), a => a.MapUsers());
         Assert.Equal(ServingStatus.NotServing, await Check(server, "user.v1.UserService"));
         Assert.Equal(ServingStatus.Serving, await Check(server, "helloworld.Greeter"));
         Assert.Equal(ServingStatus.NotServing, await Check(server, ""));
@@ -81,16 +85,14 @@ public class HealthTests
     {
         using var data = new TempDir();
         var serve = new ServeOptions { DataDir = data.Path };
-        await using var server = await InProcessServer.StartAsync(
+        await using var server = await WithGreeter(
             s =>
             {
-                s.AddSingleton<GreeterService>();
                 CacheHosting.AddCache(s, new CacheOptions { AccountsUrl = $"http://127.0.0.1:{Ports.Free()}" }, serve);
                 SeedsHosting.AddSeeds(s);
             },
             a =>
             {
-                a.MapGrpcService<GreeterService>();
                 CacheHosting.Map(a);
                 SeedsHosting.MapSeeds(a);
             });
@@ -106,17 +108,7 @@ public class HealthTests
     {
         using var data = new TempDir();
         var serve = new ServeOptions { DataDir = data.Path };
-        await using var server = await InProcessServer.StartAsync(
-            s =>
-            {
-                s.AddSingleton<GreeterService>();
-                CacheHosting.AddCache(s, new CacheOptions { Backend = $"redis://127.0.0.1:{Ports.Free()}" }, serve);
-            },
-            a =>
-            {
-                a.MapGrpcService<GreeterService>();
-                CacheHosting.Map(a);
-            });
+        await using var server = await WithGreeter(s => CacheHosting.AddCache(s, new CacheOptions { Backend = $"redis://127.0.0.1:{Ports.Free()}" }, serve), CacheHosting.Map);
         var started = DateTime.UtcNow;
         Assert.Equal(ServingStatus.NotServing, await Check(server, "cache.v1.Cache"));
         Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(5), $"took {DateTime.UtcNow - started}");
