@@ -13,6 +13,19 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# ensure_npm_tool PACKAGE VERSION BIN: installs an npm package at exactly VERSION into
+# <repo>/.cache/tools (not global, not in git), unless .cache/tools/node_modules/.bin/BIN already
+# reports that version.
+ensure_npm_tool() {
+  local package="$1" version="$2" bin="$3"
+  local tools
+  tools="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache/tools"
+  [[ -x "$tools/node_modules/.bin/$bin" ]] && "$tools/node_modules/.bin/$bin" --version 2>/dev/null | grep -qx "$version" && return 0
+  echo "installing: $package@$version (npm, into .cache/tools)" >&2
+  mkdir -p "$tools"
+  npm install --prefix "$tools" --no-audit --no-fund --loglevel=error "$package@$version" >/dev/null
+}
+
 # wait_port PORT: until something accepts connections on 127.0.0.1:PORT (10 s at most). A
 # server announces readiness by listening; there is nothing else to wait on.
 wait_port() {

@@ -12,9 +12,12 @@ cd "$root"
 # python3-grpc-tools: grpc_tools.protoc generates the seed tests' grpcio clients (stubs too) from protos/seeds.
 # postgresql: the users and cache tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
 # redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
-packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql)
+# chromium: the browser test loads the demo page in it, headless (driven by Microsoft.Playwright).
+packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql chromium)
 source "$root/scripts/lib.sh"
 ensure_packages "${packages[@]}"
+# buf (npm @bufbuild/buf, pinned): the reflection tests call the server with `buf curl --reflect`.
+ensure_npm_tool @bufbuild/buf 1.75.0 buf
 
 dotnet build Conduit.slnx -c Release -nologo -v quiet
 

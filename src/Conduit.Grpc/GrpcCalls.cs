@@ -49,7 +49,8 @@ public static class GrpcCalls
             {
                 http.RequestServices = root;
             }
-            return grpc.Method.Type == MethodType.Unary ? next(http) : StreamingAsync(http, next, stopping);
+            return grpc.Method.Type == MethodType.Unary || endpoint!.Metadata.GetMetadata<EndsItselfAtShutdown>() is not null
+                ? next(http) : StreamingAsync(http, next, stopping);
         });
     }
 
@@ -87,6 +88,20 @@ public static class GrpcCalls
         services.GetRequiredService<Microsoft.AspNetCore.Routing.EndpointDataSource>().Endpoints
             .Select(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.ServiceName)
             .OfType<string>().Distinct().ToList();
+}
+
+/// <summary>
+/// Endpoint metadata for a streaming method that ends itself when the server begins to stop, so
+/// <see cref="GrpcCalls"/> leaves its cancellation alone: the health service's Watch answers
+/// NOT_SERVING first and then completes (cutting it at once would lose that last message).
+/// </summary>
+public sealed class EndsItselfAtShutdown
+{
+    public static EndsItselfAtShutdown Instance { get; } = new();
+
+    private EndsItselfAtShutdown()
+    {
+    }
 }
 
 /// <summary>A streaming call cut short by the server's shutdown (see <see cref="GrpcCalls"/>) ends UNAVAILABLE with RetryInfo.</summary>

@@ -98,6 +98,13 @@ public sealed class AccountsLookup : IAccountDirectory, IDisposable
         return account ?? throw Unknown();
     }
 
+    /// <summary>The channel the lookups use (made on first use), for a health probe of Accounts.</summary>
+    public ChannelBase Channel()
+    {
+        Client();
+        lock (_channelLock) return _channel!;
+    }
+
     /// <summary>Forgets every remembered token (tests; an operator after revoking a token).</summary>
     public void Forget() => _remembered.Clear();
 

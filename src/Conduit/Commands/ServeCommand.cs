@@ -15,6 +15,16 @@ internal static class ServeCommand
             Description = $"Where to listen (default {ServeOptions.DefaultUrl}); http:// is h2c, https:// is TLS",
             AllowMultipleArgumentsPerToken = true,
         };
+        var webUrls = new Option<string[]>("--web-urls")
+        {
+            Description = "Where browsers and gRPC-Web connect, HTTP/1.1 and HTTP/2 (default: the first http:// URL's port + 1, http://127.0.0.1:50052); none: no such listener",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var corsOrigins = new Option<string[]>("--cors-origins")
+        {
+            Description = "Origins whose pages may call with gRPC-Web (scheme://host:port, or *); default none: same origin only",
+            AllowMultipleArgumentsPerToken = true,
+        };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate for https:// URLs (default: none)" };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert (default: none)" };
         var dataDir = new Option<string?>("--data") { Description = "Data folder (default ./data)" };
@@ -37,7 +47,7 @@ internal static class ServeCommand
         var tracing = new Option<bool>("--tracing") { Description = "Record spans (W3C traceparent on the calls this server makes), even without --otlp-endpoint" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
-            urls, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
+            urls, webUrls, corsOrigins, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
             logFormat, otlpEndpoint, tracing,
         };
@@ -49,6 +59,8 @@ internal static class ServeCommand
             {
                 for (var i = 0; i < urlValues.Length; i++) overrides[$"{ServeOptions.Section}:Urls:{i}"] = urlValues[i];
             }
+            AddList(overrides, $"{ServeOptions.Section}:WebUrls", parse.GetValue(webUrls));
+            AddList(overrides, $"{WebOptions.Section}:CorsOrigins", parse.GetValue(corsOrigins));
             if (parse.GetValue(tlsCert) is { } cert) overrides[$"{ServeOptions.Section}:TlsCert"] = cert;
             if (parse.GetValue(tlsKey) is { } key) overrides[$"{ServeOptions.Section}:TlsKey"] = key;
             if (parse.GetValue(dataDir) is { } data) overrides[$"{ServeOptions.Section}:DataDir"] = data;
@@ -80,6 +92,7 @@ internal static class ServeCommand
                 .AddInMemoryCollection(overrides)
                 .Build();
             var options = configuration.GetSection(ServeOptions.Section).Get<ServeOptions>() ?? new ServeOptions();
+            if (options.WebUrls.Length == 0) options.WebUrls = options.DefaultWebUrls();
             Directory.CreateDirectory(options.DataDir);
 
             try
@@ -87,7 +100,13 @@ internal static class ServeCommand
                 await using var app = ConduitHost.Build(options, configuration,
                     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, parse.GetValue(logLevel));
                 await app.StartAsync(cancellationToken);
-                Console.WriteLine($"conduit serve: listening on {string.Join(", ", ConduitHost.Addresses(app))}; data folder {Path.GetFullPath(options.DataDir)}");
+                var addresses = ConduitHost.Addresses(app);
+                var grpcCount = addresses.Count - options.WebUrls.Count(u => u != "none"); // Kestrel lists them in the order they were bound
+                Console.WriteLine($"conduit serve: listening on {string.Join(", ", addresses.Take(grpcCount))}; data folder {Path.GetFullPath(options.DataDir)}");
+                if (addresses.Count > grpcCount)
+                {
+                    Console.WriteLine($"browsers and gRPC-Web: {string.Join(", ", addresses.Skip(grpcCount).Select(a => a + "/"))}");
+                }
                 Console.WriteLine($"services: {string.Join(", ", ConduitHost.ServiceNames(app))}. Ctrl-C stops.");
                 using var sampler = Environment.GetEnvironmentVariable("CONDUIT_ALLOC_TRACE") == "1" ? new AllocationSampler() : null;
                 var metrics = app.Services.GetRequiredService<CallCounters>();
@@ -128,6 +147,11 @@ internal static class ServeCommand
         }
         if (TimeSpan.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero) return span.ToString("c", System.Globalization.CultureInfo.InvariantCulture);
         throw new FormatException($"{flag} '{(text.Length > 40 ? text[..40] + "…" : text)}' is not a duration: give a positive number with ms, s, m or h (30s, 30m, 2h).");
+    }
+
+    private static void AddList(Dictionary<string, string?> overrides, string key, string[]? values)
+    {
+        for (var i = 0; values is not null && i < values.Length; i++) overrides[$"{key}:{i}"] = values[i];
     }
 
     private const int Sigusr1 = 10; // Linux; PosixSignalRegistration takes raw signal numbers on Unix.

@@ -39,6 +39,8 @@ public static class ConduitHost
         builder.Logging.AddFilter("Grpc.AspNetCore.Server", LogLevel.Warning);
         // A failure to start (say, the port is taken) is reported by the caller in one line.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
+        // A failing health check is logged once per change by HealthHosting, not at every run with its stack.
+        builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
         if (logLevel is { } level)
         {
             builder.Logging.SetMinimumLevel(level);
@@ -57,19 +59,24 @@ public static class ConduitHost
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options);
+            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, web: false);
+            foreach (var url in options.WebUrls.Where(u => u != "none")) Listen(kestrel, url, options, web: true);
         });
         AddGrpc(builder.Services);
         TelemetryHosting.AddTelemetry(builder.Services, builder.Configuration);
+        HealthHosting.Add(builder.Services, configuration);
+        WebHosting.Add(builder.Services, configuration);
         configureServices?.Invoke(builder.Services);
         // The last registration of a type is the one DI resolves.
         var singletons = builder.Services.Where(d => !d.IsKeyedService).GroupBy(d => d.ServiceType)
             .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
         var app = builder.Build();
+        WebHosting.Use(app);
         app.UseGrpcCalls(singletons.Contains);
         ConnectionsHosting.Use(app);
         TelemetryHosting.Map(app);
         mapServices?.Invoke(app);
+        HealthHosting.Map(app);
         return app;
     }
 
@@ -129,6 +136,7 @@ public static class ConduitHost
         app.MapUsers();
         CacheHosting.Map(app);
         SeedsHosting.MapSeeds(app);
+        WebHosting.MapPage(app);
     }
 
     /// <summary>The gRPC services the application maps, in the order they were mapped.</summary>
@@ -138,11 +146,12 @@ public static class ConduitHost
     public static IReadOnlyList<string> Addresses(WebApplication app) =>
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
 
-    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options)
+    /// <param name="web">A listener for browsers (<see cref="ServeOptions.WebUrls"/>): HTTP/1.1 and HTTP/2 even without TLS.</param>
+    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, bool web)
     {
         var uri = new Uri(url);
         var tls = uri.Scheme == Uri.UriSchemeHttps;
-        if (!tls && uri.Scheme != Uri.UriSchemeHttp) throw new ArgumentException($"URL '{url}' must be http:// (h2c) or https:// (TLS).");
+        if (!tls && uri.Scheme != Uri.UriSchemeHttp) throw new ArgumentException($"URL '{url}' must be http:// ({(web ? "HTTP/1.1 and HTTP/2" : "h2c")}) or https:// (TLS).");
         X509Certificate2? certificate = null;
         if (tls)
         {
@@ -154,7 +163,8 @@ public static class ConduitHost
         }
         void Configure(ListenOptions listen)
         {
-            listen.Protocols = tls ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http2;
+            // Without TLS, Kestrel cannot offer HTTP/1.1 and HTTP/2 on one port: h2c for gRPC, HTTP/1.1 for browsers.
+            listen.Protocols = tls ? HttpProtocols.Http1AndHttp2 : web ? HttpProtocols.Http1 : HttpProtocols.Http2;
             if (certificate is not null) listen.UseHttps(certificate);
         }
         if (uri.Host is "localhost") kestrel.ListenLocalhost(uri.Port, Configure);
