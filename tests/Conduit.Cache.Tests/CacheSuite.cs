@@ -338,11 +338,12 @@ public abstract class CacheSuite
         await using var host = await Start();
         var (_, token) = await host.CreateAccountAsync();
         // "k" then 0xFF, and "k" then 0xFE: both would read as "k\uFFFD" if invalid UTF-8 were
-        // replaced. Google.Protobuf refuses them before the handler runs (grpc-dotnet: UNKNOWN).
+        // replaced. Google.Protobuf refuses them before the handler runs: INVALID_ARGUMENT (StrictParsing).
         foreach (var key in new byte[][] { [(byte)'k', 0xFF], [(byte)'k', 0xFE], [0xC0, 0xAF] })
         {
             var request = RawCalls.Field(1, key).Concat(RawCalls.Field(2, "v"u8.ToArray())).ToArray();
-            await Assert.ThrowsAsync<RpcException>(() => RawCalls.UnaryAsync(host.Channel, "/cache.v1.Cache/Store", request, As(token)));
+            await Fails(StatusCode.InvalidArgument, () => RawCalls.UnaryAsync(host.Channel, "/cache.v1.Cache/Store", request, As(token)));
+            await Fails(StatusCode.InvalidArgument, () => RawCalls.UnaryAsync(host.Channel, "/cache.v1.Cache/Get", RawCalls.Field(1, key), As(token)));
         }
         Assert.Empty(await DumpAll(host, token));
     }

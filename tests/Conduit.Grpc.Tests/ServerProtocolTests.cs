@@ -112,12 +112,15 @@ public class ServerProtocolTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Malformed_message_is_unknown()
+    public async Task Malformed_message_is_invalid_argument()
     {
-        // grpc-dotnet treats a request it cannot parse like a handler exception: UNKNOWN (the old
-        // runtime and grpc C-core answer INTERNAL).
+        // grpc-dotnet alone treats a request it cannot parse like a handler exception (UNKNOWN;
+        // grpc C-core and grpc-go answer INTERNAL); the bytes are the client's error, so
+        // StrictParsing answers INVALID_ARGUMENT: a truncated field, and a string (EchoStatus.message) that is not UTF-8.
         var response = await _host.PostAsync(UnaryCall, new ByteArrayContent(TestHost.Frame([0x0a, 0x05, 0x01])));
-        Assert.Equal("2", response.GrpcStatus);
+        Assert.Equal("3", response.GrpcStatus);
+        response = await _host.PostAsync(UnaryCall, new ByteArrayContent(TestHost.Frame([0x3a, 0x04, 0x12, 0x02, (byte)'k', 0xff])));
+        Assert.Equal("3", response.GrpcStatus);
     }
 
     [Fact]

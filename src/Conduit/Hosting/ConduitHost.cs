@@ -67,6 +67,8 @@ public static class ConduitHost
         HealthHosting.Add(builder.Services, configuration);
         WebHosting.Add(builder.Services, configuration);
         configureServices?.Invoke(builder.Services);
+        // After every AddGrpc: a malformed request message is INVALID_ARGUMENT for every call kind.
+        StrictParsing.UseStrictParsing(builder.Services);
         // The last registration of a type is the one DI resolves.
         var singletons = builder.Services.Where(d => !d.IsKeyedService).GroupBy(d => d.ServiceType)
             .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
@@ -96,7 +98,6 @@ public static class ConduitHost
             sp.GetRequiredService<LoggingInterceptor>(), sp.GetRequiredService<ExceptionInterceptor>(), sp.GetRequiredService<DryRunInterceptor>()));
         // First, so a stream ended by shutdown is UNAVAILABLE whatever the service's own mappers say.
         services.AddSingleton<IExceptionMapper, ShutdownExceptionMapper>();
-        services.AddSingleton<IExceptionMapper, MalformedRequestMapper>();
         services.AddGrpc(o =>
         {
             o.Interceptors.Add<ConduitInterceptors>();
