@@ -4,7 +4,8 @@
 //
 // In one process: the disk's own sequential write bandwidth and fsync latency (in --dir), then an
 // in-process `conduit serve` (data in --dir) on 127.0.0.1:0 driven over h2c by our client:
-// ProduceStream throughput for 100 B and 4 KiB records under `always` and `never`, ConsumeStream
+// ProduceStream throughput for 100 B and 4 KiB records under `always` and `never`, the same with
+// ProduceBatch (many records per message, 4 calls in flight, with batch latency), ConsumeStream
 // throughput, and produce-to-consume latency through a tail-following ConsumeStream.
 using System.Buffers.Binary;
 using System.Diagnostics;
@@ -67,6 +68,21 @@ foreach (var size in new[] { 100, 4096 })
         var fsyncs = durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
         Line($"| {size} B values, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {fsyncs} |");
     }
+}
+Line("");
+
+Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 |");
+Line("|---|---|---|---|---|---|");
+foreach (var (size, perBatch, durability) in new[] { (100, 256, Durability.Always), (100, 256, Durability.Never), (4096, 32, Durability.Always), (4096, 32, Durability.Never) })
+{
+    var topic = $"b{size}-{durability.ToString().ToLowerInvariant()}";
+    await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
+    var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, 4, seconds);
+    var rate = count / elapsed;
+    var mbps = rate * size / 1e6;
+    var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+    var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
+    Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms |");
 }
 Line("");
 
@@ -159,6 +175,33 @@ static async Task<(long Count, double Seconds)> ProduceFor(Log.LogClient log, st
     await foreach (var _ in call.ResponseStream.ReadAllAsync()) count++;
     await sending;
     return (count, watch.Elapsed.TotalSeconds);
+}
+
+static async Task<(long Count, double Seconds, double P50, double P99)> ProduceBatchFor(Log.LogClient log, string topic, int size, int perBatch, int inFlight, double seconds)
+{
+    var request = new ProduceBatchRequest { Topic = topic };
+    var value = ByteString.CopyFrom(new byte[size]);
+    for (var i = 0; i < perBatch; i++) request.Records.Add(new Record { Value = value });
+    var latencies = new List<double>();
+    long count = 0;
+    var watch = Stopwatch.StartNew();
+    await Task.WhenAll(Enumerable.Range(0, inFlight).Select(_ => Task.Run(async () =>
+    {
+        while (watch.Elapsed.TotalSeconds < seconds)
+        {
+            var start = Stopwatch.GetTimestamp();
+            await log.ProduceBatchAsync(request);
+            var took = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            lock (latencies)
+            {
+                latencies.Add(took);
+                count += perBatch;
+            }
+        }
+    })));
+    var elapsed = watch.Elapsed.TotalSeconds;
+    latencies.Sort();
+    return (count, elapsed, Percentile(latencies, 0.50), Percentile(latencies, 0.99));
 }
 
 static async Task<(long Count, double Seconds)> ConsumeAll(Log.LogClient log, string topic, long count)

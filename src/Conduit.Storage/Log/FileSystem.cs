@@ -49,7 +49,14 @@ internal class LogFileSystem
         }
         catch (IOException)
         {
-            File.Delete(temporary); // a full disk: leave no half-written file behind
+            // A full disk: leave no half-written file behind (best effort; the first error is the one reported).
+            try
+            {
+                File.Delete(temporary);
+            }
+            catch (IOException)
+            {
+            }
             throw;
         }
         File.Move(temporary, path, overwrite: true);
