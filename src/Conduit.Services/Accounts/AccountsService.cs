@@ -143,9 +143,14 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         }
     }
 
-    /// <summary>The operator RPCs: the admin token when one is configured, otherwise loopback callers only.</summary>
+    /// <summary>
+    /// The operator RPCs: a caller with the operator role (the host's authentication gives it to
+    /// the operator token, the policy file to whom it names); otherwise the admin token when one
+    /// is configured, or loopback callers only.
+    /// </summary>
     private void RequireOperator(ServerCallContext context)
     {
+        if (CallIdentity.IsOperator(context)) return;
         if (options.AdminToken is { Length: > 0 } admin)
         {
             var given = BearerToken.From(context.RequestHeaders);
@@ -161,7 +166,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         }
         if (!IsLoopback(context.Peer))
         {
-            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only on loopback unless an admin token is configured (Conduit:Accounts:AdminToken).",
+            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only on loopback unless an admin token is configured (Conduit:Security:OperatorToken).",
                 Details.ErrorInfo("OPERATOR_LOOPBACK_ONLY", Domain));
         }
     }

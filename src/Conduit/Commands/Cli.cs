@@ -30,7 +30,9 @@ public static class Cli
         root.Subcommands.Add(LogCommand.Create());
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
+        root.Subcommands.Add(CertsCommand.Create());
         root.Options.Add(Verbose);
+        ClientIdentity.AddTo(root);
         return root;
     }
 
@@ -41,6 +43,10 @@ public static class Cli
         DefaultValueFactory = _ => DefaultServer,
     };
 
+    /// <summary>The channel to --server, with --ca-file, --cert and --key (ClientIdentity).</summary>
+    public static GrpcChannel Channel(ParseResult parse, Option<string> server) =>
+        ConduitChannel.ForAddress(parse.GetValue(server)!, tls: ClientIdentity.Tls(parse));
+
     /// <summary>
     /// What a command's clients call through: the channel, and with --verbose the client-side
     /// per-call log (ClientLoggingInterceptor) writing to stderr.
@@ -49,7 +55,8 @@ public static class Cli
     {
         ArgumentNullException.ThrowIfNull(channel);
         ArgumentNullException.ThrowIfNull(parse);
-        return parse.GetValue(Verbose) ? channel.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : channel.CreateCallInvoker();
+        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker(), parse);
+        return parse.GetValue(Verbose) ? invoker.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : invoker;
     }
 
     /// <summary>

@@ -15,7 +15,7 @@ internal static class HelloCommand
         var command = new Command("hello", "Call helloworld.Greeter/SayHello and print the reply") { name, server, timeout };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Greeter.GreeterClient(Cli.Invoker(channel, parse));
             var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) },
                 new CallOptions(cancellationToken: cancellationToken).WithTimeout(TimeSpan.FromSeconds(parse.GetValue(timeout))));

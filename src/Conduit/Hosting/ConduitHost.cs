@@ -53,17 +53,20 @@ public static class ConduitHost
             }
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        var security = SecurityHosting.Options(configuration);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options);
+            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, security);
         });
         AddGrpc(builder.Services);
+        SecurityHosting.Add(builder.Services, configuration, options, security);
         configureServices?.Invoke(builder.Services);
         // The last registration of a type is the one DI resolves.
         var singletons = builder.Services.Where(d => !d.IsKeyedService).GroupBy(d => d.ServiceType)
             .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
         var app = builder.Build();
+        SecurityHosting.Use(app);
         app.UseGrpcCalls(singletons.Contains);
         mapServices?.Invoke(app);
         return app;
@@ -133,7 +136,7 @@ public static class ConduitHost
     public static IReadOnlyList<string> Addresses(WebApplication app) =>
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
 
-    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options)
+    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, Security.SecurityOptions security)
     {
         var uri = new Uri(url);
         var tls = uri.Scheme == Uri.UriSchemeHttps;
@@ -150,7 +153,14 @@ public static class ConduitHost
         void Configure(ListenOptions listen)
         {
             listen.Protocols = tls ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http2;
-            if (certificate is not null) listen.UseHttps(certificate);
+            if (certificate is not null)
+            {
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    SecurityHosting.ConfigureHttps(https, security);
+                });
+            }
         }
         if (uri.Host is "localhost") kestrel.ListenLocalhost(uri.Port, Configure);
         else if (uri.Host is "*" or "+" or "0.0.0.0") kestrel.ListenAnyIP(uri.Port, Configure);
