@@ -52,7 +52,9 @@ internal static class InteropCommand
             }
             try
             {
-                await using var app = ConduitHost.Build(options, mapServices: InteropServer.Map, logLevel: LogLevel.Warning);
+                // Only the interop test service is served: open on any --host, as the official interop servers are.
+                var open = new ConfigurationBuilder().AddInMemoryCollection([new($"{Security.SecurityOptions.Section}:AllowOpen", "true")]).Build();
+                await using var app = ConduitHost.Build(options, open, mapServices: InteropServer.Map, logLevel: LogLevel.Warning);
                 await app.StartAsync(cancellationToken);
                 Console.WriteLine($"interop server listening on {string.Join(", ", ConduitHost.Addresses(app))}");
                 await app.WaitForShutdownAsync(cancellationToken);
