@@ -69,5 +69,8 @@ public class MtlsTests(DevCerts certs) : IClassFixture<DevCerts>
         var missing = await Python();
         Assert.Equal(1, missing.ExitCode);
         Assert.StartsWith("SayHello failed: UNAVAILABLE", missing.Errors, StringComparison.Ordinal);
+        var foreign = await Python("--cert", certs.Stranger.Cert, "--key", certs.Stranger.Key);
+        Assert.Equal(1, foreign.ExitCode);
+        Assert.StartsWith("SayHello failed: UNAVAILABLE", foreign.Errors, StringComparison.Ordinal);
     }
 }

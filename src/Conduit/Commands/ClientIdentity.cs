@@ -73,8 +73,10 @@ internal static class ClientIdentity
     }
 
     /// <summary>Adds `authorization: Bearer` with --token to every call that has none of its own.</summary>
-    public static CallInvoker Intercept(CallInvoker invoker, ParseResult parse) =>
-        parse.GetValue(Token) is { Length: > 0 } token ? invoker.Intercept(metadata =>
+    public static CallInvoker Intercept(CallInvoker invoker, ParseResult parse) => Intercept(invoker, parse.GetValue(Token));
+
+    public static CallInvoker Intercept(CallInvoker invoker, string? token) =>
+        token is { Length: > 0 } ? invoker.Intercept(metadata =>
         {
             if (metadata.Get(Services.Accounts.BearerToken.Header) is null) metadata.Add(Services.Accounts.BearerToken.Entry(token));
             return metadata;
