@@ -64,4 +64,27 @@ public class OpenAndLimitsTests
         // Per principal: someone else (here: no identity, limited per address) still has calls.
         Assert.Equal("Hello 4", (await greeter.SayHelloAsync(new HelloRequest { Name = "4" }, SecureHost.Call())).Message);
     }
+
+    [Fact]
+    public async Task The_caches_own_token_lookups_use_no_callers_calls()
+    {
+        await using var host = await SecureHost.StartAsync(new()
+        {
+            ["Conduit:Security:OperatorToken"] = "op",
+            ["Conduit:Security:RateLimit:Permits"] = "3",
+            ["Conduit:Security:RateLimit:Period"] = "01:00:00",
+        });
+        var accounts = new Protos.Accounts.V1.Accounts.AccountsClient(host.Channel);
+        var greeter = new Greeter.GreeterClient(host.Channel);
+        for (var i = 0; i < 3; i++)
+        {
+            // Each new account's first call makes the server look its token up over loopback, anonymously.
+            var token = (await accounts.CreateAccountAsync(new Protos.Accounts.V1.CreateAccountReq { Name = "a" + i }, SecureHost.Call("op"))).Token;
+            await greeter.SayHelloAsync(new HelloRequest { Name = "account" }, SecureHost.Call(token));
+        }
+        // The loopback address's anonymous bucket is still full.
+        for (var i = 0; i < 3; i++) await greeter.SayHelloAsync(new HelloRequest { Name = "anonymous" }, SecureHost.Call());
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await greeter.SayHelloAsync(new HelloRequest { Name = "x" }, SecureHost.Call()));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
 }

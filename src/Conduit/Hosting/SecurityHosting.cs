@@ -136,7 +136,7 @@ public static class SecurityHosting
         services.AddRateLimiter(o =>
         {
             o.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                http.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>() is null ? RateLimitPartition.GetNoLimiter("")
+                http.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>() is not { } grpc || IsOwnLookup(http, grpc) ? RateLimitPartition.GetNoLimiter("")
                 : RateLimitPartition.GetTokenBucketLimiter(PartitionKey(http), _ => bucket));
             o.OnRejected = (rejected, _) =>
             {
@@ -146,6 +146,13 @@ public static class SecurityHosting
             };
         });
     }
+
+    /// <summary>
+    /// The cache's token lookups over loopback (Accounts/GetByToken, remembered for a few seconds
+    /// each): limited only by the callers whose calls need them, never as one anonymous address.
+    /// </summary>
+    private static bool IsOwnLookup(HttpContext http, GrpcMethodMetadata grpc) =>
+        grpc.Method.FullName == "/accounts.v1.Accounts/GetByToken" && http.Connection.RemoteIpAddress is { } ip && IPAddress.IsLoopback(ip);
 
     /// <summary>The principal's name; a caller without identity is limited per IP address.</summary>
     private static string PartitionKey(HttpContext http) =>

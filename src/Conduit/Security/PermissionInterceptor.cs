@@ -80,7 +80,7 @@ public sealed class PermissionInterceptor(PermissionPolicy policy) : Interceptor
     }
 
     private CallShape Shape<TRequest>(ServerCallContext context) =>
-        _shapes.GetOrAdd(context.Method, static (full, _) => CallShape.For(full, typeof(TRequest)), (object?)null);
+        _shapes.GetOrAdd(context.Method, static full => CallShape.For(full, typeof(TRequest)));
 
     /// <summary>A method's name without the leading '/', and its request's topic field, if any.</summary>
     private sealed record CallShape(string Method, FieldDescriptor? Topic)
