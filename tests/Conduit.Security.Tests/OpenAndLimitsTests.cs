@@ -41,15 +41,18 @@ public class OpenAndLimitsTests
         await Task.CompletedTask;
     }
 
+    /// <summary>An operator token "op", and <paramref name="permits"/> calls an hour per principal.</summary>
+    private static Task<SecureHost> StartLimited(int permits) => SecureHost.StartAsync(new()
+    {
+        ["Conduit:Security:OperatorToken"] = "op",
+        ["Conduit:Security:RateLimit:Permits"] = permits.ToString(CultureInfo.InvariantCulture),
+        ["Conduit:Security:RateLimit:Period"] = "01:00:00",
+    });
+
     [Fact]
     public async Task A_rate_limited_principal_gets_resource_exhausted_with_retry_info_and_pushback()
     {
-        await using var host = await SecureHost.StartAsync(new()
-        {
-            ["Conduit:Security:OperatorToken"] = "op",
-            ["Conduit:Security:RateLimit:Permits"] = "2",
-            ["Conduit:Security:RateLimit:Period"] = "01:00:00",
-        });
+        await using var host = await StartLimited(2);
         var greeter = new Greeter.GreeterClient(host.Channel);
         await greeter.SayHelloAsync(new HelloRequest { Name = "1" }, SecureHost.Call("op"));
         await greeter.SayHelloAsync(new HelloRequest { Name = "2" }, SecureHost.Call("op"));
@@ -68,12 +71,7 @@ public class OpenAndLimitsTests
     [Fact]
     public async Task The_caches_own_token_lookups_use_no_callers_calls()
     {
-        await using var host = await SecureHost.StartAsync(new()
-        {
-            ["Conduit:Security:OperatorToken"] = "op",
-            ["Conduit:Security:RateLimit:Permits"] = "3",
-            ["Conduit:Security:RateLimit:Period"] = "01:00:00",
-        });
+        await using var host = await StartLimited(3);
         var accounts = new Protos.Accounts.V1.Accounts.AccountsClient(host.Channel);
         var greeter = new Greeter.GreeterClient(host.Channel);
         for (var i = 0; i < 3; i++)
