@@ -48,7 +48,7 @@ public static class Cli
         ConduitChannel.ForAddress(parse.GetValue(server)!, tls: ClientIdentity.Tls(parse));
 
     /// <summary>
-    /// What a command's clients call through: the channel, and with --verbose the client-side
+    /// What a command's clients call through: the channel, --token as a bearer header, and with --verbose the client-side
     /// per-call log (ClientLoggingInterceptor) writing to stderr.
     /// </summary>
     public static CallInvoker Invoker(GrpcChannel channel, ParseResult parse)

@@ -61,15 +61,28 @@ internal static class ClientIdentity
         {
             // A --key that belongs to a command (log produce --key) is the record's key, not a file.
             var keyFile = parse.CommandResult.Command.Options.Any(o => o.Name == "--key" && !ReferenceEquals(o, Key)) ? null : parse.GetValue(Key);
-            tls.ClientCertificates = [ConduitHost.LoadCertificate(certFile, keyFile ?? certFile)];
+            tls.ClientCertificates = [Load("--cert/--key", () => ConduitHost.LoadCertificate(certFile, keyFile ?? certFile))];
         }
         if (caFile is not null)
         {
-            var authorities = TrustedCa.Load(caFile);
+            var authorities = Load("--ca-file", () => TrustedCa.Load(caFile));
             tls.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
                 certificate is X509Certificate2 presented && TrustedCa.Validate(presented, authorities, errors, clientAuth: false);
         }
         return tls;
+    }
+
+    /// <summary>A file that cannot be read is one line ("error: --ca-file: ..."), not a stack trace.</summary>
+    private static T Load<T>(string option, Func<T> load)
+    {
+        try
+        {
+            return load();
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new ArgumentException($"{option}: {ex.Message}", ex);
+        }
     }
 
     /// <summary>Adds `authorization: Bearer` with --token to every call that has none of its own.</summary>
