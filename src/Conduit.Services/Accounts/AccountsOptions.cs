@@ -16,7 +16,8 @@ public sealed class AccountsOptions
 
     /// <summary>
     /// The bearer token the operator RPCs (create, list, update, rotate) need. Null (the default):
-    /// they are answered only to callers on a loopback address.
+    /// they are answered only to callers on a loopback address. `conduit serve` sets it from the
+    /// one operator token setting, Conduit:Security:OperatorToken (this key is its older name).
     /// </summary>
     public string? AdminToken { get; set; }
 

@@ -147,14 +147,16 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
     private static readonly string[] s_proxyHeaders = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
     /// <summary>
-    /// The operator RPCs: the admin token when one is configured, otherwise loopback callers only.
-    /// Loopback is a weak rule: a reverse proxy on the same host connects from loopback for
-    /// everyone behind it. A call carrying a proxy's forwarding header is therefore refused, but a
-    /// proxy that adds none cannot be told from a local operator: anything but a laptop sets
-    /// Conduit:Accounts:AdminToken (docs/cache.md).
+    /// The operator RPCs: a caller with the operator role (the host's authentication gives it to
+    /// the operator token, the policy file to whom it names); otherwise the admin token when one
+    /// is configured, or loopback callers only. Loopback is a weak rule: a reverse proxy on the
+    /// same host connects from loopback for everyone behind it. A call carrying a proxy's
+    /// forwarding header is therefore refused, but a proxy that adds none cannot be told from a
+    /// local operator: anything but a laptop sets Conduit:Security:OperatorToken (docs/cache.md).
     /// </summary>
     private void RequireOperator(ServerCallContext context)
     {
+        if (CallIdentity.IsOperator(context)) return;
         if (options.AdminToken is { Length: > 0 } admin)
         {
             var given = BearerToken.From(context.RequestHeaders);
@@ -170,7 +172,7 @@ public sealed class AccountsService(IAccountStore store, AccountsOptions options
         }
         if (!IsLoopback(context.Peer) || s_proxyHeaders.Any(h => context.RequestHeaders.Get(h) is not null))
         {
-            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only to loopback callers not relayed by a proxy, unless an admin token is configured (Conduit:Accounts:AdminToken).",
+            throw RpcException.WithDetails(StatusCode.PermissionDenied, "Operator RPCs are answered only to loopback callers not relayed by a proxy, unless an operator token is configured (Conduit:Security:OperatorToken).",
                 Details.ErrorInfo("OPERATOR_LOOPBACK_ONLY", Domain));
         }
     }

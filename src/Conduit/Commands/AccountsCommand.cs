@@ -128,7 +128,7 @@ internal static class AccountsCommand
             var headers = new Metadata();
             if (parse.GetValue(AdminToken) is { Length: > 0 } admin) headers.Add(BearerToken.Entry(admin));
             if (dryRun) headers.Add(DryRun.Header);
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
+            using var channel = Cli.Channel(parse, Server);
             await call(new Protos.Accounts.V1.Accounts.AccountsClient(Cli.Invoker(channel, parse)), Cli.CallOptions(parse, cancellationToken, headers));
             return 0;
         }
@@ -141,7 +141,7 @@ internal static class AccountsCommand
             Server = Cli.ServerOption(),
             AdminToken = new Option<string?>("--admin-token")
             {
-                Description = $"The server's admin token, when it has one (default: ${AdminTokenEnvironment}; without one the server answers loopback callers only)",
+                Description = $"The server's operator token, when it has one (default: ${AdminTokenEnvironment}; --token works too; without one the server answers loopback callers only)",
                 DefaultValueFactory = _ => Environment.GetEnvironmentVariable(AdminTokenEnvironment),
             },
         };

@@ -56,7 +56,8 @@ internal static class BenchCommand
             var measure = parse.GetValue(duration) is { } d ? ParseDuration(d) : parse.GetValue(total) is null ? TimeSpan.FromSeconds(10) : (TimeSpan?)null;
             var settings = new BenchSettings(parse.GetValue(server)!, descriptor, request,
                 Math.Max(1, parse.GetValue(connections)), Math.Max(1, parse.GetValue(concurrency)),
-                parse.GetValue(total), measure, parse.GetValue(rps), ParseDuration(parse.GetValue(warmup)!), parse.GetValue(streamMessages));
+                parse.GetValue(total), measure, parse.GetValue(rps), ParseDuration(parse.GetValue(warmup)!), parse.GetValue(streamMessages))
+            { Tls = ClientIdentity.Tls(parse), Token = parse.GetValue(ClientIdentity.Token) };
             // Progress on stderr when it is a terminal; nothing in a pipe (Progress).
             using var progress = new Progress("bench");
             // CONDUIT_ALLOC_TRACE=1: bytes per call and the sampled types; =bytes: bytes per call

@@ -11,7 +11,7 @@ namespace Conduit.Commands;
 /// <summary>`conduit cache set|get|del|dump`: the cache.v1.Cache client.</summary>
 internal static class CacheCommand
 {
-    public const string TokenEnvironment = "CONDUIT_TOKEN";
+    public const string TokenEnvironment = ClientIdentity.TokenEnvironment;
 
     public static Command Create()
     {
@@ -123,11 +123,10 @@ internal static class CacheCommand
     private sealed class Common
     {
         public required Option<string> Server { get; init; }
-        public required Option<string?> Token { get; init; }
 
         public async Task<int> Run(ParseResult parse, bool dryRun, CancellationToken cancellationToken, Func<Protos.Cache.V1.Cache.CacheClient, CallOptions, Task> call)
         {
-            var token = parse.GetValue(Token);
+            var token = parse.GetValue(ClientIdentity.Token);
             if (string.IsNullOrEmpty(token))
             {
                 Console.Error.WriteLine($"error: give --token or set {TokenEnvironment} (`conduit accounts create` prints one)");
@@ -135,7 +134,7 @@ internal static class CacheCommand
             }
             var headers = new Metadata { BearerToken.Entry(token) };
             if (dryRun) headers.Add(DryRun.Header);
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(Server)!);
+            using var channel = Cli.Channel(parse, Server);
             await call(new Protos.Cache.V1.Cache.CacheClient(Cli.Invoker(channel, parse)), Cli.CallOptions(parse, cancellationToken, headers));
             return 0;
         }
@@ -146,10 +145,8 @@ internal static class CacheCommand
         common = new Common
         {
             Server = Cli.ServerOption(),
-            Token = new Option<string?>("--token") { Description = $"Your account's token (default: ${TokenEnvironment})", DefaultValueFactory = _ => Environment.GetEnvironmentVariable(TokenEnvironment) },
         };
         command.Options.Add(common.Server);
-        command.Options.Add(common.Token);
         return command;
     }
 

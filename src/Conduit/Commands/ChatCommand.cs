@@ -15,7 +15,7 @@ internal static class ChatCommand
         var command = new Command("chat", "Join a chat room: each line of stdin is a message; the room is printed") { user, room, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Protos.Chat.V1.Chat.ChatClient(Cli.Invoker(channel, parse));
             var userName = parse.GetValue(user)!;
             using var call = client.ChatStream(Cli.CallOptions(parse, cancellationToken, new Metadata { { "room", parse.GetValue(room)! } }, waits: true));

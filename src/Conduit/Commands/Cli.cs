@@ -30,8 +30,10 @@ public static partial class Cli
         root.Subcommands.Add(LogCommand.Create());
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
+        root.Subcommands.Add(CertsCommand.Create());
         root.Options.Add(Verbose);
         AddClientOptions(root);
+        ClientIdentity.AddTo(root);
         return root;
     }
 
@@ -43,15 +45,20 @@ public static partial class Cli
         Validators = { ValidateServer },
     };
 
+    /// <summary>The channel to --server, with --ca-file, --cert and --key (ClientIdentity).</summary>
+    public static GrpcChannel Channel(ParseResult parse, Option<string> server) =>
+        ConduitChannel.ForAddress(parse.GetValue(server)!, tls: ClientIdentity.Tls(parse));
+
     /// <summary>
-    /// What a command's clients call through: the channel, and with --verbose the client-side
+    /// What a command's clients call through: the channel, --token as a bearer header, and with --verbose the client-side
     /// per-call log (ClientLoggingInterceptor) writing to stderr.
     /// </summary>
     public static CallInvoker Invoker(GrpcChannel channel, ParseResult parse)
     {
         ArgumentNullException.ThrowIfNull(channel);
         ArgumentNullException.ThrowIfNull(parse);
-        return parse.GetValue(Verbose) ? channel.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : channel.CreateCallInvoker();
+        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker(), parse);
+        return parse.GetValue(Verbose) ? invoker.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : invoker;
     }
 
     /// <summary>

@@ -14,7 +14,7 @@ internal static class HelloCommand
         var command = new Command("hello", "Call helloworld.Greeter/SayHello and print the reply") { name, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Greeter.GreeterClient(Cli.Invoker(channel, parse));
             var reply = await client.SayHelloAsync(new HelloRequest { Name = parse.GetValue(name) }, Cli.CallOptions(parse, cancellationToken));
             if (Cli.JsonOutput(parse)) Cli.PrintJson(reply);

@@ -46,7 +46,9 @@ internal static class InteropCommand
                     _ => throw new ArgumentException("give both --tls-cert and --tls-key, or neither (the gRPC test certificate)"),
                 };
             }
-            await using var app = ConduitHost.Build(options, mapServices: InteropServer.Map, logLevel: LogLevel.Warning);
+            // Only the interop test service is served: open on any --host, as the official interop servers are.
+            var open = new ConfigurationBuilder().AddInMemoryCollection([new($"{Security.SecurityOptions.Section}:AllowOpen", "true")]).Build();
+            await using var app = ConduitHost.Build(options, open, mapServices: InteropServer.Map, logLevel: LogLevel.Warning);
             await app.StartAsync(cancellationToken);
             Console.WriteLine($"interop server listening on {string.Join(", ", ConduitHost.Addresses(app))}");
             await app.WaitForShutdownAsync(cancellationToken);

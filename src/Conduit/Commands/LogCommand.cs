@@ -60,7 +60,7 @@ internal static class LogCommand
         var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
@@ -124,7 +124,7 @@ internal static class LogCommand
         var command = new Command("consume", "Print records (offset TAB value) from an offset on") { topic, from, count, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var name = parse.GetValue(topic)!;
             var offset = parse.GetValue(from);
@@ -175,7 +175,7 @@ internal static class LogCommand
         var command = new Command("tail", "Print the last records; with -f, follow the log") { topic, lines, follow, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var name = parse.GetValue(topic)!;
@@ -217,7 +217,7 @@ internal static class LogCommand
         var command = new Command("topics", "List the topics: offsets, size, segments, durability") { server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var list = await admin.ListTopicsAsync(new ListTopicsRequest(), Cli.CallOptions(parse, cancellationToken));
             if (Cli.JsonOutput(parse))
@@ -250,7 +250,7 @@ internal static class LogCommand
         var command = new Command("create-topic", "Create a topic with its own durability and retention") { name, durability, segmentBytes, retentionBytes, retentionMs, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var settings = new TopicSettings { Durability = parse.GetValue(durability) ?? Durability.Unspecified };
             if (parse.GetValue(segmentBytes) is { } s) settings.SegmentBytes = s;
@@ -278,7 +278,7 @@ internal static class LogCommand
         var command = new Command("truncate", "Remove old retained data (whole segments)") { topic, before, dryRun, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+            using var channel = Cli.Channel(parse, server);
             var admin = new LogAdmin.LogAdminClient(Cli.Invoker(channel, parse));
             var headers = DryRunHeaders(parse.GetValue(dryRun));
             var reply = await admin.TruncateAsync(new TruncateRequest { Topic = parse.GetValue(topic)!, BeforeOffset = parse.GetValue(before) },

@@ -51,6 +51,7 @@ internal static class ServeCommand
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
             logFormat, otlpEndpoint, tracing,
         };
+        var security = SecurityFlags.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var overrides = new Dictionary<string, string?>();
@@ -85,6 +86,7 @@ internal static class ServeCommand
             if (parse.GetValue(logFormat) is { } format) overrides[$"{LoggingOptions.Section}:Format"] = format;
             if (parse.GetValue(otlpEndpoint) is { } otlp) overrides[$"{TelemetryOptions.Section}:OtlpEndpoint"] = otlp;
             if (parse.GetValue(tracing)) overrides[$"{TelemetryOptions.Section}:Tracing"] = "true";
+            security.Map(parse, overrides);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
                 .AddJsonFile("appsettings.json", optional: true)

@@ -199,7 +199,7 @@ internal static class UsersCommand
 
     private static async Task<int> Call(ParseResult parse, Option<string> server, Func<UserService.UserServiceClient, Task<int>> action)
     {
-        using var channel = ConduitChannel.ForAddress(parse.GetValue(server)!);
+        using var channel = Cli.Channel(parse, server);
         return await action(new UserService.UserServiceClient(Cli.Invoker(channel, parse)));
     }
 

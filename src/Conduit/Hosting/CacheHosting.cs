@@ -20,6 +20,8 @@ public static class CacheHosting
     public static void AddAccountsAndCache(IServiceCollection services, IConfiguration configuration, ServeOptions serve)
     {
         var accounts = configuration.GetSection(AccountsOptions.Section).Get<AccountsOptions>() ?? new AccountsOptions();
+        // One operator token for the whole server (Conduit:Security:OperatorToken); the Accounts key is its older name.
+        accounts.AdminToken = SecurityHosting.Options(configuration).OperatorToken ?? accounts.AdminToken;
         var cache = configuration.GetSection(CacheOptions.Section).Get<CacheOptions>() ?? new CacheOptions();
         AddAccounts(services, accounts, serve);
         AddCache(services, cache, serve);
@@ -80,11 +82,16 @@ public static class CacheHosting
         if (uri.Host is "0.0.0.0" or "*" or "+") uri.Host = "127.0.0.1";
         else if (uri.Host is "[::]" or "::") uri.Host = "[::1]";
         if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri);
-        using var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
+        var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
         var thumbprint = own.GetCertHashString();
-        return ConduitChannel.ForAddress(uri.Uri, tls: new System.Net.Security.SslClientAuthenticationOptions
+        var tls = new System.Net.Security.SslClientAuthenticationOptions
         {
             RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && c.GetCertHashString() == thumbprint,
-        });
+        };
+        // Where every TLS client must show a certificate, the server shows its own (`conduit certs
+        // dev` makes it fit for client use); otherwise the channel needs none.
+        if (services.GetService<Security.SecurityOptions>()?.ClientCertificates == Security.ClientCertificates.Required) tls.ClientCertificates = [own];
+        else own.Dispose();
+        return ConduitChannel.ForAddress(uri.Uri, tls: tls);
     }
 }

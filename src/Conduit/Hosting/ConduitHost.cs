@@ -56,13 +56,15 @@ public static class ConduitHost
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
         ConnectionsHosting.Configure(builder); // first: the listeners' defaults carry its connection middleware
+        var security = SecurityHosting.Options(configuration);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, web: false);
-            foreach (var url in options.WebUrls.Where(u => u != "none")) Listen(kestrel, url, options, web: true);
+            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, security, web: false);
+            foreach (var url in options.WebUrls.Where(u => u != "none")) Listen(kestrel, url, options, security, web: true);
         });
         AddGrpc(builder.Services);
+        SecurityHosting.Add(builder.Services, configuration, options, security);
         TelemetryHosting.AddTelemetry(builder.Services, builder.Configuration);
         HealthHosting.Add(builder.Services, configuration);
         WebHosting.Add(builder.Services, configuration);
@@ -74,6 +76,7 @@ public static class ConduitHost
             .Where(g => g.Last().Lifetime == ServiceLifetime.Singleton).Select(g => g.Key).ToHashSet();
         var app = builder.Build();
         WebHosting.Use(app);
+        SecurityHosting.Use(app);
         app.UseGrpcCalls(singletons.Contains);
         ConnectionsHosting.Use(app);
         TelemetryHosting.Map(app);
@@ -148,7 +151,7 @@ public static class ConduitHost
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
 
     /// <param name="web">A listener for browsers (<see cref="ServeOptions.WebUrls"/>): HTTP/1.1 and HTTP/2 even without TLS.</param>
-    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, bool web)
+    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, Security.SecurityOptions security, bool web)
     {
         var uri = new Uri(url);
         var tls = uri.Scheme == Uri.UriSchemeHttps;
@@ -166,7 +169,14 @@ public static class ConduitHost
         {
             // Without TLS, Kestrel cannot offer HTTP/1.1 and HTTP/2 on one port: h2c for gRPC, HTTP/1.1 for browsers.
             listen.Protocols = tls ? HttpProtocols.Http1AndHttp2 : web ? HttpProtocols.Http1 : HttpProtocols.Http2;
-            if (certificate is not null) listen.UseHttps(certificate);
+            if (certificate is not null)
+            {
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    SecurityHosting.ConfigureHttps(https, security);
+                });
+            }
         }
         if (uri.Host is "localhost") kestrel.ListenLocalhost(uri.Port, Configure);
         else if (uri.Host is "*" or "+" or "0.0.0.0") kestrel.ListenAnyIP(uri.Port, Configure);

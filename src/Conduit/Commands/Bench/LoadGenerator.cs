@@ -10,7 +10,14 @@ namespace Conduit.Commands.Bench;
 
 internal sealed record BenchSettings(
     string Server, MethodDescriptor Method, IMessage Request, int Connections, int Concurrency,
-    long? Total, TimeSpan? Duration, double? Rps, TimeSpan Warmup, int StreamMessages);
+    long? Total, TimeSpan? Duration, double? Rps, TimeSpan Warmup, int StreamMessages)
+{
+    /// <summary>--ca-file, --cert and --key (ClientIdentity), for https:// servers.</summary>
+    public System.Net.Security.SslClientAuthenticationOptions? Tls { get; init; }
+
+    /// <summary>--token: sent as `authorization: Bearer` with every call.</summary>
+    public string? Token { get; init; }
+}
 
 internal sealed record BenchResult(long Ok, Dictionary<StatusCode, long> Errors, long Messages, TimeSpan Elapsed, HistogramBase Latencies)
 {
@@ -62,6 +69,7 @@ internal sealed class LoadGenerator(BenchSettings settings)
             UseCookies = false,
             AllowAutoRedirect = false,
             AutomaticDecompression = System.Net.DecompressionMethods.None,
+            SslOptions = _settings.Tls ?? new(),
         })).ToArray();
         var workers = new Worker[_settings.Concurrency];
         try
@@ -185,7 +193,7 @@ internal sealed class LoadGenerator(BenchSettings settings)
 
     private sealed class Worker(LoadGenerator owner, global::Grpc.Net.Client.GrpcChannel channel, Method<IMessage, IMessage> method)
     {
-        private readonly CallInvoker _invoker = channel.CreateCallInvoker();
+        private readonly CallInvoker _invoker = ClientIdentity.Intercept(channel.CreateCallInvoker(), owner._settings.Token);
         public long Ok;
         public long ErrorCount;
         public long Messages;

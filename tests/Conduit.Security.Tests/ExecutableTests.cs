@@ -1,0 +1,39 @@
+namespace Conduit.Security.Tests;
+
+/// <summary>The real executable: `conduit certs dev`, `conduit serve` over mutual TLS, `conduit hello` with the files.</summary>
+public class ExecutableTests
+{
+    [Fact]
+    public async Task Certs_dev_files_work_end_to_end_with_serve_and_hello()
+    {
+        using var dir = new TempDir("conduit-certs-dev-");
+        var certs = Path.Combine(dir.Path, "certs");
+        var made = await ChildProcess.Run("dotnet", Paths.ConduitDll, "certs", "dev", "--out", certs, "root", "ops");
+        Assert.Equal(0, made.ExitCode);
+        Assert.Contains($"{certs}/ops.pem, {certs}/ops-key.pem: client cert:ops (--cert, --key)", made.Output, StringComparison.Ordinal);
+
+        var port = Ports.Free();
+        var server = $"https://localhost:{port}";
+        await using var serve = ChildProcess.Conduit("serve", "--urls", $"https://127.0.0.1:{port}", "--data", Path.Combine(dir.Path, "data"),
+            "--tls-cert", Path.Combine(certs, "server.pem"), "--tls-key", Path.Combine(certs, "server-key.pem"),
+            "--client-certs", "required", "--client-ca", Path.Combine(certs, "ca.pem"));
+        await serve.WaitForLine("^conduit serve: listening on");
+        Assert.Contains("No permission policy", serve.Output, StringComparison.Ordinal);
+
+        var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "mtls", "--server", server,
+            "--ca-file", Path.Combine(certs, "ca.pem"), "--cert", Path.Combine(certs, "root.pem"), "--key", Path.Combine(certs, "root-key.pem"));
+        Assert.Equal((0, "Hello mtls\n", ""), (hello.ExitCode, hello.Output, hello.Errors));
+        var without = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "mtls", "--server", server, "--ca-file", Path.Combine(certs, "ca.pem"));
+        Assert.Equal(1, without.ExitCode);
+        Assert.StartsWith("error: Unavailable", without.Errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Serve_refuses_a_wildcard_address_without_a_policy()
+    {
+        using var dir = new TempDir("conduit-open-");
+        var run = await ChildProcess.Run("dotnet", Paths.ConduitDll, "serve", "--urls", "http://0.0.0.0:0", "--data", dir.Path);
+        Assert.Equal(2, run.ExitCode);
+        Assert.StartsWith("error: 'http://0.0.0.0:0' is not a loopback address", run.Errors, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,88 @@
+using System.Globalization;
+using Conduit.Grpc;
+using Conduit.Hosting;
+using Conduit.Protos.HelloWorld;
+using Google.Rpc;
+using Grpc.Core;
+using Microsoft.Extensions.Configuration;
+
+namespace Conduit.Security.Tests;
+
+public class OpenAndLimitsTests
+{
+    private static IConfiguration Config(Dictionary<string, string?> settings) => new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+
+    [Theory]
+    [InlineData("http://0.0.0.0:0")]
+    [InlineData("https://10.1.2.3:0")]
+    [InlineData("http://[::]:0")]
+    public void Without_a_policy_only_loopback_may_be_bound(string url)
+    {
+        var ex = Assert.Throws<ArgumentException>(() => ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0", url] }, Config([])));
+        Assert.Contains($"'{url}' is not a loopback address", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("--policy FILE", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("--allow-open", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Loopback_or_an_explicit_override_builds()
+    {
+        await using (ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0", "http://localhost:50599", "http://[::1]:0"] }, Config([]))) { }
+        // Built, never started: a test binds loopback only.
+        await using (ConduitHost.Build(new ServeOptions { Urls = ["http://0.0.0.0:0"] }, Config(new() { ["Conduit:Security:AllowOpen"] = "true" }))) { }
+    }
+
+    [Fact]
+    public async Task Client_certificates_without_a_ca_stop_the_start()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"] },
+            Config(new() { ["Conduit:Security:ClientCertificates"] = "Required" })));
+        Assert.Contains("--client-ca", ex.Message, StringComparison.Ordinal);
+        await Task.CompletedTask;
+    }
+
+    /// <summary>An operator token "op", and <paramref name="permits"/> calls an hour per principal.</summary>
+    private static Task<SecureHost> StartLimited(int permits) => SecureHost.StartAsync(new()
+    {
+        ["Conduit:Security:OperatorToken"] = "op",
+        ["Conduit:Security:RateLimit:Permits"] = permits.ToString(CultureInfo.InvariantCulture),
+        ["Conduit:Security:RateLimit:Period"] = "01:00:00",
+    });
+
+    [Fact]
+    public async Task A_rate_limited_principal_gets_resource_exhausted_with_retry_info_and_pushback()
+    {
+        await using var host = await StartLimited(2);
+        var greeter = new Greeter.GreeterClient(host.Channel);
+        await greeter.SayHelloAsync(new HelloRequest { Name = "1" }, SecureHost.Call("op"));
+        await greeter.SayHelloAsync(new HelloRequest { Name = "2" }, SecureHost.Call("op"));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await greeter.SayHelloAsync(new HelloRequest { Name = "3" }, SecureHost.Call("op")));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        Assert.StartsWith("Too many calls from 'operator'", ex.Status.Detail, StringComparison.Ordinal);
+        var delay = ex.GetDetail<RetryInfo>()!.RetryDelay.ToTimeSpan();
+        Assert.InRange(delay, TimeSpan.FromMinutes(59), TimeSpan.FromHours(1));
+        var pushback = long.Parse(ex.Trailers.GetValue("grpc-retry-pushback-ms")!, CultureInfo.InvariantCulture);
+        Assert.Equal((long)Math.Ceiling(delay.TotalMilliseconds), pushback);
+
+        // Per principal: someone else (here: no identity, limited per address) still has calls.
+        Assert.Equal("Hello 4", (await greeter.SayHelloAsync(new HelloRequest { Name = "4" }, SecureHost.Call())).Message);
+    }
+
+    [Fact]
+    public async Task The_caches_own_token_lookups_use_no_callers_calls()
+    {
+        await using var host = await StartLimited(3);
+        var accounts = new Protos.Accounts.V1.Accounts.AccountsClient(host.Channel);
+        var greeter = new Greeter.GreeterClient(host.Channel);
+        for (var i = 0; i < 3; i++)
+        {
+            // Each new account's first call makes the server look its token up over loopback, anonymously.
+            var token = (await accounts.CreateAccountAsync(new Protos.Accounts.V1.CreateAccountReq { Name = "a" + i }, SecureHost.Call("op"))).Token;
+            await greeter.SayHelloAsync(new HelloRequest { Name = "account" }, SecureHost.Call(token));
+        }
+        // The loopback address's anonymous bucket is still full.
+        for (var i = 0; i < 3; i++) await greeter.SayHelloAsync(new HelloRequest { Name = "anonymous" }, SecureHost.Call());
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await greeter.SayHelloAsync(new HelloRequest { Name = "x" }, SecureHost.Call()));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+}
