@@ -129,7 +129,7 @@ public class AccountsTests
         var relayed = new CallOptions(new Metadata { { header, value } }).WithTimeout(TimeSpan.FromSeconds(10));
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await host.Accounts.ListAccountsAsync(new ListAccountsReq(), relayed));
         Assert.Equal(StatusCode.PermissionDenied, ex.StatusCode);
-        Assert.Contains("AdminToken", ex.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("OperatorToken", ex.Status.Detail, StringComparison.Ordinal);
         await host.Accounts.ListAccountsAsync(new ListAccountsReq(), Admin());
     }
 

@@ -192,6 +192,8 @@ public sealed class TourTests(ITestOutputHelper output)
         await File.WriteAllTextAsync(wrapper, $"#!/usr/bin/env bash\nexec dotnet '{Paths.ConduitDll}' \"$@\"\n");
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         foreach (var linked in new[] { "tests", "protos" }) Directory.CreateSymbolicLink(Path.Combine(work, linked), Path.Combine(Paths.RepoRoot, linked));
+        // The tools scripts/test.sh installs with npm (buf), where the README says they are.
+        Directory.CreateSymbolicLink(Path.Combine(work, ".cache"), Path.Combine(Paths.RepoRoot, ".cache"));
 
         var script = new StringBuilder("exec 2>&1 </dev/null\n");
         foreach (var step in steps)
