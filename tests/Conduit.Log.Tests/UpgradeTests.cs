@@ -120,6 +120,51 @@ public class UpgradeTests
         Assert.DoesNotContain(again.Warnings, w => w.Contains("torn") || w.Contains("dropped"));
     }
 
+    /// <summary>A folder written by the old binary itself (Fixtures/log-0304cfd/NOTE.md says how).</summary>
+    private static void CopyFixture(TempDir dir)
+    {
+        var fixture = Path.Combine(Paths.RepoRoot, "tests", "Conduit.Log.Tests", "Fixtures", "log-0304cfd");
+        foreach (var file in Directory.GetFiles(fixture, "*.*", SearchOption.AllDirectories).Where(f => f.EndsWith(".store", StringComparison.Ordinal) || f.EndsWith(".index", StringComparison.Ordinal)))
+        {
+            var target = Path.Combine(dir.Path, Path.GetRelativePath(fixture, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+
+    [Fact]
+    public async Task A_folder_written_by_the_old_binary_is_served_and_offsets_go_on_after_it()
+    {
+        using var dir = new TempDir();
+        CopyFixture(dir);
+        // The format description above is what the old binary wrote, byte for byte.
+        var oldStore = File.ReadAllBytes(Stores(dir)[^1]);
+        var timestamp = BinaryPrimitives.ReadInt64LittleEndian(oldStore.AsSpan(16));
+        var expected = OldRecord(42, new LogRecord { Key = "k"u8.ToArray(), TimestampMs = timestamp, Value = "fixture-record-42"u8.ToArray() });
+        Assert.Equal(expected, oldStore[..expected.Length]);
+
+        for (var start = 0; start < 2; start++)
+        {
+            var logger = new ListLogger();
+            using var storage = new FileLogStorage(dir.Path, logger: logger);
+            var log = storage.GetOrCreate("");
+            var orders = storage.GetOrCreate("orders");
+            Assert.Equal(45 + start, log.NextOffset);
+            Assert.Equal(2 + start, orders.NextOffset);
+            for (var i = 0; i < 45; i++)
+            {
+                var record = log.Read(i);
+                Assert.Equal(($"fixture-record-{i:D2}", "k"), (Text(record), Encoding.UTF8.GetString(record.Key.Span)));
+            }
+            Assert.Equal(["line-a", "line-b"], new[] { Text(orders.Read(0)), Text(orders.Read(1)) });
+            Assert.Equal(45 + start, await log.AppendAsync(Value($"new-{start}")));
+            Assert.Equal(2 + start, await orders.AppendAsync(Value($"new-{start}")));
+            if (start == 1) Assert.Equal("new-0", Text(log.Read(45)));
+            Assert.Empty(logger.Errors);
+            Assert.Empty(Directory.GetFiles(TopicFolder(dir), "*.quarantined"));
+        }
+    }
+
     [Fact]
     public void A_flipped_byte_in_an_old_segment_still_fails_its_checksum()
     {
