@@ -113,9 +113,9 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     name, checkpointNext, next, next, checkpointNext - 1, checkpointNext);
                 next = checkpointNext;
             }
-            if (segments.Count == 0 || segments[^1].IsQuarantined || segments[^1].NextOffset != next)
+            if (segments.Count == 0 || segments[^1].IsQuarantined || segments[^1].IsLegacy || segments[^1].NextOffset != next)
             {
-                // Appends go on in a new segment after whatever is damaged or missing.
+                // Appends go on in a new segment after whatever is damaged, missing or in the legacy format.
                 segments.Add(Segment.Create(files, directory, next, topicId, name, logger));
                 files.SyncDirectory(directory);
             }

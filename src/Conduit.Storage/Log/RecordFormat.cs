@@ -171,6 +171,30 @@ internal static class RecordFormat
 
     public static long TimestampOf(ReadOnlySpan<byte> body) => BinaryPrimitives.ReadInt64LittleEndian(body[8..]);
 
+    /// <summary>
+    /// The format before issue 16 (docs/log.md, "Upgrading"): a store is records only, from
+    /// position 0, with no segment header and no commit frames, and each CRC-32C is unseeded
+    /// (which is a seed of 0). Such stores are read, never written.
+    /// </summary>
+    public static class Legacy
+    {
+        /// <summary>The CRC seed of a legacy store's records.</summary>
+        public const uint Seed = 0;
+
+        /// <summary>Where a legacy store's first record begins.</summary>
+        public const int DataStart = 0;
+
+        /// <summary>Whether a store starts with an intact legacy record of offset <paramref name="baseOffset"/> (a new store starts with its header).</summary>
+        public static bool StartsWithRecord(ReadOnlySpan<byte> store, long baseOffset)
+        {
+            if (store.Length < HeaderSize) return false;
+            var bodyLength = BodyLength(store);
+            if (bodyLength < 0 || store.Length - HeaderSize < bodyLength) return false;
+            var body = store.Slice(HeaderSize, bodyLength);
+            return ChecksumMatches(store, body, Seed) && OffsetOf(body) == baseOffset;
+        }
+    }
+
     /// <summary>Decodes a body whose checksum matched; null when its structure is inconsistent.</summary>
     public static LogRecord? Decode(ReadOnlyMemory<byte> bodyMemory)
     {

@@ -56,8 +56,14 @@ internal sealed class Segment : IDisposable
     public string IndexPath { get; }
     public string DamagedPath => Path.ChangeExtension(StorePath, DamagedExtension);
 
-    /// <summary>The CRC seed of this segment's frames (its topic and base offset).</summary>
-    public uint Seed { get; }
+    /// <summary>The CRC seed of this segment's frames (its topic and base offset; 0 in a legacy segment).</summary>
+    public uint Seed { get; private set; }
+
+    /// <summary>Where the first record begins (after the header; 0 in a legacy segment).</summary>
+    private int DataStart { get; set; } = SegmentHeader.Size;
+
+    /// <summary>Written before issue 16 (<see cref="RecordFormat.Legacy"/>): read-only, appends go to a newer segment.</summary>
+    public bool IsLegacy { get; private set; }
 
     public long StoreLength => Volatile.Read(ref _storeLength);
     public long Count => Volatile.Read(ref _count);
@@ -158,7 +164,13 @@ internal sealed class Segment : IDisposable
         var headerBytes = new byte[SegmentHeader.Size];
         var headerRead = _store.Read(headerBytes, 0);
         var status = SegmentHeader.Check(headerBytes.AsSpan(0, headerRead), topicId, BaseOffset);
-        if (status != SegmentHeader.Status.Valid)
+        if (status is not (SegmentHeader.Status.Valid or SegmentHeader.Status.Empty) && StartsWithLegacyRecord())
+        {
+            IsLegacy = true;
+            Seed = RecordFormat.Legacy.Seed;
+            DataStart = RecordFormat.Legacy.DataStart;
+        }
+        else if (status != SegmentHeader.Status.Valid)
         {
             if (active && status == SegmentHeader.Status.Empty && checkpointNext <= BaseOffset && AllZero())
             {
@@ -193,7 +205,7 @@ internal sealed class Segment : IDisposable
         if (!active && !alreadyDamaged && TryTrustIndex(expectedNext!.Value)) return new Opened(this, NextOffset);
 
         var data = LogFileSystem.ReadAll(_store);
-        var scan = StoreScanner.Scan(data, BaseOffset, Seed);
+        var scan = StoreScanner.Scan(data, BaseOffset, Seed, DataStart);
         if (!active)
         {
             var expectedCount = expectedNext!.Value - BaseOffset;
@@ -209,6 +221,8 @@ internal sealed class Segment : IDisposable
             Quarantine(data.Length, scan, data.Length, expectedCount, alreadyDamaged, "sealed segment");
             return new Opened(this, NextOffset);
         }
+
+        if (IsLegacy) return RecoverLegacyTail(data, scan, alreadyDamaged);
 
         // The active segment: where does the proven durable part end?
         long proven = SegmentHeader.Size;
@@ -259,6 +273,44 @@ internal sealed class Segment : IDisposable
         WriteIndex(scan.Positions, kept);
         _maxTimestamp = MaxTimestamp(scan, cut);
         return new Opened(this, next);
+    }
+
+    /// <summary>Whether the store starts with an intact record in the legacy format (no header; see <see cref="RecordFormat.Legacy"/>).</summary>
+    private bool StartsWithLegacyRecord()
+    {
+        Span<byte> header = stackalloc byte[RecordFormat.HeaderSize];
+        if (_store.Read(header, 0) != header.Length) return false;
+        var bodyLength = RecordFormat.BodyLength(header);
+        if (bodyLength < 0 || bodyLength > _store.Length - RecordFormat.HeaderSize) return false;
+        var first = new byte[RecordFormat.HeaderSize + bodyLength];
+        return _store.Read(first, 0) == first.Length && RecordFormat.Legacy.StartsWithRecord(first, BaseOffset);
+    }
+
+    /// <summary>
+    /// The newest legacy segment, as the old code recovered it: it has no commit frames (no
+    /// durable end marker), so what follows the last intact record is a torn tail, cut; damage
+    /// with intact records after it is served around (quarantined). It is never appended to.
+    /// </summary>
+    private Opened RecoverLegacyTail(byte[] data, StoreScanner.Result scan, bool alreadyDamaged)
+    {
+        var cut = scan.TailStart;
+        if (cut < data.Length)
+        {
+            _logger.LogWarning("Log topic '{Topic}': dropped a torn tail of {Bytes} bytes at position {Position} of legacy segment {Segment} (a write never acknowledged as durable; the old format has no commit frames).",
+                _topic, data.Length - cut, cut, StorePath);
+            _store.SetLength(cut);
+            _store.Flush();
+        }
+        var count = scan.Positions.Count;
+        if (scan.Damage.Count > 0 || alreadyDamaged)
+        {
+            Quarantine(cut, scan, cut, count, alreadyDamaged, "legacy segment");
+            return new Opened(this, NextOffset);
+        }
+        WriteIndex(scan.Positions, count);
+        _index.Flush();
+        SetState(cut, scan, count);
+        return new Opened(this, NextOffset);
     }
 
     private bool AllZero()
@@ -571,7 +623,7 @@ internal sealed class Segment : IDisposable
                 if (n == 0) break;
                 read += n;
             }
-            var scan = StoreScanner.Scan(data.AsSpan(0, read), BaseOffset, Seed);
+            var scan = StoreScanner.Scan(data.AsSpan(0, read), BaseOffset, Seed, DataStart);
             var repaired = 0;
             Span<byte> entry = stackalloc byte[IndexEntrySize];
             Span<byte> current = stackalloc byte[IndexEntrySize];
@@ -638,15 +690,15 @@ internal static class StoreScanner
     }
 
     /// <summary>
-    /// Reads frames from after the header. A frame that fails (length, checksum, offset) starts a
+    /// Reads frames from <paramref name="start"/> (after the header; 0 in a legacy store). A frame that fails (length, checksum, offset) starts a
     /// search for the next intact frame with a plausible offset: when one is found, the bytes in
     /// between are a damaged range (their offsets unreadable); when none is, the rest is a tail.
     /// </summary>
-    public static Result Scan(ReadOnlySpan<byte> data, long baseOffset, uint seed)
+    public static Result Scan(ReadOnlySpan<byte> data, long baseOffset, uint seed, int start = SegmentHeader.Size)
     {
         var result = new Result();
         long expected = baseOffset;
-        var position = SegmentHeader.Size;
+        var position = start;
         while (position < data.Length)
         {
             var kind = TryFrameAt(data, position, seed, out var offset, out var size, out var timestamp);
