@@ -25,6 +25,15 @@ public class OpenAndLimitsTests
     }
 
     [Fact]
+    public async Task The_web_listener_is_judged_like_any_other()
+    {
+        // "none" is no address: no web listener, nothing to refuse.
+        await using (ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"], WebUrls = ["none"] }, Config([]))) { }
+        var ex = Assert.Throws<ArgumentException>(() => ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0"], WebUrls = ["http://0.0.0.0:0"] }, Config([])));
+        Assert.Contains("'http://0.0.0.0:0' is not a loopback address", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Loopback_or_an_explicit_override_builds()
     {
         await using (ConduitHost.Build(new ServeOptions { Urls = ["http://127.0.0.1:0", "http://localhost:50599", "http://[::1]:0"] }, Config([]))) { }

@@ -38,8 +38,8 @@ public static class SecurityHosting
         }
         if (security.PolicyFile is null && !security.AllowOpen)
         {
-            var webUrls = configuration?.GetSection("Conduit:WebUrls").Get<string[]>() ?? [];
-            var open = serve.Urls.Concat(webUrls).FirstOrDefault(url => !IsLoopback(url));
+            // Every listener ConduitHost binds: the gRPC URLs and the web listener's ("none": no listener).
+            var open = serve.Urls.Concat(serve.WebUrls.Where(url => url != "none")).FirstOrDefault(url => !IsLoopback(url));
             if (open is not null)
             {
                 throw new ArgumentException($"'{open}' is not a loopback address, and without a permission policy anyone who can connect may call everything. "
