@@ -94,6 +94,16 @@ public class MetricsTests
     }
 
     [Fact]
+    public async Task HttpMetrics_adds_ASP_NET_Core_s_per_request_histogram()
+    {
+        await using var server = await ObservedServer.StartAsync(new Dictionary<string, string?> { ["Conduit:Telemetry:HttpMetrics"] = "true" });
+        var greeter = new Protos.HelloWorld.Greeter.GreeterClient(server.Channel);
+        for (var i = 0; i < 3; i++) await greeter.SayHelloAsync(new Protos.HelloWorld.HelloRequest { Name = "metrics" }, Timeout());
+        var metrics = await server.ScrapeAsync();
+        Assert.Equal(3, metrics.Value("http_server_request_duration_seconds_count", ("http_route", "/helloworld.Greeter/SayHello")));
+    }
+
+    [Fact]
     public async Task The_stack_s_meters_and_the_per_method_grpc_histogram_are_served()
     {
         await using var server = await ObservedServer.StartAsync();
@@ -106,8 +116,8 @@ public class MetricsTests
         var sayHello = ("rpc_method", "/helloworld.Greeter/SayHello");
         Assert.Equal(3, metrics.Value("rpc_server_call_duration_seconds_count", sayHello, ("rpc_grpc_status_code", "0")));
         Assert.Equal(1, metrics.Value("rpc_server_call_duration_seconds_count", ("rpc_method", "/log.v1.Log/Consume")) - metrics.Value("rpc_server_call_duration_seconds_count", ("rpc_method", "/log.v1.Log/Consume"), ("rpc_grpc_status_code", "0")));
-        // ASP.NET Core's own request histogram, per gRPC route; Kestrel's connections; the runtime's.
-        Assert.Equal(3, metrics.Value("http_server_request_duration_seconds_count", ("http_route", "/helloworld.Greeter/SayHello")));
+        // Kestrel's connections; the runtime's. ASP.NET Core's per-request histogram only when asked (below).
+        Assert.False(metrics.Has("http_server_request_duration_seconds_count"), "http.server.request.duration is opt-in (HttpMetrics)");
         Assert.True(metrics.Value("kestrel_active_connections") >= 1, metrics.Text);
         Assert.True(metrics.Has("dotnet_gc_heap_total_allocated_bytes_total"));
 

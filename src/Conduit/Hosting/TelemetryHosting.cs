@@ -29,11 +29,19 @@ public static class TelemetryHosting
         [GrpcMetrics.MeterName, LogMetrics.MeterName, CacheMetrics.MeterName, ChatMetrics.MeterName, GrpcEventCounters.MeterName];
 
     /// <summary>
-    /// The stack's meters: ASP.NET Core hosting (http.server.request.duration per gRPC route),
-    /// Kestrel (connections, TLS handshakes, HTTP/2 streams queued), System.Net.Http (the calls
-    /// this server makes, e.g. the cache to Accounts), the runtime (GC, thread pool, memory).
+    /// The stack's meters: Kestrel (connections, TLS handshakes, HTTP/2 streams queued),
+    /// System.Net.Http (the calls this server makes, e.g. the cache to Accounts), the runtime (GC,
+    /// thread pool, memory).
     /// </summary>
-    public static readonly IReadOnlyList<string> StackMeters = ["Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Net.Http", "System.Runtime"];
+    public static readonly IReadOnlyList<string> StackMeters = ["Microsoft.AspNetCore.Server.Kestrel", "System.Net.Http", "System.Runtime"];
+
+    /// <summary>
+    /// ASP.NET Core hosting's per-request meter (http.server.request.duration per route), only with
+    /// <see cref="TelemetryOptions.HttpMetrics"/>: measured, it took a fifth of a small unary call's
+    /// throughput, and Conduit's own rpc.server.call.duration already counts every call by method
+    /// and gRPC status.
+    /// </summary>
+    public const string HostingMeter = "Microsoft.AspNetCore.Hosting";
 
     /// <summary>Span sources besides ASP.NET Core's: Conduit's, the gRPC client's and HttpClient's.</summary>
     public static readonly IReadOnlyList<string> TraceSources = [CacheMetrics.MeterName, "Grpc.Net.Client", "System.Net.Http"];
@@ -75,6 +83,7 @@ public static class TelemetryHosting
             otel.WithMetrics(metrics =>
             {
                 metrics.AddMeter([.. ConduitMeters, .. StackMeters]);
+                if (options.HttpMetrics) metrics.AddMeter(HostingMeter);
                 // A scrape sees the counts of that moment (the exporter's default caches for 300 ms).
                 metrics.AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0);
                 if (options.OtlpEndpoint is { Length: > 0 }) metrics.AddOtlpExporter(o => Otlp(o, options, "metrics"));

@@ -14,6 +14,9 @@ public sealed class TelemetryOptions
     /// <summary>Where the Prometheus text format is served (every listener).</summary>
     public string MetricsPath { get; set; } = "/metrics";
 
+    /// <summary>Also ASP.NET Core's per-request http.server.request.duration (costly on small calls; off by default).</summary>
+    public bool HttpMetrics { get; set; }
+
     /// <summary>
     /// Record spans (ASP.NET Core's per-request activity, the gRPC client's calls, Conduit's own).
     /// Off by default: then ASP.NET Core makes no per-request Activity at all. On by itself when
