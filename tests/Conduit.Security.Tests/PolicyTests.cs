@@ -40,6 +40,8 @@ public class PolicyTests
         var alice = As("cert:alice");
         Assert.True(Policy.Allows(alice, "log.v1.Log/Produce", "orders-eu"));
         Assert.True(Policy.Allows(alice, "log.v1.Log/ProduceStream", "orders"));
+        Assert.True(Policy.Allows(alice, "log.v1.Log/ProduceBatch", "orders-eu"));
+        Assert.False(Policy.Allows(alice, "log.v1.Log/ProduceBatch", "payments"));
         Assert.False(Policy.Allows(alice, "log.v1.Log/Produce", "payments"));
         Assert.False(Policy.Allows(alice, "log.v1.Log/Produce", ""));
         Assert.True(Policy.Allows(alice, "log.v1.Log/ConsumeStream", "orders"));
