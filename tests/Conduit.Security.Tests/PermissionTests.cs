@@ -45,6 +45,29 @@ public class PermissionTests
     }
 
     [Fact]
+    public async Task With_a_policy_the_metrics_scrape_is_a_permission_too()
+    {
+        // Its labels name topics and methods: with a policy, only whom it allows may read them.
+        var (host, alice, _) = await StartAsync();
+        await using var _ = host;
+        using var http = new HttpClient();
+        async Task<System.Net.HttpStatusCode> Scrape(string? token)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(host.Address), "/metrics"))
+            {
+                Version = System.Net.HttpVersion.Version20, // h2c, as the listener speaks
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
+            if (token is not null) request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+            using var response = await http.SendAsync(request);
+            return response.StatusCode;
+        }
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, await Scrape(null));
+        Assert.Equal(System.Net.HttpStatusCode.Forbidden, await Scrape(alice));
+        Assert.Equal(System.Net.HttpStatusCode.OK, await Scrape(OperatorToken)); // allow operator *
+    }
+
+    [Fact]
     public async Task Each_principal_source_is_checked_against_the_policy()
     {
         var (host, alice, bob) = await StartAsync();

@@ -101,11 +101,28 @@ public static class TelemetryHosting
         }
     }
 
+    /// <summary>What a policy file names to allow the metrics scrape: <c>allow cert:prometheus conduit/metrics</c>.</summary>
+    public const string MetricsPermission = "conduit/metrics";
+
     /// <summary>Serves /metrics (Prometheus text format) when metrics are on.</summary>
     public static void Map(WebApplication app)
     {
         var options = app.Services.GetService<TelemetryOptions>();
         if (options is not { Metrics: true }) return;
+        // With a permission policy, the scrape is a permission like any method ("conduit/metrics"):
+        // its labels name topics and methods the policy may withhold from a caller.
+        if (app.Services.GetService<Security.PermissionPolicy>() is { } policy)
+        {
+            app.UseWhen(http => http.Request.Path.Equals(options.MetricsPath, StringComparison.Ordinal), branch => branch.Use(async (http, next) =>
+            {
+                if (policy.Allows(http.User, MetricsPermission, null))
+                {
+                    await next(http).ConfigureAwait(false);
+                    return;
+                }
+                http.Response.StatusCode = http.User.Identity?.IsAuthenticated == true ? StatusCodes.Status403Forbidden : StatusCodes.Status401Unauthorized;
+            }));
+        }
         app.MapPrometheusScrapingEndpoint(options.MetricsPath);
         GrpcEventCounters.Start();
     }
