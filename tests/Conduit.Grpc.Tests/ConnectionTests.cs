@@ -192,6 +192,7 @@ public class ConnectionTests
         Assert.True(await chat.ResponseStream.MoveNext());
         await produce.RequestStream.WriteAsync(new Msg { Text = "a" });
 
+        // The silence itself is what is tested: longer than Kestrel's 5 s data-rate grace, with no event to wait on.
         await Task.Delay(TimeSpan.FromSeconds(11));
 
         await chat.RequestStream.WriteAsync(new Msg { Text = "b" });

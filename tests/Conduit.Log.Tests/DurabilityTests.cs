@@ -342,7 +342,7 @@ public class DurabilityTests
                     lock (acknowledged) acknowledged[offset] = value;
                 }
             })).ToList();
-            await Task.Delay(random.Next(20, 120));
+            await Task.Delay(random.Next(20, 120)); // the random moment of the crash, not a synchronisation
             files.Crash();
             await Task.WhenAll(producers);
             storage.Dispose();

@@ -134,20 +134,12 @@ internal static class ServeCommand
         return command;
     }
 
-    /// <summary>"500ms", "30s", "30m", "2h" (or a TimeSpan such as 00:30:00) as the TimeSpan text configuration binds.</summary>
+    /// <summary>A duration flag (Cli.TryParseDuration's "500ms", "30s", "30m", "2h", or a TimeSpan such as 00:30:00) as the TimeSpan text configuration binds.</summary>
     internal static string Duration(string flag, string text)
     {
-        var units = new (string Suffix, long Ticks)[] { ("ms", TimeSpan.TicksPerMillisecond), ("s", TimeSpan.TicksPerSecond), ("m", TimeSpan.TicksPerMinute), ("h", TimeSpan.TicksPerHour) };
-        foreach (var (suffix, ticks) in units)
-        {
-            if (text.EndsWith(suffix, StringComparison.Ordinal)
-                && double.TryParse(text.AsSpan(0, text.Length - suffix.Length), System.Globalization.NumberStyles.AllowDecimalPoint, System.Globalization.CultureInfo.InvariantCulture, out var amount)
-                && amount > 0)
-            {
-                return TimeSpan.FromTicks((long)(amount * ticks)).ToString("c", System.Globalization.CultureInfo.InvariantCulture);
-            }
-        }
-        if (TimeSpan.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero) return span.ToString("c", System.Globalization.CultureInfo.InvariantCulture);
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        if (Cli.TryParseDuration(text, out var duration)) return duration.ToString("c", c);
+        if (TimeSpan.TryParse(text, c, out var span) && span > TimeSpan.Zero) return span.ToString("c", c);
         throw new FormatException($"{flag} '{(text.Length > 40 ? text[..40] + "…" : text)}' is not a duration: give a positive number with ms, s, m or h (30s, 30m, 2h).");
     }
 
