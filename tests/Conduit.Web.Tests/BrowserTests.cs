@@ -42,7 +42,7 @@ public class BrowserTests
         });
         var page = browser.Pages.Count > 0 ? browser.Pages[0] : await browser.NewPageAsync();
         page.SetDefaultTimeout(15_000);
-        await page.GotoAsync(pageUrl);
+        await page.GotoAsync(pageUrl + "demo");
 
         await page.FillAsync("#name", "Chromium");
         await page.ClickAsync("#say");

@@ -115,11 +115,18 @@ public class GrpcWebTests
     }
 
     [Fact]
-    public async Task The_demo_page_and_its_script_are_served_from_the_executable()
+    public async Task The_console_the_demo_page_and_their_scripts_are_served_from_the_executable()
     {
         await using var server = await Servers.Full(web: true);
         using var http = new HttpClient { BaseAddress = new Uri(Servers.WebAddress(server)) };
-        using var page = await http.GetAsync("/");
+        using var console = await http.GetAsync("/");
+        Assert.Equal("text/html", console.Content.Headers.ContentType?.MediaType);
+        Assert.Contains("<script type=\"module\" src=\"/console.js\">", await console.Content.ReadAsStringAsync());
+        using var bundle = await http.GetAsync("/console.js");
+        Assert.Equal("text/javascript", bundle.Content.Headers.ContentType?.MediaType);
+        // The generated client names its methods by their proto names.
+        Assert.Contains("ConsumeStream", await bundle.Content.ReadAsStringAsync());
+        using var page = await http.GetAsync("/demo");
         Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
         Assert.Contains("<script src=\"/demo.js\">", await page.Content.ReadAsStringAsync());
         using var script = await http.GetAsync("/demo.js");

@@ -30,6 +30,12 @@ public sealed class Rooms<T> : IRoomSizes
     /// <summary>Number of participants now in <paramref name="room"/>.</summary>
     public int CountIn(string room) => _rooms.TryGetValue(room, out var r) ? r.Count : 0;
 
+    /// <summary>
+    /// Posts a message to everyone in <paramref name="room"/> without joining it (chat.v1.Chat/Send);
+    /// answers how many participants it was delivered to (0 when the room is empty).
+    /// </summary>
+    public int Post(string room, T message) => _rooms.TryGetValue(room, out var r) ? r.Post(message) : 0;
+
     /// <summary>Joins a room; dispose the participant to leave.</summary>
     public Participant Join(string room)
     {
@@ -73,12 +79,15 @@ public sealed class Rooms<T> : IRoomSizes
             }
         }
 
-        public void Post(T message)
+        public int Post(T message)
         {
+            var delivered = 0;
             foreach (var member in Volatile.Read(ref _members))
             {
-                if (!member.Queue.Writer.TryWrite(message)) member.Evict();
+                if (member.Queue.Writer.TryWrite(message)) delivered++;
+                else member.Evict();
             }
+            return delivered;
         }
     }
 

@@ -22,7 +22,7 @@ public sealed class WebOptions
 /// <summary>
 /// Browsers: gRPC-Web (application/grpc-web and the base64 application/grpc-web-text) for every
 /// unary and server-streaming method (Grpc.AspNetCore.Web; browsers cannot make client or
-/// bidirectional streams), CORS as <see cref="WebOptions"/> says, and the demo page at "/".
+/// bidirectional streams), CORS as <see cref="WebOptions"/> says, the console at "/" and the demo page at "/demo".
 /// </summary>
 public static class WebHosting
 {
@@ -49,16 +49,23 @@ public static class WebHosting
         app.UseGrpcWeb(new GrpcWebOptions { DefaultEnabled = true });
     }
 
-    /// <summary>The demo page (embedded in the executable): SayHello and a ConsumeStream follower over gRPC-Web.</summary>
+    /// <summary>
+    /// The console at "/" (console/, built into the executable by the project: docs/console.md) and
+    /// the demo page at "/demo" (SayHello and a ConsumeStream follower in a few lines of script),
+    /// both embedded in the executable.
+    /// </summary>
     public static void MapPage(WebApplication app)
     {
-        MapResource(app, "/", "index.html", "text/html; charset=utf-8");
-        MapResource(app, "/demo.js", "demo.js", "text/javascript; charset=utf-8");
+        MapResource(app, "/", "conduit.console.index.html", "text/html; charset=utf-8");
+        MapResource(app, "/console.js", "conduit.console.console.js", "text/javascript; charset=utf-8");
+        MapResource(app, "/console.css", "conduit.console.console.css", "text/css; charset=utf-8");
+        MapResource(app, "/demo", "conduit.web.index.html", "text/html; charset=utf-8");
+        MapResource(app, "/demo.js", "conduit.web.demo.js", "text/javascript; charset=utf-8");
     }
 
     private static void MapResource(WebApplication app, string path, string name, string contentType)
     {
-        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("conduit.web." + name)
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)
             ?? throw new InvalidOperationException($"the page resource {name} is missing from the executable");
         using var copy = new MemoryStream();
         stream.CopyTo(copy);
