@@ -46,13 +46,15 @@ h2load_sayhello() {
 
 # conduit_stale ROOT: succeeds when ROOT's Release build of src/Conduit is missing or older than
 # any source it is built from (*.cs, *.csproj, *.props, *.targets, *.proto, *.json under src/ and
-# protos/, and ROOT's Directory.*.props). The build stamp is written by conduit_build only.
+# protos/, ROOT's Directory.*.props, and the console's sources under console/). The build stamp is
+# written by conduit_build only.
 conduit_stale() {
   local root="$1" out="$1/src/Conduit/bin/Release/net10.0"
   [[ -f "$out/conduit.dll" && -f "$out/.conduit-build-stamp" ]] || return 0
-  [[ -n "$(find "$root/src" "$root/protos" "$root"/Directory.*.props -newer "$out/.conduit-build-stamp" \
-    \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.targets' -o -name '*.proto' -o -name '*.json' \) \
-    -not -path '*/bin/*' -not -path '*/obj/*' -print -quit 2>/dev/null)" ]]
+  [[ -n "$(find "$root/src" "$root/protos" "$root/console" "$root"/Directory.*.props -newer "$out/.conduit-build-stamp" \
+    \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.targets' -o -name '*.proto' -o -name '*.json' \
+    -o -name '*.ts' -o -name '*.html' -o -name '*.css' -o -name '*.yaml' \) \
+    -not -path '*/bin/*' -not -path '*/obj/*' -not -path '*/node_modules/*' -not -path '*/dist/*' -not -path '*/src/gen/*' -print -quit 2>/dev/null)" ]]
 }
 
 # conduit_build ROOT: builds src/Conduit (Release) when conduit_stale says so; a no-op otherwise,

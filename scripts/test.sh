@@ -16,6 +16,8 @@ cd "$root"
 packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql chromium)
 source "$root/scripts/lib.sh"
 ensure_packages "${packages[@]}"
+# node and npm: the build runs `npm ci` in console/ (the console's pinned toolchain, Conduit.csproj).
+command -v npm >/dev/null || ensure_packages nodejs npm
 # buf (npm @bufbuild/buf, pinned): the reflection tests call the server with `buf curl --reflect`.
 ensure_npm_tool @bufbuild/buf 1.75.0 buf
 
