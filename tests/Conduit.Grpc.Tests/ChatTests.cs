@@ -59,6 +59,38 @@ public class ChatTests
     }
 
     [Fact]
+    public async Task Subscribe_and_Send_the_two_halves_of_ChatStream_reach_stream_participants_and_each_other()
+    {
+        await using var host = await StartChat();
+        var client = new Chat.ChatClient(host.Channel);
+        using var ann = await JoinAsync(host, "halves", "ann");
+        using var subscription = client.Subscribe(new SubscribeRequest { Room = "halves" }, deadline: DateTime.UtcNow.AddSeconds(30));
+        // Subscribing is asynchronous on the server: send until the subscriber has it.
+        SendResponse sent;
+        do
+        {
+            sent = await client.SendAsync(new SendRequest { Room = "halves", Message = new ChatMessage { User = "bob", Text = "from a browser" } });
+        }
+        while (sent.Delivered < 2);
+        Assert.True(await subscription.ResponseStream.MoveNext());
+        Assert.Equal(("bob", "from a browser"), (subscription.ResponseStream.Current.User, subscription.ResponseStream.Current.Text));
+        Assert.True(subscription.ResponseStream.Current.SentUnixMs > 0);
+        Assert.True(await NextMessage(ann));
+        Assert.Equal("from a browser", ann.ResponseStream.Current.Text);
+        // What a stream participant says reaches the subscriber (after any retries of bob's message).
+        await ann.RequestStream.WriteAsync(new ChatMessage { User = "ann", Text = "hello bob" });
+        do Assert.True(await subscription.ResponseStream.MoveNext());
+        while (subscription.ResponseStream.Current.User != "ann");
+        Assert.Equal("hello bob", subscription.ResponseStream.Current.Text);
+
+        // Send is checked as ChatStream is; an empty room delivers to no one.
+        var ex = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(new SendRequest { Room = "halves", Message = new ChatMessage { Text = "anonymous" } }).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        Assert.Equal(0, (await client.SendAsync(new SendRequest { Room = "nobody-here", Message = new ChatMessage { User = "bob", Text = "hello?" } })).Delivered);
+        await ann.RequestStream.CompleteAsync();
+    }
+
+    [Fact]
     public async Task A_lone_participant_sees_its_own_message()
     {
         await using var host = await StartChat();
