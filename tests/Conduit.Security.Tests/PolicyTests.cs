@@ -56,6 +56,16 @@ public class PolicyTests
     public void GetByToken_is_open_to_anyone_as_before() =>
         Assert.True(PermissionPolicy.Parse([]).Allows(Nobody, "accounts.v1.Accounts/GetByToken", null));
 
+    [Fact]
+    public void GetServers_is_open_to_every_authenticated_caller_and_to_admins_on_LogAdmin()
+    {
+        var empty = PermissionPolicy.Parse([]);
+        Assert.True(empty.Allows(As("account:7"), "log.v1.Log/GetServers", null));
+        Assert.False(empty.Allows(Nobody, "log.v1.Log/GetServers", null));
+        Assert.False(empty.Allows(As("account:7"), "log.v1.LogAdmin/GetServers", null));
+        Assert.True(Policy.Allows(As("cert:root", "admin"), "log.v1.LogAdmin/GetServers", null));
+    }
+
     [Theory]
     [InlineData("deny x *", "unknown rule 'deny'")]
     [InlineData("allow x", "an allow line is")]

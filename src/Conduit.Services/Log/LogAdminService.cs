@@ -9,8 +9,11 @@ using WireDurability = Conduit.Protos.Log.V1.Durability;
 namespace Conduit.Services.Log;
 
 /// <summary>log.v1.LogAdmin: topics (create with settings, list, describe) and truncation of retained data.</summary>
-public sealed class LogAdminService(ILogStorage storage) : LogAdmin.LogAdminBase
+public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null) : LogAdmin.LogAdminBase
 {
+    public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
+        Task.FromResult(LogMapping.Servers(servers, context));
+
     [DryRunSupported]
     public override Task<TopicInfo> CreateTopic(CreateTopicRequest request, ServerCallContext context)
     {

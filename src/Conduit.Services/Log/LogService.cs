@@ -16,7 +16,7 @@ namespace Conduit.Services.Log;
 /// followers a principal may open, and how many bytes of large records all followers may have on
 /// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null) : Protos.Log.V1.Log.LogBase
 {
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
     private readonly ConsumeStreamGate _gate = gate ?? new ConsumeStreamGate(new ConsumeStreamLimits());
@@ -54,6 +54,9 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         await pending.Durable.WaitAsync(context.CancellationToken).ConfigureAwait(false);
         return new ProduceBatchResponse { BaseOffset = (ulong)pending.Offset, Count = (uint)records.Length };
     }
+
+    public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
+        Task.FromResult(LogMapping.Servers(servers, context));
 
     public override Task<ConsumeResponse> Consume(ConsumeRequest request, ServerCallContext context)
     {
@@ -211,6 +214,32 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
 public static class LogMapping
 {
     public const string ErrorDomain = "log.conduit.dev";
+
+    /// <summary>
+    /// GetServers' answer. A server bound to every interface (0.0.0.0, [::]) is named by the host
+    /// the caller reached it by; without <paramref name="servers"/> this server alone, as leader.
+    /// </summary>
+    public static GetServersResponse Servers(ILogServers? servers, ServerCallContext context)
+    {
+        var response = new GetServersResponse();
+        var list = servers?.Servers() ?? [new LogServer(Environment.MachineName, context.Host, IsLeader: true)];
+        foreach (var server in list)
+        {
+            response.Servers.Add(new Server { Id = server.Id, RpcAddr = Reachable(server.RpcAddress, context.Host), IsLeader = server.IsLeader });
+        }
+        return response;
+    }
+
+    private static string Reachable(string address, string callerAuthority)
+    {
+        var colon = address.LastIndexOf(':');
+        if (colon <= 0) return address;
+        var host = address[..colon];
+        if (host is not ("0.0.0.0" or "[::]" or "*" or "+")) return address;
+        var callerColon = callerAuthority.LastIndexOf(':');
+        var callerHost = callerColon > 0 && !callerAuthority.EndsWith(']') ? callerAuthority[..callerColon] : callerAuthority;
+        return callerHost.Length == 0 ? address : callerHost + address[colon..];
+    }
 
     public static LogRecord ToStorage(ProduceRequest request, string field)
     {

@@ -2,6 +2,9 @@ using Conduit.Grpc;
 using Conduit.Services.Log;
 using Conduit.Storage.Log;
 using Grpc.Core;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 
 namespace Conduit.Hosting;
 
@@ -69,8 +72,20 @@ public static class LogHosting
             MaxStreamsPerPrincipal = options.MaxConsumeStreamsPerPrincipal,
             BufferBytes = options.ConsumeStreamBufferBytes,
         }));
+        services.TryAddSingleton<ILogServers, SingleNodeServers>();
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
+    }
+
+    /// <summary>GetServers on one node: this server, as leader, at its first gRPC listener (as bound, so port 0 reads as the real port).</summary>
+    private sealed class SingleNodeServers(IServer server) : ILogServers
+    {
+        public IReadOnlyList<LogServer> Servers()
+        {
+            var first = server.Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
+            var address = first is null ? "" : Uri.TryCreate(first, UriKind.Absolute, out var uri) ? $"{uri.Host}:{uri.Port}" : first;
+            return [new LogServer(Environment.MachineName, address, IsLeader: true)];
+        }
     }
 
     public static void MapLog(WebApplication app)

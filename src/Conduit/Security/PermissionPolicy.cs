@@ -13,7 +13,9 @@ namespace Conduit.Security;
 /// </code>
 /// Subjects are "operator" (the operator token), "account:&lt;id&gt;" (an Accounts token) and
 /// "cert:&lt;common name&gt;" (a client certificate). Everything not allowed is denied, except
-/// accounts.v1.Accounts/GetByToken, which anyone may call: the token in the request is the credential.
+/// accounts.v1.Accounts/GetByToken, which anyone may call (the token in the request is the
+/// credential), and log.v1.Log/GetServers, which every authenticated caller may call (a client's
+/// resolver asks it before producing or consuming).
 /// </summary>
 public sealed class PermissionPolicy
 {
@@ -22,6 +24,7 @@ public sealed class PermissionPolicy
     public const string RolePrefix = "role:";
 
     private static readonly Rule GetByToken = new(Anyone, ["accounts.v1.Accounts/GetByToken"], "*");
+    private static readonly Rule GetServers = new(Authenticated, ["log.v1.Log/GetServers"], "*");
 
     private readonly List<Rule> _rules;
     private readonly Dictionary<string, List<string>> _roles;
@@ -45,7 +48,7 @@ public sealed class PermissionPolicy
     /// <exception cref="FormatException">A line is not a rule; the message names the file and line.</exception>
     public static PermissionPolicy Parse(IEnumerable<string> lines, string source = "policy")
     {
-        var rules = new List<Rule> { GetByToken };
+        var rules = new List<Rule> { GetByToken, GetServers };
         var roles = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         var number = 0;
         foreach (var raw in lines)
