@@ -1,5 +1,5 @@
 // The console: a login bar (a token kept in sessionStorage) and one page per area, chosen by the
-// location hash (#log, #cache, #accounts, #users, #chat, #server).
+// location hash (#log, #cache, #accounts, #users, #chat, #server, #cluster).
 import { setToken, token } from "./api";
 import { h, clear } from "./ui";
 import { logPage } from "./pages/log";
@@ -8,6 +8,7 @@ import { accountsPage } from "./pages/accounts";
 import { usersPage } from "./pages/users";
 import { chatPage } from "./pages/chat";
 import { serverPage } from "./pages/server";
+import { clusterPage } from "./pages/cluster";
 
 export type Page = (root: HTMLElement) => () => void;
 
@@ -18,6 +19,7 @@ const pages: Record<string, [string, Page]> = {
   users: ["Users", usersPage],
   chat: ["Chat", chatPage],
   server: ["Server", serverPage],
+  cluster: ["Cluster", clusterPage],
 };
 
 const nav = document.getElementById("nav")!;

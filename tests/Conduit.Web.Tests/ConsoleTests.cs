@@ -186,6 +186,13 @@ public class ConsoleTests
         await Expect(op, "#connections", "open connection(s)");
         await Screenshot(op, "server");
 
+        // Cluster: the members GetServers answers; one node is its own leader at its gRPC address.
+        await op.ClickAsync("#nav-cluster");
+        await Expect(op, "#cluster-status", "1 member(s), a leader");
+        await Expect(op, "#servers", $":{new Uri(grpcUrl).Port}");
+        await Expect(op, "#servers", "leader");
+        await Screenshot(op, "cluster");
+
         // The account may not scrape /metrics.
         await acct.ClickAsync("#nav-server");
         await Expect(acct, "#metrics-status", "PERMISSION_DENIED");
