@@ -50,6 +50,11 @@ export function describeError(e: unknown): string {
   return String(e);
 }
 
+/** PERMISSION_DENIED or UNAUTHENTICATED: asking again with the same token will not help. */
+export function isDenied(e: unknown): boolean {
+  return e instanceof ConnectError && (e.code === Code.PermissionDenied || e.code === Code.Unauthenticated);
+}
+
 export function isCancel(e: unknown): boolean {
   return e instanceof ConnectError && e.code === Code.Canceled;
 }

@@ -2,7 +2,7 @@
 // second, with a list of what changed between polls (a member joined or left, the leader moved),
 // so a node being killed shows live. Commit index and replication lag per node are not answered by
 // GetServers; they are not shown.
-import { client, describeError } from "../api";
+import { client, describeError, isDenied } from "../api";
 import { LogAdmin, type Server } from "../gen/log/v1/log_pb";
 import { clear, h, statusLine } from "../ui";
 
@@ -32,12 +32,13 @@ export function clusterPage(root: HTMLElement): () => void {
       status.ok(`${res.servers.length} member(s), ${res.servers.some((s) => s.isLeader) ? "a leader" : "NO LEADER"} · ${new Date().toLocaleTimeString()}`);
     } catch (e) {
       status.fail(describeError(e));
+      if (isDenied(e)) clearInterval(timer);
       if (previous) { event(`this server does not answer: ${describeError(e)}`); previous = undefined; }
     }
   }
 
-  poll();
   const timer = setInterval(poll, 1000);
+  poll();
   root.append(
     h("div", { class: "panel" }, h("h2", {}, "Members"), status.el,
       h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "gRPC address"), h("th", {}, "role"))), body)),

@@ -2,7 +2,7 @@
 // offsets' growth and the tail's consume rate as live charts, a tail that follows ConsumeStream
 // (pause, jump to offset), a record viewer (text, hex, JSON) and a produce form.
 import { create } from "@bufbuild/protobuf";
-import { client, describeError, isCancel } from "../api";
+import { client, describeError, isCancel, isDenied } from "../api";
 import { Durability, Log, LogAdmin, RecordSchema, type Record as LogRecord, type TopicInfo } from "../gen/log/v1/log_pb";
 import { Chart, bytes, clear, encode, h, hex, statusLine, utf8 } from "../ui";
 
@@ -123,12 +123,14 @@ export function logPage(root: HTMLElement): () => void {
       topicsStatus.ok(`${res.topics.length} topic(s), updated ${new Date().toLocaleTimeString()}`);
     } catch (e) {
       topicsStatus.fail(describeError(e));
+      // Polling again with the same token cannot help; logging in again re-renders the page.
+      if (isDenied(e)) clearInterval(timer);
     }
     consumeChart.push({ tail: received - lastReceived });
     lastReceived = received;
   }
-  poll();
   const timer = setInterval(poll, 1000);
+  poll();
 
   // Produce.
   const pTopic = h("input", { id: "produce-topic", placeholder: "(default topic)", size: 14 });

@@ -65,6 +65,7 @@ export function serverPage(root: HTMLElement): () => void {
       const res = await fetch("/metrics", { headers: authHeaders() });
       if (res.status === 401 || res.status === 403) {
         metricsStatus.fail(`${res.status === 401 ? "UNAUTHENTICATED" : "PERMISSION_DENIED"}: /metrics needs the permission conduit/metrics`);
+        metricsDenied = true;
         return;
       }
       if (!res.ok) { metricsStatus.fail(`/metrics: HTTP ${res.status}`); return; }
@@ -107,7 +108,8 @@ export function serverPage(root: HTMLElement): () => void {
     }
   }
 
-  const refresh = () => { checkHealth(); metrics(); };
+  let metricsDenied = false;
+  const refresh = () => { checkHealth(); if (!metricsDenied) metrics(); };
   refresh();
   const timer = setInterval(refresh, 3000);
   root.append(
