@@ -58,6 +58,7 @@ export class Chart {
 
   constructor(readonly title: string, readonly points = 60) {
     this.canvas = h("canvas", { width: 520, height: 140, class: "chart", title });
+    this.draw(); // the frame and title before the first values
   }
 
   push(values: Record<string, number>): void {

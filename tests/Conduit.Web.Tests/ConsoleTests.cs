@@ -114,11 +114,13 @@ public class ConsoleTests
         await Expect(op, "#accounts", "shop");
         await Screenshot(op, "accounts");
 
-        // Users: 25 from CSV (one batch), then page through them ten at a time.
+        // Users: 25 from CSV in three calls of at most 10 rows, then page through them ten at a time.
         await op.ClickAsync("#nav-users");
+        await op.FillAsync("#csv-batch", "10");
         await op.FillAsync("#csv", "name,email\n" + string.Join("\n", Enumerable.Range(1, 25).Select(i => $"User {i},user{i}@example.com")));
         await op.ClickAsync("#csv-button");
-        await Expect(op, "#csv-status", "created 25 user(s)");
+        await Expect(op, "#csv-status", "created 25 user(s) in 3 batch(es)");
+        Assert.Equal("25 of 25", await op.EvalOnSelectorAsync<string>("#csv-progress", "p => `${p.value} of ${p.max}`"));
         await Expect(op, "#users-status", "10 user(s) on page 1");
         await op.ClickAsync("#users-next");
         await Expect(op, "#users-status", "10 user(s) on page 2");

@@ -9,7 +9,7 @@ import { CreateUserRequestSchema, CreateUsersResponseSchema, UserService, type U
 import { clear, h, statusLine } from "../ui";
 
 const PageSize = 10;
-const BatchSize = 100;
+const DefaultBatchSize = 100;
 
 export function usersPage(root: HTMLElement): () => void {
   const users = client(UserService);
@@ -22,6 +22,7 @@ export function usersPage(root: HTMLElement): () => void {
   const csv = h("textarea", { id: "csv", rows: 6, cols: 60, placeholder: "name,email — one user per line" });
   const file = h("input", { id: "csv-file", type: "file", accept: ".csv,text/csv" });
   const progress = h("progress", { id: "csv-progress", max: 1, value: 0 });
+  const batchInput = h("input", { id: "csv-batch", type: "number", min: 1, max: 1000, value: DefaultBatchSize, style: "width:5rem" });
   let page = 1;
 
   async function load(p: number): Promise<void> {
@@ -51,6 +52,7 @@ export function usersPage(root: HTMLElement): () => void {
     progress.max = Math.max(rows.length, 1);
     progress.value = 0;
     let created = 0;
+    const BatchSize = Math.max(1, Number(batchInput.value) || DefaultBatchSize);
     for (let at = 0; at < rows.length; at += BatchSize) {
       const batch = rows.slice(at, at + BatchSize);
       try {
@@ -73,9 +75,9 @@ export function usersPage(root: HTMLElement): () => void {
       h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "num" }, "id"), h("th", {}, "name"), h("th", {}, "email"), h("th", {}, "created (UTC)"))), body),
       h("p", {}, prev, " ", pageLabel, " ", next)),
     h("div", { class: "panel" }, h("h2", {}, "Create from CSV"),
-      h("form", { id: "csv-form", onsubmit: upload }, csv, h("br"), file, " ", h("button", { id: "csv-button", type: "submit" }, "Create users"), " ", progress),
+      h("form", { id: "csv-form", onsubmit: upload }, csv, h("br"), file, " ", h("button", { id: "csv-button", type: "submit" }, "Create users"), " rows per call ", batchInput, " ", progress),
       csvStatus.el,
-      h("p", { class: "muted" }, `Sent in batches of ${BatchSize} rows, one CreateUsers call (one transaction) per batch: browsers cannot stream a request.`)),
+      h("p", { class: "muted" }, "Sent in batches, one CreateUsers call (one transaction) per batch: browsers cannot stream a request.")),
   );
   load(1);
   return () => {};
