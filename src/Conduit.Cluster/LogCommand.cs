@@ -75,34 +75,34 @@ internal abstract record LogCommand
         switch (reader.ReadByte())
         {
             case AppendKind:
+            {
+                var topic = reader.ReadString();
+                var count = reader.ReadInt32();
+                var records = new LogRecord[count];
+                for (var i = 0; i < count; i++)
                 {
-                    var topic = reader.ReadString();
-                    var count = reader.ReadInt32();
-                    var records = new LogRecord[count];
-                    for (var i = 0; i < count; i++)
-                    {
-                        var timestamp = reader.ReadInt64();
-                        var key = ReadBytes(reader);
-                        var headerCount = reader.ReadInt32();
-                        var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
-                        for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
-                        records[i] = new LogRecord { TimestampMs = timestamp, Key = key, Headers = headers, Value = ReadBytes(reader) };
-                    }
-                    return new Append(topic, records);
+                    var timestamp = reader.ReadInt64();
+                    var key = ReadBytes(reader);
+                    var headerCount = reader.ReadInt32();
+                    var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
+                    for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
+                    records[i] = new LogRecord { TimestampMs = timestamp, Key = key, Headers = headers, Value = ReadBytes(reader) };
                 }
+                return new Append(topic, records);
+            }
             case CreateKind:
+            {
+                var name = reader.ReadString();
+                var durability = reader.ReadInt32();
+                return new CreateTopic(name, new TopicConfig
                 {
-                    var name = reader.ReadString();
-                    var durability = reader.ReadInt32();
-                    return new CreateTopic(name, new TopicConfig
-                    {
-                        Durability = durability < 0 ? null : (Durability)durability,
-                        FlushIntervalMs = ReadOptional(reader),
-                        SegmentBytes = ReadOptional(reader),
-                        RetentionBytes = ReadOptional(reader),
-                        RetentionMs = ReadOptional(reader),
-                    });
-                }
+                    Durability = durability < 0 ? null : (Durability)durability,
+                    FlushIntervalMs = ReadOptional(reader),
+                    SegmentBytes = ReadOptional(reader),
+                    RetentionBytes = ReadOptional(reader),
+                    RetentionMs = ReadOptional(reader),
+                });
+            }
             case TruncateKind:
                 return new Truncate(reader.ReadString(), reader.ReadInt64());
             case var kind:

@@ -1,5 +1,5 @@
-using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 using Conduit.Storage.Log;
+using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 using Microsoft.Extensions.Logging;
 
 namespace Conduit.Cluster;
@@ -61,75 +61,75 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         return entry.Index;
     }
 
-    private async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
+    internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
     {
         switch (command)
         {
             case LogCommand.Append append:
+            {
+                ITopicLog log;
+                try
                 {
-                    ITopicLog log;
-                    try
-                    {
-                        log = local.GetOrCreate(append.Topic);
-                    }
-                    catch (Exception ex) when (ex is TopicLimitException or TopicOfflineException)
-                    {
-                        // The same on every node given the same settings: nothing appended anywhere.
-                        outcome?.Fail(ex);
-                        return;
-                    }
-                    var expected = _expected.GetValueOrDefault(append.Topic);
-                    // Nothing has been written to this topic since the start when it is first seen
-                    // here, so what readers see is where the files end.
-                    if (!_localEnd.TryGetValue(append.Topic, out var end)) end = log.NextOffset;
-                    var count = append.Records.Count;
-                    if (end >= expected + count)
-                    {
-                        _expected[append.Topic] = expected + count; // applied by an earlier run
-                        _localEnd[append.Topic] = end;
-                        outcome?.Succeed(new PendingAppend(expected, Task.CompletedTask));
-                        return;
-                    }
-                    if (end != expected)
-                    {
-                        var diverged = new InvalidOperationException(
-                            $"Topic '{append.Topic}' ends at offset {end} on this node but the replicated log's next offset is {expected}: local records were lost. Wipe this node's data folder so it rejoins as a new node (docs/cluster.md).");
-                        logger.LogCritical("{Message}", diverged.Message);
-                        outcome?.Fail(diverged);
-                        throw diverged;
-                    }
-                    PendingAppend pending;
-                    while (true)
-                    {
-                        try
-                        {
-                            pending = log.AppendBatch(append.Records);
-                            break;
-                        }
-                        catch (DiskFullException full)
-                        {
-                            // Skipping would make offsets differ: wait for space, reads go on meanwhile.
-                            logger.LogError("Applying to topic '{Topic}' waits: {Message}", append.Topic, full.Message);
-                            await Task.Delay(TimeSpan.FromSeconds(1), token).ConfigureAwait(false);
-                        }
-                        catch (Exception ex)
-                        {
-                            logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
-                            outcome?.Fail(ex);
-                            throw;
-                        }
-                    }
-                    if (pending.Offset != expected)
-                    {
-                        var diverged = new InvalidOperationException($"Topic '{append.Topic}' gave offset {pending.Offset} where the replicated log expects {expected}.");
-                        logger.LogCritical("{Message}", diverged.Message);
-                        outcome?.Fail(diverged);
-                        throw diverged;
-                    }
-                    _expected[append.Topic] = _localEnd[append.Topic] = expected + count;
-                    outcome?.Succeed(pending);
+                    log = local.GetOrCreate(append.Topic);
+                }
+                catch (Exception ex) when (ex is TopicLimitException or TopicOfflineException)
+                {
+                    // The same on every node given the same settings: nothing appended anywhere.
+                    outcome?.Fail(ex);
                     return;
                 }
+                var expected = _expected.GetValueOrDefault(append.Topic);
+                // Nothing has been written to this topic since the start when it is first seen
+                // here, so what readers see is where the files end.
+                if (!_localEnd.TryGetValue(append.Topic, out var end)) end = log.NextOffset;
+                var count = append.Records.Count;
+                if (end >= expected + count)
+                {
+                    _expected[append.Topic] = expected + count; // applied by an earlier run
+                    _localEnd[append.Topic] = end;
+                    outcome?.Succeed(new PendingAppend(expected, Task.CompletedTask));
+                    return;
+                }
+                if (end != expected)
+                {
+                    var diverged = new InvalidOperationException(
+                        $"Topic '{append.Topic}' ends at offset {end} on this node but the replicated log's next offset is {expected}: this node's log files do not match the replicated log (records lost, or a log folder that was not written by this cluster). Wipe this node's data folder so it rejoins as a new node (docs/cluster.md).");
+                    logger.LogCritical("{Message}", diverged.Message);
+                    outcome?.Fail(diverged);
+                    throw diverged;
+                }
+                PendingAppend pending;
+                while (true)
+                {
+                    try
+                    {
+                        pending = log.AppendBatch(append.Records);
+                        break;
+                    }
+                    catch (DiskFullException full)
+                    {
+                        // Skipping would make offsets differ: wait for space, reads go on meanwhile.
+                        logger.LogError("Applying to topic '{Topic}' waits: {Message}", append.Topic, full.Message);
+                        await Task.Delay(TimeSpan.FromSeconds(1), token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
+                        outcome?.Fail(ex);
+                        throw;
+                    }
+                }
+                if (pending.Offset != expected)
+                {
+                    var diverged = new InvalidOperationException($"Topic '{append.Topic}' gave offset {pending.Offset} where the replicated log expects {expected}.");
+                    logger.LogCritical("{Message}", diverged.Message);
+                    outcome?.Fail(diverged);
+                    throw diverged;
+                }
+                _expected[append.Topic] = _localEnd[append.Topic] = expected + count;
+                outcome?.Succeed(pending);
+                return;
+            }
             case LogCommand.CreateTopic create:
                 try
                 {
@@ -143,20 +143,20 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                 }
                 return;
             case LogCommand.Truncate truncate:
+            {
+                var log = local.Find(truncate.Topic);
+                if (log is null)
                 {
-                    var log = local.Find(truncate.Topic);
-                    if (log is null)
-                    {
-                        outcome?.Fail(new OffsetOutOfRangeException(truncate.Topic, truncate.BeforeOffset, 0, 0));
-                        return;
-                    }
-                    // Never past the records the replicated log held when the command was committed,
-                    // so replaying it later removes no more than it did then.
-                    var limit = Math.Min(truncate.BeforeOffset, _expected.GetValueOrDefault(truncate.Topic));
-                    var removed = log.TruncateBefore(limit);
-                    outcome?.Succeed(new PendingAppend(removed, Task.CompletedTask), log);
+                    outcome?.Fail(new OffsetOutOfRangeException(truncate.Topic, truncate.BeforeOffset, 0, 0));
                     return;
                 }
+                // Never past the records the replicated log held when the command was committed,
+                // so replaying it later removes no more than it did then.
+                var limit = Math.Min(truncate.BeforeOffset, _expected.GetValueOrDefault(truncate.Topic));
+                var removed = log.TruncateBefore(limit);
+                outcome?.Succeed(new PendingAppend(removed, Task.CompletedTask), log);
+                return;
+            }
         }
     }
 }
