@@ -123,7 +123,8 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     private Storage.Log.NotLeaderException NotLeader(Exception? inner = null)
     {
         var leader = _cluster.Leader;
-        if (leader is null) return new Storage.Log.NotLeaderException(NodeId, null, null, inner);
+        // This node elected but not yet able to write (its first entry of the term is not committed): retry shortly.
+        if (leader is null || !leader.IsRemote) return new Storage.Log.NotLeaderException(NodeId, null, null, inner);
         var id = IdOf(leader.EndPoint);
         return new Storage.Log.NotLeaderException(NodeId, id, _rpcById.GetValueOrDefault(id), inner);
     }

@@ -79,8 +79,12 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         }
     }
 
+    private int _disposed;
+
+    /// <summary>Stops the Raft node (nothing is applied after this), then closes the files.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // registered as itself and as ILogStorage
         node.DisposeAsync().AsTask().GetAwaiter().GetResult();
         local.Dispose();
     }

@@ -45,6 +45,12 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(["n1", "n2", "n3"], servers.Select(s => s.Id).Order());
         Assert.All(_nodes, n => Assert.Equal($"127.0.0.1:{n.RpcPort}", servers.Single(s => s.Id == n.Id).RpcAddr));
 
+        // `conduit cluster members` prints the same list.
+        var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
+        Assert.Equal(0, members.ExitCode);
+        Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
+        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal)));
+
         // Produce through the leader: single records with key and headers, and a batch.
         var produced = new List<(ulong Offset, Record Record)>();
         for (var i = 0; i < 20; i++)
