@@ -119,6 +119,27 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         output.WriteLine($"{clock.ElapsedMilliseconds} ms: wiped {wiped.Id} caught up");
     }
 
+    [Fact]
+    public async Task Without_a_majority_there_is_no_leader_and_writes_answer_unavailable_with_retry_info()
+    {
+        // One node of three started alone: it can never win an election.
+        var node = new Node("solo", Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, "solo"));
+        _nodes.Add(node);
+        await node.Start($"solo=127.0.0.1:{node.RaftPort},b=127.0.0.1:{Ports.Free()},c=127.0.0.1:{Ports.Free()}");
+        var refused = await Assert.ThrowsAsync<RpcException>(async () =>
+            await node.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("x") } }, Timeout()));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        Assert.Equal("NO_LEADER", refused.GetDetail<ErrorInfo>()!.Reason);
+        Assert.NotNull(refused.GetDetail<RetryInfo>());
+        var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+        Assert.Equal(["b", "c", "solo"], servers.Select(s => s.Id).Order());
+        Assert.DoesNotContain(servers, s => s.IsLeader);
+        Assert.Equal($"127.0.0.1:{node.RpcPort}", servers.Single(s => s.Id == "solo").RpcAddr);
+        // Reads are served from the node's own (empty) log.
+        var empty = await Assert.ThrowsAsync<RpcException>(async () => await node.Client.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout()));
+        Assert.Equal(StatusCode.OutOfRange, empty.StatusCode);
+    }
+
     /// <summary>Produces to whichever node leads, following NOT_LEADER answers and waiting out elections.</summary>
     private static async Task<ProduceResponse> ProduceWithRetry(IReadOnlyList<Node> nodes, string value)
     {
