@@ -28,7 +28,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         _dir.Dispose();
     }
 
-    private static CallOptions Timeout(double seconds = 10) => new CallOptions().WithTimeout(TimeSpan.FromSeconds(seconds));
+    internal static CallOptions Timeout(double seconds = 10) => new CallOptions().WithTimeout(TimeSpan.FromSeconds(seconds));
 
     [Fact]
     public async Task Three_nodes_replicate_fail_over_and_catch_up()
@@ -141,7 +141,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>Produces to whichever node leads, following NOT_LEADER answers and waiting out elections.</summary>
-    private static async Task<ProduceResponse> ProduceWithRetry(IReadOnlyList<Node> nodes, string value)
+    internal static async Task<ProduceResponse> ProduceWithRetry(IReadOnlyList<Node> nodes, string value, Action? onFailedAttempt = null)
     {
         var deadline = Stopwatch.StartNew();
         var target = nodes[0];
@@ -153,6 +153,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded && deadline.Elapsed < TimeSpan.FromSeconds(30))
             {
+                onFailedAttempt?.Invoke();
                 var leaderId = ex.GetDetail<ErrorInfo>() is { Reason: "NOT_LEADER" } info ? info.Metadata["leader_id"] : null;
                 target = nodes.FirstOrDefault(n => n.Id == leaderId) ?? nodes[(nodes.ToList().IndexOf(target) + 1) % nodes.Count];
                 await Task.Delay(100);
@@ -161,7 +162,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>Asks the nodes' GetServers until they agree on a leader (other than <paramref name="except"/>) that knows it leads.</summary>
-    private static async Task<Node> WaitForLeader(IReadOnlyList<Node> nodes, string? except)
+    internal static async Task<Node> WaitForLeader(IReadOnlyList<Node> nodes, string? except)
     {
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < TimeSpan.FromSeconds(30))
@@ -190,7 +191,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>The first <paramref name="count"/> records of a topic on one node (waiting for them to be applied there).</summary>
-    private static async Task<List<Record>> ReadAll(Node node, string topic, int count)
+    internal static async Task<List<Record>> ReadAll(Node node, string topic, int count)
     {
         var deadline = Stopwatch.StartNew();
         while (true)
@@ -208,43 +209,46 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
             }
         }
     }
+}
 
-    private sealed class Node(string id, int rpcPort, int raftPort, string dataDir) : IAsyncDisposable
+/// <summary>One `conduit serve` cluster node as a child process, restartable on its folder.</summary>
+internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir) : IAsyncDisposable
+{
+    private ChildProcess? _process;
+    private GrpcChannel? _channel;
+
+    public string Id => id;
+    public int RpcPort => rpcPort;
+    public int RaftPort => raftPort;
+    public string DataDir => dataDir;
+    public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
+    public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
+
+    public async Task Start(string peers)
     {
-        private ChildProcess? _process;
-        private GrpcChannel? _channel;
-
-        public string Id => id;
-        public int RpcPort => rpcPort;
-        public int RaftPort => raftPort;
-        public string DataDir => dataDir;
-        public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
-        public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
-
-        public async Task Start(string peers)
+        var environment = new Dictionary<string, string>
         {
-            var environment = new Dictionary<string, string>
-            {
-                // Elections in a few hundred ms; generous enough for a loaded 2-core machine.
-                ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400",
-                ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
-            };
-            if (_process is not null) await _process.DisposeAsync(); // killed before a restart
-            _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-                "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
-            await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
-            _channel?.Dispose();
-            _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
-            Client = new Protos.Log.V1.Log.LogClient(_channel);
-            Admin = new LogAdmin.LogAdminClient(_channel);
-        }
+            // Elections in a few hundred ms; generous enough for a loaded 2-core machine.
+            ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400",
+            ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
+        };
+        if (_process is not null) await _process.DisposeAsync(); // killed before a restart
+        _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
+        await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
+        _channel?.Dispose();
+        _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
+        Client = new Protos.Log.V1.Log.LogClient(_channel);
+        Admin = new LogAdmin.LogAdminClient(_channel);
+    }
 
-        public void Kill() => _process!.Signal("KILL");
+    public void Kill() => _process!.Signal("KILL");
 
-        public async ValueTask DisposeAsync()
-        {
-            _channel?.Dispose();
-            if (_process is not null) await _process.DisposeAsync();
-        }
+    public void Signal(string name) => _process!.Signal(name);
+
+    public async ValueTask DisposeAsync()
+    {
+        _channel?.Dispose();
+        if (_process is not null) await _process.DisposeAsync();
     }
 }
