@@ -46,6 +46,8 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                         ["offset"] = corrupted.Offset.ToString(CultureInfo.InvariantCulture),
                     }),
                     Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}."));
+            case NotLeaderException notLeader:
+                return NotLeader(notLeader);
             case TopicExistsException exists:
                 return LogMapping.TopicExists(exists.Topic);
             case TopicLimitException limit:
@@ -95,6 +97,25 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
             default:
                 return null;
         }
+    }
+
+    /// <summary>
+    /// A write to a follower of a replicated log (docs/cluster.md): UNAVAILABLE with ErrorInfo
+    /// NOT_LEADER and the leader's id and gRPC address, so a client sends it there; while no leader
+    /// is known, ErrorInfo NO_LEADER with RetryInfo.
+    /// </summary>
+    public static RpcException NotLeader(NotLeaderException notLeader)
+    {
+        ArgumentNullException.ThrowIfNull(notLeader);
+        if (notLeader.LeaderId is null)
+        {
+            return RpcException.WithDetails(StatusCode.Unavailable, notLeader.Message,
+                Details.ErrorInfo("NO_LEADER", LogMapping.ErrorDomain, new Dictionary<string, string> { ["node_id"] = notLeader.NodeId }),
+                Details.RetryInfo(TimeSpan.FromMilliseconds(500)));
+        }
+        var metadata = new Dictionary<string, string> { ["node_id"] = notLeader.NodeId, ["leader_id"] = notLeader.LeaderId };
+        if (!string.IsNullOrEmpty(notLeader.LeaderRpcAddress)) metadata["leader_rpc_addr"] = notLeader.LeaderRpcAddress;
+        return RpcException.WithDetails(StatusCode.Unavailable, notLeader.Message, Details.ErrorInfo("NOT_LEADER", LogMapping.ErrorDomain, metadata));
     }
 
     /// <summary>ENOSPC or EDQUOT (see <see cref="DiskSpace.IsFull"/>).</summary>

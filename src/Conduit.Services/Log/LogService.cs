@@ -38,8 +38,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
         }
         var pending = storage.GetOrCreate(request.Topic).Append(record);
-        await pending.Durable.WaitAsync(context.CancellationToken).ConfigureAwait(false);
-        return new ProduceResponse { Offset = (ulong)pending.Offset };
+        return new ProduceResponse { Offset = (ulong)await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false) };
     }
 
     [DryRunSupported]
@@ -51,8 +50,8 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             return new ProduceBatchResponse { BaseOffset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0), Count = (uint)records.Length };
         }
         var pending = storage.GetOrCreate(request.Topic).AppendBatch(records);
-        await pending.Durable.WaitAsync(context.CancellationToken).ConfigureAwait(false);
-        return new ProduceBatchResponse { BaseOffset = (ulong)pending.Offset, Count = (uint)records.Length };
+        var baseOffset = await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false);
+        return new ProduceBatchResponse { BaseOffset = (ulong)baseOffset, Count = (uint)records.Length };
     }
 
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
@@ -144,8 +143,8 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         {
             await foreach (var pending in acknowledgements.Reader.ReadAllAsync(token).ConfigureAwait(false))
             {
-                await pending.Durable.WaitAsync(token).ConfigureAwait(false);
-                await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)pending.Offset }, token).ConfigureAwait(false);
+                var offset = await pending.DurableOffsetAsync(token).ConfigureAwait(false);
+                await responseStream.WriteAsync(new ProduceResponse { Offset = (ulong)offset }, token).ConfigureAwait(false);
             }
         }
         catch

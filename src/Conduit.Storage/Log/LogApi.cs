@@ -86,7 +86,24 @@ public sealed record TopicConfig
 public readonly record struct TopicStats(long FirstOffset, long NextOffset, long Bytes, int Segments);
 
 /// <summary>An append that has been written; <see cref="Durable"/> completes when the topic's policy says it is safe.</summary>
-public readonly record struct PendingAppend(long Offset, Task Durable);
+public readonly record struct PendingAppend(long Offset, Task Durable)
+{
+    /// <summary>
+    /// Set by a log whose offsets are known only once the append is applied (a replicated log: the
+    /// offset comes from applying the committed entry); then <see cref="Offset"/> is -1.
+    /// </summary>
+    public Task<long>? OffsetTask { get; init; }
+
+    /// <summary>Waits until the append is durable and gives its offset (from <see cref="OffsetTask"/> when there is one).</summary>
+    public async Task<long> DurableOffsetAsync(CancellationToken cancellationToken = default)
+    {
+        await Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return OffsetTask is { } offset ? await offset.WaitAsync(cancellationToken).ConfigureAwait(false) : Offset;
+    }
+
+    /// <summary>An append replicated before it is applied: <paramref name="applied"/> gives its offset once it is durable.</summary>
+    public static PendingAppend Replicated(Task<long> applied) => new(-1, applied) { OffsetTask = applied };
+}
 
 /// <summary>One named log: an ordered set of segments.</summary>
 public interface ITopicLog
@@ -128,8 +145,7 @@ public interface ITopicLog
     async Task<long> AppendAsync(LogRecord record, CancellationToken cancellationToken = default)
     {
         var pending = Append(record);
-        await pending.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return pending.Offset;
+        return await pending.DurableOffsetAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Reads one record. Throws <see cref="OffsetOutOfRangeException"/> or <see cref="RecordCorruptedException"/>.</summary>

@@ -28,6 +28,7 @@ public static partial class Cli
         root.Subcommands.Add(InteropCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(LogCommand.Create());
+        root.Subcommands.Add(ClusterCommand.Create());
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
         root.Subcommands.Add(CertsCommand.Create());

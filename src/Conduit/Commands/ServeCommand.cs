@@ -45,11 +45,14 @@ internal static class ServeCommand
         var logFormat = new Option<string?>("--log-format") { Description = "Console log: simple (default, one line of text per entry) or json (one JSON object per line)" };
         var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Push traces and metrics to this OpenTelemetry collector, e.g. http://127.0.0.1:4317 (turns tracing on)" };
         var tracing = new Option<bool>("--tracing") { Description = "Record spans (W3C traceparent on the calls this server makes), even without --otlp-endpoint" };
+        var clusterNodeId = new Option<string?>("--cluster-node-id") { Description = "Run as a member of a replicated log cluster with this id (docs/cluster.md; default: one node, no cluster)" };
+        var clusterAddress = new Option<string?>("--cluster-address") { Description = "With --cluster-node-id: where this node speaks Raft (TCP), HOST:PORT" };
+        var clusterPeers = new Option<string?>("--cluster-peers") { Description = "With --cluster-node-id: the members at first start, ID=HOST:PORT,... (their Raft addresses)" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
             urls, webUrls, corsOrigins, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
-            logFormat, otlpEndpoint, tracing,
+            logFormat, otlpEndpoint, tracing, clusterNodeId, clusterAddress, clusterPeers,
         };
         var security = SecurityFlags.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
@@ -86,6 +89,9 @@ internal static class ServeCommand
             if (parse.GetValue(logFormat) is { } format) overrides[$"{LoggingOptions.Section}:Format"] = format;
             if (parse.GetValue(otlpEndpoint) is { } otlp) overrides[$"{TelemetryOptions.Section}:OtlpEndpoint"] = otlp;
             if (parse.GetValue(tracing)) overrides[$"{TelemetryOptions.Section}:Tracing"] = "true";
+            if (parse.GetValue(clusterNodeId) is { } nodeId) overrides[$"{Cluster.ClusterOptions.Section}:NodeId"] = nodeId;
+            if (parse.GetValue(clusterAddress) is { } raftAddress) overrides[$"{Cluster.ClusterOptions.Section}:Address"] = raftAddress;
+            if (parse.GetValue(clusterPeers) is { } peers) overrides[$"{Cluster.ClusterOptions.Section}:Peers:0"] = peers;
             security.Map(parse, overrides);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)

@@ -127,6 +127,7 @@ public static class ConduitHost
         services.AddSingleton(new Rooms<ChatMessage>());
         services.AddSingleton<ChatService>();
         LogHosting.AddLog(services, configuration, options);
+        ClusterHosting.AddCluster(services, configuration, options); // after AddLog: a cluster node's log replaces the single node's
         services.AddUsers(configuration, options);
         CacheHosting.AddAccountsAndCache(services, configuration, options);
         SeedsHosting.AddSeeds(services);

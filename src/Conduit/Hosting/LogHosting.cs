@@ -60,12 +60,7 @@ public static class LogHosting
     public static void AddLog(IServiceCollection services, IConfiguration configuration, ServeOptions serve)
     {
         var options = configuration.GetSection(LogOptions.Section).Get<LogOptions>() ?? new LogOptions();
-        services.AddSingleton<ILogStorage>(provider => new FileLogStorage(
-            options.Directory ?? Path.Combine(serve.DataDir, "log"),
-            options.TopicDefaults(),
-            TimeSpan.FromSeconds(options.RetentionCheckSeconds),
-            provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log"),
-            maxTopics: options.MaxTopics));
+        services.AddSingleton<ILogStorage>(provider => CreateFileStorage(provider, options, serve));
         services.AddSingleton<IExceptionMapper, LogExceptionMapper>(); // storage failures to statuses, for the log's calls
         services.AddSingleton(new ConsumeStreamGate(new ConsumeStreamLimits
         {
@@ -76,6 +71,14 @@ public static class LogHosting
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
     }
+
+    /// <summary>The embedded file engine, where Conduit:Log says (a cluster node applies its replicated log to one too).</summary>
+    public static FileLogStorage CreateFileStorage(IServiceProvider provider, LogOptions options, ServeOptions serve) => new(
+        options.Directory ?? Path.Combine(serve.DataDir, "log"),
+        options.TopicDefaults(),
+        TimeSpan.FromSeconds(options.RetentionCheckSeconds),
+        provider.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Log"),
+        maxTopics: options.MaxTopics);
 
     /// <summary>GetServers on one node: this server, as leader, at its first gRPC listener (as bound, so port 0 reads as the real port).</summary>
     private sealed class SingleNodeServers(IServer server) : ILogServers

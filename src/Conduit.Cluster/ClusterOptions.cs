@@ -1,0 +1,85 @@
+using System.Net;
+
+namespace Conduit.Cluster;
+
+/// <summary>
+/// Settings of a replicated log node, bound from "Conduit:Cluster" (appsettings.json,
+/// CONDUIT__CLUSTER__*, `conduit serve --cluster-node-id/--cluster-address/--cluster-peers`).
+/// Without a <see cref="NodeId"/> the server is the single-node log of before. docs/cluster.md.
+/// </summary>
+public sealed class ClusterOptions
+{
+    public const string Section = "Conduit:Cluster";
+
+    /// <summary>This node's id: unique in the cluster, kept across restarts (it names the node in GetServers and NOT_LEADER answers).</summary>
+    public string? NodeId { get; set; }
+
+    /// <summary>Where this node speaks Raft (TCP), host:port; the other members reach it there.</summary>
+    public string? Address { get; set; }
+
+    /// <summary>The members at first start: "id=host:port", comma separated, or one per entry; this node may be in it or not.</summary>
+    public string[] Peers { get; set; } = [];
+
+    /// <summary>The gRPC address (host:port) this node advertises to clients; default: the first URL of Conduit:Urls.</summary>
+    public string? RpcAddress { get; set; }
+
+    /// <summary>Where the Raft write-ahead log lives; default &lt;DataDir&gt;/raft.</summary>
+    public string? Directory { get; set; }
+
+    /// <summary>A follower that hears nothing from a leader for a random time between these starts an election.</summary>
+    public int LowerElectionTimeoutMs { get; set; } = 300;
+
+    public int UpperElectionTimeoutMs { get; set; } = 600;
+
+    /// <summary>How long a leader waits for one Raft request to a member; default: the lower election timeout.</summary>
+    public int? RequestTimeoutMs { get; set; }
+
+    public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
+
+    /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>
+    public IReadOnlyList<(string Id, IPEndPoint Address)> Members()
+    {
+        if (string.IsNullOrWhiteSpace(NodeId)) throw new ArgumentException("Conduit:Cluster:NodeId (--cluster-node-id) is required for a cluster.");
+        if (string.IsNullOrWhiteSpace(Address)) throw new ArgumentException("Conduit:Cluster:Address (--cluster-address HOST:PORT) is required for a cluster.");
+        var self = ParseEndPoint(Address, "--cluster-address");
+        var members = new List<(string Id, IPEndPoint Address)> { (NodeId, self) };
+        foreach (var entry in Peers.SelectMany(p => p.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
+        {
+            var eq = entry.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0) throw new ArgumentException($"--cluster-peers entry '{Short(entry)}' is not ID=HOST:PORT.");
+            var id = entry[..eq];
+            var address = ParseEndPoint(entry[(eq + 1)..], "--cluster-peers");
+            var known = members.FindIndex(m => m.Id == id);
+            if (known >= 0)
+            {
+                if (!members[known].Address.Equals(address)) throw new ArgumentException($"--cluster-peers names '{Short(id)}' at {address}, but it is at {members[known].Address}.");
+                continue;
+            }
+            if (members.Any(m => m.Address.Equals(address))) throw new ArgumentException($"--cluster-peers gives {address} to two members.");
+            members.Add((id, address));
+        }
+        if (LowerElectionTimeoutMs < 10 || UpperElectionTimeoutMs <= LowerElectionTimeoutMs)
+        {
+            throw new ArgumentException("Conduit:Cluster: the election timeouts must be at least 10 ms, the upper above the lower.");
+        }
+        return members;
+    }
+
+    /// <summary>host:port with an IP address or a name resolved now.</summary>
+    public static IPEndPoint ParseEndPoint(string text, string what)
+    {
+        var colon = text.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(text.AsSpan(colon + 1), System.Globalization.CultureInfo.InvariantCulture, out var port) || port is <= 0 or > 65535)
+        {
+            throw new ArgumentException($"{what} '{Short(text)}' is not HOST:PORT (a port from 1 to 65535).");
+        }
+        var host = text[..colon].Trim('[', ']');
+        if (IPAddress.TryParse(host, out var ip)) return new IPEndPoint(ip, port);
+        var addresses = Dns.GetHostAddresses(host);
+        var chosen = addresses.FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) ?? addresses.FirstOrDefault()
+            ?? throw new ArgumentException($"{what}: host '{Short(host)}' has no address.");
+        return new IPEndPoint(chosen, port);
+    }
+
+    private static string Short(string text) => text.Length > 64 ? text[..64] + "…" : text;
+}

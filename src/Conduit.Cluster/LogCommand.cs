@@ -1,0 +1,137 @@
+using System.Buffers;
+using System.Text;
+using Conduit.Storage.Log;
+
+namespace Conduit.Cluster;
+
+/// <summary>What a Raft entry of the replicated log asks every node to do, in the order of the log.</summary>
+internal abstract record LogCommand
+{
+    /// <summary>Appends records to a topic (created with the node's defaults when missing), as one batch.</summary>
+    public sealed record Append(string Topic, IReadOnlyList<LogRecord> Records) : LogCommand;
+
+    public sealed record CreateTopic(string Name, TopicConfig Config) : LogCommand;
+
+    public sealed record Truncate(string Topic, long BeforeOffset) : LogCommand;
+
+    private const byte Version = 1;
+    private const byte AppendKind = 1, CreateKind = 2, TruncateKind = 3;
+
+    /// <summary>
+    /// The entry's bytes: a version, a kind, then the fields. Every field of every record is
+    /// carried (timestamps filled in by the leader), so each node's apply writes the same record.
+    /// </summary>
+    public byte[] Encode()
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true))
+        {
+            writer.Write(Version);
+            switch (this)
+            {
+                case Append append:
+                    writer.Write(AppendKind);
+                    writer.Write(append.Topic);
+                    writer.Write(append.Records.Count);
+                    foreach (var record in append.Records)
+                    {
+                        writer.Write(record.TimestampMs);
+                        WriteBytes(writer, record.Key.Span);
+                        writer.Write(record.Headers.Count);
+                        foreach (var (name, value) in record.Headers)
+                        {
+                            writer.Write(name);
+                            WriteBytes(writer, value.Span);
+                        }
+                        WriteBytes(writer, record.Value.Span);
+                    }
+                    break;
+                case CreateTopic create:
+                    writer.Write(CreateKind);
+                    writer.Write(create.Name);
+                    writer.Write(create.Config.Durability is { } d ? (int)d : -1);
+                    WriteOptional(writer, create.Config.FlushIntervalMs);
+                    WriteOptional(writer, create.Config.SegmentBytes);
+                    WriteOptional(writer, create.Config.RetentionBytes);
+                    WriteOptional(writer, create.Config.RetentionMs);
+                    break;
+                case Truncate truncate:
+                    writer.Write(TruncateKind);
+                    writer.Write(truncate.Topic);
+                    writer.Write(truncate.BeforeOffset);
+                    break;
+                default:
+                    throw new InvalidOperationException("unknown command");
+            }
+        }
+        return buffer.ToArray();
+    }
+
+    public static LogCommand Decode(in ReadOnlySequence<byte> payload)
+    {
+        using var reader = new BinaryReader(new MemoryStream(payload.ToArray()), Encoding.UTF8);
+        var version = reader.ReadByte();
+        if (version != Version) throw new InvalidDataException($"log command version {version} is not known to this node (it knows {Version}): upgrade it");
+        switch (reader.ReadByte())
+        {
+            case AppendKind:
+            {
+                var topic = reader.ReadString();
+                var count = reader.ReadInt32();
+                var records = new LogRecord[count];
+                for (var i = 0; i < count; i++)
+                {
+                    var timestamp = reader.ReadInt64();
+                    var key = ReadBytes(reader);
+                    var headerCount = reader.ReadInt32();
+                    var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
+                    for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
+                    records[i] = new LogRecord { TimestampMs = timestamp, Key = key, Headers = headers, Value = ReadBytes(reader) };
+                }
+                return new Append(topic, records);
+            }
+            case CreateKind:
+            {
+                var name = reader.ReadString();
+                var durability = reader.ReadInt32();
+                return new CreateTopic(name, new TopicConfig
+                {
+                    Durability = durability < 0 ? null : (Durability)durability,
+                    FlushIntervalMs = ReadOptional(reader),
+                    SegmentBytes = ReadOptional(reader),
+                    RetentionBytes = ReadOptional(reader),
+                    RetentionMs = ReadOptional(reader),
+                });
+            }
+            case TruncateKind:
+                return new Truncate(reader.ReadString(), reader.ReadInt64());
+            case var kind:
+                throw new InvalidDataException($"log command kind {kind} is not known to this node: upgrade it");
+        }
+    }
+
+    private static void WriteBytes(BinaryWriter writer, ReadOnlySpan<byte> bytes)
+    {
+        writer.Write(bytes.Length);
+        writer.Write(bytes);
+    }
+
+    private static byte[] ReadBytes(BinaryReader reader)
+    {
+        var length = reader.ReadInt32();
+        return length == 0 ? [] : reader.ReadBytes(length);
+    }
+
+    private static void WriteOptional(BinaryWriter writer, long? value)
+    {
+        writer.Write(value.HasValue);
+        writer.Write(value ?? 0);
+    }
+
+    private static long? ReadOptional(BinaryReader reader)
+    {
+        var has = reader.ReadBoolean();
+        var value = reader.ReadInt64();
+        return has ? value : null;
+    }
+}

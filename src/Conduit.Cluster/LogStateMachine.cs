@@ -1,0 +1,174 @@
+using Conduit.Storage.Log;
+using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
+using Microsoft.Extensions.Logging;
+
+namespace Conduit.Cluster;
+
+/// <summary>
+/// Applies committed Raft entries, in log order, to this node's own <see cref="ILogStorage"/>
+/// (the file engine): the same commands in the same order give the same offsets on every node.
+/// Called by DotNext's WriteAheadLog one entry at a time, never concurrently.
+///
+/// <para>Replaying is safe: the WAL has no snapshot, so after a restart it applies every committed
+/// entry again from index 1, and the topic files already hold what an earlier run applied. The
+/// machine knows, per topic, the offset the next append of the replicated log must get
+/// (<c>_expected</c>) and where the local files end (<c>_localEnd</c>): an append the files already
+/// hold is skipped; one they lack is written; a gap (local records lost, which only a power loss
+/// under Interval/Never could cause) stops the node rather than give offsets that differ.</para>
+/// </summary>
+internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStateMachine
+{
+    private readonly Dictionary<string, long> _expected = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _localEnd = new(StringComparer.Ordinal);
+    private long _applied;
+
+    /// <summary>The index of the last entry applied.</summary>
+    public long AppliedIndex => Volatile.Read(ref _applied);
+
+    /// <summary>Signalled after each apply (tests and GetServers' callers wait on the applied index).</summary>
+    public event Action<long>? Applied;
+
+    ISnapshot? ISnapshotManager.Snapshot => null;
+
+    ValueTask ISnapshotManager.ReclaimGarbageAsync(long watermark, CancellationToken token) => ValueTask.CompletedTask;
+
+    public async ValueTask<long> ApplyAsync(LogEntry entry, CancellationToken token)
+    {
+        if (entry.IsSnapshot) throw new NotSupportedException("This node takes no snapshots: a new node replays the whole Raft log (docs/cluster.md).");
+        var outcome = entry.Context as ApplyOutcome;
+        if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
+        {
+            LogCommand command;
+            try
+            {
+                command = LogCommand.Decode(payload);
+            }
+            catch (Exception ex) when (ex is InvalidDataException or EndOfStreamException)
+            {
+                // Every node meets the same bytes: stop applying rather than skip what others apply.
+                logger.LogCritical(ex, "Raft entry {Index} cannot be applied: {Message}", entry.Index, ex.Message);
+                outcome?.Fail(ex);
+                throw;
+            }
+            await ApplyAsync(command, outcome, token).ConfigureAwait(false);
+        }
+        else
+        {
+            outcome?.Succeed(default);
+        }
+        Volatile.Write(ref _applied, entry.Index);
+        Applied?.Invoke(entry.Index);
+        return entry.Index;
+    }
+
+    internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
+    {
+        switch (command)
+        {
+            case LogCommand.Append append:
+            {
+                ITopicLog log;
+                try
+                {
+                    log = local.GetOrCreate(append.Topic);
+                }
+                catch (Exception ex) when (ex is TopicLimitException or TopicOfflineException)
+                {
+                    // The same on every node given the same settings: nothing appended anywhere.
+                    outcome?.Fail(ex);
+                    return;
+                }
+                var expected = _expected.GetValueOrDefault(append.Topic);
+                // Nothing has been written to this topic since the start when it is first seen
+                // here, so what readers see is where the files end.
+                if (!_localEnd.TryGetValue(append.Topic, out var end)) end = log.NextOffset;
+                var count = append.Records.Count;
+                if (end >= expected + count)
+                {
+                    _expected[append.Topic] = expected + count; // applied by an earlier run
+                    _localEnd[append.Topic] = end;
+                    outcome?.Succeed(new PendingAppend(expected, Task.CompletedTask));
+                    return;
+                }
+                if (end != expected)
+                {
+                    var diverged = new InvalidOperationException(
+                        $"Topic '{append.Topic}' ends at offset {end} on this node but the replicated log's next offset is {expected}: this node's log files do not match the replicated log (records lost, or a log folder that was not written by this cluster). Wipe this node's data folder so it rejoins as a new node (docs/cluster.md).");
+                    logger.LogCritical("{Message}", diverged.Message);
+                    outcome?.Fail(diverged);
+                    throw diverged;
+                }
+                PendingAppend pending;
+                while (true)
+                {
+                    try
+                    {
+                        pending = log.AppendBatch(append.Records);
+                        break;
+                    }
+                    catch (DiskFullException full)
+                    {
+                        // Skipping would make offsets differ: wait for space, reads go on meanwhile.
+                        logger.LogError("Applying to topic '{Topic}' waits: {Message}", append.Topic, full.Message);
+                        await Task.Delay(TimeSpan.FromSeconds(1), token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
+                        outcome?.Fail(ex);
+                        throw;
+                    }
+                }
+                if (pending.Offset != expected)
+                {
+                    var diverged = new InvalidOperationException($"Topic '{append.Topic}' gave offset {pending.Offset} where the replicated log expects {expected}.");
+                    logger.LogCritical("{Message}", diverged.Message);
+                    outcome?.Fail(diverged);
+                    throw diverged;
+                }
+                _expected[append.Topic] = _localEnd[append.Topic] = expected + count;
+                outcome?.Succeed(pending);
+                return;
+            }
+            case LogCommand.CreateTopic create:
+                try
+                {
+                    var created = local.Create(create.Name, create.Config);
+                    outcome?.Succeed(new PendingAppend(0, Task.CompletedTask), created);
+                }
+                catch (Exception ex) when (ex is TopicExistsException or TopicLimitException or ArgumentException)
+                {
+                    // Also what a replay meets: the topic was created by an earlier run.
+                    outcome?.Fail(ex);
+                }
+                return;
+            case LogCommand.Truncate truncate:
+            {
+                var log = local.Find(truncate.Topic);
+                if (log is null)
+                {
+                    outcome?.Fail(new OffsetOutOfRangeException(truncate.Topic, truncate.BeforeOffset, 0, 0));
+                    return;
+                }
+                // Never past the records the replicated log held when the command was committed,
+                // so replaying it later removes no more than it did then.
+                var limit = Math.Min(truncate.BeforeOffset, _expected.GetValueOrDefault(truncate.Topic));
+                var removed = log.TruncateBefore(limit);
+                outcome?.Succeed(new PendingAppend(removed, Task.CompletedTask), log);
+                return;
+            }
+        }
+    }
+}
+
+/// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
+internal sealed class ApplyOutcome
+{
+    private readonly TaskCompletionSource<(PendingAppend Pending, ITopicLog? Topic)> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task<(PendingAppend Pending, ITopicLog? Topic)> Task => _done.Task;
+
+    public void Succeed(PendingAppend pending, ITopicLog? topic = null) => _done.TrySetResult((pending, topic));
+
+    public void Fail(Exception exception) => _done.TrySetException(exception);
+}

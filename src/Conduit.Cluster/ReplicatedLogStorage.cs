@@ -1,0 +1,127 @@
+using Conduit.Storage.Log;
+
+namespace Conduit.Cluster;
+
+/// <summary>
+/// The log of a cluster node: reads from this node's own file engine (what it applied, never past
+/// the commit index); writes (appends, topic creation, truncation) go through Raft on the leader
+/// and answer once a majority has them and the leader applied them. A write to a follower throws
+/// <see cref="NotLeaderException"/>. Retention by size and age runs on each node by itself.
+/// </summary>
+public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null) : ILogStorage
+{
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+
+    /// <summary>How long a topic creation or a truncation (answered synchronously) waits for a majority.</summary>
+    public static readonly TimeSpan AdminTimeout = TimeSpan.FromSeconds(10);
+
+    public RaftLogNode Node => node;
+
+    public TopicSettings Defaults => local.Defaults;
+
+    public IReadOnlyList<ITopicLog> Topics => [.. local.Topics.Select(t => new ReplicatedTopicLog(this, t.Name))];
+
+    public ITopicLog? Find(string name) => local.Find(name) is null ? null : new ReplicatedTopicLog(this, name);
+
+    /// <summary>The topic; a produce to one that does not exist yet creates it when its append is applied.</summary>
+    public ITopicLog GetOrCreate(string name)
+    {
+        if (TopicNames.Validate(name) is { } problem) throw new ArgumentException($"Topic name: {problem}.", nameof(name));
+        return new ReplicatedTopicLog(this, name);
+    }
+
+    public ITopicLog Create(string name, TopicConfig config)
+    {
+        var (_, topic) = Wait(node.ReplicateAsync(new LogCommand.CreateTopic(name, config)));
+        return new ReplicatedTopicLog(this, topic?.Name ?? name);
+    }
+
+    internal ITopicLog? Local(string name) => local.Find(name);
+
+    internal PendingAppend Append(string topic, IReadOnlyList<LogRecord> records)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(records.Count);
+        node.EnsureLeader();
+        // Every node must write the same record: the leader fixes "now" once, here.
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var stamped = new LogRecord[records.Count];
+        for (var i = 0; i < stamped.Length; i++)
+        {
+            var record = records[i];
+            stamped[i] = record.TimestampMs != 0 ? record : new LogRecord { TimestampMs = now, Key = record.Key, Headers = record.Headers, Value = record.Value };
+        }
+        return PendingAppend.Replicated(AppendAsync(new LogCommand.Append(topic, stamped)));
+    }
+
+    private async Task<long> AppendAsync(LogCommand.Append command)
+    {
+        var (pending, _) = await node.ReplicateAsync(command).ConfigureAwait(false);
+        await pending.Durable.ConfigureAwait(false);
+        return pending.Offset;
+    }
+
+    internal int Truncate(string topic, long before, bool dryRun)
+    {
+        if (dryRun) return local.Find(topic)?.TruncateBefore(before, dryRun: true) ?? 0;
+        var (pending, _) = Wait(node.ReplicateAsync(new LogCommand.Truncate(topic, before)));
+        return (int)pending.Offset;
+    }
+
+    private static T Wait<T>(Task<T> task)
+    {
+        try
+        {
+            return task.WaitAsync(AdminTimeout).GetAwaiter().GetResult();
+        }
+        catch (TimeoutException ex)
+        {
+            throw new IOException($"The cluster did not commit the change within {AdminTimeout.TotalSeconds:0} s (is a majority reachable?); it may still be applied.", ex);
+        }
+    }
+
+    private int _disposed;
+
+    /// <summary>Stops the Raft node (nothing is applied after this), then closes the files.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // registered as itself and as ILogStorage
+        node.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        local.Dispose();
+    }
+}
+
+/// <summary>One topic of a <see cref="ReplicatedLogStorage"/>: reads from this node's files, writes through Raft.</summary>
+internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string name) : ITopicLog
+{
+    private ITopicLog? Local => storage.Local(name);
+
+    private ITopicLog Existing => Local ?? throw new OffsetOutOfRangeException(name, 0, 0, 0);
+
+    public string Name => name;
+
+    public TopicSettings Settings => Local?.Settings ?? storage.Defaults;
+
+    public long FirstOffset => Local?.FirstOffset ?? 0;
+
+    public long NextOffset => Local?.NextOffset ?? 0;
+
+    public TopicStats Stats() => Local?.Stats() ?? new TopicStats(0, 0, 0, 0);
+
+    public PendingAppend Append(LogRecord record) => storage.Append(name, [record]);
+
+    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records) => storage.Append(name, records);
+
+    public LogRecord Read(long offset) => Existing.Read(offset);
+
+    public async Task WaitForAsync(long offset, CancellationToken cancellationToken)
+    {
+        // A topic created by a later apply: wait for it to appear, then for the offset.
+        while (Local is null) await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        await Local.WaitForAsync(offset, cancellationToken).ConfigureAwait(false);
+    }
+
+    public int TruncateBefore(long offset, bool dryRun = false) => storage.Truncate(name, offset, dryRun);
+
+    /// <summary>Retention is each node's own (by size and age); offsets never differ, only how far back a node keeps them.</summary>
+    public int EnforceRetention() => Local?.EnforceRetention() ?? 0;
+}

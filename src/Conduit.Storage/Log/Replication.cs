@@ -1,0 +1,20 @@
+namespace Conduit.Storage.Log;
+
+/// <summary>
+/// A write sent to a node of a replicated log that does not lead it: only the leader appends. The
+/// client should send it to the leader (<see cref="LeaderId"/> at <see cref="LeaderRpcAddress"/>),
+/// or, when no leader is known (an election is under way), retry shortly.
+/// </summary>
+public sealed class NotLeaderException(string nodeId, string? leaderId, string? leaderRpcAddress, Exception? inner = null)
+    : Exception(leaderId is null
+        ? $"Node '{nodeId}' is not the leader of the log and no leader is known now (an election is under way, or a majority is unreachable); retry shortly."
+        : $"Node '{nodeId}' is not the leader of the log; send writes to the leader '{leaderId}'{(string.IsNullOrEmpty(leaderRpcAddress) ? "" : $" at {leaderRpcAddress}")}.", inner)
+{
+    public string NodeId { get; } = nodeId;
+
+    /// <summary>The leader's id, or null while there is none.</summary>
+    public string? LeaderId { get; } = leaderId;
+
+    /// <summary>The leader's gRPC address (host:port), or null when not known.</summary>
+    public string? LeaderRpcAddress { get; } = leaderRpcAddress;
+}

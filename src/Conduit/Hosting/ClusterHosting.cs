@@ -1,0 +1,48 @@
+using Conduit.Cluster;
+using Conduit.Storage.Log;
+
+namespace Conduit.Hosting;
+
+/// <summary>
+/// A replicated log (docs/cluster.md) when "Conduit:Cluster" names a node (`conduit serve
+/// --cluster-node-id ...`): the log service's <see cref="ILogStorage"/> becomes the Raft-replicated
+/// one and GetServers lists the members. Without it nothing here is registered: the single node.
+/// </summary>
+public static class ClusterHosting
+{
+    public static void AddCluster(IServiceCollection services, IConfiguration configuration, ServeOptions serve)
+    {
+        var options = configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
+        if (!options.IsEnabled) return;
+        options.Members(); // a bad setting fails `serve` at start, in one line
+        var log = configuration.GetSection(LogOptions.Section).Get<LogOptions>() ?? new LogOptions();
+        var rpc = options.RpcAddress ?? RpcAddressOf(serve.Urls.Length > 0 ? serve.Urls[0] : ServeOptions.DefaultUrl);
+        var walDirectory = options.Directory ?? Path.Combine(serve.DataDir, "raft");
+        services.AddSingleton(provider =>
+        {
+            var local = LogHosting.CreateFileStorage(provider, log, serve);
+            var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>());
+            return new ReplicatedLogStorage(local, node);
+        });
+        services.AddSingleton<ILogStorage>(provider => provider.GetRequiredService<ReplicatedLogStorage>());
+        services.AddSingleton<ILogServers>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
+        services.AddHostedService<RaftNodeService>();
+        // DotNext logs every unreachable member with its stack at Warning (each heartbeat while a
+        // node is down); our own "Conduit.Cluster" lines say what an operator needs.
+        services.Configure<LoggerFilterOptions>(o => o.AddFilter("DotNext", LogLevel.Error));
+    }
+
+    private static string RpcAddressOf(string url)
+    {
+        var uri = new Uri(url);
+        return $"{(uri.Host is "*" or "+" ? "0.0.0.0" : uri.Host)}:{uri.Port}";
+    }
+
+    /// <summary>Starts the Raft node with the host (after replaying what it committed before) and stops it after the listeners.</summary>
+    private sealed class RaftNodeService(ReplicatedLogStorage storage) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken) => storage.Node.StartAsync(cancellationToken);
+
+        public Task StopAsync(CancellationToken cancellationToken) => storage.Node.StopAsync(cancellationToken);
+    }
+}

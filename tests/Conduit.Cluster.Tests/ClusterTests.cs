@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using Conduit.Grpc;
+using Conduit.Protos.Log.V1;
+using Google.Protobuf;
+using Google.Rpc;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Xunit.Abstractions;
+using Record = Conduit.Protos.Log.V1.Record;
+
+namespace Conduit.Cluster.Tests;
+
+/// <summary>
+/// Three real `conduit serve` processes on 127.0.0.1 replicating the log with Raft: produce
+/// through the leader, identical records on every node, kill -9 of the leader, a new leader,
+/// produce goes on, the old leader restarts and catches up, a node with a wiped folder rejoins.
+/// </summary>
+public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly TempDir _dir = new("conduit-cluster-");
+    private readonly List<Node> _nodes = [];
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var node in _nodes) await node.DisposeAsync();
+        _dir.Dispose();
+    }
+
+    internal static CallOptions Timeout(double seconds = 10) => new CallOptions().WithTimeout(TimeSpan.FromSeconds(seconds));
+
+    [Fact]
+    public async Task Three_nodes_replicate_fail_over_and_catch_up()
+    {
+        var clock = Stopwatch.StartNew();
+        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
+        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
+        await Task.WhenAll(_nodes.Select(n => n.Start(peers)));
+
+        // GetServers on any node names every member with its gRPC address, and one leader.
+        var leader = await WaitForLeader(_nodes, except: null);
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: leader {leader.Id}");
+        var servers = (await _nodes[0].Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+        Assert.Equal(["n1", "n2", "n3"], servers.Select(s => s.Id).Order());
+        Assert.All(_nodes, n => Assert.Equal($"127.0.0.1:{n.RpcPort}", servers.Single(s => s.Id == n.Id).RpcAddr));
+
+        // `conduit cluster members` prints the same list.
+        var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
+        Assert.Equal(0, members.ExitCode);
+        Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
+        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal)));
+
+        // Produce through the leader: single records with key and headers, and a batch.
+        var produced = new List<(ulong Offset, Record Record)>();
+        for (var i = 0; i < 20; i++)
+        {
+            var record = new Record { Value = ByteString.CopyFromUtf8($"r{i}"), Key = ByteString.CopyFromUtf8($"k{i % 3}") };
+            record.Headers["h"] = ByteString.CopyFromUtf8($"v{i}");
+            var response = await leader.Client.ProduceAsync(new ProduceRequest { Record = record }, Timeout());
+            produced.Add((response.Offset, record));
+        }
+        var batch = new ProduceBatchRequest { Topic = "orders" };
+        for (var i = 0; i < 10; i++) batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8($"o{i}") });
+        var batchResponse = await leader.Client.ProduceBatchAsync(batch, Timeout());
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => (ulong)i), produced.Select(p => p.Offset));
+        Assert.Equal(0UL, batchResponse.BaseOffset);
+
+        // Every node serves the same records (followers from what they applied).
+        var reference = await ReadAll(leader, "", 20);
+        foreach (var node in _nodes) Assert.Equal(reference, await ReadAll(node, "", 20));
+        foreach (var node in _nodes) Assert.Equal(10, (await ReadAll(node, "orders", 10)).Count);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(produced[i].Record.Value, reference[i].Value);
+            Assert.Equal(produced[i].Record.Key, reference[i].Key);
+            Assert.Equal(produced[i].Record.Headers["h"], reference[i].Headers["h"]);
+            Assert.True(reference[i].TimestampUnixMs > 0);
+        }
+
+        // A write to a follower: UNAVAILABLE, NOT_LEADER, naming the leader and its address.
+        var follower = _nodes.First(n => n != leader);
+        var refused = await Assert.ThrowsAsync<RpcException>(async () =>
+            await follower.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("no") } }, Timeout()));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        var info = refused.GetDetail<ErrorInfo>()!;
+        Assert.Equal("NOT_LEADER", info.Reason);
+        Assert.Equal(leader.Id, info.Metadata["leader_id"]);
+        Assert.Equal($"127.0.0.1:{leader.RpcPort}", info.Metadata["leader_rpc_addr"]);
+        var refusedAdmin = await Assert.ThrowsAsync<RpcException>(async () =>
+            await follower.Admin.CreateTopicAsync(new CreateTopicRequest { Name = "nope" }, Timeout()));
+        Assert.Equal("NOT_LEADER", refusedAdmin.GetDetail<ErrorInfo>()!.Reason);
+
+        // kill -9 the leader: the other two elect a new one and produce goes on there.
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: killing {leader.Id}");
+        leader.Kill();
+        var survivors = _nodes.Where(n => n != leader).ToList();
+        var newLeader = await WaitForLeader(survivors, except: leader.Id);
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: new leader {newLeader.Id}");
+        for (var i = 20; i < 30; i++)
+        {
+            var response = await ProduceWithRetry(survivors, $"r{i}");
+            Assert.Equal((ulong)i, response.Offset);
+        }
+
+        // The old leader restarts on its folder, rejoins as a follower and catches up.
+        await leader.Start(peers);
+        var all = await ReadAll(newLeader, "", 30);
+        foreach (var node in _nodes) Assert.Equal(all, await ReadAll(node, "", 30));
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: {leader.Id} caught up");
+
+        // A follower whose data folder is wiped rejoins as a new node and gets everything again.
+        var wiped = _nodes.First(n => n != newLeader && n != leader);
+        wiped.Kill();
+        Directory.Delete(wiped.DataDir, recursive: true);
+        await wiped.Start(peers);
+        Assert.Equal(all, await ReadAll(wiped, "", 30));
+        Assert.Equal(await ReadAll(newLeader, "orders", 10), await ReadAll(wiped, "orders", 10));
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: wiped {wiped.Id} caught up");
+    }
+
+    [Fact]
+    public async Task Without_a_majority_there_is_no_leader_and_writes_answer_unavailable_with_retry_info()
+    {
+        // One node of three started alone: it can never win an election.
+        var node = new Node("solo", Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, "solo"));
+        _nodes.Add(node);
+        await node.Start($"solo=127.0.0.1:{node.RaftPort},b=127.0.0.1:{Ports.Free()},c=127.0.0.1:{Ports.Free()}");
+        var refused = await Assert.ThrowsAsync<RpcException>(async () =>
+            await node.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("x") } }, Timeout()));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        Assert.Equal("NO_LEADER", refused.GetDetail<ErrorInfo>()!.Reason);
+        Assert.NotNull(refused.GetDetail<RetryInfo>());
+        var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+        Assert.Equal(["b", "c", "solo"], servers.Select(s => s.Id).Order());
+        Assert.DoesNotContain(servers, s => s.IsLeader);
+        Assert.Equal($"127.0.0.1:{node.RpcPort}", servers.Single(s => s.Id == "solo").RpcAddr);
+        // Reads are served from the node's own (empty) log.
+        var empty = await Assert.ThrowsAsync<RpcException>(async () => await node.Client.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout()));
+        Assert.Equal(StatusCode.OutOfRange, empty.StatusCode);
+    }
+
+    /// <summary>Produces to whichever node leads, following NOT_LEADER answers and waiting out elections.</summary>
+    internal static async Task<ProduceResponse> ProduceWithRetry(IReadOnlyList<Node> nodes, string value, Action? onFailedAttempt = null)
+    {
+        var deadline = Stopwatch.StartNew();
+        var target = nodes[0];
+        while (true)
+        {
+            try
+            {
+                return await target.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8(value) } }, Timeout(5));
+            }
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded && deadline.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                onFailedAttempt?.Invoke();
+                var leaderId = ex.GetDetail<ErrorInfo>() is { Reason: "NOT_LEADER" } info ? info.Metadata["leader_id"] : null;
+                target = nodes.FirstOrDefault(n => n.Id == leaderId) ?? nodes[(nodes.ToList().IndexOf(target) + 1) % nodes.Count];
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    /// <summary>Asks the nodes' GetServers until they agree on a leader (other than <paramref name="except"/>) that knows it leads.</summary>
+    internal static async Task<Node> WaitForLeader(IReadOnlyList<Node> nodes, string? except)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            var seen = new List<string>();
+            foreach (var node in nodes)
+            {
+                try
+                {
+                    var servers = await node.Client.GetServersAsync(new GetServersRequest(), Timeout(2));
+                    seen.Add(servers.Servers.FirstOrDefault(s => s.IsLeader)?.Id ?? "");
+                }
+                catch (RpcException)
+                {
+                    seen.Add("");
+                }
+            }
+            if (seen.Distinct().Count() == 1 && seen[0] is { Length: > 0 } id && id != except && nodes.FirstOrDefault(n => n.Id == id) is { } leader)
+            {
+                // Leading is also being able to commit: a dry run proves nothing, so wait for a real write.
+                return leader;
+            }
+            await Task.Delay(100);
+        }
+        throw new TimeoutException("no leader within 30 s");
+    }
+
+    /// <summary>The first <paramref name="count"/> records of a topic on one node (waiting for them to be applied there).</summary>
+    internal static async Task<List<Record>> ReadAll(Node node, string topic, int count)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                using var call = node.Client.ConsumeStream(new ConsumeRequest { Topic = topic, Offset = 0 }, Timeout(20));
+                var records = new List<Record>();
+                while (records.Count < count && await call.ResponseStream.MoveNext(default)) records.Add(call.ResponseStream.Current.Record);
+                return records;
+            }
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.NotFound or StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                await Task.Delay(100); // the topic is not applied on this node yet, or it is starting
+            }
+        }
+    }
+}
+
+/// <summary>One `conduit serve` cluster node as a child process, restartable on its folder.</summary>
+internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir) : IAsyncDisposable
+{
+    private ChildProcess? _process;
+    private GrpcChannel? _channel;
+
+    public string Id => id;
+    public int RpcPort => rpcPort;
+    public int RaftPort => raftPort;
+    public string DataDir => dataDir;
+    public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
+    public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
+
+    public async Task Start(string peers)
+    {
+        var environment = new Dictionary<string, string>
+        {
+            // Elections in a few hundred ms; generous enough for a loaded 2-core machine.
+            ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400",
+            ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
+        };
+        if (_process is not null) await _process.DisposeAsync(); // killed before a restart
+        _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
+        await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
+        _channel?.Dispose();
+        _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
+        Client = new Protos.Log.V1.Log.LogClient(_channel);
+        Admin = new LogAdmin.LogAdminClient(_channel);
+    }
+
+    public void Kill() => _process!.Signal("KILL");
+
+    public void Signal(string name) => _process!.Signal(name);
+
+    public async ValueTask DisposeAsync()
+    {
+        _channel?.Dispose();
+        if (_process is not null) await _process.DisposeAsync();
+    }
+}

@@ -1,0 +1,45 @@
+using System.Buffers;
+using Conduit.Storage.Log;
+
+namespace Conduit.Cluster.Tests;
+
+public class LogCommandTests
+{
+    [Fact]
+    public void An_append_carries_every_field_of_every_record()
+    {
+        LogRecord[] records =
+        [
+            new() { TimestampMs = 1_700_000_000_123, Key = "k"u8.ToArray(), Value = "v1"u8.ToArray(), Headers = [new("h1", "x"u8.ToArray()), new("h2", Array.Empty<byte>())] },
+            new() { TimestampMs = 5, Value = Array.Empty<byte>() },
+        ];
+        var decoded = Assert.IsType<LogCommand.Append>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.Append("orders", records).Encode())));
+        Assert.Equal("orders", decoded.Topic);
+        Assert.Equal(2, decoded.Records.Count);
+        for (var i = 0; i < records.Length; i++)
+        {
+            Assert.Equal(records[i].TimestampMs, decoded.Records[i].TimestampMs);
+            Assert.Equal(records[i].Key.ToArray(), decoded.Records[i].Key.ToArray());
+            Assert.Equal(records[i].Value.ToArray(), decoded.Records[i].Value.ToArray());
+            Assert.Equal(records[i].Headers.Select(h => (h.Key, h.Value.ToArray())), decoded.Records[i].Headers.Select(h => (h.Key, h.Value.ToArray())));
+        }
+    }
+
+    [Fact]
+    public void Topic_creation_and_truncation_round_trip()
+    {
+        var config = new TopicConfig { Durability = Durability.Never, SegmentBytes = 4096, RetentionMs = 60_000 };
+        var create = Assert.IsType<LogCommand.CreateTopic>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.CreateTopic("t", config).Encode())));
+        Assert.Equal(("t", config), (create.Name, create.Config));
+        var truncate = Assert.IsType<LogCommand.Truncate>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.Truncate("", 42).Encode())));
+        Assert.Equal(("", 42L), (truncate.Topic, truncate.BeforeOffset));
+    }
+
+    [Fact]
+    public void A_command_from_a_newer_version_is_refused_not_guessed()
+    {
+        var bytes = new LogCommand.Truncate("", 1).Encode();
+        bytes[0] = 99;
+        Assert.Throws<InvalidDataException>(() => LogCommand.Decode(new ReadOnlySequence<byte>(bytes)));
+    }
+}
