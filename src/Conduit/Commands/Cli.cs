@@ -28,6 +28,7 @@ public static partial class Cli
         root.Subcommands.Add(InteropCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(LogCommand.Create());
+        root.Subcommands.Add(ClusterCommand.Create());
         root.Subcommands.Add(CacheCommand.Create());
         root.Subcommands.Add(AccountsCommand.Create());
         root.Subcommands.Add(CertsCommand.Create());
@@ -40,7 +41,7 @@ public static partial class Cli
     /// <summary>The --server option every client command has.</summary>
     public static Option<string> ServerOption() => new("--server")
     {
-        Description = $"The server to call: http://host:port (h2c) or https://host:port (TLS) (default: ${ServerEnvironment}, else {DefaultServer})",
+        Description = $"The server to call: http://host:port (h2c), https://host:port (TLS), or conduit:///host:port[,host:port...] (a log cluster: produces to its leader, consumes over its followers) (default: ${ServerEnvironment}, else {DefaultServer})",
         DefaultValueFactory = _ => DefaultServerAddress(),
         Validators = { ValidateServer },
     };
