@@ -13,6 +13,7 @@ using Grpc.Net.Client;
 using Grpc.Net.Client.Configuration;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
 using LogClient = Conduit.Protos.Log.V1.Log.LogClient;
 using Record = Conduit.Protos.Log.V1.Record;
 
@@ -23,7 +24,7 @@ namespace Conduit.Grpc.Tests;
 /// serve`s whose GetServers lists them all, with a leader the test moves; a follower refuses
 /// produces with UNAVAILABLE / NOT_LEADER as a Raft follower does.
 /// </summary>
-public sealed class ClusterClientTests
+public sealed class ClusterClientTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan s_wait = TimeSpan.FromSeconds(10);
 
@@ -42,9 +43,28 @@ public sealed class ClusterClientTests
         const int consumes = 400;
         for (var i = 0; i < consumes; i++) Assert.Equal("seed0", (await log.ConsumeAsync(new ConsumeRequest { Offset = 0 })).Record.Value.ToStringUtf8());
         var spread = cluster.Calls("/log.v1.Log/Consume");
+        output.WriteLine($"consumes per node: {string.Join(", ", spread)}");
         Assert.Equal(0, spread[1]);
         Assert.InRange(spread[0], consumes / 2 * 0.9, consumes / 2 * 1.1);
         Assert.InRange(spread[2], consumes / 2 * 0.9, consumes / 2 * 1.1);
+
+        // The streaming kinds go the same ways.
+        using (var produce = log.ProduceStream())
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                await produce.RequestStream.WriteAsync(Produce($"s{i}"));
+                Assert.True(await produce.ResponseStream.MoveNext(CancellationToken.None));
+            }
+            await produce.RequestStream.CompleteAsync();
+        }
+        Assert.Equal([0, 1, 0], cluster.Calls("/log.v1.Log/ProduceStream"));
+        for (var i = 0; i < 4; i++)
+        {
+            using var consume = log.ConsumeStream(new ConsumeRequest { Offset = 0 });
+            Assert.True(await consume.ResponseStream.MoveNext(CancellationToken.None));
+        }
+        Assert.Equal([2, 0, 2], cluster.Calls("/log.v1.Log/ConsumeStream"));
 
         // Topic changes go to the leader; reads that are neither go anywhere.
         await new LogAdmin.LogAdminClient(channel).CreateTopicAsync(new CreateTopicRequest { Name = "orders" });
@@ -74,6 +94,39 @@ public sealed class ClusterClientTests
         Assert.Equal([2, 0, 10], cluster.Calls("/log.v1.Log/Produce"));
         Assert.Equal(1, cluster.Nodes[0].Storage.Find("")!.NextOffset); // only "before" reached the old leader
         Assert.Equal(10, cluster.Nodes[2].Storage.Find("")!.NextOffset);
+    }
+
+    [Fact]
+    public async Task WhenTheLeaderDiesTheClientFindsTheNewOneWithoutWaitingForThePoll()
+    {
+        await using var cluster = await TestCluster.StartAsync(3, leader: 0);
+        using var channel = cluster.Channel(o => o.RefreshInterval = TimeSpan.FromMinutes(5));
+        var log = new LogClient(channel);
+        await log.ProduceAsync(Produce("before"));
+
+        await cluster.StopAsync(0);
+        cluster.Membership.Leader = cluster.Nodes[2].Id; // as the election would
+        // Calls picked before the client notices fail UNAVAILABLE (a Produce is not retried
+        // blindly); the broken connection makes the resolver ask the others at once.
+        var failures = 0;
+        await Eventually(async () =>
+        {
+            try
+            {
+                await log.ProduceAsync(Produce("after"));
+                return true;
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable)
+            {
+                failures++;
+                return false;
+            }
+        });
+        output.WriteLine($"produces that failed before the new leader took them: {failures}");
+        Assert.InRange(failures, 0, 5);
+        for (var i = 0; i < 10; i++) await log.ProduceAsync(Produce($"more{i}"));
+        Assert.Equal([0, 11], cluster.Calls("/log.v1.Log/Produce")[1..]);
+        Assert.Equal(cluster.Nodes[2].Id, ConduitCluster.Members(channel).Single(m => m.IsLeader).Id);
     }
 
     [Fact]
