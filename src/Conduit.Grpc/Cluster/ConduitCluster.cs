@@ -55,6 +55,9 @@ public static class ConduitCluster
     /// <summary>The ErrorInfo reason a follower answers a produce with (UNAVAILABLE).</summary>
     public const string NotLeaderReason = "NOT_LEADER";
 
+    /// <summary>How the picker's refusal of a leader-bound call begins when no leader is ready (the call was never sent).</summary>
+    public const string NoLeaderDetail = "No leader of the log cluster is reachable";
+
     /// <summary>The member's id, on each resolved address.</summary>
     public static readonly BalancerAttributesKey<string> IdKey = new("conduit.server_id");
 

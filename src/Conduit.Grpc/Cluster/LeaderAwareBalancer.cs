@@ -120,9 +120,9 @@ internal sealed class LeaderAwarePicker : SubchannelPicker
                 // Connecting: the next picker (made when that connection is ready or fails) decides.
                 if (_leaderState is ConnectivityState.Connecting or ConnectivityState.Idle) return PickResult.ForQueue();
                 _controller.RefreshResolver();
-                return PickResult.ForFailure(new Status(StatusCode.Unavailable, _leaderState is null
-                    ? "No leader of the log cluster is known now (an election may be under way); the client is asking for the member list again."
-                    : "The log cluster's leader is unreachable; the client is asking for the member list again."));
+                return PickResult.ForFailure(new Status(StatusCode.Unavailable, ConduitCluster.NoLeaderDetail + (_leaderState is null
+                    ? " (none is known now: an election may be under way); the client is asking for the member list again."
+                    : " (the one listed is unreachable); the client is asking for the member list again.")));
             case ConduitCluster.Route.Follower:
                 if (_followers.Length > 0) return PickResult.ForSubchannel(RoundRobin(_followers));
                 if (_leader is not null) return PickResult.ForSubchannel(_leader);

@@ -58,7 +58,8 @@ public static partial class Cli
     {
         ArgumentNullException.ThrowIfNull(channel);
         ArgumentNullException.ThrowIfNull(parse);
-        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker(), parse);
+        // A log cluster's follower refuses a produce with NOT_LEADER before appending: repeated at the new leader.
+        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker().Intercept(new Conduit.Grpc.Cluster.NotLeaderRetryInterceptor()), parse);
         return parse.GetValue(Verbose) ? invoker.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : invoker;
     }
 
