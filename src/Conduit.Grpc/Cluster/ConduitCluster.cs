@@ -27,7 +27,7 @@ public sealed class ConduitClusterOptions
     public TimeSpan MinRefreshGap { get; set; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>The deadline of one GetServers call to one server.</summary>
-    public TimeSpan AttemptTimeout { get; set; } = TimeSpan.FromSeconds(2);
+    public TimeSpan AttemptTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>The first wait after a round in which no server answered; doubled each failed round.</summary>
     public TimeSpan InitialBackoff { get; set; } = TimeSpan.FromMilliseconds(200);

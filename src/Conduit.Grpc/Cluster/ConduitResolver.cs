@@ -142,34 +142,65 @@ internal sealed class ConduitResolver : Resolver
         foreach (var member in _members) Add(member.Address);
         foreach (var seed in _seeds) Add(seed);
 
+        // Before the first answer every seed is asked at once, so a dead or silent seed costs a
+        // starting client nothing; after it, one at a time in the order above.
+        IEnumerable<string[]> batches = _answered ? candidates.Select(c => new[] { c }) : [[.. candidates]];
         Exception? last = null;
-        foreach (var candidate in candidates)
+        foreach (var batch in batches)
         {
             stop.ThrowIfCancellationRequested();
-            try
+            var (members, error) = await FirstAnswerAsync(batch, stop).ConfigureAwait(false);
+            if (members is not null)
             {
-                var members = await AskAsync(candidate, stop).ConfigureAwait(false);
-                if (members.Count == 0)
-                {
-                    last = new InvalidOperationException($"{candidate} listed no servers");
-                    continue;
-                }
                 Publish(members);
                 ForgetChannels(members);
                 return true;
             }
-            catch (Exception ex) when (ex is RpcException or InvalidOperationException or HttpRequestException or IOException or InvalidProtocolBufferException)
-            {
-                last = ex;
-                ResolverLog.AskFailed(_logger, candidate, ex.Message);
-            }
+            last = error ?? last;
         }
-        var detail = $"No server of {_target} answered GetServers: {(last is RpcException rpc ? rpc.Status.Detail : last?.Message)}";
+        var why = last is RpcException rpc ? (rpc.Status.Detail.Length > 0 ? rpc.Status.Detail : rpc.StatusCode.ToString()) : last?.Message;
+        var detail = $"No server of {_target} answered GetServers: {why}";
         ResolverLog.RoundFailed(_logger, detail);
         // Members learned before stay in use (their connections say for themselves whether they
         // work); only a resolver that never had an answer reports the failure to the channel.
         if (!_answered) _listener!(ResolverResult.ForFailure(new Status(StatusCode.Unavailable, detail, last)));
         return false;
+    }
+
+    /// <summary>Asks every server of <paramref name="batch"/> at once; the first list of members wins and the other calls are cancelled.</summary>
+    private async Task<(IReadOnlyList<ClusterMember>? Members, Exception? Error)> FirstAnswerAsync(string[] batch, CancellationToken stop)
+    {
+        using var losers = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        var pending = batch.Select(address => AskOneAsync(address, losers.Token)).ToList();
+        Exception? last = null;
+        while (pending.Count > 0)
+        {
+            var done = await Task.WhenAny(pending).ConfigureAwait(false);
+            pending.Remove(done);
+            var (members, error) = await done.ConfigureAwait(false);
+            if (members is not null)
+            {
+                await losers.CancelAsync().ConfigureAwait(false);
+                return (members, null);
+            }
+            last = error ?? last;
+        }
+        stop.ThrowIfCancellationRequested();
+        return (null, last);
+    }
+
+    private async Task<(IReadOnlyList<ClusterMember>? Members, Exception? Error)> AskOneAsync(string address, CancellationToken cancel)
+    {
+        try
+        {
+            var members = await AskAsync(address, cancel).ConfigureAwait(false);
+            return members.Count > 0 ? (members, null) : (null, new InvalidOperationException($"{address} listed no servers"));
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or HttpRequestException or IOException or InvalidProtocolBufferException or OperationCanceledException)
+        {
+            if (!cancel.IsCancellationRequested) ResolverLog.AskFailed(_logger, address, ex.Message);
+            return (null, ex);
+        }
     }
 
     private async Task<IReadOnlyList<ClusterMember>> AskAsync(string address, CancellationToken stop)
