@@ -43,6 +43,7 @@ public static class ConduitChannel
         {
             throw new ArgumentException($"Address '{address}' must start with http:// or https://.", nameof(address));
         }
+        if (cluster) Cluster.ConduitCluster.Validate(address);
         var handler = new SocketsHttpHandler
         {
             EnableMultipleHttp2Connections = true,

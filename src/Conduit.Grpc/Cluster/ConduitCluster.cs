@@ -126,6 +126,14 @@ public static class ConduitCluster
         if (s_channels.TryGetValue(channel, out var link)) link.RequestRefresh(leaderHint: null);
     }
 
+    internal static string NoSeedsMessage(string target) => $"'{target}' names no server: give conduit:///host:port[,host:port...].";
+
+    /// <summary>Throws when a conduit:/// target names no server.</summary>
+    internal static void Validate(Uri target)
+    {
+        if (ConduitResolver.ParseSeeds(target, 80).Count == 0) throw new ArgumentException(NoSeedsMessage(target.ToString()));
+    }
+
     internal static ClusterLink LinkOf(GrpcChannelOptions options) => s_links.GetValue(options, _ => new ClusterLink());
 
     /// <summary>Which member a call's method goes to.</summary>

@@ -50,7 +50,7 @@ internal sealed class ConduitResolver : Resolver
         _logger = options.LoggerFactory.CreateLogger<ConduitResolver>();
         _target = options.Address.ToString();
         _seeds = ParseSeeds(options.Address, options.DefaultPort);
-        if (_seeds.Count == 0) throw new ArgumentException($"'{_target}' names no server: give conduit:///host:port[,host:port...].", nameof(options));
+        if (_seeds.Count == 0) throw new ArgumentException(ConduitCluster.NoSeedsMessage(_target));
     }
 
     internal static List<string> ParseSeeds(Uri target, int defaultPort)
@@ -106,6 +106,12 @@ internal sealed class ConduitResolver : Resolver
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
                 return;
+            }
+            catch (Exception ex)
+            {
+                answered = false;
+                ResolverLog.RoundFailed(_logger, $"Resolving {_target} failed: {ex.Message}");
+                if (!_answered) _listener!(ResolverResult.ForFailure(new Status(StatusCode.Unavailable, $"Resolving {_target} failed: {ex.Message}", ex)));
             }
             var wait = answered ? _settings.RefreshInterval : Jitter(backoff);
             backoff = answered ? _settings.InitialBackoff : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, _settings.MaxBackoff.Ticks));
@@ -196,8 +202,10 @@ internal sealed class ConduitResolver : Resolver
             var members = await AskAsync(address, cancel).ConfigureAwait(false);
             return members.Count > 0 ? (members, null) : (null, new InvalidOperationException($"{address} listed no servers"));
         }
-        catch (Exception ex) when (ex is RpcException or InvalidOperationException or HttpRequestException or IOException or InvalidProtocolBufferException or OperationCanceledException)
+        catch (Exception ex) when (ex is not OperationCanceledException || cancel.IsCancellationRequested)
         {
+            // Whatever one server's failure is (an address the channel refuses included), the
+            // round goes on: a resolver that never publishes leaves the channel's calls waiting.
             if (!cancel.IsCancellationRequested) ResolverLog.AskFailed(_logger, address, ex.Message);
             return (null, ex);
         }
