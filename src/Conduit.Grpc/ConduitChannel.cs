@@ -23,10 +23,11 @@ public static class ConduitChannel
 
     public static IList<ICompressionProvider> CompressionProviders() => [new GzipCompressionProvider(System.IO.Compression.CompressionLevel.Fastest), new DeflateCompressionProvider()];
 
-    /// <param name="address">"http://host:port", "https://host:port", or "host:port" (h2c, as grpc's own tools take it).</param>
+    /// <param name="address">"http://host:port", "https://host:port", "host:port" (h2c, as grpc's own tools take it), or "conduit:///host:port[,host:port...]" (a log cluster's members, see ConduitCluster).</param>
     public static GrpcChannel ForAddress(string address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null)
     {
         ArgumentNullException.ThrowIfNull(address);
+        if (Cluster.ConduitCluster.IsTarget(address)) return ForAddress(new Uri(address), configure, tls);
         if (!address.Contains("://", StringComparison.Ordinal)) address = "http://" + address;
         if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
         {
@@ -37,10 +38,12 @@ public static class ConduitChannel
 
     public static GrpcChannel ForAddress(Uri address, Action<GrpcChannelOptions>? configure = null, SslClientAuthenticationOptions? tls = null)
     {
-        if (address.Scheme != Uri.UriSchemeHttp && address.Scheme != Uri.UriSchemeHttps)
+        var cluster = address.Scheme == Cluster.ConduitCluster.Scheme;
+        if (address.Scheme != Uri.UriSchemeHttp && address.Scheme != Uri.UriSchemeHttps && !cluster)
         {
             throw new ArgumentException($"Address '{address}' must start with http:// or https://.", nameof(address));
         }
+        if (cluster) Cluster.ConduitCluster.Validate(address);
         var handler = new SocketsHttpHandler
         {
             EnableMultipleHttp2Connections = true,
@@ -56,10 +59,14 @@ public static class ConduitChannel
             CompressionProviders = CompressionProviders(),
             LoggerFactory = DefaultLoggerFactory,
         };
+        if (cluster) Cluster.ConduitCluster.Configure(options, tls); // conduit:///: the cluster's resolver and leader-aware balancer
+        var ours = options.HttpHandler;
         configure?.Invoke(options);
         // A configure that brought its own handler or client leaves ours unused.
-        if (!ReferenceEquals(options.HttpHandler, handler) || options.HttpClient is not null) handler.Dispose();
-        return GrpcChannel.ForAddress(address, options);
+        if (!ReferenceEquals(options.HttpHandler, ours) || options.HttpClient is not null) ours.Dispose();
+        var channel = GrpcChannel.ForAddress(address, options);
+        if (cluster) Cluster.ConduitCluster.Attach(channel, options);
+        return channel;
     }
 }
 

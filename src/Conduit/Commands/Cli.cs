@@ -41,7 +41,7 @@ public static partial class Cli
     /// <summary>The --server option every client command has.</summary>
     public static Option<string> ServerOption() => new("--server")
     {
-        Description = $"The server to call: http://host:port (h2c) or https://host:port (TLS) (default: ${ServerEnvironment}, else {DefaultServer})",
+        Description = $"The server to call: http://host:port (h2c), https://host:port (TLS), or conduit:///host:port[,host:port...] (a log cluster: produces to its leader, consumes over its followers) (default: ${ServerEnvironment}, else {DefaultServer})",
         DefaultValueFactory = _ => DefaultServerAddress(),
         Validators = { ValidateServer },
     };
@@ -58,7 +58,8 @@ public static partial class Cli
     {
         ArgumentNullException.ThrowIfNull(channel);
         ArgumentNullException.ThrowIfNull(parse);
-        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker(), parse);
+        // A log cluster's follower refuses a produce with NOT_LEADER before appending: repeated at the new leader.
+        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker().Intercept(new Conduit.Grpc.Cluster.NotLeaderRetryInterceptor()), parse);
         return parse.GetValue(Verbose) ? invoker.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : invoker;
     }
 

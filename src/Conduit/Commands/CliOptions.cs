@@ -59,7 +59,7 @@ public static partial class Cli
     private static void ValidateServer(OptionResult result)
     {
         var value = result.Tokens.Count > 0 ? result.Tokens[0].Value : DefaultServerAddress();
-        if (value.Contains(',', StringComparison.Ordinal))
+        if (value.Contains(',', StringComparison.Ordinal) && !Conduit.Grpc.Cluster.ConduitCluster.IsTarget(value))
         {
             result.AddError($"--server takes one address, like {DefaultServer}; a list of servers ('{Shorten(value)}') is not supported yet");
         }
