@@ -269,6 +269,21 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         lock (_writeLock) return _producers.EpochOf(producerId);
     }
 
+    /// <summary>Epochs handed out by <see cref="NextProducerEpoch"/> and perhaps not written yet (this process only; a restart forgets them).</summary>
+    private readonly Dictionary<long, int> _handedOut = new();
+
+    public int NextProducerEpoch(long producerId)
+    {
+        lock (_writeLock)
+        {
+            var epoch = Math.Max(_producers.EpochOf(producerId) ?? -1, _handedOut.GetValueOrDefault(producerId, -1)) + 1;
+            if (epoch == int.MaxValue) throw new ArgumentException($"Producer {producerId} has used up its epochs; use a new producer id.");
+            if (_handedOut.Count >= Settings.MaxProducers) _handedOut.Clear();
+            _handedOut[producerId] = epoch;
+            return epoch;
+        }
+    }
+
     /// <summary>The producer state as a snapshot would store it (for tests: a state rebuilt by recovery must equal the one before).</summary>
     internal byte[] ProducerStateBytes()
     {

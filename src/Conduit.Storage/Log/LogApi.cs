@@ -167,6 +167,9 @@ public interface ITopicLog
     /// <summary>The epoch of an idempotent producer this topic remembers, or null (docs/log.md, "Idempotent producing").</summary>
     int? ProducerEpoch(long producerId) => null;
 
+    /// <summary>An epoch for a new instance of a producer: above every epoch the topic has seen or handed out for it.</summary>
+    int NextProducerEpoch(long producerId) => (ProducerEpoch(producerId) ?? -1) + 1;
+
     /// <summary>Reads one record. Throws <see cref="OffsetOutOfRangeException"/> or <see cref="RecordCorruptedException"/>.</summary>
     LogRecord Read(long offset);
 
