@@ -182,20 +182,32 @@ public class IdempotentProduceTests(ITestOutputHelper output)
                 MaxInFlight = 64,
                 MaxBackoff = TimeSpan.FromMilliseconds(300),
             });
-            const int count = 3000;
-            var acks = new List<Task<long>>(count);
+            // Records flow until the faults are over (at most 20 000), so every fault hits a stream in use.
+            const int maxCount = 20_000;
+            var acks = new List<Task<long>>(maxCount);
+            var acknowledged = 0;
+            using var faultsOver = new CancellationTokenSource();
             var sending = Task.Run(async () =>
             {
-                for (var i = 0; i < count; i++) acks.Add(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8($"r{i}") }));
+                for (var i = 0; i < maxCount && !faultsOver.IsCancellationRequested; i++)
+                {
+                    var ack = await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8($"r{i}") });
+                    acks.Add(ack);
+                    _ = ack.ContinueWith(_ => Interlocked.Increment(ref acknowledged), TaskScheduler.Default);
+                }
             });
             var random = new Random();
             var kills = 0;
             var cuts = 0;
             var clock = Stopwatch.StartNew();
-            // Faults at random moments while records flow: 8 kills (or 30 s), or until all were sent.
-            while (!sending.IsCompleted && kills < 8 && clock.Elapsed < TimeSpan.FromSeconds(30))
+            // A fault once records flow again (a random number of new acknowledgements, then a random
+            // moment): 6 kills, or 25 s.
+            while (!sending.IsCompleted && kills < 6 && clock.Elapsed < TimeSpan.FromSeconds(25))
             {
-                await Task.Delay(random.Next(100, 600));
+                var until = Volatile.Read(ref acknowledged) + random.Next(20, 300);
+                var waited = Stopwatch.StartNew();
+                while (Volatile.Read(ref acknowledged) < until && waited.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(5);
+                await Task.Delay(random.Next(0, 50));
                 if (random.Next(3) == 0)
                 {
                     proxy.CutAll();
@@ -209,10 +221,13 @@ public class IdempotentProduceTests(ITestOutputHelper output)
                 server = Serve(data.Path);
                 proxy.BackendPort = await PortOf(server);
             }
+            await faultsOver.CancelAsync();
             await sending.WaitAsync(TimeSpan.FromSeconds(30));
             await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            output.WriteLine($"{kills} SIGKILLs, {cuts} cuts, {producer.Streams} streams, {clock.Elapsed.TotalSeconds:0.0} s");
+            var count = acks.Count;
+            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Streams} streams, {clock.Elapsed.TotalSeconds:0.0} s");
             Assert.True(kills >= 3, $"only {kills} kills happened while producing");
+            Assert.True(count >= 500, $"only {count} records were sent");
             Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), acks.Select(a => a.Result));
 
             // One more restart, then read everything back.
