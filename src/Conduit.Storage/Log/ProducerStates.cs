@@ -274,7 +274,15 @@ internal sealed class ProducerStates(TopicSettings settings)
                 continue;
             }
             if (state is not null) break;
-            var loaded = Deserialize(File.ReadAllBytes(path), topicId, settings);
+            (ProducerStates State, long NextOffset)? loaded;
+            try
+            {
+                loaded = Deserialize(File.ReadAllBytes(path), topicId, settings);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                loaded = null; // unreadable: as damaged, the records rebuild the state
+            }
             if (loaded is null || loaded.Value.NextOffset != snapshotNext)
             {
                 logger.LogWarning("Log topic '{Topic}': producer snapshot {Path} is damaged; using an older one or the records.", name, path);
