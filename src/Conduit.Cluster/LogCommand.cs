@@ -19,7 +19,8 @@ internal abstract record LogCommand
 
     /// <summary>
     /// The entry's bytes: a version, a kind, then the fields. Every field of every record is
-    /// carried (timestamps filled in by the leader), so each node's apply writes the same record.
+    /// carried (timestamps filled in by the leader; an idempotent producer's id, epoch and sequence,
+    /// which each node's apply checks alike), so each node's apply writes the same record.
     /// </summary>
     public byte[] Encode()
     {
@@ -36,6 +37,9 @@ internal abstract record LogCommand
                     foreach (var record in append.Records)
                     {
                         writer.Write(record.TimestampMs);
+                        writer.Write(record.ProducerId);
+                        writer.Write(record.ProducerEpoch);
+                        writer.Write(record.Sequence);
                         WriteBytes(writer, record.Key.Span);
                         writer.Write(record.Headers.Count);
                         foreach (var (name, value) in record.Headers)
@@ -82,11 +86,12 @@ internal abstract record LogCommand
                 for (var i = 0; i < count; i++)
                 {
                     var timestamp = reader.ReadInt64();
+                    var (producerId, epoch, sequence) = (reader.ReadInt64(), reader.ReadInt32(), reader.ReadInt64());
                     var key = ReadBytes(reader);
                     var headerCount = reader.ReadInt32();
                     var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
                     for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
-                    records[i] = new LogRecord { TimestampMs = timestamp, Key = key, Headers = headers, Value = ReadBytes(reader) };
+                    records[i] = new LogRecord { TimestampMs = timestamp, ProducerId = producerId, ProducerEpoch = epoch, Sequence = sequence, Key = key, Headers = headers, Value = ReadBytes(reader) };
                 }
                 return new Append(topic, records);
             }

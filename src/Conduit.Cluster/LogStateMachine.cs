@@ -61,6 +61,14 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         return entry.Index;
     }
 
+    /// <summary>Whether the record at <paramref name="offset"/> is <paramref name="record"/> by its producer id, epoch and sequence (a record removed by retention: assumed so).</summary>
+    private static bool IsAt(ITopicLog log, long offset, LogRecord record)
+    {
+        if (offset < log.FirstOffset) return true;
+        var stored = log.Read(offset);
+        return stored.ProducerId == record.ProducerId && stored.ProducerEpoch == record.ProducerEpoch && stored.Sequence == record.Sequence;
+    }
+
     internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
     {
         switch (command)
@@ -83,6 +91,15 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                 // here, so what readers see is where the files end.
                 if (!_localEnd.TryGetValue(append.Topic, out var end)) end = log.NextOffset;
                 var count = append.Records.Count;
+                var first = append.Records[0];
+                if (first.ProducerId != 0 && end > expected && !IsAt(log, expected, first))
+                {
+                    // An idempotent producer's entry replayed after a restart whose records are not
+                    // where the replicated log would have put them: when first applied it added
+                    // nothing (a retry of records already in the log, or a refused sequence).
+                    outcome?.Succeed(new PendingAppend(expected, Task.CompletedTask) { Duplicate = true });
+                    return;
+                }
                 if (end >= expected + count)
                 {
                     _expected[append.Topic] = expected + count; // applied by an earlier run
@@ -112,12 +129,26 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                         logger.LogError("Applying to topic '{Topic}' waits: {Message}", append.Topic, full.Message);
                         await Task.Delay(TimeSpan.FromSeconds(1), token).ConfigureAwait(false);
                     }
+                    catch (Exception ex) when (ex is OutOfOrderSequenceException or ProducerFencedException or DuplicateSequenceException)
+                    {
+                        // An idempotent producer's records refused, decided from the log alone, so
+                        // alike on every node: nothing appended, the caller told why.
+                        outcome?.Fail(ex);
+                        return;
+                    }
                     catch (Exception ex)
                     {
                         logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
                         outcome?.Fail(ex);
                         throw;
                     }
+                }
+                if (pending.Duplicate)
+                {
+                    // A retry of an idempotent producer's records already in the log: nothing
+                    // appended here or on any node; the answer is where they are.
+                    outcome?.Succeed(pending);
+                    return;
                 }
                 if (pending.Offset != expected)
                 {

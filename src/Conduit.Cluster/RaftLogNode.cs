@@ -144,8 +144,9 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         }
         catch (RaftNotLeaderException ex)
         {
-            // Leadership was lost before the entry was committed: a new leader may still commit it.
-            throw NotLeader(ex);
+            // Leadership was lost after EnsureLeader: the entry may be in the log, and a new
+            // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
+            throw new LeadershipLostException(NodeId, ex);
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {

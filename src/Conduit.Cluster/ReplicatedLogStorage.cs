@@ -122,6 +122,11 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
 
     public int TruncateBefore(long offset, bool dryRun = false) => storage.Truncate(name, offset, dryRun);
 
+    // An idempotent producer's epoch as this node's applied records know it (InitProducer).
+    public int? ProducerEpoch(long producerId) => Local?.ProducerEpoch(producerId);
+
+    public int NextProducerEpoch(long producerId) => Local?.NextProducerEpoch(producerId) ?? 0;
+
     /// <summary>Retention is each node's own (by size and age); offsets never differ, only how far back a node keeps them.</summary>
     public int EnforceRetention() => Local?.EnforceRetention() ?? 0;
 }

@@ -12,13 +12,15 @@ public class LogCommandTests
         [
             new() { TimestampMs = 1_700_000_000_123, Key = "k"u8.ToArray(), Value = "v1"u8.ToArray(), Headers = [new("h1", "x"u8.ToArray()), new("h2", Array.Empty<byte>())] },
             new() { TimestampMs = 5, Value = Array.Empty<byte>() },
+            new() { TimestampMs = 6, Value = "p"u8.ToArray(), ProducerId = 0x7123_4567_89ab_cdef, ProducerEpoch = 3, Sequence = 41 },
         ];
         var decoded = Assert.IsType<LogCommand.Append>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.Append("orders", records).Encode())));
         Assert.Equal("orders", decoded.Topic);
-        Assert.Equal(2, decoded.Records.Count);
+        Assert.Equal(3, decoded.Records.Count);
         for (var i = 0; i < records.Length; i++)
         {
             Assert.Equal(records[i].TimestampMs, decoded.Records[i].TimestampMs);
+            Assert.Equal((records[i].ProducerId, records[i].ProducerEpoch, records[i].Sequence), (decoded.Records[i].ProducerId, decoded.Records[i].ProducerEpoch, decoded.Records[i].Sequence));
             Assert.Equal(records[i].Key.ToArray(), decoded.Records[i].Key.ToArray());
             Assert.Equal(records[i].Value.ToArray(), decoded.Records[i].Value.ToArray());
             Assert.Equal(records[i].Headers.Select(h => (h.Key, h.Value.ToArray())), decoded.Records[i].Headers.Select(h => (h.Key, h.Value.ToArray())));

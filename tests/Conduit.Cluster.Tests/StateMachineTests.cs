@@ -51,6 +51,48 @@ public class StateMachineTests
     }
 
     [Fact]
+    public async Task An_idempotent_producers_record_committed_twice_is_applied_once_at_its_first_offset()
+    {
+        // A client retried after LEADERSHIP_LOST and both entries were committed: every node's
+        // apply must keep one record and answer the retry with the first offset.
+        // A gap (sequence 5) is refused alike on every node and changes nothing; after a restart
+        // the replay of all of it (no snapshot) changes nothing and the next record follows.
+        using var dir = new TempDir();
+        LogCommand.Append Produced(long sequence, string value) =>
+            new("", [new LogRecord { TimestampMs = 1000, ProducerId = 42, ProducerEpoch = 0, Sequence = sequence, Value = System.Text.Encoding.UTF8.GetBytes(value) }]);
+        LogCommand[] entries = [Produced(0, "a"), Produced(1, "b"), Produced(1, "b"), Produced(5, "gap"), Produced(2, "c"), new LogCommand.Append("", [new LogRecord { TimestampMs = 1000, Value = "plain"u8.ToArray() }])];
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            var offsets = new List<long>();
+            foreach (var entry in entries)
+            {
+                var outcome = new ApplyOutcome();
+                await machine.ApplyAsync(entry, outcome, default);
+                try
+                {
+                    offsets.Add(await (await outcome.Task).Pending.DurableOffsetAsync());
+                }
+                catch (OutOfOrderSequenceException)
+                {
+                    offsets.Add(-1);
+                }
+            }
+            Assert.Equal([0L, 1, 1, -1, 2, 3], offsets);
+            Assert.Equal(4, storage.Find("")!.NextOffset);
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            foreach (var entry in entries) await machine.ApplyAsync(entry, null, default);
+            var outcome = new ApplyOutcome();
+            await machine.ApplyAsync(Produced(3, "d"), outcome, default);
+            Assert.Equal(4, await (await outcome.Task).Pending.DurableOffsetAsync());
+            Assert.Equal(5, storage.Find("")!.NextOffset);
+        }
+    }
+
+    [Fact]
     public async Task A_node_whose_files_do_not_match_the_replicated_log_stops_instead_of_giving_other_offsets()
     {
         using var dir = new TempDir();

@@ -39,6 +39,22 @@ public class CliTests
     }
 
     [Fact]
+    public async Task Produce_idempotent_writes_each_line_once_and_prints_the_offsets_in_order()
+    {
+        await using var server = await LogServer.StartAsync();
+        var url = server.Address;
+        var lines = string.Concat(Enumerable.Range(0, 50).Select(i => $"line-{i}\n"));
+        Assert.Equal((0, string.Concat(Enumerable.Range(0, 50).Select(i => $"{i}\n")), ""), await Conduit(lines, "log", "produce", "--idempotent", "--topic", "idem", "--server", url));
+        Assert.Equal((0, "50\n", ""), await Conduit(null, "log", "produce", "--idempotent", "--topic", "idem", "--value", "one more", "--server", url));
+        var verbose = await Conduit("x\n", "log", "produce", "--idempotent", "--topic", "idem", "--server", url, "--verbose");
+        Assert.Equal((0, "51\n"), (verbose.ExitCode, verbose.Output));
+        Assert.Matches(@"producer \d+ epoch 0", verbose.Errors);
+        Assert.Equal((0, "49\tline-49\n50\tone more\n51\tx\n", ""), await Conduit(null, "log", "consume", "--topic", "idem", "--from", "49", "--server", url));
+        var both = await Conduit(null, "log", "produce", "--idempotent", "--dry-run", "--value", "v", "--server", url);
+        Assert.Equal(2, both.ExitCode);
+    }
+
+    [Fact]
     public async Task Dry_runs_of_produce_and_create_topic_print_what_would_happen_and_change_nothing()
     {
         await using var server = await LogServer.StartAsync();

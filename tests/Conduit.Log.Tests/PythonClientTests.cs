@@ -25,4 +25,16 @@ public class PythonClientTests
         Assert.True(code == 0, $"proglog_client.py failed (exit {code}):\n{output}\n{errors}");
         Assert.Equal("ok\n", output);
     }
+
+    [Fact]
+    public async Task A_grpcio_idempotent_producer_gets_retries_answered_gaps_refused_and_old_epochs_fenced()
+    {
+        await using var server = await LogServer.StartAsync();
+        var (code, output, errors) = await ChildProcess.Run(Paths.Python, Paths.PythonScript("idempotent_client.py"),
+            "--server", server.Address.Replace("http://", ""), "--topic", "py-idempotent");
+        Assert.True(code == 0, $"idempotent_client.py failed (exit {code}):\n{output}\n{errors}");
+        Assert.Equal("ok\n", output);
+        var info = await server.Admin.DescribeTopicAsync(new Protos.Log.V1.DescribeTopicRequest { Name = "py-idempotent" });
+        Assert.Equal(5ul, info.NextOffset);
+    }
 }

@@ -42,6 +42,8 @@ public class PolicyTests
         Assert.True(Policy.Allows(alice, "log.v1.Log/ProduceStream", "orders"));
         Assert.True(Policy.Allows(alice, "log.v1.Log/ProduceBatch", "orders-eu"));
         Assert.False(Policy.Allows(alice, "log.v1.Log/ProduceBatch", "payments"));
+        Assert.True(Policy.Allows(alice, "log.v1.Log/InitProducer", "orders"));
+        Assert.False(Policy.Allows(alice, "log.v1.Log/InitProducer", "payments"));
         Assert.False(Policy.Allows(alice, "log.v1.Log/Produce", "payments"));
         Assert.False(Policy.Allows(alice, "log.v1.Log/Produce", ""));
         Assert.True(Policy.Allows(alice, "log.v1.Log/ConsumeStream", "orders"));

@@ -5,7 +5,8 @@ api/v1/log.proto (tests/python/proglog/), none of Conduit's additions.
     /usr/bin/python3 proglog_client.py --server 127.0.0.1:50051
 
 Runs the book's flow against the default log, which must be empty: produce, consume, produce and
-consume through the streams, and the past-the-end error. Prints "ok" and exits 0; on a failed
+consume through the streams, the past-the-end error, and a record produced twice is two records
+(idempotent producing, which the book's messages cannot ask for, leaves it alone). Prints "ok" and exits 0; on a failed
 check exits 1.
 """
 
@@ -78,6 +79,11 @@ def main():
             got = next(stream).record
             check(got.value == want.value and got.offset == offset + 1 + i, "ConsumeStream %d: %r" % (i, got))
         stream.cancel()
+
+        # The book's request has no producer fields: the same record sent twice is two records
+        # (Conduit's idempotent producing never applies to it).
+        again = [produce(api.ProduceRequest(record=api.Record(value=b"twice")), timeout=30).offset for _ in range(2)]
+        check(again == [offset + 3, offset + 4], "a repeated proglog Produce: %r" % again)
 
     print("ok")
     return 0

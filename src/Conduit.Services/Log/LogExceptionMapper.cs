@@ -48,6 +48,39 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                     Details.LocalizedMessage($"Record {corrupted.Offset} of topic '{corrupted.Topic}' is damaged on disk and is not served; the records after it can be read from offset {corrupted.Offset + 1}."));
             case NotLeaderException notLeader:
                 return NotLeader(notLeader);
+            case LeadershipLostException lost:
+                return RpcException.WithDetails(StatusCode.Unavailable, lost.Message,
+                    Details.ErrorInfo("LEADERSHIP_LOST", LogMapping.ErrorDomain, new Dictionary<string, string> { ["node_id"] = lost.NodeId }));
+            case OutOfOrderSequenceException gap:
+                return RpcException.WithDetails(StatusCode.OutOfRange, gap.Message,
+                    Details.ErrorInfo("SEQUENCE_GAP", LogMapping.ErrorDomain, new Dictionary<string, string>
+                    {
+                        ["topic"] = gap.Topic,
+                        ["producer_id"] = gap.ProducerId.ToString(CultureInfo.InvariantCulture),
+                        ["producer_epoch"] = gap.Epoch.ToString(CultureInfo.InvariantCulture),
+                        ["expected_sequence"] = gap.Expected.ToString(CultureInfo.InvariantCulture),
+                        ["sequence"] = gap.Got.ToString(CultureInfo.InvariantCulture),
+                    }),
+                    Details.BadRequest(("sequence", $"expected {gap.Expected}, got {gap.Got}")));
+            case ProducerFencedException fenced:
+                return RpcException.WithDetails(StatusCode.FailedPrecondition, fenced.Message,
+                    Details.ErrorInfo("PRODUCER_FENCED", LogMapping.ErrorDomain, new Dictionary<string, string>
+                    {
+                        ["topic"] = fenced.Topic,
+                        ["producer_id"] = fenced.ProducerId.ToString(CultureInfo.InvariantCulture),
+                        ["producer_epoch"] = fenced.Epoch.ToString(CultureInfo.InvariantCulture),
+                        ["current_epoch"] = fenced.Current.ToString(CultureInfo.InvariantCulture),
+                    }),
+                    Details.LocalizedMessage($"A newer instance of producer {fenced.ProducerId} writes to topic '{fenced.Topic}' (epoch {fenced.Current}); this one (epoch {fenced.Epoch}) must stop."));
+            case DuplicateSequenceException duplicate:
+                return RpcException.WithDetails(StatusCode.AlreadyExists, duplicate.Message,
+                    Details.ErrorInfo("DUPLICATE_SEQUENCE", LogMapping.ErrorDomain, new Dictionary<string, string>
+                    {
+                        ["topic"] = duplicate.Topic,
+                        ["producer_id"] = duplicate.ProducerId.ToString(CultureInfo.InvariantCulture),
+                        ["producer_epoch"] = duplicate.Epoch.ToString(CultureInfo.InvariantCulture),
+                        ["sequence"] = duplicate.Sequence.ToString(CultureInfo.InvariantCulture),
+                    }));
             case TopicExistsException exists:
                 return LogMapping.TopicExists(exists.Topic);
             case TopicLimitException limit:

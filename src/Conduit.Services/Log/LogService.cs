@@ -57,6 +57,31 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
         Task.FromResult(LogMapping.Servers(servers, context));
 
+    /// <summary>An idempotent producer's id (a new random one, or the one given) and its epoch for the topic.</summary>
+    public override Task<InitProducerResponse> InitProducer(InitProducerRequest request, ServerCallContext context)
+    {
+        LogMapping.ValidateTopic(request.Topic, "topic");
+        if (request.ProducerId > long.MaxValue)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A producer id is at most 2^63-1.", Details.BadRequest(("producer_id", "at most 9223372036854775807")));
+        }
+        var log = storage.GetOrCreate(request.Topic);
+        var id = request.ProducerId != 0 ? (long)request.ProducerId : NewProducerId();
+        return Task.FromResult(new InitProducerResponse { ProducerId = (ulong)id, ProducerEpoch = (uint)log.NextProducerEpoch(id) });
+    }
+
+    /// <summary>A random id in 1..2^63-1: unique without coordination (two alike among a billion producers: about one chance in 10^10).</summary>
+    private static long NewProducerId()
+    {
+        Span<byte> bytes = stackalloc byte[8];
+        while (true)
+        {
+            System.Security.Cryptography.RandomNumberGenerator.Fill(bytes);
+            var id = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes) & long.MaxValue;
+            if (id != 0) return id;
+        }
+    }
+
     public override Task<ConsumeResponse> Consume(ConsumeRequest request, ServerCallContext context)
     {
         var log = FindForReading(request.Topic);
@@ -247,7 +272,46 @@ public static class LogMapping
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A produce request needs a record.", Details.BadRequest((field, "required")));
         }
-        return ToStorage(record, field);
+        var producer = Producer(request.HasProducerId, request.ProducerId, request.ProducerEpoch, request.Sequence, 1);
+        var result = ToStorage(record, field);
+        return producer.Id == 0 ? result : WithProducer(result, producer, 0);
+    }
+
+    private static LogRecord WithProducer(LogRecord record, (long Id, int Epoch, long Sequence) producer, int index) => new()
+    {
+        Value = record.Value,
+        Key = record.Key,
+        TimestampMs = record.TimestampMs,
+        Headers = record.Headers,
+        ProducerId = producer.Id,
+        ProducerEpoch = producer.Epoch,
+        Sequence = producer.Sequence + index,
+    };
+
+    /// <summary>The idempotent producer fields of a request (id 0: none), checked.</summary>
+    private static (long Id, int Epoch, long Sequence) Producer(bool has, ulong id, uint epoch, ulong sequence, int count)
+    {
+        if (!has)
+        {
+            if (epoch != 0 || sequence != 0)
+            {
+                throw RpcException.WithDetails(StatusCode.InvalidArgument, "A producer epoch or sequence needs a producer id (from InitProducer).", Details.BadRequest(("producer_id", "required with producer_epoch and sequence")));
+            }
+            return default;
+        }
+        if (id is 0 or > long.MaxValue)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A producer id is between 1 and 2^63-1 (InitProducer gives one).", Details.BadRequest(("producer_id", "between 1 and 9223372036854775807")));
+        }
+        if (epoch > int.MaxValue)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A producer epoch is at most 2^31-1.", Details.BadRequest(("producer_epoch", "at most 2147483647")));
+        }
+        if (sequence > (ulong)(long.MaxValue - count))
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A sequence is below 2^63 - the records of the batch.", Details.BadRequest(("sequence", "below 2^63 - the batch's records")));
+        }
+        return ((long)id, (int)epoch, (long)sequence);
     }
 
     public static LogRecord[] ToStorage(ProduceBatchRequest request)
@@ -257,8 +321,13 @@ public static class LogMapping
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A batch needs at least one record.", Details.BadRequest(("records", "at least one")));
         }
+        var producer = Producer(request.HasProducerId, request.ProducerId, request.ProducerEpoch, request.Sequence, request.Records.Count);
         var records = new LogRecord[request.Records.Count];
-        for (var i = 0; i < records.Length; i++) records[i] = ToStorage(request.Records[i], $"records[{i}]");
+        for (var i = 0; i < records.Length; i++)
+        {
+            records[i] = ToStorage(request.Records[i], $"records[{i}]");
+            if (producer.Id != 0) records[i] = WithProducer(records[i], producer, i);
+        }
         return records;
     }
 

@@ -23,6 +23,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private readonly TimeProvider _time;
     private readonly Timer? _intervalTimer;
     private Segment[] _segments;
+    private readonly ProducerStates _producers; // under _writeLock
     private long _written;   // next offset to write
     private long _durable;   // every offset below is fsynced (Always/Interval)
     private long _visible;   // every offset below can be read
@@ -33,8 +34,9 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private bool _disposed;
     private long _fsyncs;
 
-    private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ILogger logger, TimeProvider time, LogFileSystem files)
+    private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ProducerStates producers, ILogger logger, TimeProvider time, LogFileSystem files)
     {
+        _producers = producers;
         Name = name;
         _directory = directory;
         _files = files;
@@ -89,6 +91,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         var checkpoint = Checkpoint.Read(directory, topicId, name, logger);
         var checkpointNext = checkpoint?.NextOffset ?? 0;
         var segments = new List<Segment>();
+        ProducerStates producers;
         try
         {
             long next = 0;
@@ -113,9 +116,10 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     name, checkpointNext, next, next, checkpointNext - 1, checkpointNext);
                 next = checkpointNext;
             }
-            if (segments.Count == 0 || segments[^1].IsQuarantined || segments[^1].IsLegacy || segments[^1].NextOffset != next)
+            if (segments.Count == 0 || segments[^1].IsQuarantined || segments[^1].IsLegacy || segments[^1].NextOffset != next
+                || segments[^1].RecordVersion < RecordFormat.Current)
             {
-                // Appends go on in a new segment after whatever is damaged, missing or in the legacy format.
+                // Appends go on in a new segment after whatever is damaged, missing or in an older format.
                 segments.Add(Segment.Create(files, directory, next, topicId, name, logger));
                 files.SyncDirectory(directory);
             }
@@ -131,13 +135,14 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             {
                 logger.LogInformation("Log topic '{Topic}': recovered after an unclean stop; next offset {Next}.", name, next);
             }
+            producers = ProducerStates.Recover(name, directory, topicId, settings, segments, next, files, logger);
         }
         catch
         {
             foreach (var s in segments) s.Dispose();
             throw;
         }
-        return new FileTopicLog(name, directory, settings, [.. segments], logger, time, files);
+        return new FileTopicLog(name, directory, settings, [.. segments], producers, logger, time, files);
     }
 
     public TopicStats Stats()
@@ -165,8 +170,11 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             total += sizes[i];
         }
         if (total > MaxBatchBytes) throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
+        var producer = CheckProducerFields(records);
         var buffer = ArrayPool<byte>.Shared.Rent((int)total);
         long offset;
+        long maxTimestamp = 0, lastTimestamp = 0;
+        ProducerStates.Decision? duplicate = null;
         try
         {
             lock (_writeLock)
@@ -174,6 +182,16 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 if (_failure is not null) throw new LogFailedException(Name, _failure);
                 offset = _written;
+                if (producer.Id != 0)
+                {
+                    // The decision rests on the records appended before this batch alone (see ProducerStates).
+                    var decision = _producers.Check(Name, producer.Id, producer.Epoch, producer.Sequence, records.Count);
+                    if (decision.Duplicate)
+                    {
+                        duplicate = decision;
+                        goto Done;
+                    }
+                }
                 var active = _segments[^1];
                 // A batch is never split: it goes whole into a new segment when it does not fit.
                 if (active.Count > 0 && active.StoreLength + total > Settings.SegmentBytes) active = Roll(active);
@@ -182,11 +200,11 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 try
                 {
                     var at = 0;
-                    var maxTimestamp = 0L;
                     for (var i = 0; i < records.Count; i++)
                     {
                         var timestamp = records[i].TimestampMs != 0 ? records[i].TimestampMs : now;
                         maxTimestamp = Math.Max(maxTimestamp, timestamp);
+                        lastTimestamp = timestamp;
                         RecordFormat.Write(buffer.AsSpan(at, sizes[i]), sizes[i] - RecordFormat.HeaderSize, offset + i, timestamp, records[i], active.Seed);
                         at += sizes[i];
                     }
@@ -206,6 +224,13 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     throw Stop(ex, "a write failed");
                 }
                 _written = offset + records.Count;
+                _producers.Apply(producer.Id, producer.Epoch, producer.Sequence, offset, records.Count, lastTimestamp, maxTimestamp);
+            Done:;
+            }
+            if (duplicate is { } d)
+            {
+                LogMetrics.Duplicates.Add(records.Count, LogMetrics.Topic(Name));
+                return new PendingAppend(d.Offset, Settings.Durability == Durability.Always ? WhenDurable(d.NextOffset) : Task.CompletedTask) { Duplicate = true };
             }
             LogMetrics.Appends.Add(records.Count, LogMetrics.Topic(Name));
             LogMetrics.AppendedBytes.Add(total, LogMetrics.Topic(Name));
@@ -218,6 +243,65 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         if (Settings.Durability == Durability.Always) return new PendingAppend(offset, WhenDurable(next));
         Publish(next);
         return new PendingAppend(offset, Task.CompletedTask);
+    }
+
+    /// <summary>The producer of a batch: its records are all of no producer, or all of one producer and epoch with consecutive sequences.</summary>
+    private static (long Id, int Epoch, long Sequence) CheckProducerFields(IReadOnlyList<LogRecord> records)
+    {
+        var first = records[0];
+        if (first.ProducerId < 0 || first.ProducerEpoch < 0 || first.Sequence < 0)
+        {
+            throw new ArgumentException("A producer id, epoch and sequence are never negative.", nameof(records));
+        }
+        for (var i = 1; i < records.Count; i++)
+        {
+            var r = records[i];
+            if (r.ProducerId != first.ProducerId || (first.ProducerId != 0 && (r.ProducerEpoch != first.ProducerEpoch || r.Sequence != first.Sequence + i)))
+            {
+                throw new ArgumentException("The records of a batch are all of one producer and epoch, with consecutive sequences.", nameof(records));
+            }
+        }
+        return (first.ProducerId, first.ProducerEpoch, first.Sequence);
+    }
+
+    public int? ProducerEpoch(long producerId)
+    {
+        lock (_writeLock) return _producers.EpochOf(producerId);
+    }
+
+    /// <summary>Epochs handed out by <see cref="NextProducerEpoch"/> and perhaps not written yet (this process only; a restart forgets them).</summary>
+    private readonly Dictionary<long, int> _handedOut = new();
+
+    public int NextProducerEpoch(long producerId)
+    {
+        lock (_writeLock)
+        {
+            var epoch = Math.Max(_producers.EpochOf(producerId) ?? -1, _handedOut.GetValueOrDefault(producerId, -1)) + 1;
+            if (epoch == int.MaxValue) throw new ArgumentException($"Producer {producerId} has used up its epochs; use a new producer id.");
+            if (_handedOut.Count >= Settings.MaxProducers) _handedOut.Clear();
+            _handedOut[producerId] = epoch;
+            return epoch;
+        }
+    }
+
+    /// <summary>The producer state as a snapshot would store it (for tests: a state rebuilt by recovery must equal the one before).</summary>
+    internal byte[] ProducerStateBytes()
+    {
+        lock (_writeLock) return _producers.Serialize(_topicId, _written);
+    }
+
+    /// <summary>Under the write lock, with every written record durable: the producer state up to here, so recovery replays only what follows.</summary>
+    private void SnapshotProducers()
+    {
+        try
+        {
+            _producers.WriteSnapshot(_directory, _topicId, _written, _files);
+        }
+        catch (IOException ex)
+        {
+            // Recovery replays the records from the previous snapshot on: slower, never wrong.
+            _logger.LogWarning(ex, "Log topic '{Topic}': the producer snapshot at offset {Offset} could not be written.", Name, _written);
+        }
     }
 
     /// <summary>Under the write lock: the topic takes no more writes until restart.</summary>
@@ -280,6 +364,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         Volatile.Write(ref _segments, [.. _segments, next]);
         // Sealing made every written record durable.
         lock (_flushLock) _durable = Math.Max(_durable, _written);
+        SnapshotProducers();
         if (Settings.Durability == Durability.Always) Publish(_written);
         if (Settings.RetentionBytes > 0 || Settings.RetentionAge > TimeSpan.Zero)
         {
@@ -568,6 +653,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 {
                     // The durable end, for the next start: a store that loses its tail cannot hide it.
                     Checkpoint.Write(_files, _directory, _topicId, _written, clean: true);
+                    SnapshotProducers();
                 }
                 catch (IOException ex)
                 {

@@ -14,6 +14,18 @@ public sealed class LogRecord
     public IReadOnlyList<KeyValuePair<string, ReadOnlyMemory<byte>>> Headers { get; init; } = [];
 
     public ReadOnlyMemory<byte> Value { get; init; }
+
+    /// <summary>
+    /// The idempotent producer that wrote the record (docs/log.md, "Idempotent producing"); 0: none.
+    /// With it, <see cref="ProducerEpoch"/> and <see cref="Sequence"/> are checked and kept with the record.
+    /// </summary>
+    public long ProducerId { get; init; }
+
+    /// <summary>The producer's epoch: a newer one fences the producer's older instances.</summary>
+    public int ProducerEpoch { get; init; }
+
+    /// <summary>The record's sequence number within the producer's epoch (0, 1, 2, ...).</summary>
+    public long Sequence { get; init; }
 }
 
 /// <summary>When an acknowledged append is on disk (see docs/log.md for what each one can lose).</summary>
@@ -46,6 +58,19 @@ public sealed record TopicSettings
     /// <summary>Whole old segments whose newest record is older than this are removed; zero: no limit.</summary>
     public TimeSpan RetentionAge { get; init; }
 
+    /// <summary>
+    /// An idempotent producer whose newest record is older than this (by the records' timestamps,
+    /// against the newest record of the topic) is forgotten: its next record must start a new
+    /// sequence. As Kafka's transactional.id.expiration.ms.
+    /// </summary>
+    public TimeSpan ProducerExpiration { get; init; } = TimeSpan.FromDays(7);
+
+    /// <summary>Idempotent producers a topic remembers; a new one beyond this makes it forget the one that wrote least recently.</summary>
+    public int MaxProducers { get; init; } = 1000;
+
+    /// <summary>How many of a producer's most recent sequence numbers a retry is recognised for (with its offset).</summary>
+    public int ProducerWindow { get; init; } = 1024;
+
     public const long MinSegmentBytes = 1024;
     public const long MaxSegmentBytes = 1L << 30;
 
@@ -55,6 +80,9 @@ public sealed record TopicSettings
         if (SegmentBytes is < MinSegmentBytes or > MaxSegmentBytes) return $"segment size must be between {MinSegmentBytes} and {MaxSegmentBytes} bytes";
         if (RetentionBytes < 0) return "retention bytes must not be negative";
         if (RetentionAge < TimeSpan.Zero) return "retention age must not be negative";
+        if (ProducerExpiration <= TimeSpan.Zero) return "the producer expiration must be positive";
+        if (MaxProducers < 1) return "a topic remembers at least one producer";
+        if (ProducerWindow < 1) return "the producer window is at least one sequence number";
         if (Durability == Durability.Interval && (FlushInterval <= TimeSpan.Zero || FlushInterval > TimeSpan.FromHours(1)))
         {
             return "the flush interval must be between 1 ms and 1 hour";
@@ -103,6 +131,9 @@ public readonly record struct PendingAppend(long Offset, Task Durable)
 
     /// <summary>An append replicated before it is applied: <paramref name="applied"/> gives its offset once it is durable.</summary>
     public static PendingAppend Replicated(Task<long> applied) => new(-1, applied) { OffsetTask = applied };
+
+    /// <summary>A retry of an idempotent producer's records that were appended before: nothing was written, <see cref="Offset"/> is where they are.</summary>
+    public bool Duplicate { get; init; }
 }
 
 /// <summary>One named log: an ordered set of segments.</summary>
@@ -147,6 +178,12 @@ public interface ITopicLog
         var pending = Append(record);
         return await pending.DurableOffsetAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>The epoch of an idempotent producer this topic remembers, or null (docs/log.md, "Idempotent producing").</summary>
+    int? ProducerEpoch(long producerId) => null;
+
+    /// <summary>An epoch for a new instance of a producer: above every epoch the topic has seen or handed out for it.</summary>
+    int NextProducerEpoch(long producerId) => (ProducerEpoch(producerId) ?? -1) + 1;
 
     /// <summary>Reads one record. Throws <see cref="OffsetOutOfRangeException"/> or <see cref="RecordCorruptedException"/>.</summary>
     LogRecord Read(long offset);
@@ -263,4 +300,38 @@ public static class DiskSpace
     public static bool IsFull(Exception? exception) => exception is IOException io && (OperatingSystem.IsWindows()
         ? io.HResult is unchecked((int)0x80070070) or unchecked((int)0x80070027)
         : io.HResult is 28 or 122);
+}
+
+/// <summary>
+/// An idempotent producer's records whose sequence is not the next one the topic expects: a record
+/// before them was never appended (or the producer is not known, and did not start at 0).
+/// </summary>
+public sealed class OutOfOrderSequenceException(string topic, long producerId, int epoch, long expected, long got)
+    : Exception($"Producer {producerId} (epoch {epoch}) sent sequence {got} to topic '{topic}', but the next sequence the topic expects from it is {expected}: records in between were never appended.")
+{
+    public string Topic { get; } = topic;
+    public long ProducerId { get; } = producerId;
+    public int Epoch { get; } = epoch;
+    public long Expected { get; } = expected;
+    public long Got { get; } = got;
+}
+
+/// <summary>An idempotent producer's records with an epoch older than the newest one the topic has seen for it: a newer instance took over.</summary>
+public sealed class ProducerFencedException(string topic, long producerId, int epoch, int current)
+    : Exception($"Producer {producerId} with epoch {epoch} is fenced on topic '{topic}': a newer instance of it writes with epoch {current}.")
+{
+    public string Topic { get; } = topic;
+    public long ProducerId { get; } = producerId;
+    public int Epoch { get; } = epoch;
+    public int Current { get; } = current;
+}
+
+/// <summary>A retry of records appended so long ago that the topic no longer knows their offset (older than its producer window): they are in the log, once.</summary>
+public sealed class DuplicateSequenceException(string topic, long producerId, int epoch, long sequence, long oldestKnown)
+    : Exception($"Producer {producerId} (epoch {epoch}) retried sequence {sequence} on topic '{topic}': it was appended before, but too long ago for its offset to be known (the topic remembers sequences from {oldestKnown} on).")
+{
+    public string Topic { get; } = topic;
+    public long ProducerId { get; } = producerId;
+    public int Epoch { get; } = epoch;
+    public long Sequence { get; } = sequence;
 }

@@ -22,5 +22,8 @@ public static class LogMetrics
     /// <summary>fsyncs of a store file by group commit or the interval flush, per topic.</summary>
     internal static readonly Counter<long> Fsyncs = Meter.CreateCounter<long>("conduit.log.fsyncs", "{fsync}", "fsyncs issued by group commit and interval flushes");
 
+    /// <summary>Idempotent producers' retries answered with the records' offsets instead of appending them again, per topic.</summary>
+    internal static readonly Counter<long> Duplicates = Meter.CreateCounter<long>("conduit.log.duplicates", "{record}", "Retried records of idempotent producers that were not appended again");
+
     internal static KeyValuePair<string, object?> Topic(string name) => new("topic", name);
 }

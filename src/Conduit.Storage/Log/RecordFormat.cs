@@ -26,8 +26,11 @@ public static class Crc32C
 /// <summary>
 /// The first 32 bytes of every store file: which topic and which base offset its records belong to.
 /// <code>
-/// "CNDTLOG1" | u64 topic id | i64 base offset | u32 flags (0) | u32 CRC-32C of the 28 bytes before
+/// "CNDTLOG1" | u64 topic id | i64 base offset | u32 flags | u32 CRC-32C of the 28 bytes before
 /// </code>
+/// Flags: bit 0 (<see cref="ProducerFields"/>) says the records are in format 2 (with an
+/// attributes byte and the idempotent producer's fields, see <see cref="RecordFormat"/>); a
+/// segment written before that has flags 0 and its records in format 1.
 /// Every frame's checksum in the file is seeded with the CRC of (topic id, base offset), so bytes
 /// copied from another topic or another segment fail their checksum here.
 /// </summary>
@@ -38,6 +41,16 @@ internal static class SegmentHeader
     public enum Status { Valid, Empty, NotASegment, Damaged, OtherTopic, OtherBase }
 
     private static ReadOnlySpan<byte> Magic => "CNDTLOG1"u8;
+
+    /// <summary>The records of the segment are in format 2 (<see cref="RecordFormat.Version2"/>).</summary>
+    public const uint ProducerFields = 1;
+
+    /// <summary>The flags of a segment written now.</summary>
+    public const uint CurrentFlags = ProducerFields;
+
+    /// <summary>The record format of a segment whose header is valid.</summary>
+    public static int RecordVersion(ReadOnlySpan<byte> header) =>
+        (BinaryPrimitives.ReadUInt32LittleEndian(header[24..]) & ProducerFields) != 0 ? RecordFormat.Version2 : RecordFormat.Version1;
 
     /// <summary>A topic's identity: the first 8 bytes of SHA-256 of its name (so no table is needed to know it).</summary>
     public static ulong TopicId(string topic) =>
@@ -52,12 +65,12 @@ internal static class SegmentHeader
         return Crc32C.Compute(identity);
     }
 
-    public static void Write(Span<byte> destination, ulong topicId, long baseOffset)
+    public static void Write(Span<byte> destination, ulong topicId, long baseOffset, uint flags = CurrentFlags)
     {
         Magic.CopyTo(destination);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], topicId);
         BinaryPrimitives.WriteInt64LittleEndian(destination[16..], baseOffset);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], flags);
         BinaryPrimitives.WriteUInt32LittleEndian(destination[28..], Crc32C.Compute(destination[..28]));
     }
 
@@ -109,9 +122,13 @@ internal static class CommitFrame
 /// How a record is laid out in a store file (little-endian):
 /// <code>
 /// u32 body length | u32 CRC-32C of the body, seeded with the segment's identity | body
-/// body: u64 offset | i64 timestamp ms | u32 key length | key | u16 header count
+/// body (format 2, segments whose header has <see cref="SegmentHeader.ProducerFields"/>):
+///       u64 offset | i64 timestamp ms | u8 attributes
+///       | if attributes bit 0: i64 producer id | i32 producer epoch | i64 sequence
+///       | u32 key length | key | u16 header count
 ///       | per header: u16 name length | name (UTF-8) | u32 value length | value
 ///       | value (the rest of the body)
+/// body (format 1, older segments): the same without the attributes byte and producer fields.
 /// </code>
 /// The offset inside the checksummed body lets recovery rebuild the index from the store alone
 /// and resynchronise past a damaged region.
@@ -122,9 +139,22 @@ internal static class RecordFormat
     public const int MinBodySize = 8 + 8 + 4 + 2;
     public const int MaxBodySize = 64 * 1024 * 1024;
 
-    public static int BodySize(LogRecord record)
+    /// <summary>Records without producer fields (segments written before idempotent producing).</summary>
+    public const int Version1 = 1;
+
+    /// <summary>Records with an attributes byte and, for an idempotent producer's records, its id, epoch and sequence.</summary>
+    public const int Version2 = 2;
+
+    /// <summary>The format new segments are written in.</summary>
+    public const int Current = Version2;
+
+    private const byte HasProducer = 1;
+    private const int ProducerFieldsSize = 8 + 4 + 8;
+
+    public static int BodySize(LogRecord record, int version = Current)
     {
         long size = MinBodySize + record.Key.Length + record.Value.Length;
+        if (version >= Version2) size += 1 + (record.ProducerId != 0 ? ProducerFieldsSize : 0);
         foreach (var (name, value) in record.Headers)
         {
             size += 2 + Encoding.UTF8.GetByteCount(name) + 4 + value.Length;
@@ -135,12 +165,26 @@ internal static class RecordFormat
     }
 
     /// <summary>Writes header + body into <paramref name="destination"/> (exactly HeaderSize + bodySize bytes).</summary>
-    public static void Write(Span<byte> destination, int bodySize, long offset, long timestampMs, LogRecord record, uint seed)
+    public static void Write(Span<byte> destination, int bodySize, long offset, long timestampMs, LogRecord record, uint seed, int version = Current)
     {
         var body = destination.Slice(HeaderSize, bodySize);
         var p = 0;
         BinaryPrimitives.WriteInt64LittleEndian(body[p..], offset); p += 8;
         BinaryPrimitives.WriteInt64LittleEndian(body[p..], timestampMs); p += 8;
+        if (version >= Version2)
+        {
+            body[p++] = record.ProducerId != 0 ? HasProducer : (byte)0;
+            if (record.ProducerId != 0)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(body[p..], record.ProducerId); p += 8;
+                BinaryPrimitives.WriteInt32LittleEndian(body[p..], record.ProducerEpoch); p += 4;
+                BinaryPrimitives.WriteInt64LittleEndian(body[p..], record.Sequence); p += 8;
+            }
+        }
+        else if (record.ProducerId != 0)
+        {
+            throw new InvalidOperationException("A format-1 segment cannot hold a producer's record.");
+        }
         BinaryPrimitives.WriteInt32LittleEndian(body[p..], record.Key.Length); p += 4;
         record.Key.Span.CopyTo(body[p..]); p += record.Key.Length;
         BinaryPrimitives.WriteUInt16LittleEndian(body[p..], (ushort)record.Headers.Count); p += 2;
@@ -196,10 +240,26 @@ internal static class RecordFormat
     }
 
     /// <summary>Decodes a body whose checksum matched; null when its structure is inconsistent.</summary>
-    public static LogRecord? Decode(ReadOnlyMemory<byte> bodyMemory)
+    public static LogRecord? Decode(ReadOnlyMemory<byte> bodyMemory, int version = Current)
     {
         var body = bodyMemory.Span;
         var p = 16;
+        long producerId = 0, sequence = 0;
+        var epoch = 0;
+        if (version >= Version2)
+        {
+            if (body.Length - p < 1 + 4 + 2) return null;
+            var attributes = body[p++];
+            if ((attributes & ~HasProducer) != 0) return null;
+            if ((attributes & HasProducer) != 0)
+            {
+                if (body.Length - p < ProducerFieldsSize + 4 + 2) return null;
+                producerId = BinaryPrimitives.ReadInt64LittleEndian(body[p..]); p += 8;
+                epoch = BinaryPrimitives.ReadInt32LittleEndian(body[p..]); p += 4;
+                sequence = BinaryPrimitives.ReadInt64LittleEndian(body[p..]); p += 8;
+                if (producerId == 0) return null;
+            }
+        }
         var keyLength = BinaryPrimitives.ReadInt32LittleEndian(body[p..]); p += 4;
         if (keyLength < 0 || keyLength > body.Length - p - 2) return null;
         var key = bodyMemory.Slice(p, keyLength); p += keyLength;
@@ -222,6 +282,9 @@ internal static class RecordFormat
             Key = key,
             Headers = headers,
             Value = bodyMemory[p..],
+            ProducerId = producerId,
+            ProducerEpoch = epoch,
+            Sequence = sequence,
         };
     }
 }

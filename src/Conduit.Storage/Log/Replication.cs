@@ -18,3 +18,14 @@ public sealed class NotLeaderException(string nodeId, string? leaderId, string? 
     /// <summary>The leader's gRPC address (host:port), or null when not known.</summary>
     public string? LeaderRpcAddress { get; } = leaderRpcAddress;
 }
+
+/// <summary>
+/// The leader lost its leadership after it proposed the write and before the write was committed:
+/// a new leader may still commit it, or not. Unlike <see cref="NotLeaderException"/> (nothing was
+/// proposed), a blind retry may write the records twice; an idempotent producer's retry may not.
+/// </summary>
+public sealed class LeadershipLostException(string nodeId, Exception? inner = null)
+    : Exception($"Node '{nodeId}' lost the leadership of the log while replicating the write: it may or may not be appended. Retry with an idempotent producer (a plain retry may append it twice).", inner)
+{
+    public string NodeId { get; } = nodeId;
+}

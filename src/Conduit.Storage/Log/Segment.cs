@@ -62,6 +62,9 @@ internal sealed class Segment : IDisposable
     /// <summary>Where the first record begins (after the header; 0 in a legacy segment).</summary>
     private int DataStart { get; set; } = SegmentHeader.Size;
 
+    /// <summary>The format of this segment's records (<see cref="RecordFormat.Version1"/> in a legacy segment or one written before idempotent producing).</summary>
+    public int RecordVersion { get; private set; } = RecordFormat.Current;
+
     /// <summary>Written before issue 16 (<see cref="RecordFormat.Legacy"/>): read-only, appends go to a newer segment.</summary>
     public bool IsLegacy { get; private set; }
 
@@ -167,10 +170,15 @@ internal sealed class Segment : IDisposable
         if (status is not (SegmentHeader.Status.Valid or SegmentHeader.Status.Empty) && StartsWithLegacyRecord())
         {
             IsLegacy = true;
+            RecordVersion = RecordFormat.Version1;
             Seed = RecordFormat.Legacy.Seed;
             DataStart = RecordFormat.Legacy.DataStart;
         }
-        else if (status != SegmentHeader.Status.Valid)
+        else if (status == SegmentHeader.Status.Valid)
+        {
+            RecordVersion = SegmentHeader.RecordVersion(headerBytes);
+        }
+        else
         {
             if (active && status == SegmentHeader.Status.Empty && checkpointNext <= BaseOffset && AllZero())
             {
@@ -598,7 +606,7 @@ internal sealed class Segment : IDisposable
             problem = $"the record at position {position} of {StorePath} has offset {RecordFormat.OffsetOf(body)}";
             return null;
         }
-        var record = RecordFormat.Decode(body);
+        var record = RecordFormat.Decode(body, RecordVersion);
         if (record is null) problem = "its fields are inconsistent";
         return record;
     }

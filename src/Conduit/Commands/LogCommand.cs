@@ -6,6 +6,7 @@ using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Net.Client;
 
 namespace Conduit.Commands;
 
@@ -56,14 +57,27 @@ internal static class LogCommand
         var value = new Option<string?>("--value") { Description = "Produce this one value (otherwise every line of stdin is a record)" };
         var key = new Option<string?>("--key") { Description = "The records' key" };
         var dryRun = DryRunOption("Check the records and print the offsets they would get, but append nothing");
+        var idempotent = new Option<bool>("--idempotent")
+        {
+            Description = "Write each record exactly once: resend unacknowledged records after a dropped connection or a server restart, and let the server drop the duplicates (docs/client.md)",
+        };
         var server = Cli.ServerOption();
-        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, server };
+        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, idempotent, server };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = Cli.Channel(parse, server);
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
+            if (parse.GetValue(idempotent))
+            {
+                if (parse.GetValue(dryRun))
+                {
+                    Console.Error.WriteLine("--idempotent and --dry-run do not go together: a dry run appends nothing to retry");
+                    return 2;
+                }
+                return await ProduceIdempotentlyAsync(parse, channel, parse.GetValue(topic)!, parse.GetValue(value), keyBytes, cancellationToken);
+            }
             if (parse.GetValue(value) is { } single)
             {
                 var reply = await client.ProduceAsync(Request(single), Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun))));
@@ -89,6 +103,48 @@ internal static class LogCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// `produce --idempotent`: an <see cref="Services.Log.IdempotentProducer"/> sends the lines
+    /// (or the one value); offsets are printed in order as they are acknowledged.
+    /// </summary>
+    private static async Task<int> ProduceIdempotentlyAsync(ParseResult parse, GrpcChannel channel, string topic, string? single, ByteString key, CancellationToken cancellationToken)
+    {
+        var verbose = parse.GetValue(Cli.Verbose);
+        await using var producer = await Services.Log.IdempotentProducer.CreateAsync(Cli.Invoker(channel, parse), topic, new Services.Log.IdempotentProducerOptions
+        {
+            OnRetry = verbose ? message => Console.Error.WriteLine($"retry: {message}") : null,
+        }, cancellationToken);
+        if (verbose) Console.Error.WriteLine($"producer {producer.ProducerId} epoch {producer.Epoch}");
+        var acknowledgements = System.Threading.Channels.Channel.CreateUnbounded<Task<long>>(new() { SingleReader = true, SingleWriter = true });
+        var printing = Task.Run(async () =>
+        {
+            await foreach (var acknowledged in acknowledgements.Reader.ReadAllAsync(cancellationToken))
+            {
+                PrintOffset(parse, (ulong)await acknowledged);
+            }
+        }, cancellationToken);
+        try
+        {
+            if (single is not null)
+            {
+                await acknowledgements.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(single), Key = key }, cancellationToken), cancellationToken);
+            }
+            else
+            {
+                while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
+                {
+                    await acknowledgements.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(line), Key = key }, cancellationToken), cancellationToken);
+                }
+            }
+        }
+        finally
+        {
+            acknowledgements.Writer.TryComplete();
+        }
+        await printing;
+        return 0;
     }
 
     /// <summary>always, interval or never (the wire's UNSPECIFIED is "not given", never a choice).</summary>

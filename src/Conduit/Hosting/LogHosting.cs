@@ -45,8 +45,20 @@ public sealed class LogOptions
     /// <summary>Bytes of large records (64 KiB and up) all ConsumeStream followers may have on their way to clients at once.</summary>
     public long ConsumeStreamBufferBytes { get; set; } = 32L * 1024 * 1024;
 
+    /// <summary>An idempotent producer idle this long (by record timestamps) is forgotten; its next record must start a new sequence. 7 days.</summary>
+    public long ProducerExpirationMs { get; set; } = 7L * 24 * 3600 * 1000;
+
+    /// <summary>Idempotent producers a topic remembers; one more makes it forget the one that wrote least recently.</summary>
+    public int MaxProducersPerTopic { get; set; } = 1000;
+
+    /// <summary>How many of a producer's latest sequence numbers a retry is answered with its offset for.</summary>
+    public int ProducerWindow { get; set; } = 1024;
+
     public TopicSettings TopicDefaults() => new()
     {
+        ProducerExpiration = TimeSpan.FromMilliseconds(ProducerExpirationMs),
+        MaxProducers = MaxProducersPerTopic,
+        ProducerWindow = ProducerWindow,
         Durability = Durability,
         FlushInterval = TimeSpan.FromMilliseconds(FlushIntervalMs),
         SegmentBytes = SegmentBytes,

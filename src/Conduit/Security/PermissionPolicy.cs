@@ -38,7 +38,7 @@ public sealed class PermissionPolicy
     /// <summary>The permissions a request needs, per Log action.</summary>
     public static IReadOnlyDictionary<string, string[]> Actions { get; } = new Dictionary<string, string[]>(StringComparer.Ordinal)
     {
-        ["produce"] = ["log.v1.Log/Produce", "log.v1.Log/ProduceStream", "log.v1.Log/ProduceBatch"],
+        ["produce"] = ["log.v1.Log/Produce", "log.v1.Log/ProduceStream", "log.v1.Log/ProduceBatch", "log.v1.Log/InitProducer"],
         ["consume"] = ["log.v1.Log/Consume", "log.v1.Log/ConsumeStream"],
         ["admin"] = ["log.v1.LogAdmin/*"],
     };

@@ -1,0 +1,246 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Conduit.Grpc;
+using Conduit.Protos.Log.V1;
+using Conduit.Services.Log;
+using Google.Protobuf;
+using Google.Rpc;
+using Grpc.Core;
+using Xunit.Abstractions;
+using Record = Conduit.Protos.Log.V1.Record;
+
+namespace Conduit.Log.Tests;
+
+/// <summary>
+/// The idempotent producer on the wire (log.v1.Log/InitProducer and the producer fields of
+/// Produce, ProduceBatch and ProduceStream) and the C# <see cref="IdempotentProducer"/>, up to a
+/// real `conduit serve` killed with SIGKILL and connections cut mid-stream.
+/// </summary>
+public class IdempotentProduceTests(ITestOutputHelper output)
+{
+    private static ProduceRequest Request(string value, ulong producer, uint epoch, ulong sequence, string topic = "t") => new()
+    {
+        Topic = topic,
+        Record = new Record { Value = ByteString.CopyFromUtf8(value) },
+        ProducerId = producer,
+        ProducerEpoch = epoch,
+        Sequence = sequence,
+    };
+
+    private static CallOptions Timeout() => new CallOptions().WithTimeout(TimeSpan.FromSeconds(30));
+
+    [Fact]
+    public async Task Produce_with_producer_fields_answers_a_retry_with_its_offset_and_refuses_gaps_and_stale_epochs()
+    {
+        await using var server = await LogServer.StartAsync();
+        var init = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout());
+        Assert.NotEqual(0ul, init.ProducerId);
+        Assert.Equal(0u, init.ProducerEpoch);
+        var id = init.ProducerId;
+        Assert.Equal(0ul, (await server.Log.ProduceAsync(Request("a", id, 0, 0), Timeout())).Offset);
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(Request("b", id, 0, 1), Timeout())).Offset);
+        Assert.Equal(0ul, (await server.Log.ProduceAsync(Request("a", id, 0, 0), Timeout())).Offset);
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(Request("b", id, 0, 1), Timeout())).Offset);
+
+        var gap = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("d", id, 0, 3), Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.OutOfRange, gap.StatusCode);
+        var info = gap.GetDetail<ErrorInfo>()!;
+        Assert.Equal("SEQUENCE_GAP", info.Reason);
+        Assert.Equal(("2", "3", "t", id.ToString(System.Globalization.CultureInfo.InvariantCulture)), (info.Metadata["expected_sequence"], info.Metadata["sequence"], info.Metadata["topic"], info.Metadata["producer_id"]));
+        Assert.Equal("sequence", gap.GetDetail<BadRequest>()!.FieldViolations[0].Field);
+
+        // A restarted instance of the producer: the same id, a new epoch, which fences the old one once it writes.
+        var again = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout());
+        Assert.Equal((id, 1u), (again.ProducerId, again.ProducerEpoch));
+        Assert.Equal(2u, (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
+        Assert.Equal(2ul, (await server.Log.ProduceAsync(Request("c", id, 1, 0), Timeout())).Offset);
+        var fenced = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("late", id, 0, 2), Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, fenced.StatusCode);
+        Assert.Equal(("PRODUCER_FENCED", "1"), (fenced.GetDetail<ErrorInfo>()!.Reason, fenced.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
+
+        var invalid = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record(), Sequence = 4 }, Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, invalid.StatusCode);
+        var zero = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("z", 0, 0, 0), Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, zero.StatusCode);
+        Assert.Equal(3ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "t" }, Timeout())).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_request_without_the_fields_is_appended_every_time_as_proglog_expects()
+    {
+        await using var server = await LogServer.StartAsync();
+        var request = new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("same") } };
+        Assert.Equal(0ul, (await server.Log.ProduceAsync(request, Timeout())).Offset);
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(request, Timeout())).Offset);
+        Assert.Equal(0ul, (await server.Log.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout())).Record.Offset);
+    }
+
+    [Fact]
+    public async Task ProduceBatch_and_ProduceStream_recognise_retries()
+    {
+        await using var server = await LogServer.StartAsync();
+        var id = (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout())).ProducerId;
+        var batch = new ProduceBatchRequest { Topic = "t", ProducerId = id, Sequence = 0 };
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("b0") });
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("b1") });
+        Assert.Equal(0ul, (await server.Log.ProduceBatchAsync(batch, Timeout())).BaseOffset);
+        var retried = await server.Log.ProduceBatchAsync(batch, Timeout());
+        Assert.Equal((0ul, 2u), (retried.BaseOffset, retried.Count));
+
+        using var call = server.Log.ProduceStream(Timeout());
+        foreach (var seq in new ulong[] { 2, 3, 2, 3, 4, 0 }) await call.RequestStream.WriteAsync(Request($"s{seq}", id, 0, seq));
+        await call.RequestStream.CompleteAsync();
+        var offsets = new List<ulong>();
+        await foreach (var r in call.ResponseStream.ReadAllAsync()) offsets.Add(r.Offset);
+        Assert.Equal([2ul, 3, 2, 3, 4, 0], offsets);
+        Assert.Equal(5ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "t" }, Timeout())).NextOffset);
+    }
+
+    [Fact]
+    public async Task The_producer_resends_after_cut_connections_and_the_log_holds_each_record_once()
+    {
+        // The server's count of retries it did not append again: proof that records were resent after being appended.
+        long duplicates = 0;
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == Storage.Log.LogMetrics.MeterName && instrument.Name == "conduit.log.duplicates") l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag is { Key: "topic", Value: "cut" }) Interlocked.Add(ref duplicates, value);
+            }
+        });
+        listener.Start();
+        await using var server = await LogServer.StartAsync();
+        await using var proxy = new CuttingProxy { BackendPort = new Uri(server.Address).Port };
+        using var channel = ConduitChannel.ForAddress(proxy.Address);
+        var retries = 0;
+        await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "cut", new IdempotentProducerOptions
+        {
+            MaxInFlight = 32,
+            MaxBackoff = TimeSpan.FromMilliseconds(200),
+            OnRetry = _ => Interlocked.Increment(ref retries),
+        });
+        const int count = 600;
+        var acks = new List<Task<long>>();
+        using var cutting = new CancellationTokenSource();
+        var cutter = Task.Run(async () =>
+        {
+            while (!cutting.IsCancellationRequested)
+            {
+                await Task.Delay(Random.Shared.Next(20, 80)); // random moments, not a synchronisation
+                proxy.CutAll();
+            }
+        });
+        for (var i = 0; i < count; i++) acks.Add(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8($"r{i}") }));
+        await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        await cutting.CancelAsync();
+        await cutter;
+        output.WriteLine($"{proxy.Cuts} cuts, {producer.Streams} streams, {retries} retries, {Interlocked.Read(ref duplicates)} duplicates not appended");
+        Assert.True(producer.Streams > 3, "the connection was cut under the producer");
+        Assert.True(Interlocked.Read(ref duplicates) > 0, "no record was resent after it had been appended");
+        var offsets = acks.Select(a => a.Result).ToList();
+        Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), offsets);
+        await AssertExactlyOnceAsync(new Protos.Log.V1.Log.LogClient(server.Channel), "cut", count);
+    }
+
+    /// <summary>The topic holds r0..r{count-1}, each once, in order, and nothing else.</summary>
+    private static async Task AssertExactlyOnceAsync(Protos.Log.V1.Log.LogClient client, string topic, int count)
+    {
+        using var call = client.ConsumeStream(new ConsumeRequest { Topic = topic }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(30)));
+        for (var i = 0; i < count; i++)
+        {
+            Assert.True(await call.ResponseStream.MoveNext(), $"the log ends before r{i}");
+            Assert.Equal($"r{i}", call.ResponseStream.Current.Record.Value.ToStringUtf8());
+        }
+        var end = await client.ConsumeAsync(new ConsumeRequest { Topic = topic, Offset = (ulong)count }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(5))).ResponseAsync
+            .ContinueWith(t => t.Exception?.InnerException as RpcException, TaskScheduler.Default);
+        Assert.Equal(StatusCode.OutOfRange, end?.StatusCode);
+    }
+
+    private static ChildProcess Serve(string data) =>
+        ChildProcess.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", data, "--log-durability", "always", "--log-level", "Warning");
+
+    private static async Task<int> PortOf(ChildProcess server) =>
+        new Uri((await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)", TimeSpan.FromSeconds(30))).Groups[1].Value).Port;
+
+    [Fact]
+    public async Task Each_record_is_in_the_log_exactly_once_in_order_across_sigkills_and_cut_connections()
+    {
+        using var data = new TempDir();
+        await using var proxy = new CuttingProxy();
+        var server = Serve(data.Path);
+        try
+        {
+            proxy.BackendPort = await PortOf(server);
+            using var channel = ConduitChannel.ForAddress(proxy.Address);
+            await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "orders", new IdempotentProducerOptions
+            {
+                MaxInFlight = 64,
+                MaxBackoff = TimeSpan.FromMilliseconds(300),
+            });
+            // Records flow until the faults are over (at most 20 000), so every fault hits a stream in use.
+            const int maxCount = 20_000;
+            var acks = new List<Task<long>>(maxCount);
+            var acknowledged = 0;
+            using var faultsOver = new CancellationTokenSource();
+            var sending = Task.Run(async () =>
+            {
+                for (var i = 0; i < maxCount && !faultsOver.IsCancellationRequested; i++)
+                {
+                    var ack = await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8($"r{i}") });
+                    acks.Add(ack);
+                    _ = ack.ContinueWith(_ => Interlocked.Increment(ref acknowledged), TaskScheduler.Default);
+                }
+            });
+            var random = new Random();
+            var kills = 0;
+            var cuts = 0;
+            var clock = Stopwatch.StartNew();
+            // A fault once records flow again (a random number of new acknowledgements, then a random
+            // moment): 6 kills, or 25 s.
+            while (!sending.IsCompleted && kills < 6 && clock.Elapsed < TimeSpan.FromSeconds(25))
+            {
+                var until = Volatile.Read(ref acknowledged) + random.Next(20, 300);
+                var waited = Stopwatch.StartNew();
+                while (Volatile.Read(ref acknowledged) < until && waited.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(5);
+                await Task.Delay(random.Next(0, 50));
+                if (random.Next(3) == 0)
+                {
+                    proxy.CutAll();
+                    cuts++;
+                    continue;
+                }
+                proxy.BackendPort = 0;
+                await server.DisposeAsync(); // SIGKILL
+                proxy.CutAll();
+                kills++;
+                server = Serve(data.Path);
+                proxy.BackendPort = await PortOf(server);
+            }
+            await faultsOver.CancelAsync();
+            await sending.WaitAsync(TimeSpan.FromSeconds(30));
+            await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            var count = acks.Count;
+            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Streams} streams, {clock.Elapsed.TotalSeconds:0.0} s");
+            Assert.True(kills >= 3, $"only {kills} kills happened while producing");
+            Assert.True(count >= 500, $"only {count} records were sent");
+            Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), acks.Select(a => a.Result));
+
+            // One more restart, then read everything back.
+            proxy.BackendPort = 0;
+            await server.DisposeAsync();
+            server = Serve(data.Path);
+            proxy.BackendPort = await PortOf(server);
+            using var reader = ConduitChannel.ForAddress($"http://127.0.0.1:{proxy.BackendPort}");
+            await AssertExactlyOnceAsync(new Protos.Log.V1.Log.LogClient(reader), "orders", count);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+}
