@@ -370,9 +370,21 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 Interlocked.Increment(ref _fsyncs);
                 LogMetrics.Fsyncs.Add(1, LogMetrics.Topic(Name));
             }
-            catch (ObjectDisposedException) when (active.IsDisposed)
+            catch (ObjectDisposedException ex) when (active.IsDisposed)
             {
-                // Removed (retention, shutdown) after the snapshot: sealed before, so already synced.
+                // Closed after the snapshot. A roll or a clean shutdown seals (fsyncs) a segment
+                // before closing it and raises _durable past everything written, so then the round
+                // is covered. A shutdown after a failed write or fsync closes it without a seal:
+                // then nothing proves these records reached the disk, and none is acknowledged.
+                bool covered;
+                lock (_flushLock) covered = _durable >= target;
+                if (!covered)
+                {
+                    Exception cause;
+                    lock (_writeLock) cause = _failure ?? ex;
+                    round.TrySetException(new LogFailedException(Name, cause));
+                    continue;
+                }
             }
             catch (Exception ex)
             {
