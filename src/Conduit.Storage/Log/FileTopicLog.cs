@@ -148,23 +148,38 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         return new TopicStats(segments[0].BaseOffset, NextOffset, bytes, segments.Length);
     }
 
-    public PendingAppend Append(LogRecord record) => AppendBatch([record]);
+    // One record: no array of one and no array of sizes per append (the per-record produce path).
+    public PendingAppend Append(LogRecord record) => AppendCore(new ReadOnlySpan<LogRecord>(in record));
 
     /// <summary>The largest batch, encoded (gRPC's message limit comes long before).</summary>
     public const int MaxBatchBytes = 256 * 1024 * 1024;
 
-    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records)
+    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records) => records switch
     {
-        if (records.Count == 0) throw new ArgumentException("A batch holds at least one record.", nameof(records));
+        LogRecord[] array => AppendCore(array),
+        List<LogRecord> list => AppendCore(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(list)),
+        _ => AppendCore([.. records]),
+    };
+
+    private const int StackSizes = 64;
+
+    private PendingAppend AppendCore(ReadOnlySpan<LogRecord> records)
+    {
+        if (records.Length == 0) throw new ArgumentException("A batch holds at least one record.", nameof(records));
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var sizes = new int[records.Count];
+        var rentedSizes = records.Length > StackSizes ? ArrayPool<int>.Shared.Rent(records.Length) : null;
+        var sizes = (rentedSizes is null ? stackalloc int[StackSizes] : rentedSizes.AsSpan())[..records.Length];
         long total = 0;
-        for (var i = 0; i < records.Count; i++)
+        for (var i = 0; i < records.Length; i++)
         {
             sizes[i] = RecordFormat.HeaderSize + RecordFormat.BodySize(records[i]);
             total += sizes[i];
         }
-        if (total > MaxBatchBytes) throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
+        if (total > MaxBatchBytes)
+        {
+            if (rentedSizes is not null) ArrayPool<int>.Shared.Return(rentedSizes);
+            throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
+        }
         var buffer = ArrayPool<byte>.Shared.Rent((int)total);
         long offset;
         try
@@ -183,7 +198,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 {
                     var at = 0;
                     var maxTimestamp = 0L;
-                    for (var i = 0; i < records.Count; i++)
+                    for (var i = 0; i < records.Length; i++)
                     {
                         var timestamp = records[i].TimestampMs != 0 ? records[i].TimestampMs : now;
                         maxTimestamp = Math.Max(maxTimestamp, timestamp);
@@ -196,7 +211,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 {
                     // Nothing of this batch is left in the store: the topic goes on, and takes
                     // writes again as soon as space is freed.
-                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of {Count} record(s) from offset {Offset} was undone.", Name, records.Count, offset);
+                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of {Count} record(s) from offset {Offset} was undone.", Name, records.Length, offset);
                     throw new DiskFullException(Name, ex);
                 }
                 catch (IOException ex)
@@ -205,16 +220,17 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     // follow it in this process. Recovery on the next start cuts the torn bytes.
                     throw Stop(ex, "a write failed");
                 }
-                _written = offset + records.Count;
+                _written = offset + records.Length;
             }
-            LogMetrics.Appends.Add(records.Count, LogMetrics.Topic(Name));
+            LogMetrics.Appends.Add(records.Length, LogMetrics.Topic(Name));
             LogMetrics.AppendedBytes.Add(total, LogMetrics.Topic(Name));
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            if (rentedSizes is not null) ArrayPool<int>.Shared.Return(rentedSizes);
         }
-        var next = offset + records.Count;
+        var next = offset + records.Length;
         if (Settings.Durability == Durability.Always) return new PendingAppend(offset, WhenDurable(next));
         Publish(next);
         return new PendingAppend(offset, Task.CompletedTask);
