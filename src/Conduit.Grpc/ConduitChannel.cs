@@ -57,9 +57,18 @@ public static class ConduitChannel
             LoggerFactory = DefaultLoggerFactory,
         };
         configure?.Invoke(options);
-        // A configure that brought its own handler or client leaves ours unused.
-        if (!ReferenceEquals(options.HttpHandler, handler) || options.HttpClient is not null) handler.Dispose();
+        // A configure that brought its own handler or client leaves ours unused (one that wrapped ours in a DelegatingHandler still uses it).
+        if (!Uses(options.HttpHandler, handler) || options.HttpClient is not null) handler.Dispose();
         return GrpcChannel.ForAddress(address, options);
+    }
+
+    private static bool Uses(HttpMessageHandler? outer, HttpMessageHandler handler)
+    {
+        for (var h = outer; h is not null; h = (h as DelegatingHandler)?.InnerHandler)
+        {
+            if (ReferenceEquals(h, handler)) return true;
+        }
+        return false;
     }
 }
 

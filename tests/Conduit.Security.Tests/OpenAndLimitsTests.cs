@@ -94,4 +94,20 @@ public class OpenAndLimitsTests
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await greeter.SayHelloAsync(new HelloRequest { Name = "x" }, SecureHost.Call()));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
     }
+
+    [Fact]
+    public async Task A_loopback_caller_guessing_tokens_through_GetByToken_is_rate_limited_like_any_other()
+    {
+        // A local proxy forwards remote clients from a loopback address: that must not make token
+        // guessing unthrottled. Only the cache's own lookups (with this process's secret) are exempt.
+        await using var host = await StartLimited(3);
+        var accounts = new Protos.Accounts.V1.Accounts.AccountsClient(host.Channel);
+        for (var i = 0; i < 3; i++)
+        {
+            var guess = await Assert.ThrowsAsync<RpcException>(async () => await accounts.GetByTokenAsync(new Protos.Accounts.V1.GetByTokenReq { Token = "guess-" + i }, SecureHost.Call()));
+            Assert.NotEqual(StatusCode.ResourceExhausted, guess.StatusCode);
+        }
+        var limited = await Assert.ThrowsAsync<RpcException>(async () => await accounts.GetByTokenAsync(new Protos.Accounts.V1.GetByTokenReq { Token = "guess-4" }, SecureHost.Call()));
+        Assert.Equal(StatusCode.ResourceExhausted, limited.StatusCode);
+    }
 }

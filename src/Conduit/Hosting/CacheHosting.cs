@@ -93,7 +93,8 @@ public static class CacheHosting
         var uri = new UriBuilder(chosen);
         if (uri.Host is "0.0.0.0" or "*" or "+") uri.Host = "127.0.0.1";
         else if (uri.Host is "[::]" or "::") uri.Host = "[::1]";
-        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri);
+        // Its lookups carry this process's secret: the rate limiter exempts them, not every loopback caller.
+        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri, OwnLookups.Configure);
         var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
         var thumbprint = own.GetCertHashString();
         var tls = new System.Net.Security.SslClientAuthenticationOptions
@@ -104,6 +105,6 @@ public static class CacheHosting
         // dev` makes it fit for client use); otherwise the channel needs none.
         if (services.GetService<Security.SecurityOptions>()?.ClientCertificates == Security.ClientCertificates.Required) tls.ClientCertificates = [own];
         else own.Dispose();
-        return ConduitChannel.ForAddress(uri.Uri, tls: tls);
+        return ConduitChannel.ForAddress(uri.Uri, OwnLookups.Configure, tls: tls);
     }
 }
