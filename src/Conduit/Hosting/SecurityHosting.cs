@@ -93,7 +93,11 @@ public static class SecurityHosting
                 };
             }).AddCertificateCache();
         }
-        if (security.RateLimit.Enabled) AddRateLimits(services, security.RateLimit);
+        if (security.RateLimit.Enabled)
+        {
+            AddRateLimits(services, security.RateLimit);
+            services.AddSingleton(new UnknownTokenLimiter(security.RateLimit));
+        }
     }
 
     /// <summary>Client certificates on an https:// listener, checked against the configured CA during the handshake.</summary>
