@@ -62,11 +62,20 @@ public static class ConduitChannel
         if (cluster) Cluster.ConduitCluster.Configure(options, tls); // conduit:///: the cluster's resolver and leader-aware balancer
         var ours = options.HttpHandler;
         configure?.Invoke(options);
-        // A configure that brought its own handler or client leaves ours unused.
-        if (!ReferenceEquals(options.HttpHandler, ours) || options.HttpClient is not null) ours.Dispose();
+        // A configure that brought its own handler or client leaves ours unused (one that wrapped ours in a DelegatingHandler still uses it).
+        if (!Uses(options.HttpHandler, ours) || options.HttpClient is not null) ours.Dispose();
         var channel = GrpcChannel.ForAddress(address, options);
         if (cluster) Cluster.ConduitCluster.Attach(channel, options);
         return channel;
+    }
+
+    private static bool Uses(HttpMessageHandler? outer, HttpMessageHandler handler)
+    {
+        for (var h = outer; h is not null; h = (h as DelegatingHandler)?.InnerHandler)
+        {
+            if (ReferenceEquals(h, handler)) return true;
+        }
+        return false;
     }
 }
 

@@ -45,6 +45,9 @@ public sealed class SqliteUserStore : SqlUserStore
         }
         catch
         {
+            // Not back into the pool: a handle on a file that is not a database (or was replaced
+            // since) would fail every later call, even after the file is fixed.
+            SqliteConnection.ClearPool(connection);
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }

@@ -69,6 +69,71 @@ public class DurabilityTests
         Assert.Single(Directory.GetFiles(TopicFolder(dir), "*.quarantined"));
     }
 
+    /// <summary>Produces <paramref name="clean"/> records and stops cleanly (the checkpoint says so), then <paramref name="more"/> acknowledged under 'always' and a crash: the checkpoint is older than the log.</summary>
+    private static async Task ProduceThenCrashPastTheCheckpoint(TempDir dir, int clean = 3, int more = 3, TopicSettings? settings = null)
+    {
+        await Produce(dir, clean, settings);
+        var files = new FaultyFileSystem();
+        using var storage = new FileLogStorage(files, dir.Path, settings);
+        var log = storage.GetOrCreate("");
+        for (var i = clean; i < clean + more; i++) Assert.Equal(i, await log.AppendAsync(Value($"record-{i:D3}")));
+        files.Crash();
+    }
+
+    [Fact]
+    public async Task An_active_segment_with_a_damaged_header_keeps_its_acknowledged_offsets_past_the_checkpoint()
+    {
+        using var dir = new TempDir();
+        await ProduceThenCrashPastTheCheckpoint(dir);
+        var store = Stores(dir)[0];
+        var bytes = File.ReadAllBytes(store);
+        bytes[3] ^= 0x20; // the header's magic: the records behind it are intact
+        File.WriteAllBytes(store, bytes);
+
+        var logger = new ListLogger();
+        using (var storage = new FileLogStorage(dir.Path, logger: logger))
+        {
+            var log = storage.GetOrCreate("");
+            Assert.Equal(6, log.NextOffset);
+            Assert.Equal("record-001", Text(log.Read(1)));
+            Assert.Equal("record-005", Text(log.Read(5)));
+            Assert.Equal(6, await log.AppendAsync(Value("after")));
+            Assert.Contains(logger.Errors, e => e.Contains("CORRUPTION") && e.Contains("header"));
+        }
+        Assert.Equal(bytes, File.ReadAllBytes(store)); // quarantined, not modified
+        using (var storage = new FileLogStorage(dir.Path)) // now a sealed segment: still served
+        {
+            var log = storage.GetOrCreate("");
+            Assert.Equal("record-004", Text(log.Read(4)));
+            Assert.Equal("after", Text(log.Read(6)));
+            Assert.Equal(7, await log.AppendAsync(Value("again")));
+        }
+    }
+
+    [Fact]
+    public async Task An_active_segment_with_nothing_readable_left_never_gives_its_offsets_again()
+    {
+        using var dir = new TempDir();
+        var settings = new TopicSettings { SegmentBytes = 1024 };
+        await ProduceThenCrashPastTheCheckpoint(dir, clean: 60, more: 10, settings);
+        var store = Stores(dir)[^1];
+        var newestBase = long.Parse(Path.GetFileNameWithoutExtension(store));
+        Assert.True(newestBase < 66);
+        var bytes = File.ReadAllBytes(store);
+        Array.Fill(bytes, (byte)0xA5); // header and every record rotten; the length survives
+        File.WriteAllBytes(store, bytes);
+
+        var logger = new ListLogger();
+        using var storage = new FileLogStorage(dir.Path, settings, logger: logger);
+        var log = storage.GetOrCreate("");
+        Assert.True(log.NextOffset >= 70, $"next offset {log.NextOffset} reuses an acknowledged one");
+        Assert.Throws<RecordCorruptedException>(() => log.Read(66));
+        Assert.Equal($"record-{newestBase - 1:D3}", Text(log.Read(newestBase - 1)));
+        Assert.True(await log.AppendAsync(Value("after")) >= 70);
+        Assert.Contains(logger.Errors, e => e.Contains("DATA LOSS") && e.Contains("no offset is reused"));
+        Assert.Single(Directory.GetFiles(TopicFolder(dir), "*.quarantined"));
+    }
+
     // ---- Issue case 2: an unacknowledged tail is cut whole; foreign bytes are never adopted.
 
     [Fact]
@@ -280,6 +345,33 @@ public class DurabilityTests
         files.FailFsync = null;
         await Assert.ThrowsAsync<LogFailedException>(() => log.AppendAsync(Value("refused")));
         Assert.Equal("ok", Text(log.Read(0)));
+    }
+
+    [Fact]
+    public async Task A_flush_racing_a_failed_append_and_shutdown_never_acknowledges_an_unsynced_record()
+    {
+        using var dir = new TempDir();
+        var files = new FaultyFileSystem();
+        var storage = new FileLogStorage(files, dir.Path);
+        var log = storage.GetOrCreate("");
+        await log.AppendAsync(Value("synced"));
+        using var inFsync = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        files.FailFsync = path =>
+        {
+            if (!path.EndsWith(".store", StringComparison.Ordinal)) return false;
+            inFsync.Set();
+            release.Wait(TimeSpan.FromSeconds(30)); // the fsync is "running" until the test lets it go on
+            return false;
+        };
+        var pending = log.Append(Value("never synced"));
+        Assert.True(inFsync.Wait(TimeSpan.FromSeconds(30)));
+        files.FailWrite = (path, _, _) => path.EndsWith(".store", StringComparison.Ordinal) ? 0 : null;
+        Assert.Throws<LogFailedException>(() => log.Append(Value("fails")));
+        storage.Dispose(); // closes the segment under the running fsync
+        release.Set();
+        var outcome = await Record.ExceptionAsync(() => pending.Durable);
+        Assert.NotNull(outcome); // the record was never fsynced: it must not be acknowledged
     }
 
     [Fact]

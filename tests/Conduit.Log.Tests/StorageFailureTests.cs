@@ -130,7 +130,7 @@ public class StorageFailureTests(ITestOutputHelper output)
     }
 
     /// <summary>Writes a file until the file system has about <paramref name="leave"/> bytes free (or none).</summary>
-    private static void FillUp(string path, string mountPoint, long leave)
+    internal static void FillUp(string path, string mountPoint, long leave)
     {
         using var f = new FileStream(path, FileMode.Append);
         var chunk = new byte[4096];
@@ -148,7 +148,7 @@ public class StorageFailureTests(ITestOutputHelper output)
         }
     }
 
-    private static bool Run(string file, params string[] args)
+    internal static bool Run(string file, params string[] args)
     {
         try
         {

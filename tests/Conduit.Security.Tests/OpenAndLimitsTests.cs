@@ -5,6 +5,7 @@ using Conduit.Protos.HelloWorld;
 using Google.Rpc;
 using Grpc.Core;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Conduit.Security.Tests;
 
@@ -93,5 +94,44 @@ public class OpenAndLimitsTests
         for (var i = 0; i < 3; i++) await greeter.SayHelloAsync(new HelloRequest { Name = "anonymous" }, SecureHost.Call());
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await greeter.SayHelloAsync(new HelloRequest { Name = "x" }, SecureHost.Call()));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_loopback_caller_guessing_tokens_through_GetByToken_is_rate_limited_like_any_other()
+    {
+        // A local proxy forwards remote clients from a loopback address: that must not make token
+        // guessing unthrottled. Only the cache's own lookups (with this process's secret) are exempt.
+        await using var host = await StartLimited(3);
+        var accounts = new Protos.Accounts.V1.Accounts.AccountsClient(host.Channel);
+        for (var i = 0; i < 3; i++)
+        {
+            var guess = await Assert.ThrowsAsync<RpcException>(async () => await accounts.GetByTokenAsync(new Protos.Accounts.V1.GetByTokenReq { Token = "guess-" + i }, SecureHost.Call()));
+            Assert.NotEqual(StatusCode.ResourceExhausted, guess.StatusCode);
+        }
+        var limited = await Assert.ThrowsAsync<RpcException>(async () => await accounts.GetByTokenAsync(new Protos.Accounts.V1.GetByTokenReq { Token = "guess-4" }, SecureHost.Call()));
+        Assert.Equal(StatusCode.ResourceExhausted, limited.StatusCode);
+    }
+
+    [Fact]
+    public async Task Random_bearer_tokens_cost_an_accounts_lookup_only_while_the_callers_bucket_has_room()
+    {
+        // Authentication runs before the rate limiter: without a limit of its own, every random
+        // token would be one Accounts lookup.
+        await using var host = await StartLimited(3);
+        var greeter = new Greeter.GreeterClient(host.Channel);
+        var lookups = host.Services.GetRequiredService<Conduit.Services.Cache.AccountsLookup>();
+        var before = lookups.RemoteLookups;
+        for (var i = 0; i < 10; i++)
+        {
+            try
+            {
+                await greeter.SayHelloAsync(new HelloRequest { Name = "x" }, SecureHost.Call("random-" + i));
+            }
+            catch (RpcException)
+            {
+                // Anonymous and limited per address too: what is counted here is the lookups.
+            }
+        }
+        Assert.InRange(lookups.RemoteLookups - before, 1, 3);
     }
 }

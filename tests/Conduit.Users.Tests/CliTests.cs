@@ -167,24 +167,22 @@ public sealed class ServeTests(PostgresServer postgres)
     }
 
     [Fact]
-    public async Task Serve_stops_with_one_line_when_the_users_database_cannot_be_reached()
+    public async Task Serve_keeps_serving_the_rest_when_the_users_database_cannot_be_reached()
     {
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
         var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
-        var data = Directory.CreateTempSubdirectory("conduit-users-serve-").FullName;
-        try
-        {
-            var result = await Processes.Conduit("serve", "--urls", "http://127.0.0.1:0", "--data", data,
-                "--users-db", $"Host=127.0.0.1;Port={port};Database=nowhere;Username=postgres;Timeout=3");
-            Assert.Equal(2, result.ExitCode);
-            Assert.StartsWith($"error: users database (PostgreSQL 127.0.0.1:{port}/nowhere): ", result.Errors, StringComparison.Ordinal);
-        }
-        finally
-        {
-            Directory.Delete(data, recursive: true);
-        }
+        // One storage failure keeps only its services down (docs/operations.md): serve starts,
+        // says what failed in one line, and the users' calls answer UNAVAILABLE saying so.
+        await using var serve = await Serve("--users-db", $"Host=127.0.0.1;Port={port};Database=nowhere;Username=postgres;Timeout=3");
+        Assert.Contains($"The users database could not be opened: users database (PostgreSQL 127.0.0.1:{port}/nowhere): ", serve.Log, StringComparison.Ordinal);
+        var listed = await Processes.Conduit("users", "list", "--server", serve.Address);
+        Assert.NotEqual(0, listed.ExitCode);
+        Assert.Contains("Unavailable", listed.Errors, StringComparison.Ordinal);
+        Assert.Contains("the users database could not be opened", listed.Errors, StringComparison.Ordinal);
+        var hello = await Processes.Conduit("hello", "you", "--server", serve.Address);
+        Assert.True(hello.ExitCode == 0, hello.Errors);
     }
 
     private static async Task<ServeProcess> Serve(params string[] args)

@@ -153,24 +153,39 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         return new TopicStats(segments[0].BaseOffset, NextOffset, bytes, segments.Length);
     }
 
-    public PendingAppend Append(LogRecord record) => AppendBatch([record]);
+    // One record: no array of one and no array of sizes per append (the per-record produce path).
+    public PendingAppend Append(LogRecord record) => AppendCore(new ReadOnlySpan<LogRecord>(in record));
 
     /// <summary>The largest batch, encoded (gRPC's message limit comes long before).</summary>
     public const int MaxBatchBytes = 256 * 1024 * 1024;
 
-    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records)
+    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records) => records switch
     {
-        if (records.Count == 0) throw new ArgumentException("A batch holds at least one record.", nameof(records));
+        LogRecord[] array => AppendCore(array),
+        List<LogRecord> list => AppendCore(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(list)),
+        _ => AppendCore([.. records]),
+    };
+
+    private const int StackSizes = 64;
+
+    private PendingAppend AppendCore(ReadOnlySpan<LogRecord> records)
+    {
+        if (records.Length == 0) throw new ArgumentException("A batch holds at least one record.", nameof(records));
+        var producer = CheckProducerFields(records);
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var sizes = new int[records.Count];
+        var rentedSizes = records.Length > StackSizes ? ArrayPool<int>.Shared.Rent(records.Length) : null;
+        var sizes = (rentedSizes is null ? stackalloc int[StackSizes] : rentedSizes.AsSpan())[..records.Length];
         long total = 0;
-        for (var i = 0; i < records.Count; i++)
+        for (var i = 0; i < records.Length; i++)
         {
             sizes[i] = RecordFormat.HeaderSize + RecordFormat.BodySize(records[i]);
             total += sizes[i];
         }
-        if (total > MaxBatchBytes) throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
-        var producer = CheckProducerFields(records);
+        if (total > MaxBatchBytes)
+        {
+            if (rentedSizes is not null) ArrayPool<int>.Shared.Return(rentedSizes);
+            throw new ArgumentException($"A batch is at most {MaxBatchBytes} bytes encoded; this one is {total}.", nameof(records));
+        }
         var buffer = ArrayPool<byte>.Shared.Rent((int)total);
         long offset;
         long maxTimestamp = 0, lastTimestamp = 0;
@@ -185,7 +200,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 if (producer.Id != 0)
                 {
                     // The decision rests on the records appended before this batch alone (see ProducerStates).
-                    var decision = _producers.Check(Name, producer.Id, producer.Epoch, producer.Sequence, records.Count);
+                    var decision = _producers.Check(Name, producer.Id, producer.Epoch, producer.Sequence, records.Length);
                     if (decision.Duplicate)
                     {
                         duplicate = decision;
@@ -200,7 +215,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 try
                 {
                     var at = 0;
-                    for (var i = 0; i < records.Count; i++)
+                    for (var i = 0; i < records.Length; i++)
                     {
                         var timestamp = records[i].TimestampMs != 0 ? records[i].TimestampMs : now;
                         maxTimestamp = Math.Max(maxTimestamp, timestamp);
@@ -214,7 +229,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 {
                     // Nothing of this batch is left in the store: the topic goes on, and takes
                     // writes again as soon as space is freed.
-                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of {Count} record(s) from offset {Offset} was undone.", Name, records.Count, offset);
+                    _logger.LogWarning("Log topic '{Topic}': the disk is full; the append of {Count} record(s) from offset {Offset} was undone.", Name, records.Length, offset);
                     throw new DiskFullException(Name, ex);
                 }
                 catch (IOException ex)
@@ -223,37 +238,38 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     // follow it in this process. Recovery on the next start cuts the torn bytes.
                     throw Stop(ex, "a write failed");
                 }
-                _written = offset + records.Count;
-                _producers.Apply(producer.Id, producer.Epoch, producer.Sequence, offset, records.Count, lastTimestamp, maxTimestamp);
+                _written = offset + records.Length;
+                _producers.Apply(producer.Id, producer.Epoch, producer.Sequence, offset, records.Length, lastTimestamp, maxTimestamp);
             Done:;
             }
             if (duplicate is { } d)
             {
-                LogMetrics.Duplicates.Add(records.Count, LogMetrics.Topic(Name));
+                LogMetrics.Duplicates.Add(records.Length, LogMetrics.Topic(Name));
                 return new PendingAppend(d.Offset, Settings.Durability == Durability.Always ? WhenDurable(d.NextOffset) : Task.CompletedTask) { Duplicate = true };
             }
-            LogMetrics.Appends.Add(records.Count, LogMetrics.Topic(Name));
+            LogMetrics.Appends.Add(records.Length, LogMetrics.Topic(Name));
             LogMetrics.AppendedBytes.Add(total, LogMetrics.Topic(Name));
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            if (rentedSizes is not null) ArrayPool<int>.Shared.Return(rentedSizes);
         }
-        var next = offset + records.Count;
+        var next = offset + records.Length;
         if (Settings.Durability == Durability.Always) return new PendingAppend(offset, WhenDurable(next));
         Publish(next);
         return new PendingAppend(offset, Task.CompletedTask);
     }
 
     /// <summary>The producer of a batch: its records are all of no producer, or all of one producer and epoch with consecutive sequences.</summary>
-    private static (long Id, int Epoch, long Sequence) CheckProducerFields(IReadOnlyList<LogRecord> records)
+    private static (long Id, int Epoch, long Sequence) CheckProducerFields(ReadOnlySpan<LogRecord> records)
     {
         var first = records[0];
         if (first.ProducerId < 0 || first.ProducerEpoch < 0 || first.Sequence < 0)
         {
             throw new ArgumentException("A producer id, epoch and sequence are never negative.", nameof(records));
         }
-        for (var i = 1; i < records.Count; i++)
+        for (var i = 1; i < records.Length; i++)
         {
             var r = records[i];
             if (r.ProducerId != first.ProducerId || (first.ProducerId != 0 && (r.ProducerEpoch != first.ProducerEpoch || r.Sequence != first.Sequence + i)))
@@ -455,9 +471,21 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 Interlocked.Increment(ref _fsyncs);
                 LogMetrics.Fsyncs.Add(1, LogMetrics.Topic(Name));
             }
-            catch (ObjectDisposedException) when (active.IsDisposed)
+            catch (ObjectDisposedException ex) when (active.IsDisposed)
             {
-                // Removed (retention, shutdown) after the snapshot: sealed before, so already synced.
+                // Closed after the snapshot. A roll or a clean shutdown seals (fsyncs) a segment
+                // before closing it and raises _durable past everything written, so then the round
+                // is covered. A shutdown after a failed write or fsync closes it without a seal:
+                // then nothing proves these records reached the disk, and none is acknowledged.
+                bool covered;
+                lock (_flushLock) covered = _durable >= target;
+                if (!covered)
+                {
+                    Exception cause;
+                    lock (_writeLock) cause = _failure ?? ex;
+                    round.TrySetException(new LogFailedException(Name, cause));
+                    continue;
+                }
             }
             catch (Exception ex)
             {

@@ -202,11 +202,42 @@ internal sealed class Segment : IDisposable
                 SegmentHeader.Status.OtherBase => "its header names another base offset",
                 _ => "its header fails its checksum",
             };
+            // A whole header of another topic or segment says whose file this is. Anything else may
+            // be this segment with a damaged header: its frames' checksums are seeded with this
+            // topic and base offset, so an intact one proves the file is ours.
+            var end = BaseOffset;
+            long length = 0;
+            if (status is not (SegmentHeader.Status.OtherTopic or SegmentHeader.Status.OtherBase))
+            {
+                var found = LogFileSystem.ReadAll(_store);
+                length = found.Length;
+                var ours = StoreScanner.Scan(found, BaseOffset, Seed);
+                if (ours.Positions.Exists(p => p >= 0) || ours.Commits.Count > 0)
+                {
+                    var count = active ? ours.Positions.Count : expectedNext!.Value - BaseOffset;
+                    _logger.LogError("Log topic '{Topic}': CORRUPTION: the header of {Segment} is damaged ({Why}), but the records behind it pass their checksums, which are seeded with this topic and base offset: it is this topic's segment. It is quarantined and its intact records are served; offsets {Base}..{Last} belong to it and no offset is reused.",
+                        _topic, StorePath, why, BaseOffset, BaseOffset + count - 1);
+                    Quarantine(found.Length, ours, found.Length, count, File.Exists(DamagedPath), active ? "active segment with a damaged header" : "sealed segment with a damaged header");
+                    return new Opened(this, active ? Math.Max(NextOffset, checkpointNext) : NextOffset);
+                }
+                if (active && found.Length > SegmentHeader.Size)
+                {
+                    // Nothing readable is left, and nothing says how far the log had got (the
+                    // checkpoint may be older than the crash): every offset its bytes could have
+                    // held may have been acknowledged, so none of them is given again.
+                    end = BaseOffset + (found.Length - SegmentHeader.Size) / (RecordFormat.HeaderSize + RecordFormat.MinBodySize);
+                }
+            }
             Dispose();
             var aside = SetAside();
             _logger.LogError("Log topic '{Topic}': CORRUPTION: {Segment} is not a segment of this topic: {Why}. It was renamed to {Aside} and is not served; offsets from {Base} on that no other segment holds answer DATA_LOSS.",
                 _topic, StorePath, why, aside, BaseOffset);
-            return new Opened(null, BaseOffset);
+            if (end > BaseOffset && end > checkpointNext)
+            {
+                _logger.LogError("Log topic '{Topic}': CORRUPTION: DATA LOSS: the active segment {Segment} has no readable record left, so where the log ended is unknown; its {Bytes} bytes could have held offsets up to {Last}, which may have been acknowledged: offsets {Base}..{Last} answer DATA_LOSS and new records start at {Resume}; no offset is reused.",
+                    _topic, StorePath, length, end - 1, BaseOffset, end - 1, end);
+            }
+            return new Opened(null, end);
         }
 
         var alreadyDamaged = File.Exists(DamagedPath);

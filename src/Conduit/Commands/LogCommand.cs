@@ -62,7 +62,9 @@ internal static class LogCommand
             Description = "Write each record exactly once: resend unacknowledged records after a dropped connection or a server restart, and let the server drop the duplicates (docs/client.md)",
         };
         var server = Cli.ServerOption();
-        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, idempotent, server };
+        var batchBytes = new Option<int>("--batch-bytes") { Description = "Pack stdin's records into ProduceBatch calls of up to this many bytes (0: one ProduceStream message per record)", DefaultValueFactory = _ => 1024 * 1024 };
+        var lingerMs = new Option<int>("--linger-ms") { Description = "How long a batch waits for more records before it is sent", DefaultValueFactory = _ => 5 };
+        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, idempotent, server, batchBytes, lingerMs };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var channel = Cli.Channel(parse, server);
@@ -83,6 +85,34 @@ internal static class LogCommand
                 var reply = await client.ProduceAsync(Request(single), Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun))));
                 PrintOffset(parse, reply.Offset);
                 if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
+                return 0;
+            }
+            if (!parse.GetValue(dryRun) && parse.GetValue(batchBytes) > 0)
+            {
+                // Batched by size and linger time (LogProducer); offsets print in stdin's order.
+                var producer = new Services.Log.LogProducer(client, parse.GetValue(topic)!, new Services.Log.LogProducerOptions
+                {
+                    MaxBatchBytes = Math.Min(parse.GetValue(batchBytes), 3 * 1024 * 1024),
+                    Linger = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(lingerMs))),
+                }, () => Cli.CallOptions(parse, cancellationToken, null));
+                var acks = System.Threading.Channels.Channel.CreateUnbounded<Task<ulong>>(new() { SingleReader = true, SingleWriter = true });
+                var printing = Task.Run(async () =>
+                {
+                    await foreach (var ack in acks.Reader.ReadAllAsync(cancellationToken)) PrintOffset(parse, await ack);
+                }, cancellationToken);
+                try
+                {
+                    while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
+                    {
+                        await acks.Writer.WriteAsync(await producer.SendAsync(Request(line).Record, cancellationToken), cancellationToken);
+                    }
+                }
+                finally
+                {
+                    acks.Writer.TryComplete();
+                    await producer.DisposeAsync();
+                }
+                await printing;
                 return 0;
             }
             using var call = client.ProduceStream(Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun)), waits: true));

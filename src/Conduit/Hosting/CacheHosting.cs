@@ -25,6 +25,18 @@ public static class CacheHosting
         var cache = configuration.GetSection(CacheOptions.Section).Get<CacheOptions>() ?? new CacheOptions();
         AddAccounts(services, accounts, serve);
         AddCache(services, cache, serve);
+        // Each opened before the first call on its own: a store or backend that cannot be opened
+        // keeps only its services down (UNAVAILABLE, NOT_SERVING), retried in the background.
+        StorageGates.Add(services, new StorageGate("accounts-store", "the accounts store", [typeof(AccountsService), typeof(Services.Seeds.GrpcInProductionAccountsService)], (sp, _) =>
+        {
+            if (ServesAccounts(sp)) sp.GetRequiredService<AccountsService>();
+            return Task.CompletedTask;
+        }, serve.DataDir));
+        StorageGates.Add(services, new StorageGate("cache-backend", "the cache's backend", [typeof(CacheService), typeof(Services.Seeds.GrpcInProductionCacheService)], (sp, _) =>
+        {
+            sp.GetRequiredService<CacheService>();
+            return Task.CompletedTask;
+        }, serve.DataDir));
     }
 
     public static void AddAccounts(IServiceCollection services, AccountsOptions options, ServeOptions serve)
@@ -52,20 +64,20 @@ public static class CacheHosting
     }
 
     /// <summary>Whether Accounts is served here: it is registered and the cache does not call another server's.</summary>
-    public static bool ServesAccounts(WebApplication app) =>
-        app.Services.GetService<AccountsService>() is not null && app.Services.GetService<CacheOptions>()?.AccountsUrl is not { Length: > 0 };
+    public static bool ServesAccounts(WebApplication app) => ServesAccounts(app.Services);
+
+    /// <summary>As above, without creating AccountsService (whose store may not open).</summary>
+    private static bool ServesAccounts(IServiceProvider services) =>
+        services.GetService<IServiceProviderIsService>()?.IsService(typeof(AccountsService)) == true
+        && services.GetService<CacheOptions>()?.AccountsUrl is not { Length: > 0 };
 
     /// <summary>Maps Cache, and Accounts unless the cache is configured to call another server's.</summary>
     public static void Map(WebApplication app)
     {
         var cache = app.Services.GetService<CacheOptions>();
-        // Resolved now, so a bad accounts file or backend setting stops the server at start.
+        // Not resolved here: a bad accounts file or backend keeps only its service down (a StorageGate, when AddAccountsAndCache registered them).
         if (ServesAccounts(app)) app.MapGrpcService<AccountsService>();
-        if (cache is not null)
-        {
-            app.Services.GetRequiredService<CacheService>();
-            app.MapGrpcService<CacheService>();
-        }
+        if (cache is not null) app.MapGrpcService<CacheService>();
     }
 
     /// <summary>
@@ -81,7 +93,8 @@ public static class CacheHosting
         var uri = new UriBuilder(chosen);
         if (uri.Host is "0.0.0.0" or "*" or "+") uri.Host = "127.0.0.1";
         else if (uri.Host is "[::]" or "::") uri.Host = "[::1]";
-        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri);
+        // Its lookups carry this process's secret: the rate limiter exempts them, not every loopback caller.
+        if (uri.Scheme != Uri.UriSchemeHttps || serve.TlsCert is null || serve.TlsKey is null) return ConduitChannel.ForAddress(uri.Uri, OwnLookups.Configure);
         var own = ConduitHost.LoadCertificate(serve.TlsCert, serve.TlsKey);
         var thumbprint = own.GetCertHashString();
         var tls = new System.Net.Security.SslClientAuthenticationOptions
@@ -92,6 +105,6 @@ public static class CacheHosting
         // dev` makes it fit for client use); otherwise the channel needs none.
         if (services.GetService<Security.SecurityOptions>()?.ClientCertificates == Security.ClientCertificates.Required) tls.ClientCertificates = [own];
         else own.Dispose();
-        return ConduitChannel.ForAddress(uri.Uri, tls: tls);
+        return ConduitChannel.ForAddress(uri.Uri, OwnLookups.Configure, tls: tls);
     }
 }

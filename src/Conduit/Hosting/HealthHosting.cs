@@ -1,5 +1,6 @@
 using System.Reflection;
 using Conduit.Grpc;
+using Conduit.Services.Accounts;
 using Conduit.Services.Cache;
 using Conduit.Services.Log;
 using Conduit.Services.Seeds;
@@ -31,6 +32,9 @@ public sealed class HealthOptions
 
     /// <summary>How long one dependency may take to answer before it counts as down.</summary>
     public TimeSpan CheckTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How often a service's storage that could not be opened at start (StorageGates) is tried again.</summary>
+    public TimeSpan StorageRetryInterval { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>
@@ -87,6 +91,9 @@ public static class HealthHosting
             await store.GetAsync(0, token).ConfigureAwait(false);
             return HealthCheckResult.Healthy(store.Description);
         });
+        // Storage opened at start by a StorageGate: down while it cannot be opened (Add checks the gates first).
+        Add(checks, "accounts-store", options, [typeof(AccountsService), typeof(GrpcInProductionAccountsService)], (_, _) => Task.FromResult<HealthCheckResult?>(null));
+        Add(checks, "cache-backend", options, [typeof(CacheService), typeof(GrpcInProductionCacheService)], (_, _) => Task.FromResult<HealthCheckResult?>(null));
         Add(checks, "accounts", options, [typeof(CacheService), typeof(GrpcInProductionCacheService)], async (sp, token) =>
         {
             // Accounts on another server (Conduit:Cache:AccountsUrl), through the lookup's own channel,
@@ -137,8 +144,12 @@ public static class HealthHosting
             HealthCheckResult result;
             try
             {
+                // A storage that could not be opened at start: its services are down, whatever the probe would say.
+                var closed = sp.GetService<StorageGates>() is { } storage ? gates.Select(storage.DownFor).FirstOrDefault(g => g is not null) : null;
                 // WaitAsync: a probe that does not observe the token (Redis' PING) still ends at the timeout.
-                result = await probe(sp, token).WaitAsync(token).ConfigureAwait(false) ?? HealthCheckResult.Healthy("not in this server");
+                result = closed is not null
+                    ? HealthCheckResult.Unhealthy($"{closed.What} could not be opened: {closed.Failure}")
+                    : await probe(sp, token).WaitAsync(token).ConfigureAwait(false) ?? HealthCheckResult.Healthy("not in this server");
             }
             catch (OperationCanceledException ex) when (token.IsCancellationRequested)
             {

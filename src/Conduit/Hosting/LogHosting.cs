@@ -82,6 +82,13 @@ public static class LogHosting
         services.TryAddSingleton<ILogServers, SingleNodeServers>();
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
+        // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
+        // only the log down (UNAVAILABLE, NOT_SERVING), retried in the background.
+        StorageGates.Add(services, new StorageGate("log-storage", "the log's storage", [typeof(LogService), typeof(LogAdminService)], (sp, _) =>
+        {
+            sp.GetRequiredService<ILogStorage>();
+            return Task.CompletedTask;
+        }, serve.DataDir));
     }
 
     /// <summary>The embedded file engine, where Conduit:Log says (a cluster node applies its replicated log to one too).</summary>
@@ -105,8 +112,6 @@ public static class LogHosting
 
     public static void MapLog(WebApplication app)
     {
-        // Open (and recover) the log before the first call, so a damaged log fails `serve` at start.
-        app.Services.GetRequiredService<ILogStorage>();
         app.MapGrpcService<LogService>();
         app.MapGrpcService<LogAdminService>();
     }

@@ -93,7 +93,11 @@ public static class SecurityHosting
                 };
             }).AddCertificateCache();
         }
-        if (security.RateLimit.Enabled) AddRateLimits(services, security.RateLimit);
+        if (security.RateLimit.Enabled)
+        {
+            AddRateLimits(services, security.RateLimit);
+            services.AddSingleton(new UnknownTokenLimiter(security.RateLimit));
+        }
     }
 
     /// <summary>Client certificates on an https:// listener, checked against the configured CA during the handshake.</summary>
@@ -150,9 +154,13 @@ public static class SecurityHosting
     /// <summary>
     /// The cache's token lookups over loopback (Accounts/GetByToken, remembered for a few seconds
     /// each): limited only by the callers whose calls need them, never as one anonymous address.
+    /// Told apart from any other loopback caller (a local proxy forwarding remote clients, which
+    /// would otherwise guess tokens unthrottled) by <see cref="OwnLookups.Header"/>, a secret only
+    /// this process knows, sent by the cache's own channel.
     /// </summary>
     private static bool IsOwnLookup(HttpContext http, GrpcMethodMetadata grpc) =>
-        grpc.Method.FullName == "/accounts.v1.Accounts/GetByToken" && http.Connection.RemoteIpAddress is { } ip && IPAddress.IsLoopback(ip);
+        grpc.Method.FullName == "/accounts.v1.Accounts/GetByToken" && http.Connection.RemoteIpAddress is { } ip && IPAddress.IsLoopback(ip)
+        && OwnLookups.IsOwn(http.Request.Headers[OwnLookups.Header].ToString());
 
     /// <summary>The principal's name; a caller without identity is limited per IP address.</summary>
     private static string PartitionKey(HttpContext http) =>
@@ -193,5 +201,35 @@ public static class SecurityHosting
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)) return false;
         var host = uri.Host.Trim('[', ']');
         return host == "localhost" || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
+    }
+}
+
+/// <summary>
+/// The secret the cache's channel to this same server's Accounts sends with its token lookups
+/// (random per process, never stored or logged), so the rate limiter exempts those and only those.
+/// </summary>
+public static class OwnLookups
+{
+    public const string Header = "conduit-own-lookup";
+
+    private static readonly string Secret = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+
+    public static bool IsOwn(string value) =>
+        value.Length == Secret.Length && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(value), Encoding.ASCII.GetBytes(Secret));
+
+    /// <summary>Adds the header to every request of a channel to this server (wrapping its handler).</summary>
+    public static void Configure(global::Grpc.Net.Client.GrpcChannelOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.HttpHandler = new AddHeader(options.HttpHandler ?? new SocketsHttpHandler());
+    }
+
+    private sealed class AddHeader(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Headers.TryAddWithoutValidation(Header, Secret);
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 }

@@ -30,18 +30,36 @@ public static class UsersHosting
     public static IServiceCollection AddUsers(this IServiceCollection services, IConfiguration configuration, ServeOptions serve)
     {
         var options = configuration.GetSection(UsersOptions.Section).Get<UsersOptions>() ?? new UsersOptions();
-        return services.AddUsers(sp => UserStores.Open(options.Database, serve.DataDir, sp.GetService<TimeProvider>()));
+        return services.AddUsers(sp => UserStores.Open(options.Database, serve.DataDir, sp.GetService<TimeProvider>()), dataDir: serve.DataDir);
     }
 
     /// <summary>
     /// The service on the store <paramref name="store"/> makes (disposed with the host), migrated
     /// at start-up unless <paramref name="migrateAtStart"/> is false (a server that must start
     /// while its database is down), with the mapper that turns the store's failures into statuses.
+    /// A database that cannot be opened or migrated at start keeps only the users' services down
+    /// (UNAVAILABLE, NOT_SERVING; a <see cref="StorageGate"/>), and is tried again in the background.
     /// </summary>
-    public static IServiceCollection AddUsers(this IServiceCollection services, Func<IServiceProvider, IUserStore> store, bool migrateAtStart = true)
+    public static IServiceCollection AddUsers(this IServiceCollection services, Func<IServiceProvider, IUserStore> store, bool migrateAtStart = true, string? dataDir = null)
     {
         services.AddSingleton(store);
-        if (migrateAtStart) services.AddHostedService<UsersStoreMigration>();
+        if (migrateAtStart)
+        {
+            StorageGates.Add(services, new StorageGate("users-database", "the users database", [typeof(UsersService), typeof(Services.Seeds.SystemDesignUserService)],
+                async (sp, token) =>
+                {
+                    var opened = sp.GetRequiredService<IUserStore>();
+                    try
+                    {
+                        await opened.MigrateAsync(token);
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        throw new IOException($"users database ({opened.Description}): {ex.Message}", ex);
+                    }
+                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Conduit.Users").LogInformation("users: {Store}, schema version {Version}", opened.Description, Schema.LatestVersion);
+                }, dataDir));
+        }
         services.AddSingleton<IExceptionMapper, UsersExceptionMapper>();
         services.AddSingleton(new Rooms<UserChatMessage>()); // the users' chat rooms, apart from chat.v1's
         services.AddSingleton<UsersService>();
@@ -49,27 +67,4 @@ public static class UsersHosting
     }
 
     public static void MapUsers(this WebApplication app) => app.MapGrpcService<UsersService>();
-
-    /// <summary>
-    /// Applies the schema migrations before the server listens (hosted services start before
-    /// Kestrel), so no call ever meets an old schema. A database that cannot be reached or is
-    /// newer than this Conduit stops the start with one readable line.
-    /// </summary>
-    private sealed class UsersStoreMigration(IUserStore store, ILogger<UsersStoreMigration> logger) : IHostedService
-    {
-        public async Task StartAsync(CancellationToken cancellationToken)
-        {
-            try
-            {
-                await store.MigrateAsync(cancellationToken);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                throw new IOException($"users database ({store.Description}): {ex.Message}", ex);
-            }
-            logger.LogInformation("users: {Store}, schema version {Version}", store.Description, Schema.LatestVersion);
-        }
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-    }
 }

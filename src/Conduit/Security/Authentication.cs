@@ -2,6 +2,7 @@ using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
+using System.Threading.RateLimiting;
 using Conduit.Grpc;
 using Conduit.Services.Cache;
 using Grpc.Core;
@@ -64,6 +65,17 @@ public sealed class TokenAuthenticationHandler(
         {
             return Fail(new RpcException(new Status(StatusCode.Unauthenticated, "The bearer token is not the operator token, and no Accounts directory is configured.")));
         }
+        // Authentication runs before the rate limiter (which limits per principal), so each unknown
+        // token would cost an Accounts lookup however many a caller sends: unknown tokens are
+        // limited per client address here, before the lookup.
+        var limiter = services.GetService<UnknownTokenLimiter>();
+        var address = "ip:" + Context.Connection.RemoteIpAddress;
+        if (limiter is not null && !limiter.MayLookUp(address))
+        {
+            return Fail(RpcException.WithDetails(StatusCode.ResourceExhausted,
+                $"Too many unknown bearer tokens from '{address}'; retry after {limiter.Period.TotalSeconds:0.###} s.",
+                Details.RetryInfo(limiter.Period), Details.QuotaFailure((address, "unknown bearer tokens"))));
+        }
         try
         {
             var account = await accounts.ResolveAsync(token, DateTime.MaxValue, Context.RequestAborted).ConfigureAwait(false);
@@ -71,6 +83,7 @@ public sealed class TokenAuthenticationHandler(
         }
         catch (RpcException ex)
         {
+            if (ex.StatusCode == StatusCode.Unauthenticated) limiter?.Unknown(address);
             return Fail(ex);
         }
     }
@@ -85,6 +98,37 @@ public sealed class TokenAuthenticationHandler(
 
     private static bool SameSecret(string a, string b) =>
         CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(a)), SHA256.HashData(Encoding.UTF8.GetBytes(b)));
+}
+
+/// <summary>
+/// Unknown bearer tokens per client address, with the rate limit's bucket (Permits per Period,
+/// Burst): once a caller's bucket is empty its tokens are refused (RESOURCE_EXHAUSTED, RetryInfo)
+/// without an Accounts lookup, until it refills. Known tokens cost nothing here.
+/// </summary>
+public sealed class UnknownTokenLimiter(RateLimitOptions limits) : IDisposable
+{
+    private readonly PartitionedRateLimiter<string> _limiter = PartitionedRateLimiter.Create<string, string>(address =>
+        RateLimitPartition.GetTokenBucketLimiter(address, _ => new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = limits.Burst > 0 ? limits.Burst : limits.Permits,
+            TokensPerPeriod = limits.Permits,
+            ReplenishmentPeriod = limits.Period,
+            QueueLimit = 0,
+            AutoReplenishment = true,
+        }));
+
+    public TimeSpan Period => limits.Period;
+
+    /// <summary>Whether the address has unknown tokens left in its bucket.</summary>
+    public bool MayLookUp(string address) => _limiter.GetStatistics(address) is not { CurrentAvailablePermits: <= 0 };
+
+    /// <summary>Counts an unknown token against the address.</summary>
+    public void Unknown(string address)
+    {
+        using var lease = _limiter.AttemptAcquire(address);
+    }
+
+    public void Dispose() => _limiter.Dispose();
 }
 
 /// <summary>Adds the roles the policy file gives a principal ("role &lt;subject&gt; &lt;role&gt;") as role claims.</summary>
