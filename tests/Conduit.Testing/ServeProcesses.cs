@@ -18,8 +18,12 @@ public sealed class ServeProcesses : IAsyncDisposable
         _processes = new ChildProcess?[count];
         _data = Enumerable.Range(0, count).Select(_ => new TempDir("conduit-servers-")).ToArray();
         Ports = new int[count];
+        Environments = Enumerable.Range(0, count).Select(_ => new Dictionary<string, string>()).ToArray();
         _flags = flags;
     }
+
+    /// <summary>Environment variables each server is started with (from its next start).</summary>
+    public Dictionary<string, string>[] Environments { get; private set; } = [];
 
     /// <summary>The port of each server.</summary>
     public int[] Ports { get; }
@@ -46,7 +50,7 @@ public sealed class ServeProcesses : IAsyncDisposable
     public async Task Start(int index)
     {
         var port = Ports[index];
-        var process = ChildProcess.Conduit(["serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", _data[index].Path, .. _flags]);
+        var process = ChildProcess.Conduit(Environments[index], ["serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", _data[index].Path, .. _flags]);
         _processes[index] = process;
         var match = await process.WaitForLine(@"listening on http://127\.0\.0\.1:(\d+)");
         Ports[index] = int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
