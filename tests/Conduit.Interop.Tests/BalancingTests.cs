@@ -44,9 +44,13 @@ public class BalancingTests
         ];
         foreach (var target in targets)
         {
-            var run = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "you", "--server", target, "--lb", "round_robin");
-            Assert.True(run.ExitCode == 0, $"{target}: {run.Errors}");
-            Assert.Equal("Hello you\n", run.Output);
+            // As the README's "Several servers" does, with round_robin and without (pick_first).
+            foreach (var lb in new[] { new[] { "--lb", "round_robin" }, [] })
+            {
+                var run = await ChildProcess.Run("dotnet", [Paths.ConduitDll, "hello", "World", "--server", target, .. lb]);
+                Assert.True(run.ExitCode == 0, $"{target}: {run.Errors}");
+                Assert.Equal("Hello World\n", run.Output);
+            }
         }
         var bad = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "you", "--server", "nowhere:///x");
         Assert.Equal(2, bad.ExitCode);
