@@ -29,9 +29,11 @@ public sealed class ConduitServiceConfig
     public string? Json { get; private set; }
 
     /// <summary>
-    /// Conduit's default: methods that read (or are idempotent) retried on UNAVAILABLE
-    /// up to 3 attempts (0.1 s, then 0.2 s backoff, ±jitter); writes (Produce, CreateUsers,
-    /// CreateTopic, Store ...) are never retried, since a retry after a lost response would do them twice.
+    /// Conduit's default: unary methods that only read retried on UNAVAILABLE up to 3 attempts
+    /// (0.1 s, then 0.2 s backoff, ±jitter); writes (Produce, CreateUsers, CreateTopic, Store ...)
+    /// are never retried, since a retry after a lost response would do them twice. Server streams
+    /// (ListUsers, ConsumeStream, Dump) are left out too: grpc-dotnet's retrying call does not
+    /// cancel the server's work when the caller disposes it early.
     /// </summary>
     public const string DefaultJson = """
         {
@@ -39,14 +41,11 @@ public sealed class ConduitServiceConfig
             "name": [
               { "service": "helloworld.Greeter", "method": "SayHello" },
               { "service": "user.v1.UserService", "method": "GetUser" },
-              { "service": "user.v1.UserService", "method": "ListUsers" },
               { "service": "user.v1.UserService", "method": "GetUserByEmail" },
               { "service": "log.v1.Log", "method": "Consume" },
-              { "service": "log.v1.Log", "method": "ConsumeStream" },
               { "service": "log.v1.LogAdmin", "method": "ListTopics" },
               { "service": "log.v1.LogAdmin", "method": "DescribeTopic" },
               { "service": "cache.v1.Cache", "method": "Get" },
-              { "service": "cache.v1.Cache", "method": "Dump" },
               { "service": "accounts.v1.Accounts", "method": "GetByToken" },
               { "service": "accounts.v1.Accounts", "method": "ListAccounts" },
               { "service": "grpc.health.v1.Health", "method": "Check" }
