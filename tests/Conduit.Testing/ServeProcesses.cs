@@ -54,6 +54,8 @@ public sealed class ServeProcesses : IAsyncDisposable
         _processes[index] = process;
         var match = await process.WaitForLine(@"listening on http://127\.0\.0\.1:(\d+)");
         Ports[index] = int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+        // Printed just before the SIGUSR1 handler is set (a SIGUSR1 before it would end the process).
+        await process.WaitForLine(@"Ctrl-C stops\.");
     }
 
     /// <summary>Kills server <paramref name="index"/> at once (SIGKILL: no goodbye to its clients).</summary>
@@ -71,9 +73,15 @@ public sealed class ServeProcesses : IAsyncDisposable
         var process = Process(index);
         var pattern = new Regex(@"so far (\d+) calls");
         var before = pattern.Matches(process.Output).Count;
-        process.Signal("USR1");
+        var signalled = DateTime.MinValue;
         for (var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20); DateTime.UtcNow < deadline; await Task.Delay(20))
         {
+            // Again each second: a server just started may not have its handler yet.
+            if (DateTime.UtcNow - signalled > TimeSpan.FromSeconds(1))
+            {
+                process.Signal("USR1");
+                signalled = DateTime.UtcNow;
+            }
             var matches = pattern.Matches(process.Output);
             if (matches.Count > before) return long.Parse(matches[^1].Groups[1].Value, CultureInfo.InvariantCulture);
         }
