@@ -12,8 +12,9 @@ cd "$root"
 # python3-grpc-tools: grpc_tools.protoc generates the seed tests' grpcio clients (stubs too) from protos/seeds.
 # postgresql: the users and cache tests start their own server (initdb/pg_ctl on 127.0.0.1, a temp dir).
 # redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
+# nginx: the proxy-balancing test starts its own (grpc_pass over three conduit serve, docs/client.md).
 # chromium: the browser test loads the demo page in it, headless (driven by Microsoft.Playwright).
-packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql chromium)
+packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql nginx chromium)
 source "$root/scripts/lib.sh"
 ensure_packages "${packages[@]}"
 # node and npm: the build runs `npm ci` in console/ (the console's pinned toolchain, Conduit.csproj).

@@ -33,6 +33,8 @@ public static partial class Cli
         root.Subcommands.Add(AccountsCommand.Create());
         root.Subcommands.Add(CertsCommand.Create());
         root.Options.Add(Verbose);
+        root.Options.Add(ServiceConfigFile);
+        root.Options.Add(LoadBalancing);
         AddClientOptions(root);
         ClientIdentity.AddTo(root);
         return root;
@@ -41,14 +43,83 @@ public static partial class Cli
     /// <summary>The --server option every client command has.</summary>
     public static Option<string> ServerOption() => new("--server")
     {
-        Description = $"The server to call: http://host:port (h2c), https://host:port (TLS), or conduit:///host:port[,host:port...] (a log cluster: produces to its leader, consumes over its followers) (default: ${ServerEnvironment}, else {DefaultServer})",
+        Description = $"The server(s) to call: http://host:port (h2c), https://host:port (TLS), a comma list of those, static:///host:port,host:port, dns:///name:port, or conduit:///host:port[,host:port...] (a log cluster: produces to its leader, consumes over its followers) (default: ${ServerEnvironment}, else {DefaultServer})",
         DefaultValueFactory = _ => DefaultServerAddress(),
         Validators = { ValidateServer },
     };
 
-    /// <summary>The channel to --server, with --ca-file, --cert and --key (ClientIdentity).</summary>
-    public static GrpcChannel Channel(ParseResult parse, Option<string> server) =>
-        ConduitChannel.ForAddress(parse.GetValue(server)!, tls: ClientIdentity.Tls(parse));
+    /// <summary>--service-config FILE, on every command: balancing, timeouts, retries and hedging per method.</summary>
+    public static readonly Option<string?> ServiceConfigFile = new("--service-config")
+    {
+        Description = "A gRPC service config (JSON, as in grpc's doc/service_config.md): loadBalancingConfig, methodConfig (timeout, waitForReady, retryPolicy, hedgingPolicy), retryThrottling, healthCheckConfig (default: Conduit's, which retries reads on UNAVAILABLE; docs/client.md)",
+        HelpName = "file",
+        Recursive = true,
+    };
+
+    /// <summary>--lb, on every command: the balancing policy, a shorthand for the service config's loadBalancingConfig.</summary>
+    public static readonly Option<string?> LoadBalancing = new("--lb")
+    {
+        Description = "How calls spread over the servers of --server: pick_first (grpc's default: one server, the next when it fails) or round_robin (every healthy server in turn)",
+        HelpName = "policy",
+        Recursive = true,
+        Validators =
+        {
+            result =>
+            {
+                var value = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
+                if (value is not ("pick_first" or "round_robin")) result.AddError($"--lb expects pick_first or round_robin, not '{Shorten(value)}'");
+            },
+        },
+    };
+
+    /// <summary>The channel to --server, with --ca-file, --cert and --key (ClientIdentity), --service-config and --lb.</summary>
+    public static GrpcChannel Channel(ParseResult parse, Option<string> server)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        var config = ServiceConfig(parse);
+        var verbose = parse.GetValue(Verbose) && ConduitChannel.DefaultLoggerFactory is null;
+        return ConduitChannel.ForAddress(parse.GetValue(server)!, o =>
+        {
+            // --verbose: a line for each retry and hedged attempt (grpc-dotnet's own log of them).
+            if (verbose) o.LoggerFactory = AttemptLog.Factory;
+        }, ClientIdentity.Tls(parse), config);
+    }
+
+    /// <summary>--service-config's file (else Conduit's default), with --lb's policy first.</summary>
+    public static ConduitServiceConfig ServiceConfig(ParseResult parse)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        ConduitServiceConfig config;
+        if (parse.GetValue(ServiceConfigFile) is { } file)
+        {
+            string json;
+            try
+            {
+                json = File.ReadAllText(file);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new ArgumentException($"--service-config: {ex.Message}", ex);
+            }
+            try
+            {
+                config = ConduitServiceConfig.Parse(json);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new ArgumentException($"--service-config {Shorten(file)}: {ex.Message}", ex);
+            }
+        }
+        else
+        {
+            config = ConduitServiceConfig.Default();
+        }
+        if (parse.GetValue(LoadBalancing) is { } policy)
+        {
+            config.Config.LoadBalancingConfigs.Insert(0, policy == "round_robin" ? new global::Grpc.Net.Client.Configuration.RoundRobinConfig() : new global::Grpc.Net.Client.Configuration.PickFirstConfig());
+        }
+        return config;
+    }
 
     /// <summary>
     /// What a command's clients call through: the channel, --token as a bearer header, and with --verbose the client-side
@@ -59,7 +130,7 @@ public static partial class Cli
         ArgumentNullException.ThrowIfNull(channel);
         ArgumentNullException.ThrowIfNull(parse);
         // A log cluster's follower refuses a produce with NOT_LEADER before appending: repeated at the new leader.
-        var invoker = ClientIdentity.Intercept(channel.CreateCallInvoker().Intercept(new Conduit.Grpc.Cluster.NotLeaderRetryInterceptor()), parse);
+        var invoker = ClientIdentity.Intercept(ConduitChannel.CreateCallInvoker(channel).Intercept(new Conduit.Grpc.Cluster.NotLeaderRetryInterceptor()), parse);
         return parse.GetValue(Verbose) ? invoker.Intercept(new ClientLoggingInterceptor(StderrLogger.Instance)) : invoker;
     }
 
@@ -74,6 +145,36 @@ public static partial class Cli
         var cause = ex.Status.DebugException is { } debug && !ex.Status.Detail.Contains(Innermost(debug).Message, StringComparison.Ordinal) ? $" ({Innermost(debug).Message})" : "";
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}{cause}");
         return 1;
+    }
+
+    /// <summary>
+    /// grpc-dotnet's log of retries and hedging (Grpc.Net.Client.Internal.RetryCall and
+    /// HedgingCall), reduced to one stderr line per attempt after the first, per evaluated failure
+    /// and per server pushback: what --verbose shows of them.
+    /// </summary>
+    private sealed class AttemptLog : ILoggerProvider, ILogger
+    {
+        public static readonly ILoggerFactory Factory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(new AttemptLog()));
+
+        private static readonly HashSet<int> Events = [1, 2, 12]; // RetryEvaluated, RetryPushbackReceived, StartingAttempt
+
+        public ILogger CreateLogger(string categoryName) =>
+            categoryName is "Grpc.Net.Client.Internal.RetryCall" or "Grpc.Net.Client.Internal.HedgingCall" ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+        public void Dispose() { }
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Debug;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!Events.Contains(eventId.Id)) return;
+            // "Starting attempt 1." is every call's: only the attempts that are retries or hedges.
+            if (eventId.Id == 12 && state is IReadOnlyList<KeyValuePair<string, object?>> fields
+                && fields.FirstOrDefault(f => f.Key == "AttemptCount").Value is int attempt && attempt <= 1) return;
+            Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} retry: {formatter(state, exception)}");
+        }
     }
 
     /// <summary>Every level, one line each, straight to stderr (a short-lived command must not lose a queued line).</summary>

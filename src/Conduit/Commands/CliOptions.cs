@@ -3,6 +3,7 @@ using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using Conduit.Grpc;
 using Google.Protobuf;
 using Grpc.Core;
 
@@ -59,9 +60,13 @@ public static partial class Cli
     private static void ValidateServer(OptionResult result)
     {
         var value = result.Tokens.Count > 0 ? result.Tokens[0].Value : DefaultServerAddress();
-        if (value.Contains(',', StringComparison.Ordinal) && !Conduit.Grpc.Cluster.ConduitCluster.IsTarget(value))
+        try
         {
-            result.AddError($"--server takes one address, like {DefaultServer}; a list of servers ('{Shorten(value)}') is not supported yet");
+            ConduitChannel.ParseTarget(value);
+        }
+        catch (ArgumentException ex)
+        {
+            result.AddError("--server: " + ex.Message);
         }
     }
 

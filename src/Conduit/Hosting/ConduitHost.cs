@@ -55,13 +55,13 @@ public static class ConduitHost
             if (level == LogLevel.Trace) builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", level);
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
-        ConnectionsHosting.Configure(builder); // first: the listeners' defaults carry its connection middleware
+        var connections = ConnectionsHosting.Configure(builder); // first: the listeners' defaults carry its connection middleware
         var security = SecurityHosting.Options(configuration);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, security, web: false);
-            foreach (var url in options.WebUrls.Where(u => u != "none")) Listen(kestrel, url, options, security, web: true);
+            foreach (var url in options.Urls.Length > 0 ? options.Urls : [ServeOptions.DefaultUrl]) Listen(kestrel, url, options, security, web: false, connections.RepairAuthority);
+            foreach (var url in options.WebUrls.Where(u => u != "none")) Listen(kestrel, url, options, security, web: true, connections.RepairAuthority);
         });
         AddGrpc(builder.Services);
         SecurityHosting.Add(builder.Services, configuration, options, security);
@@ -152,7 +152,8 @@ public static class ConduitHost
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
 
     /// <param name="web">A listener for browsers (<see cref="ServeOptions.WebUrls"/>): HTTP/1.1 and HTTP/2 even without TLS.</param>
-    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, Security.SecurityOptions security, bool web)
+    /// <param name="repairAuthority">Whether HTTP/2 calls with an :authority Kestrel refuses are let in (<see cref="AuthorityRepair"/>).</param>
+    private static void Listen(KestrelServerOptions kestrel, string url, ServeOptions options, Security.SecurityOptions security, bool web, bool repairAuthority)
     {
         var uri = new Uri(url);
         var tls = uri.Scheme == Uri.UriSchemeHttps;
@@ -178,6 +179,8 @@ public static class ConduitHost
                     SecurityHosting.ConfigureHttps(https, security);
                 });
             }
+            // After TLS: it reads the HTTP/2 frames.
+            if (repairAuthority) listen.UseAuthorityRepair();
         }
         if (uri.Host is "localhost") kestrel.ListenLocalhost(uri.Port, Configure);
         else if (uri.Host is "*" or "+" or "0.0.0.0") kestrel.ListenAnyIP(uri.Port, Configure);

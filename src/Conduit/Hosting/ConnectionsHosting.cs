@@ -40,6 +40,12 @@ public sealed class ConnectionOptions
     /// <summary>Request metadata above this is logged (grpc's soft limit).</summary>
     public int MetadataSoftLimitBytes { get; set; } = 8 * 1024;
 
+    /// <summary>
+    /// Take HTTP/2 calls whose :authority is not a valid host (grpcio's round_robin over
+    /// "ipv4:a:1,b:2" sends that comma list), which Kestrel alone resets (AuthorityRepair).
+    /// </summary>
+    public bool RepairAuthority { get; set; } = true;
+
     /// <summary>Request metadata above this is refused RESOURCE_EXHAUSTED (grpc.MaxHeaderListSize; grpc's hard limit).</summary>
     public int MaxMetadataBytes { get; set; } = 16 * 1024;
 }

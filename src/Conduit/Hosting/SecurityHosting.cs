@@ -180,7 +180,28 @@ public static class SecurityHosting
         response.Headers["grpc-status"] = ((int)StatusCode.ResourceExhausted).ToString(CultureInfo.InvariantCulture);
         response.Headers["grpc-message"] = PercentEncode(message);
         response.Headers["grpc-status-details-bin"] = Convert.ToBase64String(Google.Protobuf.MessageExtensions.ToByteArray(status));
-        response.Headers["grpc-retry-pushback-ms"] = ((long)Math.Ceiling(retryAfter.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture);
+        // A retry the caller's deadline would not live to see: -1, "do not retry" (gRFC A6), so the
+        // client reports RESOURCE_EXHAUSTED now instead of waiting out its deadline (grpc-dotnet and
+        // grpc-java retry after any pushback >= 0, even beyond the deadline).
+        var outlivesDeadline = RequestTimeout(http) is { } timeout && retryAfter >= timeout;
+        response.Headers["grpc-retry-pushback-ms"] = outlivesDeadline ? "-1" : ((long)Math.Ceiling(retryAfter.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>The call's grpc-timeout (PROTOCOL-HTTP2: 1-8 digits and a unit H, M, S, m, u, n), if it has a valid one.</summary>
+    private static TimeSpan? RequestTimeout(HttpContext http)
+    {
+        var text = http.Request.Headers["grpc-timeout"].ToString();
+        if (text.Length is < 2 or > 9 || !long.TryParse(text.AsSpan(0, text.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var n)) return null;
+        return text[^1] switch
+        {
+            'H' => TimeSpan.FromHours(n),
+            'M' => TimeSpan.FromMinutes(n),
+            'S' => TimeSpan.FromSeconds(n),
+            'm' => TimeSpan.FromMilliseconds(n),
+            'u' => TimeSpan.FromMicroseconds(n),
+            'n' => TimeSpan.FromTicks(n / 100),
+            _ => null,
+        };
     }
 
     /// <summary>grpc-message's encoding: bytes outside printable ASCII, and '%', as %XX of their UTF-8.</summary>

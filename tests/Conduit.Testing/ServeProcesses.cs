@@ -1,0 +1,99 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace Conduit.Testing;
+
+/// <summary>
+/// Several real `conduit serve` processes on 127.0.0.1, each with its own port and data folder
+/// (no web listener), that a test can stop and start again on the same port.
+/// </summary>
+public sealed class ServeProcesses : IAsyncDisposable
+{
+    private readonly ChildProcess?[] _processes;
+    private readonly TempDir[] _data;
+    private readonly string[] _flags;
+
+    private ServeProcesses(int count, string[] flags)
+    {
+        _processes = new ChildProcess?[count];
+        _data = Enumerable.Range(0, count).Select(_ => new TempDir("conduit-servers-")).ToArray();
+        Ports = new int[count];
+        Environments = Enumerable.Range(0, count).Select(_ => new Dictionary<string, string>()).ToArray();
+        _flags = flags;
+    }
+
+    /// <summary>Environment variables each server is started with (from its next start).</summary>
+    public Dictionary<string, string>[] Environments { get; private set; } = [];
+
+    /// <summary>The port of each server.</summary>
+    public int[] Ports { get; }
+
+    /// <summary>"127.0.0.1:PORT" of each server.</summary>
+    public IEnumerable<string> Addresses => Ports.Select(p => $"127.0.0.1:{p}");
+
+    public static async Task<ServeProcesses> Launch(int count, params string[] flags)
+    {
+        var servers = new ServeProcesses(count, flags);
+        try
+        {
+            await Task.WhenAll(Enumerable.Range(0, count).Select(i => servers.Start(i)));
+        }
+        catch
+        {
+            await servers.DisposeAsync();
+            throw;
+        }
+        return servers;
+    }
+
+    /// <summary>Starts server <paramref name="index"/> (again, on its old port if it had one).</summary>
+    public async Task Start(int index)
+    {
+        var port = Ports[index];
+        var process = ChildProcess.Conduit(Environments[index], ["serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", _data[index].Path, .. _flags]);
+        _processes[index] = process;
+        var match = await process.WaitForLine(@"listening on http://127\.0\.0\.1:(\d+)");
+        Ports[index] = int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+        // Printed just before the SIGUSR1 handler is set (a SIGUSR1 before it would end the process).
+        await process.WaitForLine(@"Ctrl-C stops\.");
+    }
+
+    /// <summary>Kills server <paramref name="index"/> at once (SIGKILL: no goodbye to its clients).</summary>
+    public async Task Kill(int index)
+    {
+        if (_processes[index] is { } process) await process.DisposeAsync();
+        _processes[index] = null;
+    }
+
+    public ChildProcess Process(int index) => _processes[index] ?? throw new InvalidOperationException($"server {index} is not running");
+
+    /// <summary>How many calls server <paramref name="index"/> has answered (its SIGUSR1 report).</summary>
+    public async Task<long> Calls(int index)
+    {
+        var process = Process(index);
+        var pattern = new Regex(@"so far (\d+) calls");
+        var before = pattern.Matches(process.Output).Count;
+        var signalled = DateTime.MinValue;
+        for (var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20); DateTime.UtcNow < deadline; await Task.Delay(20))
+        {
+            // Again each second: a server just started may not have its handler yet.
+            if (DateTime.UtcNow - signalled > TimeSpan.FromSeconds(1))
+            {
+                process.Signal("USR1");
+                signalled = DateTime.UtcNow;
+            }
+            var matches = pattern.Matches(process.Output);
+            if (matches.Count > before) return long.Parse(matches[^1].Groups[1].Value, CultureInfo.InvariantCulture);
+        }
+        throw new TimeoutException("no SIGUSR1 report from server " + index + ":\n" + process.Output + process.Errors);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var process in _processes)
+        {
+            if (process is not null) await process.DisposeAsync();
+        }
+        foreach (var dir in _data) dir.Dispose();
+    }
+}
