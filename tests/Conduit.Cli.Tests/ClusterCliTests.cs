@@ -44,7 +44,8 @@ public sealed class ClusterCliTests(ConduitServer server) : IClassFixture<Condui
     public async Task A_conduit_target_without_servers_or_with_an_unusable_one_is_one_error_line_not_a_hang()
     {
         var empty = await ConduitServer.Run(["log", "topics", "--server", "conduit:///"]);
-        Assert.Equal((2, "error: 'conduit:///' names no server: give conduit:///host:port[,host:port...].\n"), (empty.ExitCode, empty.Errors));
+        // A usage error, as every bad --server is: one line, then where help is.
+        Assert.Equal((2, "error: --server: 'conduit:///' names no server: give conduit:///host:port[,host:port...].\nRun 'conduit log topics --help' for usage.\n"), (empty.ExitCode, empty.Errors));
         var unusable = await ConduitServer.Run(["log", "topics", "--server", "conduit:///a b:1", "--timeout", "5s"]);
         Assert.Equal(1, unusable.ExitCode);
         Assert.StartsWith("error: Unavailable: No server of conduit:///a", unusable.Errors, StringComparison.Ordinal);

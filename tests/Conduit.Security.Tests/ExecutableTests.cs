@@ -25,7 +25,10 @@ public class ExecutableTests
         Assert.Equal((0, "Hello mtls\n", ""), (hello.ExitCode, hello.Output, hello.Errors));
         var without = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "mtls", "--server", server, "--ca-file", Path.Combine(certs, "ca.pem"));
         Assert.Equal(1, without.ExitCode);
-        Assert.StartsWith("error: Unavailable", without.Errors, StringComparison.Ordinal);
+        // The server closes the TLS connection of a client without a certificate. grpc-dotnet calls
+        // that UNAVAILABLE, but a read retried by the default service config may meet the closed
+        // connection in another state on its next attempt, which grpc-dotnet calls INTERNAL.
+        Assert.Matches("^error: (Unavailable|Internal): Error starting gRPC call", without.Errors);
     }
 
     [Fact]
