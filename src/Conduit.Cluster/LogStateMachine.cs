@@ -64,9 +64,21 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
     /// <summary>Whether the record at <paramref name="offset"/> is <paramref name="record"/> by its producer id, epoch and sequence (a record removed by retention: assumed so).</summary>
     private static bool IsAt(ITopicLog log, long offset, LogRecord record)
     {
-        if (offset < log.FirstOffset) return true;
-        var stored = log.Read(offset);
-        return stored.ProducerId == record.ProducerId && stored.ProducerEpoch == record.ProducerEpoch && stored.Sequence == record.Sequence;
+        if (offset >= log.FirstOffset)
+        {
+            try
+            {
+                var stored = log.Read(offset);
+                return stored.ProducerId == record.ProducerId && stored.ProducerEpoch == record.ProducerEpoch && stored.Sequence == record.Sequence;
+            }
+            catch (Exception ex) when (ex is RecordCorruptedException or OffsetOutOfRangeException)
+            {
+                // Damaged, or removed by retention meanwhile: ask the producer state below.
+            }
+        }
+        // Removed by retention or truncation (or unreadable): where the topic's producer state says
+        // that sequence went. Forgotten (past the window, or expired): assumed here, the one guess left.
+        return log.ProducerRecordOffset(record.ProducerId, record.ProducerEpoch, record.Sequence) is not { } at || at == offset;
     }
 
     internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
@@ -80,11 +92,19 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                 {
                     log = local.GetOrCreate(append.Topic);
                 }
-                catch (Exception ex) when (ex is TopicLimitException or TopicOfflineException)
+                catch (TopicLimitException ex)
                 {
                     // The same on every node given the same settings: nothing appended anywhere.
                     outcome?.Fail(ex);
                     return;
+                }
+                catch (TopicOfflineException ex)
+                {
+                    // This node's disk, not the entry: the others apply it. Skipping it here would
+                    // make this replica differ, so the node stops applying, as on a failed write.
+                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
+                    outcome?.Fail(ex);
+                    throw;
                 }
                 var expected = _expected.GetValueOrDefault(append.Topic);
                 // Nothing has been written to this topic since the start when it is first seen

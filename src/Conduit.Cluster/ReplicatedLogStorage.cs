@@ -38,6 +38,8 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
 
     internal ITopicLog? Local(string name) => local.Find(name);
 
+    internal void EnsureLeader() => node.EnsureLeader();
+
     internal PendingAppend Append(string topic, IReadOnlyList<LogRecord> records)
     {
         ArgumentOutOfRangeException.ThrowIfZero(records.Count);
@@ -48,7 +50,16 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         for (var i = 0; i < stamped.Length; i++)
         {
             var record = records[i];
-            stamped[i] = record.TimestampMs != 0 ? record : new LogRecord { TimestampMs = now, Key = record.Key, Headers = record.Headers, Value = record.Value };
+            stamped[i] = record.TimestampMs != 0 ? record : new LogRecord
+            {
+                TimestampMs = now,
+                Key = record.Key,
+                Headers = record.Headers,
+                Value = record.Value,
+                ProducerId = record.ProducerId,
+                ProducerEpoch = record.ProducerEpoch,
+                Sequence = record.Sequence,
+            };
         }
         return PendingAppend.Replicated(AppendAsync(new LogCommand.Append(topic, stamped)));
     }
@@ -125,7 +136,14 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
     // An idempotent producer's epoch as this node's applied records know it (InitProducer).
     public int? ProducerEpoch(long producerId) => Local?.ProducerEpoch(producerId);
 
-    public int NextProducerEpoch(long producerId) => Local?.NextProducerEpoch(producerId) ?? 0;
+    // Only the leader hands out epochs (a follower answers NOT_LEADER): it has applied every
+    // committed record, so it knows every epoch written. Epochs handed out but not yet written
+    // live in its memory only, and are forgotten at a leader change (docs/cluster.md).
+    public int NextProducerEpoch(long producerId)
+    {
+        storage.EnsureLeader();
+        return Local?.NextProducerEpoch(producerId) ?? 0;
+    }
 
     /// <summary>Retention is each node's own (by size and age); offsets never differ, only how far back a node keeps them.</summary>
     public int EnforceRetention() => Local?.EnforceRetention() ?? 0;

@@ -93,6 +93,43 @@ public class StateMachineTests
     }
 
     [Fact]
+    public async Task A_replay_after_truncation_tells_a_committed_retry_by_the_producer_state_not_by_the_removed_record()
+    {
+        // Segments of 1 KiB hold a few 300-byte records: the retry's offset is truncated away
+        // before the restart, so only the producer state can say the retry added nothing.
+        using var dir = new TempDir();
+        var value = new string('v', 300);
+        LogCommand.Append Produced(long sequence) =>
+            new("t", [new LogRecord { TimestampMs = 1000, ProducerId = 7, ProducerEpoch = 0, Sequence = sequence, Value = System.Text.Encoding.UTF8.GetBytes(value) }]);
+        var entries = new List<LogCommand> { new LogCommand.CreateTopic("t", new TopicConfig { SegmentBytes = 1024 }), Produced(0), Produced(1), Produced(1) };
+        for (var i = 2; i < 12; i++) entries.Add(Produced(i));
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            foreach (var entry in entries)
+            {
+                var applied = new ApplyOutcome();
+                await machine.ApplyAsync(entry, applied, default);
+                await (await applied.Task).Pending.Durable;
+            }
+            Assert.Equal(12, storage.Find("t")!.NextOffset);
+            var truncate = new LogCommand.Truncate("t", 6);
+            entries.Add(truncate);
+            await machine.ApplyAsync(truncate, null, default);
+            Assert.True(storage.Find("t")!.FirstOffset > 1);
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            foreach (var entry in entries) await machine.ApplyAsync(entry, null, default);
+            var outcome = new ApplyOutcome();
+            await machine.ApplyAsync(Produced(12), outcome, default);
+            Assert.Equal(12, await (await outcome.Task).Pending.DurableOffsetAsync());
+            Assert.Equal(13, storage.Find("t")!.NextOffset);
+        }
+    }
+
+    [Fact]
     public async Task A_node_whose_files_do_not_match_the_replicated_log_stops_instead_of_giving_other_offsets()
     {
         using var dir = new TempDir();

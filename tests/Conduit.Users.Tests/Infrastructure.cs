@@ -41,6 +41,9 @@ public sealed class ObservedStore(IUserStore inner) : IUserStore
         public int Pulled;
         public bool ReachedEnd;
         public TaskCompletionSource Released { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes when the enumeration's cancellation token fires (the caller went away).</summary>
+        public TaskCompletionSource Cancelled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     private readonly List<Enumeration> _lists = [];
@@ -66,6 +69,7 @@ public sealed class ObservedStore(IUserStore inner) : IUserStore
     {
         var e = new Enumeration();
         lock (_lists) _lists.Add(e);
+        using var cancelled = cancellationToken.Register(() => e.Cancelled.TrySetResult());
         try
         {
             await foreach (var user in inner.ListAsync(afterId, skip, limit, cancellationToken))

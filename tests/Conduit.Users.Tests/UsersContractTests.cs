@@ -477,6 +477,9 @@ public abstract class UsersContractTests(IBackend backend) : IAsyncLifetime
         // Disposing a call that is still running cancels it (RST_STREAM), as a cancelled
         // CallOptions token does.
         call.Dispose();
+        // Let the listing go on only once the server has seen the cancellation (the RST_STREAM
+        // travels on its own; releasing it sooner raced it to the end under load).
+        await listing.Cancelled.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Host.Store.Hold = null;
         hold.SetResult();
         await listing.Released.Task.WaitAsync(TimeSpan.FromSeconds(10));

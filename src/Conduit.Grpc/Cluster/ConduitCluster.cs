@@ -145,7 +145,7 @@ public static class ConduitCluster
     /// </summary>
     internal static Route RouteOf(string? path) => path switch
     {
-        "/log.v1.Log/Produce" or "/log.v1.Log/ProduceStream" or "/log.v1.Log/ProduceBatch"
+        "/log.v1.Log/Produce" or "/log.v1.Log/ProduceStream" or "/log.v1.Log/ProduceBatch" or "/log.v1.Log/InitProducer"
             or "/log.v1.LogAdmin/CreateTopic" or "/log.v1.LogAdmin/Truncate" or "/log.v1.LogAdmin/DeleteTopic" => Route.Leader,
         "/log.v1.Log/Consume" or "/log.v1.Log/ConsumeStream" => Route.Follower,
         _ => Route.Any,

@@ -280,6 +280,11 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         return (first.ProducerId, first.ProducerEpoch, first.Sequence);
     }
 
+    public long? ProducerRecordOffset(long producerId, int epoch, long sequence)
+    {
+        lock (_writeLock) return _producers.OffsetOf(producerId, epoch, sequence);
+    }
+
     public int? ProducerEpoch(long producerId)
     {
         lock (_writeLock) return _producers.EpochOf(producerId);

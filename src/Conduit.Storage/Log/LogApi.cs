@@ -182,6 +182,9 @@ public interface ITopicLog
     /// <summary>The epoch of an idempotent producer this topic remembers, or null (docs/log.md, "Idempotent producing").</summary>
     int? ProducerEpoch(long producerId) => null;
 
+    /// <summary>Where an idempotent producer's record (epoch, sequence) was appended, while the topic remembers it; null otherwise.</summary>
+    long? ProducerRecordOffset(long producerId, int epoch, long sequence) => null;
+
     /// <summary>An epoch for a new instance of a producer: above every epoch the topic has seen or handed out for it.</summary>
     int NextProducerEpoch(long producerId) => (ProducerEpoch(producerId) ?? -1) + 1;
 

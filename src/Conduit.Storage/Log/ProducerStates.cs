@@ -48,6 +48,20 @@ internal sealed class ProducerStates(TopicSettings settings)
     /// <summary>The epoch of a producer that is known and not expired.</summary>
     public int? EpochOf(long producerId) => Lookup(producerId) is { } p ? p.Epoch : null;
 
+    /// <summary>
+    /// Where the record of a producer's epoch and sequence was appended, while the topic remembers
+    /// it (its window), even when the record itself was removed since; null when not remembered.
+    /// </summary>
+    public long? OffsetOf(long producerId, int epoch, long sequence)
+    {
+        if (!_producers.TryGetValue(producerId, out var producer) || producer.Epoch != epoch) return null;
+        foreach (var run in producer.Runs)
+        {
+            if (sequence >= run.FirstSequence && sequence < run.NextSequence) return run.FirstOffset + (sequence - run.FirstSequence);
+        }
+        return null;
+    }
+
     private Producer? Lookup(long producerId)
     {
         if (!_producers.TryGetValue(producerId, out var producer)) return null;

@@ -35,7 +35,12 @@ public static class ClusterHosting
     private static string RpcAddressOf(string url)
     {
         var uri = new Uri(url);
-        return $"{(uri.Host is "*" or "+" ? "0.0.0.0" : uri.Host)}:{uri.Port}";
+        if (uri.Host is "*" or "+" or "0.0.0.0" or "[::]")
+        {
+            // Every member and client would be told "0.0.0.0": say which address reaches this node.
+            throw new ArgumentException($"'{url}' listens on every interface, so it does not say where other nodes and clients reach this node: set Conduit:Cluster:RpcAddress (CONDUIT__CLUSTER__RPCADDRESS) to its host:port.");
+        }
+        return $"{uri.Host}:{uri.Port}";
     }
 
     /// <summary>Starts the Raft node with the host (after replaying what it committed before) and stops it after the listeners.</summary>
