@@ -66,6 +66,24 @@ public class IdempotentProduceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_sender_waiting_for_a_window_slot_gets_the_failure_of_a_fenced_producer_instead_of_waiting_forever()
+    {
+        await using var server = await LogServer.StartAsync();
+        var invoker = server.Channel.CreateCallInvoker();
+        await using var first = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { MaxInFlight = 1 });
+        await (await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("a") }));
+        // A new instance of the same producer writes: the first one is fenced from now on.
+        await using var second = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { ProducerId = first.ProducerId });
+        await (await second.SendAsync(new Record { Value = ByteString.CopyFromUtf8("b") }));
+
+        var refused = await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("c") }); // holds the one slot
+        var waiting = first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("d") });     // waits for it
+        await Assert.ThrowsAnyAsync<Exception>(() => refused.WaitAsync(TimeSpan.FromSeconds(10)));
+        var ex = await Assert.ThrowsAnyAsync<Exception>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.IsNotType<TimeoutException>(ex);
+    }
+
+    [Fact]
     public async Task A_request_without_the_fields_is_appended_every_time_as_proglog_expects()
     {
         await using var server = await LogServer.StartAsync();

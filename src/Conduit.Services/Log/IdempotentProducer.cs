@@ -279,6 +279,16 @@ public sealed class IdempotentProducer : IAsyncDisposable
             _unacknowledged.Clear();
         }
         foreach (var p in failed) p.Acknowledged.TrySetException(error);
+        // Their window slots too: a sender waiting for one would otherwise wait forever; it now
+        // gets in, sees the failure and throws it.
+        try
+        {
+            if (failed.Length > 0) _window.Release(failed.Length);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed meanwhile: nobody waits any more.
+        }
     }
 
     /// <summary>Failures of the connection or the server's state, not of the request: worth sending again.</summary>
