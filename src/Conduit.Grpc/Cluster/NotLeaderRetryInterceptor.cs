@@ -44,10 +44,20 @@ public sealed class NotLeaderRetryInterceptor : Interceptor
                 }
                 catch (RpcException ex) when (attempt < MaxAttempts && (IsNotLeader(ex) || IsNoLeader(ex)) && Fits(context.Options.Deadline, backoff))
                 {
-                    await Task.Delay(backoff, context.Options.CancellationToken).ConfigureAwait(false);
-                    backoff *= 2;
-                    current.Dispose();
-                    current = continuation(request, context);
+                    try
+                    {
+                        await Task.Delay(backoff, context.Options.CancellationToken).ConfigureAwait(false);
+                        backoff *= 2;
+                        current.Dispose();
+                        current = continuation(request, context);
+                    }
+                    catch (Exception stopped)
+                    {
+                        // Cancelled while waiting, or the next attempt could not start: the headers
+                        // task must end too, or ResponseHeadersAsync would wait forever.
+                        headers.TrySetException(stopped);
+                        throw;
+                    }
                 }
                 catch (Exception ex)
                 {
