@@ -148,9 +148,11 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
             // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
             throw new LeadershipLostException(NodeId, ex);
         }
-        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        catch (OperationCanceledException ex) when (_stopping.IsCancellationRequested)
         {
-            throw new ObjectDisposedException("The node is stopping.");
+            // Stopping after the entry was proposed: the others may still commit it, so this is
+            // LEADERSHIP_LOST (outcome unknown), not a refusal a client may blindly repeat.
+            throw new LeadershipLostException(NodeId, ex);
         }
         return await outcome.Task.ConfigureAwait(false);
     }
