@@ -104,6 +104,17 @@ public static class ConduitCluster
         }
     }
 
+    /// <summary>
+    /// Headers (say, `authorization: Bearer ...`) the resolver sends with its GetServers calls, for
+    /// a conduit:/// channel whose servers have a permission policy: call it from the configure
+    /// callback of <see cref="ConduitChannel.ForAddress(string, System.Action{GrpcChannelOptions}?, SslClientAuthenticationOptions?)"/>.
+    /// </summary>
+    public static void UseHeaders(GrpcChannelOptions options, Metadata headers)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        LinkOf(options).Headers = headers;
+    }
+
     /// <summary>Remembers which channel the options made (for <see cref="Members"/>).</summary>
     public static void Attach(GrpcChannel channel, GrpcChannelOptions options)
     {
@@ -159,6 +170,9 @@ internal sealed class ClusterLink
     private volatile IReadOnlyList<ClusterMember> _members = [];
 
     public SslClientAuthenticationOptions? Tls { get; set; }
+
+    /// <summary>Headers the resolver's GetServers calls carry (the caller's authorization).</summary>
+    public Metadata? Headers { get; set; }
 
     public IReadOnlyList<ClusterMember> Members { get => _members; set => _members = value; }
 

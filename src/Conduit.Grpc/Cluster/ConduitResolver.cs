@@ -223,7 +223,7 @@ internal sealed class ConduitResolver : Resolver
             }
         }
         var call = channel.CreateCallInvoker().AsyncUnaryCall(GetServersWire.Method, null,
-            new CallOptions(deadline: DateTime.UtcNow + _settings.AttemptTimeout, cancellationToken: stop), []);
+            new CallOptions(_link.Headers, deadline: DateTime.UtcNow + _settings.AttemptTimeout, cancellationToken: stop), []);
         return await call.ResponseAsync.ConfigureAwait(false);
     }
 

@@ -78,10 +78,17 @@ public static partial class Cli
         ArgumentNullException.ThrowIfNull(parse);
         var config = ServiceConfig(parse);
         var verbose = parse.GetValue(Verbose) && ConduitChannel.DefaultLoggerFactory is null;
-        return ConduitChannel.ForAddress(parse.GetValue(server)!, o =>
+        var target = parse.GetValue(server)!;
+        var token = parse.GetValue(ClientIdentity.Token);
+        return ConduitChannel.ForAddress(target, o =>
         {
             // --verbose: a line for each retry and hedged attempt (grpc-dotnet's own log of them).
             if (verbose) o.LoggerFactory = AttemptLog.Factory;
+            // conduit:///: the resolver's GetServers calls carry --token too (a policy wants a principal).
+            if (token is { Length: > 0 } && Conduit.Grpc.Cluster.ConduitCluster.IsTarget(target))
+            {
+                Conduit.Grpc.Cluster.ConduitCluster.UseHeaders(o, new Metadata { Services.Accounts.BearerToken.Entry(token) });
+            }
         }, ClientIdentity.Tls(parse), config);
     }
 
