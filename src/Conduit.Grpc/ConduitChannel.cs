@@ -71,12 +71,24 @@ public static class ConduitChannel
 
         public ConduitServiceConfig ServiceConfig { get; } = serviceConfig;
 
-        /// <summary>A plain channel (no balancing, no retries) to one address, with the same TLS.</summary>
+        /// <summary>The channel's reconnect backoff (null: grpc-dotnet's), which <see cref="ChannelTo"/> channels share.</summary>
+        public (TimeSpan Initial, TimeSpan? Max)? ReconnectBackoff { get; internal set; }
+
+        /// <summary>
+        /// A plain channel (no balancing, no retries) to one address, with the same TLS and reconnect
+        /// backoff: a health Watch to a restarted server is not left waiting out grpc-dotnet's
+        /// default backoff (up to 120 s) after the channel itself has reconnected.
+        /// </summary>
         public GrpcChannel ChannelTo(DnsEndPoint endPoint)
         {
             ArgumentNullException.ThrowIfNull(endPoint);
             var host = endPoint.Host.Contains(':', StringComparison.Ordinal) ? $"[{endPoint.Host}]" : endPoint.Host;
-            return ForAddress(new Uri($"{(Secure ? "https" : "http")}://{host}:{endPoint.Port}"), o => o.ServiceConfig = null, Tls);
+            var backoff = ReconnectBackoff;
+            return ForAddress(new Uri($"{(Secure ? "https" : "http")}://{host}:{endPoint.Port}"), o =>
+            {
+                o.ServiceConfig = null;
+                if (backoff is { } b) (o.InitialReconnectBackoff, o.MaxReconnectBackoff) = b;
+            }, Tls);
         }
     }
 
@@ -128,7 +140,8 @@ public static class ConduitChannel
         };
         if (tls is not null) handler.SslOptions = tls;
         var services = new ServiceCollection();
-        AddResolversAndBalancers(services, new ChannelTarget(secure, tls, serviceConfig));
+        var target = new ChannelTarget(secure, tls, serviceConfig);
+        AddResolversAndBalancers(services, target);
         var options = new GrpcChannelOptions
         {
             HttpHandler = handler,
@@ -144,6 +157,7 @@ public static class ConduitChannel
         if (cluster) Cluster.ConduitCluster.Configure(options, tls); // wraps our handler: re-resolve at once on NOT_LEADER
         var ours = options.HttpHandler;
         configure?.Invoke(options);
+        target.ReconnectBackoff = (options.InitialReconnectBackoff, options.MaxReconnectBackoff);
         // A configure that brought its own handler or client leaves ours unused (one that wrapped ours in a DelegatingHandler still uses it).
         if (!Uses(options.HttpHandler, ours) || options.HttpClient is not null) ours.Dispose();
         GrpcChannel channel;

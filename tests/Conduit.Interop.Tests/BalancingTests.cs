@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using Conduit.Grpc;
 using Conduit.Protos.HelloWorld;
+using Conduit.Protos.Log.V1;
 using Grpc.Core;
 using Grpc.Net.Client;
 
@@ -121,6 +123,64 @@ public class BalancingTests
         await stop.CancelAsync();
         await caller;
         Assert.Empty(failures);
+    }
+
+    [Fact]
+    public async Task A_restarted_server_gets_calls_again_within_the_reconnect_backoff()
+    {
+        await using var servers = await ServeProcesses.Launch(3);
+        var maxBackoff = TimeSpan.FromSeconds(1);
+        using var channel = RoundRobin(List(servers), configure: o =>
+        {
+            o.InitialReconnectBackoff = TimeSpan.FromMilliseconds(200);
+            o.MaxReconnectBackoff = maxBackoff;
+        });
+        // Counted on the client: a single server's GetServers names the address it was reached by,
+        // which is the server round_robin picked for the call.
+        var log = new Log.LogClient(ConduitChannel.CreateCallInvoker(channel));
+        var answered = new Dictionary<string, TimeSpan>(); // address: when it last answered
+        var clock = Stopwatch.StartNew();
+        using var stop = new CancellationTokenSource();
+        var caller = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var reply = await log.GetServersAsync(new GetServersRequest(), deadline: DateTime.UtcNow + TimeSpan.FromSeconds(2));
+                    var address = reply.Servers.Single().RpcAddr;
+                    lock (answered) answered[address] = clock.Elapsed;
+                }
+                catch (RpcException)
+                {
+                    // GetServers is not retried by the default config: a call to the dying server may fail.
+                }
+                await Task.Delay(5);
+            }
+        });
+        TimeSpan? LastFrom(string address)
+        {
+            lock (answered) return answered.TryGetValue(address, out var at) ? at : null;
+        }
+        var restarted = servers.Addresses.ElementAt(1);
+        await WaitFor(() => Task.FromResult(servers.Addresses.All(a => LastFrom(a) is not null)), Deadline);
+
+        await servers.Kill(1);
+        // Long enough for the channel's reconnect attempts to back off to their maximum (and, before
+        // the health channels shared the channel's backoff, for theirs to grow past it: 8 s down
+        // made the first call come 5 s after the restart).
+        await Task.Delay(maxBackoff * 8);
+        var back = clock.Elapsed;
+        await servers.Start(1); // on its old port and data folder; returns once it listens
+        var listening = clock.Elapsed;
+        await WaitFor(() => Task.FromResult(LastFrom(restarted) > back), Deadline);
+        var first = LastFrom(restarted)!.Value;
+        await stop.CancelAsync();
+        await caller;
+        // One reconnect backoff (±20% jitter), then the health Watch (opened again 0.5 s after it
+        // broke; conduit serve may answer SERVICE_UNKNOWN at first) and a loaded machine's slack.
+        var bound = maxBackoff * 1.2 + TimeSpan.FromSeconds(2.5);
+        Assert.True(first - listening < bound, $"the restarted server took its first call {(first - listening).TotalSeconds:F2} s after it listened (bound {bound.TotalSeconds:F1} s)");
     }
 
     [Fact]
