@@ -32,6 +32,27 @@ public class ExecutableTests
     }
 
     [Fact]
+    public async Task A_conduit_target_resolves_under_a_policy_with_the_callers_token()
+    {
+        // The resolver's own GetServers call must carry --token: without it the policy refuses it
+        // and every call through conduit:/// failed UNAVAILABLE before reaching the server.
+        using var dir = new TempDir("conduit-cluster-token-");
+        var policy = Path.Combine(dir.Path, "policy");
+        await File.WriteAllTextAsync(policy, "allow operator *\n");
+        var port = Ports.Free();
+        await using var serve = ChildProcess.Conduit(new Dictionary<string, string> { ["CONDUIT__SECURITY__OPERATORTOKEN"] = "op-secret" },
+            "serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", Path.Combine(dir.Path, "data"), "--policy", policy);
+        await serve.WaitForLine("^conduit serve: listening on");
+        var target = $"conduit:///127.0.0.1:{port}";
+
+        var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", target, "--token", "op-secret", "--timeout", "10s");
+        Assert.True(members.ExitCode == 0, members.Errors);
+        Assert.Contains($"127.0.0.1:{port}", members.Output, StringComparison.Ordinal);
+        var anonymous = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", target, "--timeout", "5s");
+        Assert.Equal(1, anonymous.ExitCode);
+    }
+
+    [Fact]
     public async Task Serve_refuses_a_wildcard_address_without_a_policy()
     {
         using var dir = new TempDir("conduit-open-");
