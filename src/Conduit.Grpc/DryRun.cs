@@ -51,33 +51,9 @@ public sealed class DryRunSupportedAttribute : Attribute;
 /// Reads the dry-run metadata once per call: a malformed value, or a dry run of a method without
 /// <see cref="DryRunSupportedAttribute"/>, ends the call with INVALID_ARGUMENT before the handler runs.
 /// </summary>
-public sealed class DryRunInterceptor : Interceptor
+public sealed class DryRunInterceptor : CallCheckInterceptor
 {
-    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, context);
-    }
-
-    public override Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(requestStream, context);
-    }
-
-    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, responseStream, context);
-    }
-
-    public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(requestStream, responseStream, context);
-    }
-
-    private static void Check(ServerCallContext context)
+    protected override void Check(ServerCallContext context)
     {
         // The header straight from the request: building context.RequestHeaders costs a copy of
         // every header, on every call.

@@ -163,11 +163,11 @@ public sealed class StorageGates(IEnumerable<StorageGate> gates)
 }
 
 /// <summary>Answers the calls of a service whose storage is down with UNAVAILABLE, before the service is even created.</summary>
-public sealed class StorageGateInterceptor(StorageGates gates, IConfiguration configuration) : Interceptor
+public sealed class StorageGateInterceptor(StorageGates gates, IConfiguration configuration) : CallCheckInterceptor
 {
     private readonly TimeSpan _retry = (configuration.GetSection(HealthOptions.Section).Get<HealthOptions>() ?? new HealthOptions()).StorageRetryInterval;
 
-    private void Check(ServerCallContext context)
+    protected override void Check(ServerCallContext context)
     {
         var service = context.GetHttpContext().GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>()?.ServiceType;
         if (service is null || gates.DownFor(service) is not { } gate) return;
@@ -177,27 +177,4 @@ public sealed class StorageGateInterceptor(StorageGates gates, IConfiguration co
             Details.RetryInfo(_retry));
     }
 
-    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, context);
-    }
-
-    public override Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(requestStream, context);
-    }
-
-    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, responseStream, context);
-    }
-
-    public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(requestStream, responseStream, context);
-    }
 }
