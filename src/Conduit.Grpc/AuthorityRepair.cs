@@ -134,7 +134,14 @@ public static class AuthorityRepair
         while (true)
         {
             var frameStart = reader.Position;
-            if (!TryReadHeaderBlock(ref reader, out var frames, out var type)) return frameStart;
+            if (!TryReadHeaderBlock(ref reader, out var frames, out var type))
+            {
+                // A unit larger than any Kestrel takes (16 KiB frames, 32 KiB of headers by
+                // default) is not waited for: passed on as it is, so Kestrel refuses it at once
+                // instead of the connection stalling while its bytes pile up here.
+                if (buffer.Slice(frameStart).Length > MaxUnitBytes) mode = Mode.Copy;
+                return frameStart;
+            }
             if (type != HeadersType)
             {
                 foreach (var segment in frames) target.Write(segment.Span);
@@ -155,6 +162,9 @@ public static class AuthorityRepair
     private const byte Padded = 0x8;
     private const byte Priority = 0x20;
     private const int MinMaxFrameSize = 16384;
+
+    /// <summary>The most a header block (or frame) may take before the repairer stops waiting for its end and only copies.</summary>
+    private const int MaxUnitBytes = 128 * 1024;
 
     /// <summary>One frame, or a HEADERS frame with all its CONTINUATION frames, when all of it is here.</summary>
     private static bool TryReadHeaderBlock(ref SequenceReader<byte> reader, out ReadOnlySequence<byte> frames, out byte firstType)
