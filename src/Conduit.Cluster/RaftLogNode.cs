@@ -195,6 +195,8 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
                 }
             }
             var known = _cluster.Members.All(m => _rpcById.ContainsKey(IdOf(m.EndPoint)));
+            // Members' metadata has no change event in DotNext: asked again, soon while an address is
+            // missing (a member not reached yet), rarely once all are known.
             await Task.Delay(known ? TimeSpan.FromSeconds(5) : TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
         }
     }

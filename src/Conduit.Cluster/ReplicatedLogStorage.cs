@@ -126,7 +126,8 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
 
     public async Task WaitForAsync(long offset, CancellationToken cancellationToken)
     {
-        // A topic created by a later apply: wait for it to appear, then for the offset.
+        // A topic created by a later apply: wait for it to appear, then for the offset. Polled: a
+        // topic's creation wakes nobody, and this is only a follower's reader that came first.
         while (Local is null) await Task.Delay(50, cancellationToken).ConfigureAwait(false);
         await Local.WaitForAsync(offset, cancellationToken).ConfigureAwait(false);
     }

@@ -156,7 +156,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
                 onFailedAttempt?.Invoke();
                 var leaderId = ex.GetDetail<ErrorInfo>() is { Reason: "NOT_LEADER" } info ? info.Metadata["leader_id"] : null;
                 target = nodes.FirstOrDefault(n => n.Id == leaderId) ?? nodes[(nodes.ToList().IndexOf(target) + 1) % nodes.Count];
-                await Task.Delay(100);
+                await Task.Delay(100); // a retry's back-off during an election: no event tells the client a leader is up
             }
         }
     }
@@ -185,7 +185,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
                 // Leading is also being able to commit: a dry run proves nothing, so wait for a real write.
                 return leader;
             }
-            await Task.Delay(100);
+            await Task.Delay(100); // polling the nodes' own view of the election, which has no event a test can await
         }
         throw new TimeoutException("no leader within 30 s");
     }

@@ -53,34 +53,15 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                     Details.ErrorInfo("LEADERSHIP_LOST", LogMapping.ErrorDomain, new Dictionary<string, string> { ["node_id"] = lost.NodeId }));
             case OutOfOrderSequenceException gap:
                 return RpcException.WithDetails(StatusCode.OutOfRange, gap.Message,
-                    Details.ErrorInfo("SEQUENCE_GAP", LogMapping.ErrorDomain, new Dictionary<string, string>
-                    {
-                        ["topic"] = gap.Topic,
-                        ["producer_id"] = gap.ProducerId.ToString(CultureInfo.InvariantCulture),
-                        ["producer_epoch"] = gap.Epoch.ToString(CultureInfo.InvariantCulture),
-                        ["expected_sequence"] = gap.Expected.ToString(CultureInfo.InvariantCulture),
-                        ["sequence"] = gap.Got.ToString(CultureInfo.InvariantCulture),
-                    }),
+                    ProducerInfo("SEQUENCE_GAP", gap.Topic, gap.ProducerId, gap.Epoch, ("expected_sequence", gap.Expected), ("sequence", gap.Got)),
                     Details.BadRequest(("sequence", $"expected {gap.Expected}, got {gap.Got}")));
             case ProducerFencedException fenced:
                 return RpcException.WithDetails(StatusCode.FailedPrecondition, fenced.Message,
-                    Details.ErrorInfo("PRODUCER_FENCED", LogMapping.ErrorDomain, new Dictionary<string, string>
-                    {
-                        ["topic"] = fenced.Topic,
-                        ["producer_id"] = fenced.ProducerId.ToString(CultureInfo.InvariantCulture),
-                        ["producer_epoch"] = fenced.Epoch.ToString(CultureInfo.InvariantCulture),
-                        ["current_epoch"] = fenced.Current.ToString(CultureInfo.InvariantCulture),
-                    }),
+                    ProducerInfo("PRODUCER_FENCED", fenced.Topic, fenced.ProducerId, fenced.Epoch, ("current_epoch", fenced.Current)),
                     Details.LocalizedMessage($"A newer instance of producer {fenced.ProducerId} writes to topic '{fenced.Topic}' (epoch {fenced.Current}); this one (epoch {fenced.Epoch}) must stop."));
             case DuplicateSequenceException duplicate:
                 return RpcException.WithDetails(StatusCode.AlreadyExists, duplicate.Message,
-                    Details.ErrorInfo("DUPLICATE_SEQUENCE", LogMapping.ErrorDomain, new Dictionary<string, string>
-                    {
-                        ["topic"] = duplicate.Topic,
-                        ["producer_id"] = duplicate.ProducerId.ToString(CultureInfo.InvariantCulture),
-                        ["producer_epoch"] = duplicate.Epoch.ToString(CultureInfo.InvariantCulture),
-                        ["sequence"] = duplicate.Sequence.ToString(CultureInfo.InvariantCulture),
-                    }));
+                    ProducerInfo("DUPLICATE_SEQUENCE", duplicate.Topic, duplicate.ProducerId, duplicate.Epoch, ("sequence", duplicate.Sequence)));
             case TopicExistsException exists:
                 return LogMapping.TopicExists(exists.Topic);
             case TopicLimitException limit:
@@ -137,6 +118,19 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
     /// NOT_LEADER and the leader's id and gRPC address, so a client sends it there; while no leader
     /// is known, ErrorInfo NO_LEADER with RetryInfo.
     /// </summary>
+    /// <summary>An idempotent producer's refusal: ErrorInfo with the topic, the producer and its epoch, and what else tells the case apart.</summary>
+    private static Google.Rpc.ErrorInfo ProducerInfo(string reason, string topic, long producerId, int epoch, params (string Key, long Value)[] more)
+    {
+        var metadata = new Dictionary<string, string>
+        {
+            ["topic"] = topic,
+            ["producer_id"] = producerId.ToString(CultureInfo.InvariantCulture),
+            ["producer_epoch"] = epoch.ToString(CultureInfo.InvariantCulture),
+        };
+        foreach (var (key, value) in more) metadata[key] = value.ToString(CultureInfo.InvariantCulture);
+        return Details.ErrorInfo(reason, LogMapping.ErrorDomain, metadata);
+    }
+
     public static RpcException NotLeader(NotLeaderException notLeader)
     {
         ArgumentNullException.ThrowIfNull(notLeader);

@@ -111,6 +111,7 @@ public sealed class LogProducer : IAsyncDisposable
 
     private async Task LingerAsync(Batch batch)
     {
+        // The linger itself: how long a batch waits for more records before it is sent anyway.
         await Task.Delay(_options.Linger).ConfigureAwait(false);
         lock (_lock)
         {
