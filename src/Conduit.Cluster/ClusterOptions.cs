@@ -34,6 +34,12 @@ public sealed class ClusterOptions
     /// <summary>How long a leader waits for one Raft request to a member; default: the lower election timeout.</summary>
     public int? RequestTimeoutMs { get; set; }
 
+    /// <summary>
+    /// A snapshot is taken after this many Raft entries applied since the last one (the topic
+    /// files fsynced and a manifest written); the WAL then drops the entries it covers. 0: never.
+    /// </summary>
+    public long SnapshotEvery { get; set; } = 10_000;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>

@@ -58,8 +58,9 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         foreach (var (_, address) in members) initial.Add(address);
         initial.Build();
 
-        _machine = new LogStateMachine(local, _logger);
         Directory.CreateDirectory(walDirectory);
+        // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
+        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
         _wal = new WriteAheadLog(new WriteAheadLog.Options
         {
             Location = walDirectory,
@@ -89,7 +90,7 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         if (Interlocked.Exchange(ref _started, 1) != 0) return;
         await _cluster.StartAsync(token).ConfigureAwait(false);
         _refresher = RefreshMetadataAsync(_stopping.Token);
-        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied}", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex);
+        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied} ({Replayed} entries after the snapshot of entry {Snapshot})", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex, _machine.EntriesApplied, _machine.SnapshotIndex);
     }
 
     public async Task StopAsync(CancellationToken token)
