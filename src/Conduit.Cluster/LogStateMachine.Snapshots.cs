@@ -164,7 +164,9 @@ internal sealed partial class LogStateMachine
         await using (var stream = new FileStream(streamPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose))
         {
             await entry.WriteToAsync(IAsyncBinaryWriter.Create(stream, new byte[128 * 1024]), token).ConfigureAwait(false);
-            await stream.FlushAsync(token).ConfigureAwait(false);
+            // Received whole: what follows is local and is finished even if the sender gives up
+            // waiting now (it sends the snapshot again; finishing this one is no harm).
+            await stream.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             stream.Position = 0;
             manifest = LogSnapshot.Unpack(stream, staging);
         }

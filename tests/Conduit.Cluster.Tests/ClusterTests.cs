@@ -224,7 +224,9 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
     public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
     public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
 
-    public async Task Start(string peers)
+    public ChildProcess Process => _process ?? throw new InvalidOperationException($"{id} is not running");
+
+    public async Task Start(string peers, IReadOnlyDictionary<string, string>? settings = null, string logLevel = "Warning")
     {
         var environment = new Dictionary<string, string>
         {
@@ -232,9 +234,10 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
             ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400",
             ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
         };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>()) environment[key] = value;
         if (_process is not null) await _process.DisposeAsync(); // killed before a restart
         _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
+            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", logLevel);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
         _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");

@@ -171,10 +171,14 @@ public sealed class FileLogStorage : ILogStorage
     /// <summary>The folder of a topic (whether or not it exists yet).</summary>
     public string TopicDirectory(string name) => Path.Combine(_root, name.Length == 0 ? DefaultTopicFolder : name);
 
-    /// <summary>Makes what every open topic has written durable now (all policies): a cluster node's snapshot.</summary>
+    /// <summary>Makes what every open topic has written durable now (all policies): a cluster node's snapshot. Throws <see cref="LogFailedException"/> for a topic whose write or fsync failed (what it wrote may not be on disk).</summary>
     public void Flush()
     {
-        foreach (var topic in _topics.Values) topic.Flush();
+        foreach (var topic in _topics.Values)
+        {
+            topic.Flush();
+            if (topic.Failure is { } failure) throw new LogFailedException(topic.Name, failure);
+        }
     }
 
     /// <summary>Writes a small file so that after a crash it holds either the old or the new content (temporary file, fsync, rename, directory fsync).</summary>

@@ -636,6 +636,15 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         _logger.LogInformation("Log topic '{Topic}': removed {Count} segment(s) ({Why}); the first offset is now {First}.", Name, count, why, _segments[0].BaseOffset);
     }
 
+    /// <summary>Why the topic stopped taking writes (a failed write or fsync), if it did.</summary>
+    internal Exception? Failure
+    {
+        get
+        {
+            lock (_writeLock) return _failure;
+        }
+    }
+
     /// <summary>Makes what was written durable now (all policies), e.g. before a clean shutdown.</summary>
     public void Flush()
     {
