@@ -15,7 +15,7 @@ namespace Conduit.Cluster.Tests;
 /// through the leader, identical records on every node, kill -9 of the leader, a new leader,
 /// produce goes on, the old leader restarts and catches up, a node with a wiped folder rejoins.
 /// </summary>
-public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly TempDir _dir = new("conduit-cluster-");
     private readonly List<Node> _nodes = [];
