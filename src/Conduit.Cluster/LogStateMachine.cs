@@ -36,7 +36,8 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
     {
         if (entry.IsSnapshot) throw new NotSupportedException("This node takes no snapshots: a new node replays the whole Raft log (docs/cluster.md).");
         var outcome = entry.Context as ApplyOutcome;
-        if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
+        // A membership entry is the members file's (RaftLogNode); one replayed before the WAL knew that file is skipped here.
+        if (!entry.IsConfiguration && entry.TryGetPayload(out var payload) && !payload.IsEmpty)
         {
             LogCommand command;
             try

@@ -49,7 +49,8 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
         Assert.Equal(0, members.ExitCode);
         Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
-        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal)));
+        // The others as n2 sees them: followers, or "unknown" before n2's first contact with them (each second).
+        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal) || l.EndsWith(" unknown", StringComparison.Ordinal)));
 
         // Produce through the leader: single records with key and headers, and a batch.
         var produced = new List<(ulong Offset, Record Record)>();
@@ -135,6 +136,11 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(["b", "c", "solo"], servers.Select(s => s.Id).Order());
         Assert.DoesNotContain(servers, s => s.IsLeader);
         Assert.Equal($"127.0.0.1:{node.RpcPort}", servers.Single(s => s.Id == "solo").RpcAddr);
+        // Its own state says it knows no leader, and its log's health is NOT_SERVING (a balancer sends clients elsewhere).
+        Assert.Equal("no-leader", servers.Single(s => s.Id == "solo").State);
+        Assert.All(servers.Where(s => s.Id != "solo"), s => Assert.Contains(s.State, new[] { "unreachable", "unknown" }));
+        var health = await new global::Grpc.Health.V1.Health.HealthClient(node.Channel).CheckAsync(new global::Grpc.Health.V1.HealthCheckRequest { Service = "log.v1.Log" }, Timeout());
+        Assert.Equal(global::Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, health.Status);
         // Reads are served from the node's own (empty) log.
         var empty = await Assert.ThrowsAsync<RpcException>(async () => await node.Client.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout()));
         Assert.Equal(StatusCode.OutOfRange, empty.StatusCode);
@@ -221,10 +227,13 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
     public int RpcPort => rpcPort;
     public int RaftPort => raftPort;
     public string DataDir => dataDir;
+    public string RpcAddress => $"127.0.0.1:{rpcPort}";
+    public GrpcChannel Channel => _channel!;
     public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
     public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
 
-    public async Task Start(string peers)
+    /// <summary>Starts (or restarts) the node: with <paramref name="peers"/> as --cluster-peers, or, with <paramref name="join"/>, waiting to be added.</summary>
+    public async Task Start(string? peers, bool join = false)
     {
         var environment = new Dictionary<string, string>
         {
@@ -233,8 +242,9 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
             ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
         };
         if (_process is not null) await _process.DisposeAsync(); // killed before a restart
-        _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
+        string[] membership = join ? ["--cluster-join"] : peers is null ? [] : ["--cluster-peers", peers];
+        _process = ChildProcess.Conduit(environment, ["serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", .. membership, "--log-level", "Warning"]);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
         _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
