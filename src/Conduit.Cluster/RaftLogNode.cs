@@ -338,7 +338,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 
     /// <summary>
     /// Learns each member's id and gRPC address from its metadata, and whether it answers (the
-    /// state GetServers shows); every second: DotNext has no event for either.
+    /// state GetServers shows); every second (sooner while a name is missing): DotNext has no event for either.
     /// </summary>
     private async Task RefreshMetadataAsync(CancellationToken token)
     {
@@ -360,7 +360,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
                     _reachable[member.EndPoint] = false; // the address learned before (if any) stays
                 }
             }
-            await Task.Delay(TimeSpan.FromSeconds(1), token).ConfigureAwait(false);
+            // Soon again while a member's name is missing (one not reached yet, or just added).
+            var named = _cluster.Members.All(m => _names.IdOf(m.EndPoint) is not null && _names.RpcOf(IdOf(m.EndPoint)) is not null);
+            await Task.Delay(named ? TimeSpan.FromSeconds(1) : TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
         }
     }
 }

@@ -46,6 +46,19 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         }
     }
 
+    /// <summary>GetServers on <paramref name="node"/> once it names exactly <paramref name="ids"/>, each with its gRPC address.</summary>
+    private static async Task<IReadOnlyList<Server>> WaitForServers(Node node, string[] ids)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+            if (servers.Select(s => s.Id).Order().SequenceEqual(ids) && servers.All(s => s.RpcAddr.Length > 0)) return servers;
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id} lists {string.Join(", ", servers.Select(s => s.Id))}");
+            await Task.Delay(100); // the node learns names from members' metadata on its own schedule
+        }
+    }
+
     private async Task<(int ExitCode, string Output, string Errors)> Cli(params string[] args)
     {
         var result = await ChildProcess.Run("dotnet", [Paths.ConduitDll, "cluster", .. args]);
@@ -82,8 +95,8 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         reference = await ReadAll(leader, "", 15);
         foreach (var node in _nodes) Assert.Equal(reference, await ReadAll(node, "", 15));
         await WaitForHealth(n4, ServingStatus.Serving);
-        var seenByN4 = (await n4.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
-        Assert.Equal(["n1", "n2", "n3", "n4"], seenByN4.Select(s => s.Id).Order());
+        // n4 learns the others' ids and addresses from their metadata, once it reaches them.
+        var seenByN4 = await WaitForServers(n4, ["n1", "n2", "n3", "n4"]);
         Assert.Equal(leader.Id, seenByN4.Single(s => s.IsLeader).Id);
         output.WriteLine($"{clock.ElapsedMilliseconds} ms: n4 joined and caught up");
 
