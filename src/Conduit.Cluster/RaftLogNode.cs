@@ -253,7 +253,6 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             throw new MembershipChangeException(MembershipProblem.MemberExists, $"'{IdOf(existing.EndPoint)}' at {existing.EndPoint} is a member already.");
         }
         _names.Learn(address, id, rpcAddress);
-        var seen = WhenMembership(address, added: true);
         bool added;
         try
         {
@@ -269,7 +268,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             throw new MembershipChangeException(MembershipProblem.CatchUpFailed,
                 $"'{id}' at {address} did not answer or did not catch up with the log; nothing changed. Is it running (conduit serve --cluster-node-id {id} --cluster-address {raftAddress} --cluster-join)? Retry.");
         }
-        await seen.WaitAsync(TimeSpan.FromSeconds(10), token).ConfigureAwait(false);
+        await WhenMembership(address, added: true, token).ConfigureAwait(false);
         _logger.LogWarning("Node {Node}: added member {Member} at {Address} (gRPC {Rpc})", NodeId, id, address, rpcAddress);
         return Servers();
     }
@@ -280,14 +279,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         EnsureLeader();
         var member = _cluster.Members.FirstOrDefault(m => IdOf(m.EndPoint) == id)
             ?? throw new MembershipChangeException(MembershipProblem.MemberNotFound, $"No member has the id '{id}'.");
-        if (!member.IsRemote)
-        {
-            // The leader removing itself would commit a membership it is not in while it leads:
-            // it steps down instead, and the caller repeats the request at the new leader.
-            await ((DotNext.Net.Cluster.ICluster)_cluster).ResignAsync(token).ConfigureAwait(false);
-            throw NotLeader();
-        }
-        var seen = WhenMembership(member.EndPoint, added: false);
+        // The leader may remove itself: it commits the membership without it (with its own vote
+        // still counted, as Raft does), then stops taking part and the others elect a leader.
         bool removed;
         try
         {
@@ -299,28 +292,24 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             throw refusal;
         }
         if (!removed) throw new MembershipChangeException(MembershipProblem.MemberNotFound, $"'{id}' is no longer a member.");
-        await seen.WaitAsync(TimeSpan.FromSeconds(10), token).ConfigureAwait(false);
+        await WhenMembership(member.EndPoint, added: false, token).ConfigureAwait(false);
         _reachable.TryRemove(member.EndPoint, out _);
         _logger.LogWarning("Node {Node}: removed member {Member} at {Address}", NodeId, id, member.EndPoint);
         return Servers();
     }
 
-    /// <summary>Done when this node's own member list has (or no longer has) <paramref name="address"/>: applied after the commit.</summary>
-    private Task WhenMembership(EndPoint address, bool added)
+    /// <summary>
+    /// Waits until this node's own member list has (or no longer has) <paramref name="address"/>:
+    /// DotNext applies a committed membership on its own loop after the commit, and raises
+    /// MemberAdded/MemberRemoved before it replaces the list GetServers reads, so the list is polled.
+    /// </summary>
+    private async Task WhenMembership(EndPoint address, bool added, CancellationToken token)
     {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnChange(RaftCluster<RaftClusterMember> cluster, RaftClusterMemberEventArgs<RaftClusterMember> e)
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (_cluster.Members.Any(m => m.EndPoint.Equals(address)) != added && DateTime.UtcNow < deadline)
         {
-            if (e.Member.EndPoint.Equals(address)) done.TrySetResult();
+            await Task.Delay(10, token).ConfigureAwait(false);
         }
-        if (added) _cluster.MemberAdded += OnChange;
-        else _cluster.MemberRemoved += OnChange;
-        if (_cluster.Members.Any(m => m.EndPoint.Equals(address)) == added) done.TrySetResult();
-        return done.Task.ContinueWith(_ =>
-        {
-            if (added) _cluster.MemberAdded -= OnChange;
-            else _cluster.MemberRemoved -= OnChange;
-        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>DotNext's refusals of a membership change as ours; null for anything else.</summary>

@@ -146,6 +146,30 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_leader_leaves_and_the_others_elect_a_leader_and_go_on()
+    {
+        foreach (var id in new[] { "a", "b", "c" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
+        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
+        await Task.WhenAll(_nodes.Select(n => n.Start(peers)));
+        var leader = await WaitForLeader(_nodes, except: null);
+        Assert.Equal(0UL, (await leader.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("r0") } }, Timeout())).Offset);
+
+        var left = await Cli("leave", "--id", leader.Id, "--server", "conduit:///" + string.Join(',', _nodes.Select(n => n.RpcAddress)));
+        Assert.Equal(0, left.ExitCode);
+        Assert.DoesNotContain(leader.Id + " ", left.Output);
+        var others = _nodes.Where(n => n != leader).ToList();
+        var newLeader = await WaitForLeader(others, except: leader.Id);
+        Assert.Equal(others.Select(n => n.Id).Order(), (await newLeader.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers.Select(s => s.Id).Order());
+        Assert.Equal(1UL, (await ProduceWithRetry(others, "r1")).Offset);
+        var reference = await ReadAll(newLeader, "", 2);
+        foreach (var node in others) Assert.Equal(reference, await ReadAll(node, "", 2));
+        // The old leader takes no part: not serving, and its writes are refused.
+        await WaitForHealth(leader, ServingStatus.NotServing);
+        var refused = await Assert.ThrowsAsync<RpcException>(async () => await leader.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("no") } }, Timeout()));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+    }
+
+    [Fact]
     public async Task A_cluster_node_whose_log_folder_cannot_open_serves_the_other_services_and_the_log_comes_up_once_fixed()
     {
         // A file where the log's folder should be: the file engine cannot open it.
