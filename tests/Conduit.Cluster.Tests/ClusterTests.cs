@@ -15,8 +15,12 @@ namespace Conduit.Cluster.Tests;
 /// through the leader, identical records on every node, kill -9 of the leader, a new leader,
 /// produce goes on, the old leader restarts and catches up, a node with a wiped folder rejoins.
 /// </summary>
+[Collection(Processes)]
 public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
 {
+    /// <summary>The classes that start several nodes run one after another: on a loaded 2-core machine, side by side, their elections time out.</summary>
+    public const string Processes = "clusters of real processes";
+
     private readonly TempDir _dir = new("conduit-cluster-");
     private readonly List<Node> _nodes = [];
 
@@ -45,7 +49,8 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(["n1", "n2", "n3"], servers.Select(s => s.Id).Order());
         Assert.All(_nodes, n => Assert.Equal($"127.0.0.1:{n.RpcPort}", servers.Single(s => s.Id == n.Id).RpcAddr));
 
-        // `conduit cluster members` prints the same list.
+        // `conduit cluster members` prints the same list (once n2 has reached the others and knows their addresses).
+        await WaitForServers(_nodes[1], ["n1", "n2", "n3"]);
         var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
         Assert.Equal(0, members.ExitCode);
         Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
@@ -164,6 +169,19 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
                 target = nodes.FirstOrDefault(n => n.Id == leaderId) ?? nodes[(nodes.ToList().IndexOf(target) + 1) % nodes.Count];
                 await Task.Delay(100); // a retry's back-off during an election: no event tells the client a leader is up
             }
+        }
+    }
+
+    /// <summary>GetServers on <paramref name="node"/> once it names exactly <paramref name="ids"/>, each with its gRPC address.</summary>
+    internal static async Task<IReadOnlyList<Server>> WaitForServers(Node node, string[] ids)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+            if (servers.Select(s => s.Id).Order().SequenceEqual(ids) && servers.All(s => s.RpcAddr.Length > 0)) return servers;
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id} lists {string.Join(", ", servers.Select(s => s.Id))}");
+            await Task.Delay(100); // the node learns names from members' metadata on its own schedule
         }
     }
 

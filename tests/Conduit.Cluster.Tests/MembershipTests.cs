@@ -19,6 +19,7 @@ namespace Conduit.Cluster.Tests;
 /// fourth node joins and serves the same records, a node leaves and stops taking part, a restart
 /// keeps the changed membership (not --cluster-peers); per-node health; the storage gate.
 /// </summary>
+[Collection(ClusterTests.Processes)]
 public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly TempDir _dir = new("conduit-members-");
@@ -43,19 +44,6 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         {
             Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id}: log.v1.Log health never became {expected}");
             await Task.Delay(100); // polling a status the node changes by itself; no event reaches a client
-        }
-    }
-
-    /// <summary>GetServers on <paramref name="node"/> once it names exactly <paramref name="ids"/>, each with its gRPC address.</summary>
-    private static async Task<IReadOnlyList<Server>> WaitForServers(Node node, string[] ids)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (true)
-        {
-            var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
-            if (servers.Select(s => s.Id).Order().SequenceEqual(ids) && servers.All(s => s.RpcAddr.Length > 0)) return servers;
-            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id} lists {string.Join(", ", servers.Select(s => s.Id))}");
-            await Task.Delay(100); // the node learns names from members' metadata on its own schedule
         }
     }
 
