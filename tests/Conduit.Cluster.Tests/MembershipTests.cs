@@ -37,13 +37,15 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         (await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest { Service = service }, Timeout())).Status;
 
     /// <summary>Waits until the node's log health is <paramref name="expected"/> (it changes on the node's own schedule: elections, retries).</summary>
-    private static async Task WaitForHealth(Node node, ServingStatus expected)
+    private static Task WaitForHealth(Node node, ServingStatus expected) => WaitForHealth(node.Channel, node.Id, expected);
+
+    private static async Task WaitForHealth(GrpcChannel channel, string node, ServingStatus expected)
     {
         var deadline = Stopwatch.StartNew();
-        while (await Health(node.Channel, "log.v1.Log") != expected)
+        while (await Health(channel, "log.v1.Log") != expected)
         {
-            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id}: log.v1.Log health never became {expected}");
-            await Task.Delay(100); // polling a status the node changes by itself; no event reaches a client
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node}: log.v1.Log health never became {expected}");
+            await Task.Delay(100); // polling a status the node changes by itself (elections, storage retries); no event reaches a client
         }
     }
 
@@ -147,8 +149,9 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.DoesNotContain(leader.Id + " ", left.Output);
         var others = _nodes.Where(n => n != leader).ToList();
         var newLeader = await WaitForLeader(others, except: leader.Id);
-        Assert.Equal(others.Select(n => n.Id).Order(), (await newLeader.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers.Select(s => s.Id).Order());
         Assert.Equal(1UL, (await ProduceWithRetry(others, "r1")).Offset);
+        // The others apply the membership without the old leader once the new leader commits in its term.
+        foreach (var node in others) await WaitForServers(node, [.. others.Select(n => n.Id).Order()]);
         var reference = await ReadAll(newLeader, "", 2);
         foreach (var node in others) Assert.Equal(reference, await ReadAll(node, "", 2));
         // The old leader takes no part: not serving, and its writes are refused.
@@ -185,12 +188,7 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
 
         // The cause removed: the log and its Raft node come up without a restart.
         File.Delete(Path.Combine(data, "log"));
-        var deadline = Stopwatch.StartNew();
-        while (await Health(channel, "log.v1.Log") != ServingStatus.Serving)
-        {
-            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), "the log did not come up after the cause was removed");
-            await Task.Delay(100); // polling a status the server changes on its own retry schedule
-        }
+        await WaitForHealth(channel, "solo", ServingStatus.Serving);
         Assert.Equal(0UL, (await log.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8("x") } }, Timeout())).Offset);
         var servers = (await log.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
         Assert.Equal(("solo", true, "leader"), (servers.Single().Id, servers.Single().IsLeader, servers.Single().State));
