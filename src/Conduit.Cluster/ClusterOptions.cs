@@ -17,8 +17,18 @@ public sealed class ClusterOptions
     /// <summary>Where this node speaks Raft (TCP), host:port; the other members reach it there.</summary>
     public string? Address { get; set; }
 
-    /// <summary>The members at first start: "id=host:port", comma separated, or one per entry; this node may be in it or not.</summary>
+    /// <summary>
+    /// The members at this node's first start (no membership in its Raft folder yet): "id=host:port",
+    /// comma separated, or one per entry; this node may be in it or not. Afterwards the membership
+    /// this node committed (`conduit cluster join|leave`) rules and these are ignored.
+    /// </summary>
     public string[] Peers { get; set; } = [];
+
+    /// <summary>
+    /// Start as a new node of an existing cluster: no members of its own until the leader adds it
+    /// (`conduit cluster join`); then it receives the log and the membership. Not with <see cref="Peers"/>.
+    /// </summary>
+    public bool Join { get; set; }
 
     /// <summary>The gRPC address (host:port) this node advertises to clients; default: the first URL of Conduit:Urls.</summary>
     public string? RpcAddress { get; set; }
@@ -47,6 +57,7 @@ public sealed class ClusterOptions
     {
         if (string.IsNullOrWhiteSpace(NodeId)) throw new ArgumentException("Conduit:Cluster:NodeId (--cluster-node-id) is required for a cluster.");
         if (string.IsNullOrWhiteSpace(Address)) throw new ArgumentException("Conduit:Cluster:Address (--cluster-address HOST:PORT) is required for a cluster.");
+        if (Join && Peers.Any(p => !string.IsNullOrWhiteSpace(p))) throw new ArgumentException("--cluster-join starts a node that the cluster adds (conduit cluster join); it takes no --cluster-peers.");
         var self = ParseEndPoint(Address, "--cluster-address");
         var members = new List<(string Id, IPEndPoint Address)> { (NodeId, self) };
         foreach (var entry in Peers.SelectMany(p => p.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))

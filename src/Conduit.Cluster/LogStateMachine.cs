@@ -64,7 +64,8 @@ internal sealed partial class LogStateMachine : IStateMachine
     private async ValueTask ApplyEntryAsync(LogEntry entry, CancellationToken token)
     {
         var outcome = entry.Context as ApplyOutcome;
-        if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
+        // A membership entry is the members file's (RaftLogNode); one replayed before the WAL knew that file is skipped here.
+        if (!entry.IsConfiguration && entry.TryGetPayload(out var payload) && !payload.IsEmpty)
         {
             LogCommand command;
             try

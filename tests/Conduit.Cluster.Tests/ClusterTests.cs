@@ -15,8 +15,12 @@ namespace Conduit.Cluster.Tests;
 /// through the leader, identical records on every node, kill -9 of the leader, a new leader,
 /// produce goes on, the old leader restarts and catches up, a node with a wiped folder rejoins.
 /// </summary>
+[Collection(Processes)]
 public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
 {
+    /// <summary>The classes that start several nodes run one after another: on a loaded 2-core machine, side by side, their elections time out.</summary>
+    public const string Processes = "clusters of real processes";
+
     private readonly TempDir _dir = new("conduit-cluster-");
     private readonly List<Node> _nodes = [];
 
@@ -45,11 +49,13 @@ public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifet
         Assert.Equal(["n1", "n2", "n3"], servers.Select(s => s.Id).Order());
         Assert.All(_nodes, n => Assert.Equal($"127.0.0.1:{n.RpcPort}", servers.Single(s => s.Id == n.Id).RpcAddr));
 
-        // `conduit cluster members` prints the same list.
+        // `conduit cluster members` prints the same list (once n2 has reached the others and knows their addresses).
+        await WaitForServers(_nodes[1], ["n1", "n2", "n3"]);
         var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
         Assert.Equal(0, members.ExitCode);
         Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
-        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal)));
+        // The others as n2 sees them: followers, or "unknown" before n2's first contact with them (each second).
+        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal) || l.EndsWith(" unknown", StringComparison.Ordinal)));
 
         // Produce through the leader: single records with key and headers, and a batch.
         var produced = new List<(ulong Offset, Record Record)>();
@@ -135,6 +141,11 @@ public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifet
         Assert.Equal(["b", "c", "solo"], servers.Select(s => s.Id).Order());
         Assert.DoesNotContain(servers, s => s.IsLeader);
         Assert.Equal($"127.0.0.1:{node.RpcPort}", servers.Single(s => s.Id == "solo").RpcAddr);
+        // Its own state says it knows no leader, and its log's health is NOT_SERVING (a balancer sends clients elsewhere).
+        Assert.Equal("no-leader", servers.Single(s => s.Id == "solo").State);
+        Assert.All(servers.Where(s => s.Id != "solo"), s => Assert.Contains(s.State, new[] { "unreachable", "unknown" }));
+        var health = await new global::Grpc.Health.V1.Health.HealthClient(node.Channel).CheckAsync(new global::Grpc.Health.V1.HealthCheckRequest { Service = "log.v1.Log" }, Timeout());
+        Assert.Equal(global::Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, health.Status);
         // Reads are served from the node's own (empty) log.
         var empty = await Assert.ThrowsAsync<RpcException>(async () => await node.Client.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout()));
         Assert.Equal(StatusCode.OutOfRange, empty.StatusCode);
@@ -158,6 +169,19 @@ public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifet
                 target = nodes.FirstOrDefault(n => n.Id == leaderId) ?? nodes[(nodes.ToList().IndexOf(target) + 1) % nodes.Count];
                 await Task.Delay(100); // a retry's back-off during an election: no event tells the client a leader is up
             }
+        }
+    }
+
+    /// <summary>GetServers on <paramref name="node"/> once it names exactly <paramref name="ids"/>, each with its gRPC address.</summary>
+    internal static async Task<IReadOnlyList<Server>> WaitForServers(Node node, string[] ids)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var servers = (await node.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers;
+            if (servers.Select(s => s.Id).Order().SequenceEqual(ids) && servers.All(s => s.RpcAddr.Length > 0)) return servers;
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"{node.Id} lists {string.Join(", ", servers.Select(s => s.Id))}");
+            await Task.Delay(100); // the node learns names from members' metadata on its own schedule
         }
     }
 
@@ -221,12 +245,15 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
     public int RpcPort => rpcPort;
     public int RaftPort => raftPort;
     public string DataDir => dataDir;
+    public string RpcAddress => $"127.0.0.1:{rpcPort}";
+    public GrpcChannel Channel => _channel!;
     public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
     public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
 
     public ChildProcess Process => _process ?? throw new InvalidOperationException($"{id} is not running");
 
-    public async Task Start(string peers, IReadOnlyDictionary<string, string>? settings = null, string logLevel = "Warning")
+    /// <summary>Starts (or restarts) the node: with <paramref name="peers"/> as --cluster-peers, or, with <paramref name="join"/>, waiting to be added.</summary>
+    public async Task Start(string? peers, IReadOnlyDictionary<string, string>? settings = null, string logLevel = "Warning", bool join = false)
     {
         var environment = new Dictionary<string, string>
         {
@@ -236,8 +263,9 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
         };
         foreach (var (key, value) in settings ?? new Dictionary<string, string>()) environment[key] = value;
         if (_process is not null) await _process.DisposeAsync(); // killed before a restart
-        _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", logLevel);
+        string[] membership = join ? ["--cluster-join"] : peers is null ? [] : ["--cluster-peers", peers];
+        _process = ChildProcess.Conduit(environment, ["serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", .. membership, "--log-level", logLevel]);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
         _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");

@@ -245,11 +245,15 @@ public static class LogMapping
     /// </summary>
     public static GetServersResponse Servers(ILogServers? servers, ServerCallContext context)
     {
+        return Servers(servers?.Servers() ?? [new LogServer(Environment.MachineName, context.Host, IsLeader: true)], context);
+    }
+
+    public static GetServersResponse Servers(IReadOnlyList<LogServer> list, ServerCallContext context)
+    {
         var response = new GetServersResponse();
-        var list = servers?.Servers() ?? [new LogServer(Environment.MachineName, context.Host, IsLeader: true)];
         foreach (var server in list)
         {
-            response.Servers.Add(new Server { Id = server.Id, RpcAddr = Reachable(server.RpcAddress, context.Host), IsLeader = server.IsLeader });
+            response.Servers.Add(new Server { Id = server.Id, RpcAddr = Reachable(server.RpcAddress, context.Host), IsLeader = server.IsLeader, State = server.State });
         }
         return response;
     }

@@ -1,7 +1,11 @@
 namespace Conduit.Storage.Log;
 
-/// <summary>One server holding the log: its id, where it answers gRPC (host:port) and whether it leads.</summary>
-public readonly record struct LogServer(string Id, string RpcAddress, bool IsLeader);
+/// <summary>
+/// One server holding the log: its id, where it answers gRPC (host:port), whether it leads, and
+/// (in a cluster) its state as the answering node sees it ("leader", "follower", "unreachable",
+/// "unknown"; the answering node itself "no-leader" or "not-member" too).
+/// </summary>
+public readonly record struct LogServer(string Id, string RpcAddress, bool IsLeader, string State = "");
 
 /// <summary>
 /// The servers that hold the log now (proglog's GetServers). A single node lists itself as the
@@ -10,4 +14,14 @@ public readonly record struct LogServer(string Id, string RpcAddress, bool IsLea
 public interface ILogServers
 {
     IReadOnlyList<LogServer> Servers();
+}
+
+/// <summary>Membership changes of a replicated log, made by its leader (LogAdmin AddServer/RemoveServer).</summary>
+public interface ILogMembership
+{
+    /// <summary>Adds the running node <paramref name="id"/> at <paramref name="raftAddress"/> once it caught up; the members after.</summary>
+    Task<IReadOnlyList<LogServer>> AddServerAsync(string id, string raftAddress, string rpcAddress, CancellationToken token);
+
+    /// <summary>Removes member <paramref name="id"/>; the members after.</summary>
+    Task<IReadOnlyList<LogServer>> RemoveServerAsync(string id, CancellationToken token);
 }

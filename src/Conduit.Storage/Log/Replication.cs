@@ -29,3 +29,27 @@ public sealed class LeadershipLostException(string nodeId, Exception? inner = nu
 {
     public string NodeId { get; } = nodeId;
 }
+
+/// <summary>A membership change the leader refused or could not complete; <see cref="Reason"/> says which.</summary>
+public sealed class MembershipChangeException(MembershipProblem reason, string message, Exception? inner = null) : Exception(message, inner)
+{
+    public MembershipProblem Reason { get; } = reason;
+}
+
+public enum MembershipProblem
+{
+    /// <summary>The id or the Raft address is a member already.</summary>
+    MemberExists,
+
+    /// <summary>No member has that id.</summary>
+    MemberNotFound,
+
+    /// <summary>Another membership change is under way (one at a time).</summary>
+    ChangeInProgress,
+
+    /// <summary>The new node did not answer, or did not catch up in the rounds allowed; nothing changed.</summary>
+    CatchUpFailed,
+
+    /// <summary>The request is not valid (an address that is not host:port).</summary>
+    Invalid,
+}

@@ -84,10 +84,10 @@ public static class LogHosting
         services.AddSingleton<LogAdminService>();
         // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
         // only the log down (UNAVAILABLE, NOT_SERVING), retried in the background.
-        StorageGates.Add(services, new StorageGate("log-storage", "the log's storage", [typeof(LogService), typeof(LogAdminService)], (sp, _) =>
+        StorageGates.Add(services, new StorageGate("log-storage", "the log's storage", [typeof(LogService), typeof(LogAdminService)], async (sp, token) =>
         {
-            sp.GetRequiredService<ILogStorage>();
-            return Task.CompletedTask;
+            // A cluster node's log opens with its Raft node (WAL replayed, then the Raft port).
+            if (sp.GetRequiredService<ILogStorage>() is Cluster.ReplicatedLogStorage replicated) await replicated.Node.StartAsync(token);
         }, serve.DataDir));
     }
 
