@@ -34,6 +34,12 @@ public sealed class ClusterOptions
     /// <summary>How long a leader waits for one Raft request to a member; default: the lower election timeout.</summary>
     public int? RequestTimeoutMs { get; set; }
 
+    /// <summary>
+    /// A follower answers AppendEntries only once the entries are fsynced (so a commit means fsynced on a
+    /// majority); false: DotNext's own behaviour, answered from memory and fsynced a moment later. docs/cluster.md.
+    /// </summary>
+    public bool FsyncBeforeAck { get; set; } = true;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>

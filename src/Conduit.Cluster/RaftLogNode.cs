@@ -60,12 +60,14 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
 
         _machine = new LogStateMachine(local, _logger);
         Directory.CreateDirectory(walDirectory);
-        _wal = new WriteAheadLog(new WriteAheadLog.Options
+        var walOptions = new WriteAheadLog.Options
         {
             Location = walDirectory,
-            // DotNext 6.12 checkpoints (fsyncs the WAL up to the commit index) after every commit.
+            // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
-        }, _machine);
+        };
+        // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
+        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
         _cluster = new RaftCluster(config) { AuditTrail = _wal };
         _cluster.LeaderChanged += (_, leader) =>
         {
