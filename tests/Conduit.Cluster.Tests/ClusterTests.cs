@@ -211,8 +211,11 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
     }
 }
 
-/// <summary>One `conduit serve` cluster node as a child process, restartable on its folder.</summary>
-internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir) : IAsyncDisposable
+/// <summary>
+/// One `conduit serve` cluster node as a child process, restartable on its folder; on
+/// 127.0.0.1, or on <paramref name="host"/> inside the network namespace <paramref name="netns"/> (NetworkLab).
+/// </summary>
+internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir, string host = "127.0.0.1", string? netns = null) : IAsyncDisposable
 {
     private ChildProcess? _process;
     private GrpcChannel? _channel;
@@ -221,6 +224,7 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
     public int RpcPort => rpcPort;
     public int RaftPort => raftPort;
     public string DataDir => dataDir;
+    public string Host => host;
     public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
     public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
 
@@ -233,11 +237,14 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
             ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
         };
         if (_process is not null) await _process.DisposeAsync(); // killed before a restart
-        _process = ChildProcess.Conduit(environment, "serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning");
+        string[] serve = ["serve", "--urls", $"http://{host}:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"{host}:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning",
+            .. (netns is null ? Array.Empty<string>() : ["--allow-open"])]; // a namespace's private bridge, not loopback
+        // `ip netns exec` enters the namespace and execs dotnet: the same pid, so signals reach the server.
+        _process = netns is null ? ChildProcess.Conduit(environment, serve) : ChildProcess.Start(environment, "ip", ["netns", "exec", netns, "dotnet", Paths.ConduitDll, .. serve]);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
-        _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
+        _channel = ConduitChannel.ForAddress($"http://{host}:{rpcPort}");
         Client = new Protos.Log.V1.Log.LogClient(_channel);
         Admin = new LogAdmin.LogAdminClient(_channel);
     }
