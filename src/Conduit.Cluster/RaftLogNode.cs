@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Conduit.Storage.Log;
+using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -27,6 +28,7 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     private readonly ConcurrentDictionary<string, string> _rpcById = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
+    private Leadership? _leadership;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -137,16 +139,21 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     /// </summary>
     internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default)
     {
-        EnsureLeader();
+        var term = await LeaderTermAsync(token).ConfigureAwait(false);
         var outcome = new ApplyOutcome();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
-            await _cluster.ReplicateAsync(command.Encode(), outcome, linked.Token).ConfigureAwait(false);
+            // Not DotNext's ReplicateAsync(payload) extension: it stamps the entry with the node's
+            // current term, which a deposed leader has already raised to the new leader's term
+            // before it leaves its leader state; its entry then matches the new leader's entry at
+            // that index by term, is kept, committed and applied there alone (FaultTests,
+            // SIGSTOP of the leader; docs/cluster.md). The term this node leads in is right.
+            await _cluster.ReplicateAsync(new BinaryLogEntry { Content = command.Encode(), Term = term, Context = outcome }, linked.Token).ConfigureAwait(false);
         }
         catch (RaftNotLeaderException ex)
         {
-            // Leadership was lost after EnsureLeader: the entry may be in the log, and a new
+            // Leadership was lost after LeaderTermAsync: the entry may be in the log, and a new
             // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
             throw new LeadershipLostException(NodeId, ex);
         }
@@ -157,6 +164,38 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
             throw new LeadershipLostException(NodeId, ex);
         }
         return await outcome.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The term this node leads in; throws <see cref="Storage.Log.NotLeaderException"/> unless it leads.
+    /// DotNext's <see cref="RaftCluster.LeadershipToken"/> is valid only once the leader's first entry
+    /// of its term is committed, and every entry committed after it is of that term, so the entry at
+    /// the commit index has it; the token is checked again after the read (a node steps down before
+    /// it commits anything of a newer term).
+    /// </summary>
+    private async ValueTask<long> LeaderTermAsync(CancellationToken token)
+    {
+        var leadership = _cluster.LeadershipToken;
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        if (Volatile.Read(ref _leadership) is { } known && known.Token == leadership) return known.Term;
+        var index = _wal.LastCommittedEntryIndex;
+        var term = await _wal.ReadAsync(TermOfFirst.Instance, index, index, token).ConfigureAwait(false);
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        Volatile.Write(ref _leadership, new Leadership(leadership, term));
+        return term;
+    }
+
+    private sealed record Leadership(CancellationToken Token, long Term);
+
+    private sealed class TermOfFirst : ILogEntryConsumer<IRaftLogEntry, long>
+    {
+        public static readonly TermOfFirst Instance = new();
+
+        public bool LogEntryMetadataOnly => true;
+
+        public ValueTask<long> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry> => ValueTask.FromResult(entries[0].Term);
     }
 
     public IReadOnlyList<LogServer> Servers()

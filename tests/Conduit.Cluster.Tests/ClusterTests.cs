@@ -219,6 +219,7 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir,
 {
     private ChildProcess? _process;
     private GrpcChannel? _channel;
+    private readonly System.Text.StringBuilder _history = new();
 
     public string Id => id;
     public int RpcPort => rpcPort;
@@ -236,7 +237,11 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir,
             ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400",
             ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
         };
-        if (_process is not null) await _process.DisposeAsync(); // killed before a restart
+        if (_process is not null)
+        {
+            await _process.DisposeAsync(); // killed before a restart
+            _history.Append(_process.Output).Append(_process.Errors).Append("--- restarted\n");
+        }
         string[] serve = ["serve", "--urls", $"http://{host}:{rpcPort}", "--web-urls", "none", "--data", dataDir,
             "--cluster-node-id", id, "--cluster-address", $"{host}:{raftPort}", "--cluster-peers", peers, "--log-level", "Warning",
             .. (netns is null ? Array.Empty<string>() : ["--allow-open"])]; // a namespace's private bridge, not loopback
@@ -248,6 +253,9 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir,
         Client = new Protos.Log.V1.Log.LogClient(_channel);
         Admin = new LogAdmin.LogAdminClient(_channel);
     }
+
+    /// <summary>What this node's processes printed (warnings and up), every run so far.</summary>
+    public string Log => _history + (_process is null ? "" : _process.Output + _process.Errors);
 
     public void Kill() => _process!.Signal("KILL");
 
