@@ -50,6 +50,12 @@ public sealed class ClusterOptions
     /// </summary>
     public long SnapshotEvery { get; set; } = 10_000;
 
+    /// <summary>
+    /// A follower answers AppendEntries only once the entries are fsynced (so a commit means fsynced on a
+    /// majority); false: DotNext's own behaviour, answered from memory and fsynced a moment later. docs/cluster.md.
+    /// </summary>
+    public bool FsyncBeforeAck { get; set; } = true;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>

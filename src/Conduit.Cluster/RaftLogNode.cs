@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Conduit.Storage.Log;
+using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -30,6 +31,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     private readonly ConcurrentDictionary<EndPoint, bool> _reachable = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
+    private Leadership? _leadership;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -67,17 +69,17 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         Directory.CreateDirectory(walDirectory);
         // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
         _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
-        _wal = new WriteAheadLog(new WriteAheadLog.Options
+        var walOptions = new WriteAheadLog.Options
         {
             Location = walDirectory,
-            // DotNext 6.12 checkpoints (fsyncs the WAL up to the commit index) after every commit.
+            // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
-        }, _machine)
-        {
-            // At once (RaftCluster sets it only when it starts, and the WAL replays from its
-            // constructor on): membership entries go to the members file, not to the log.
-            ConfigurationStorage = _members,
         };
+        // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
+        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
+        // At once (RaftCluster sets it only when it starts, and the WAL replays from its
+        // constructor on): membership entries go to the members file, not to the log.
+        _wal.ConfigurationStorage = _members;
         _cluster = new RaftCluster(config) { AuditTrail = _wal };
         _cluster.LeaderChanged += (_, leader) =>
         {
@@ -180,16 +182,21 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     /// </summary>
     internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default)
     {
-        EnsureLeader();
+        var term = await LeaderTermAsync(token).ConfigureAwait(false);
         var outcome = new ApplyOutcome();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
-            await _cluster.ReplicateAsync(command.Encode(), outcome, linked.Token).ConfigureAwait(false);
+            // Not DotNext's ReplicateAsync(payload) extension: it stamps the entry with the node's
+            // current term, which a deposed leader has already raised to the new leader's term
+            // before it leaves its leader state; its entry then matches the new leader's entry at
+            // that index by term, is kept, committed and applied there alone (FaultTests,
+            // SIGSTOP of the leader; docs/cluster.md). The term this node leads in is right.
+            await _cluster.ReplicateAsync(new BinaryLogEntry { Content = command.Encode(), Term = term, Context = outcome }, linked.Token).ConfigureAwait(false);
         }
         catch (RaftNotLeaderException ex)
         {
-            // Leadership was lost after EnsureLeader: the entry may be in the log, and a new
+            // Leadership was lost after LeaderTermAsync: the entry may be in the log, and a new
             // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
             throw new LeadershipLostException(NodeId, ex);
         }
@@ -203,6 +210,37 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     }
 
     /// <summary>
+    /// The term this node leads in; throws <see cref="Storage.Log.NotLeaderException"/> unless it leads.
+    /// DotNext's <see cref="RaftCluster.LeadershipToken"/> is valid only once the leader's first entry
+    /// of its term is committed, and every entry committed after it is of that term, so the entry at
+    /// the commit index has it; the token is checked again after the read (a node steps down before
+    /// it commits anything of a newer term).
+    /// </summary>
+    private async ValueTask<long> LeaderTermAsync(CancellationToken token)
+    {
+        var leadership = _cluster.LeadershipToken;
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        if (Volatile.Read(ref _leadership) is { } known && known.Token == leadership) return known.Term;
+        var index = _wal.LastCommittedEntryIndex;
+        var term = await _wal.ReadAsync(TermOfFirst.Instance, index, index, token).ConfigureAwait(false);
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        Volatile.Write(ref _leadership, new Leadership(leadership, term));
+        return term;
+    }
+
+    private sealed record Leadership(CancellationToken Token, long Term);
+
+    private sealed class TermOfFirst : ILogEntryConsumer<IRaftLogEntry, long>
+    {
+        public static readonly TermOfFirst Instance = new();
+
+        public bool LogEntryMetadataOnly => true;
+
+        public ValueTask<long> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry> => ValueTask.FromResult(entries[0].Term);
+    }
+
     /// The members as this node sees them: id, gRPC address, leader, and state (its own: leader,
     /// follower or no-leader; another's: leader, follower if its last contact answered, else
     /// unreachable, or unknown before the first). A node that is not a member lists only the others.

@@ -235,17 +235,22 @@ public sealed partial class ClusterTests(ITestOutputHelper output) : IAsyncLifet
     }
 }
 
-/// <summary>One `conduit serve` cluster node as a child process, restartable on its folder.</summary>
-internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir) : IAsyncDisposable
+/// <summary>
+/// One `conduit serve` cluster node as a child process, restartable on its folder; on
+/// 127.0.0.1, or on <paramref name="host"/> inside the network namespace <paramref name="netns"/> (NetworkLab).
+/// </summary>
+internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir, string host = "127.0.0.1", string? netns = null) : IAsyncDisposable
 {
     private ChildProcess? _process;
     private GrpcChannel? _channel;
+    private readonly System.Text.StringBuilder _history = new();
 
     public string Id => id;
     public int RpcPort => rpcPort;
     public int RaftPort => raftPort;
     public string DataDir => dataDir;
-    public string RpcAddress => $"127.0.0.1:{rpcPort}";
+    public string Host => host;
+    public string RpcAddress => $"{host}:{rpcPort}";
     public GrpcChannel Channel => _channel!;
     public Protos.Log.V1.Log.LogClient Client { get; private set; } = null!;
     public LogAdmin.LogAdminClient Admin { get; private set; } = null!;
@@ -262,16 +267,26 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir)
             ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800",
         };
         foreach (var (key, value) in settings ?? new Dictionary<string, string>()) environment[key] = value;
-        if (_process is not null) await _process.DisposeAsync(); // killed before a restart
+        if (_process is not null)
+        {
+            await _process.DisposeAsync(); // killed before a restart
+            _history.Append(_process.Output).Append(_process.Errors).Append("--- restarted\n");
+        }
         string[] membership = join ? ["--cluster-join"] : peers is null ? [] : ["--cluster-peers", peers];
-        _process = ChildProcess.Conduit(environment, ["serve", "--urls", $"http://127.0.0.1:{rpcPort}", "--web-urls", "none", "--data", dataDir,
-            "--cluster-node-id", id, "--cluster-address", $"127.0.0.1:{raftPort}", .. membership, "--log-level", logLevel]);
+        string[] serve = ["serve", "--urls", $"http://{host}:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+            "--cluster-node-id", id, "--cluster-address", $"{host}:{raftPort}", .. membership, "--log-level", logLevel,
+            .. (netns is null ? Array.Empty<string>() : ["--allow-open"])]; // a namespace's private bridge, not loopback
+        // `ip netns exec` enters the namespace and execs dotnet: the same pid, so signals reach the server.
+        _process = netns is null ? ChildProcess.Conduit(environment, serve) : ChildProcess.Start(environment, "ip", ["netns", "exec", netns, "dotnet", Paths.ConduitDll, .. serve]);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
-        _channel = ConduitChannel.ForAddress($"http://127.0.0.1:{rpcPort}");
+        _channel = ConduitChannel.ForAddress($"http://{host}:{rpcPort}");
         Client = new Protos.Log.V1.Log.LogClient(_channel);
         Admin = new LogAdmin.LogAdminClient(_channel);
     }
+
+    /// <summary>What this node's processes printed (warnings and up), every run so far.</summary>
+    public string Log => _history + (_process is null ? "" : _process.Output + _process.Errors);
 
     public void Kill() => _process!.Signal("KILL");
 
