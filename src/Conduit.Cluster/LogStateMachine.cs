@@ -193,6 +193,48 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                     outcome?.Fail(ex);
                 }
                 return;
+            case LogCommand.InitProducer init:
+            {
+                ITopicLog log;
+                try
+                {
+                    log = local.GetOrCreate(init.Topic);
+                }
+                catch (TopicLimitException ex)
+                {
+                    outcome?.Fail(ex);
+                    return;
+                }
+                catch (TopicOfflineException ex)
+                {
+                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", init.Topic, ex.Message);
+                    outcome?.Fail(ex);
+                    throw;
+                }
+                // Files that already hold appends committed after this entry (a replay after a
+                // restart) also hold its effect: the snapshot written when it was first applied.
+                if (!_localEnd.TryGetValue(init.Topic, out var end)) end = log.NextOffset;
+                bool registered;
+                try
+                {
+                    registered = end <= _expected.GetValueOrDefault(init.Topic) && log.RegisterProducerEpoch(init.ProducerId, init.Epoch, init.TimestampMs);
+                }
+                catch (Exception ex)
+                {
+                    // This node's disk: skipping would make its producer state differ, so it stops applying.
+                    logger.LogCritical(ex, "Registering a producer epoch in topic '{Topic}' failed; this node stops applying: {Message}", init.Topic, ex.Message);
+                    outcome?.Fail(ex);
+                    throw;
+                }
+                if (!registered)
+                {
+                    // Taken (by an entry of an earlier leader applied meanwhile, or this one replayed): alike on every node.
+                    outcome?.Fail(new ProducerEpochTakenException(init.Topic, init.ProducerId, init.Epoch));
+                    return;
+                }
+                outcome?.Succeed(new PendingAppend(init.Epoch, Task.CompletedTask), log);
+                return;
+            }
             case LogCommand.Truncate truncate:
             {
                 var log = local.Find(truncate.Topic);
@@ -211,6 +253,10 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         }
     }
 }
+
+/// <summary>An InitProducer entry whose epoch the producer already has (or a newer one): the leader picks again.</summary>
+internal sealed class ProducerEpochTakenException(string topic, long producerId, int epoch)
+    : Exception($"Producer {producerId} already has epoch {epoch} or a newer one in topic '{topic}'.");
 
 /// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
 internal sealed class ApplyOutcome

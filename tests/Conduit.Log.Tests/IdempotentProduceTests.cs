@@ -49,14 +49,16 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         Assert.Equal(("2", "3", "t", id.ToString(System.Globalization.CultureInfo.InvariantCulture)), (info.Metadata["expected_sequence"], info.Metadata["sequence"], info.Metadata["topic"], info.Metadata["producer_id"]));
         Assert.Equal("sequence", gap.GetDetail<BadRequest>()!.FieldViolations[0].Field);
 
-        // A restarted instance of the producer: the same id, a new epoch, which fences the old one once it writes.
+        // A restarted instance of the producer: the same id, a new epoch, which fences the old ones at once.
         var again = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout());
         Assert.Equal((id, 1u), (again.ProducerId, again.ProducerEpoch));
         Assert.Equal(2u, (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
-        Assert.Equal(2ul, (await server.Log.ProduceAsync(Request("c", id, 1, 0), Timeout())).Offset);
+        var stale = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("c", id, 1, 0), Timeout()).ResponseAsync);
+        Assert.Equal(("PRODUCER_FENCED", "2"), (stale.GetDetail<ErrorInfo>()!.Reason, stale.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
+        Assert.Equal(2ul, (await server.Log.ProduceAsync(Request("c", id, 2, 0), Timeout())).Offset);
         var fenced = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("late", id, 0, 2), Timeout()).ResponseAsync);
         Assert.Equal(StatusCode.FailedPrecondition, fenced.StatusCode);
-        Assert.Equal(("PRODUCER_FENCED", "1"), (fenced.GetDetail<ErrorInfo>()!.Reason, fenced.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
+        Assert.Equal(("PRODUCER_FENCED", "2"), (fenced.GetDetail<ErrorInfo>()!.Reason, fenced.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
 
         var invalid = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record(), Sequence = 4 }, Timeout()).ResponseAsync);
         Assert.Equal(StatusCode.InvalidArgument, invalid.StatusCode);
@@ -184,6 +186,70 @@ public class IdempotentProduceTests(ITestOutputHelper output)
 
     private static async Task<int> PortOf(ChildProcess server) =>
         new Uri((await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)", TimeSpan.FromSeconds(30))).Groups[1].Value).Port;
+
+    [Fact]
+    public async Task An_epoch_handed_out_is_durable_before_the_answer_so_a_sigkill_never_hands_it_out_again()
+    {
+        // Two instances of one producer ask before either writes, with a SIGKILL of the server in
+        // between: they must not get the same epoch (the first one would not be fenced).
+        using var data = new TempDir();
+        var server = Serve(data.Path);
+        try
+        {
+            var port = await PortOf(server);
+            ulong id;
+            using (var channel = ConduitChannel.ForAddress($"http://127.0.0.1:{port}"))
+            {
+                var client = new Protos.Log.V1.Log.LogClient(channel);
+                var first = await client.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout());
+                (id, var epoch) = (first.ProducerId, first.ProducerEpoch);
+                Assert.Equal(0u, epoch);
+                Assert.Equal(1u, (await client.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
+            }
+            await server.DisposeAsync(); // SIGKILL
+            server = Serve(data.Path);
+            port = await PortOf(server);
+            using (var channel = ConduitChannel.ForAddress($"http://127.0.0.1:{port}"))
+            {
+                var client = new Protos.Log.V1.Log.LogClient(channel);
+                Assert.Equal(2u, (await client.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
+                var fenced = await Assert.ThrowsAsync<RpcException>(() => client.ProduceAsync(Request("old", id, 1, 0), Timeout()).ResponseAsync);
+                Assert.Equal("PRODUCER_FENCED", fenced.GetDetail<ErrorInfo>()!.Reason);
+                Assert.Equal(0ul, (await client.ProduceAsync(Request("new", id, 2, 0), Timeout())).Offset);
+            }
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_record_stamped_past_the_servers_clock_by_more_than_the_tolerance_is_refused_so_it_cannot_expire_producers()
+    {
+        // Producer expiry is measured in record time (so every replica decides alike): a record
+        // stamped a year ahead would make the topic forget every producer. Such a stamp is refused.
+        await using var server = await LogServer.StartAsync();
+        var init = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout());
+        Assert.Equal(0ul, (await server.Log.ProduceAsync(Request("a", init.ProducerId, 0, 0), Timeout())).Offset);
+        var now = DateTimeOffset.UtcNow;
+        var ahead = now.AddDays(365).ToUnixTimeMilliseconds();
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(
+            new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("future"), TimestampUnixMs = ahead } }, Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Equal("TIMESTAMP_TOO_FAR_AHEAD", refused.GetDetail<ErrorInfo>()!.Reason);
+        Assert.Equal("record.timestamp_unix_ms", refused.GetDetail<BadRequest>()!.FieldViolations[0].Field);
+        var batch = new ProduceBatchRequest { Topic = "t" };
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("ok") });
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("future"), TimestampUnixMs = ahead });
+        var batchRefused = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceBatchAsync(batch, Timeout()).ResponseAsync);
+        Assert.Equal("records[1].timestamp_unix_ms", batchRefused.GetDetail<BadRequest>()!.FieldViolations[0].Field);
+        // Within the tolerance (and any time in the past) is the client's to choose.
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("soon"), TimestampUnixMs = now.AddMinutes(30).ToUnixTimeMilliseconds() } }, Timeout())).Offset);
+        Assert.Equal(2ul, (await server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("old"), TimestampUnixMs = 1000 } }, Timeout())).Offset);
+        // The producer is still known: its next sequence follows, no SEQUENCE_GAP.
+        Assert.Equal(3ul, (await server.Log.ProduceAsync(Request("b", init.ProducerId, 0, 1), Timeout())).Offset);
+    }
 
     [Fact]
     public async Task Each_record_is_in_the_log_exactly_once_in_order_across_sigkills_and_cut_connections()

@@ -29,3 +29,13 @@ public sealed class LeadershipLostException(string nodeId, Exception? inner = nu
 {
     public string NodeId { get; } = nodeId;
 }
+
+/// <summary>
+/// A change (a topic's creation, a truncation) was proposed, but its commit was not seen within
+/// the wait: it may still be applied, or not. Not a refusal a client may blindly repeat.
+/// </summary>
+public sealed class CommitTimeoutException(string nodeId, string what, TimeSpan waited, Exception? inner = null)
+    : Exception($"Node '{nodeId}' proposed {what} but did not see it committed within {waited.TotalMilliseconds:0} ms (is a majority reachable?): it may or may not have been applied. Check before repeating it.", inner)
+{
+    public string NodeId { get; } = nodeId;
+}
