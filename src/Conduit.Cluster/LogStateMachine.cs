@@ -81,31 +81,36 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         return log.ProducerRecordOffset(record.ProducerId, record.ProducerEpoch, record.Sequence) is not { } at || at == offset;
     }
 
+    /// <summary>The topic an entry writes to (created when missing), or null when the topic limit refused it (the outcome told).</summary>
+    private ITopicLog? TopicFor(string topic, ApplyOutcome? outcome)
+    {
+        try
+        {
+            return local.GetOrCreate(topic);
+        }
+        catch (TopicLimitException ex)
+        {
+            // The same on every node given the same settings: nothing written anywhere.
+            outcome?.Fail(ex);
+            return null;
+        }
+        catch (TopicOfflineException ex)
+        {
+            // This node's disk, not the entry: the others apply it. Skipping it here would
+            // make this replica differ, so the node stops applying, as on a failed write.
+            logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", topic, ex.Message);
+            outcome?.Fail(ex);
+            throw;
+        }
+    }
+
     internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
     {
         switch (command)
         {
             case LogCommand.Append append:
             {
-                ITopicLog log;
-                try
-                {
-                    log = local.GetOrCreate(append.Topic);
-                }
-                catch (TopicLimitException ex)
-                {
-                    // The same on every node given the same settings: nothing appended anywhere.
-                    outcome?.Fail(ex);
-                    return;
-                }
-                catch (TopicOfflineException ex)
-                {
-                    // This node's disk, not the entry: the others apply it. Skipping it here would
-                    // make this replica differ, so the node stops applying, as on a failed write.
-                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
-                    outcome?.Fail(ex);
-                    throw;
-                }
+                if (TopicFor(append.Topic, outcome) is not { } log) return;
                 var expected = _expected.GetValueOrDefault(append.Topic);
                 // Nothing has been written to this topic since the start when it is first seen
                 // here, so what readers see is where the files end.
@@ -195,22 +200,7 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                 return;
             case LogCommand.InitProducer init:
             {
-                ITopicLog log;
-                try
-                {
-                    log = local.GetOrCreate(init.Topic);
-                }
-                catch (TopicLimitException ex)
-                {
-                    outcome?.Fail(ex);
-                    return;
-                }
-                catch (TopicOfflineException ex)
-                {
-                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", init.Topic, ex.Message);
-                    outcome?.Fail(ex);
-                    throw;
-                }
+                if (TopicFor(init.Topic, outcome) is not { } log) return;
                 // Files that already hold appends committed after this entry (a replay after a
                 // restart) also hold its effect: the snapshot written when it was first applied.
                 if (!_localEnd.TryGetValue(init.Topic, out var end)) end = log.NextOffset;

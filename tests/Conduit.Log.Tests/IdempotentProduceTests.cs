@@ -13,7 +13,7 @@ namespace Conduit.Log.Tests;
 
 /// <summary>
 /// The idempotent producer on the wire (log.v1.Log/InitProducer and the producer fields of
-/// Produce, ProduceBatch and ProduceStream) and the C# <see cref="IdempotentProducer"/>, up to a
+/// Produce, ProduceBatch and ProduceStream) and the C# <see cref="LogProducer"/> (idempotent), up to a
 /// real `conduit serve` killed with SIGKILL and connections cut mid-stream.
 /// </summary>
 public class IdempotentProduceTests(ITestOutputHelper output)
@@ -68,20 +68,21 @@ public class IdempotentProduceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_sender_waiting_for_a_window_slot_gets_the_failure_of_a_fenced_producer_instead_of_waiting_forever()
+    public async Task A_sender_waiting_for_room_gets_the_failure_of_a_fenced_producer_instead_of_waiting_forever()
     {
         await using var server = await LogServer.StartAsync();
-        var invoker = server.Channel.CreateCallInvoker();
-        await using var first = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { MaxInFlight = 1 });
+        var options = new LogProducerOptions { MaxQueuedBatches = 1, MaxBatchRecords = 1, Linger = TimeSpan.Zero };
+        await using var first = await LogProducer.CreateAsync(server.Log, "fenced", options);
         await (await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("a") }));
-        // A new instance of the same producer writes: the first one is fenced from now on.
-        await using var second = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { ProducerId = first.ProducerId });
-        await (await second.SendAsync(new Record { Value = ByteString.CopyFromUtf8("b") }));
+        // A new instance of the same producer asks for an epoch: the first one is fenced from now on.
+        await using var second = await LogProducer.CreateAsync(server.Log, "fenced", new LogProducerOptions { ProducerId = first.ProducerId });
+        Assert.Equal(first.Epoch + 1, second.Epoch);
 
-        var refused = await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("c") }); // holds the one slot
-        var waiting = first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("d") });     // waits for it
-        await Assert.ThrowsAnyAsync<Exception>(() => refused.WaitAsync(TimeSpan.FromSeconds(10)));
-        var ex = await Assert.ThrowsAnyAsync<Exception>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        var refused = await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("c") }); // holds the one batch of room
+        var waiting = first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("d") }).AsTask(); // waits for it
+        var fenced = await Assert.ThrowsAsync<RpcException>(() => refused.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(StatusCode.FailedPrecondition, fenced.StatusCode);
+        var ex = await Assert.ThrowsAnyAsync<Exception>(async () => await (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.IsNotType<TimeoutException>(ex);
     }
 
@@ -138,14 +139,16 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         await using var proxy = new CuttingProxy { BackendPort = new Uri(server.Address).Port };
         using var channel = ConduitChannel.ForAddress(proxy.Address);
         var retries = 0;
-        await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "cut", new IdempotentProducerOptions
+        await using var producer = await LogProducer.CreateAsync(new Protos.Log.V1.Log.LogClient(channel), "cut", new LogProducerOptions
         {
-            MaxInFlight = 32,
+            // Small batches, so that many calls meet the cuts.
+            MaxBatchRecords = 8,
+            Linger = TimeSpan.FromMilliseconds(1),
             MaxBackoff = TimeSpan.FromMilliseconds(200),
             OnRetry = _ => Interlocked.Increment(ref retries),
         });
         const int count = 600;
-        var acks = new List<Task<long>>();
+        var acks = new List<Task<ulong>>();
         using var cutting = new CancellationTokenSource();
         var cutter = Task.Run(async () =>
         {
@@ -159,11 +162,11 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(60));
         await cutting.CancelAsync();
         await cutter;
-        output.WriteLine($"{proxy.Cuts} cuts, {producer.Streams} streams, {retries} retries, {Interlocked.Read(ref duplicates)} duplicates not appended");
-        Assert.True(producer.Streams > 3, "the connection was cut under the producer");
+        output.WriteLine($"{proxy.Cuts} cuts, {producer.Calls} calls, {retries} retries, {Interlocked.Read(ref duplicates)} duplicates not appended");
+        Assert.True(retries > 3, "the connection was cut under the producer");
         Assert.True(Interlocked.Read(ref duplicates) > 0, "no record was resent after it had been appended");
         var offsets = acks.Select(a => a.Result).ToList();
-        Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), offsets);
+        Assert.Equal(Enumerable.Range(0, count).Select(i => (ulong)i), offsets);
         await AssertExactlyOnceAsync(new Protos.Log.V1.Log.LogClient(server.Channel), "cut", count);
     }
 
@@ -261,14 +264,14 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         {
             proxy.BackendPort = await PortOf(server);
             using var channel = ConduitChannel.ForAddress(proxy.Address);
-            await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "orders", new IdempotentProducerOptions
+            await using var producer = await LogProducer.CreateAsync(new Protos.Log.V1.Log.LogClient(channel), "orders", new LogProducerOptions
             {
-                MaxInFlight = 64,
+                MaxBatchRecords = 64,
                 MaxBackoff = TimeSpan.FromMilliseconds(300),
             });
-            // Records flow until the faults are over (at most 20 000), so every fault hits a stream in use.
+            // Records flow until the faults are over (at most 20 000), so every fault hits a call in flight.
             const int maxCount = 20_000;
-            var acks = new List<Task<long>>(maxCount);
+            var acks = new List<Task<ulong>>(maxCount);
             var acknowledged = 0;
             using var faultsOver = new CancellationTokenSource();
             var sending = Task.Run(async () =>
@@ -309,10 +312,10 @@ public class IdempotentProduceTests(ITestOutputHelper output)
             await sending.WaitAsync(TimeSpan.FromSeconds(30));
             await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
             var count = acks.Count;
-            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Streams} streams, {clock.Elapsed.TotalSeconds:0.0} s");
+            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Calls} calls, {clock.Elapsed.TotalSeconds:0.0} s");
             Assert.True(kills >= 3, $"only {kills} kills happened while producing");
             Assert.True(count >= 500, $"only {count} records were sent");
-            Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), acks.Select(a => a.Result));
+            Assert.Equal(Enumerable.Range(0, count).Select(i => (ulong)i), acks.Select(a => a.Result));
 
             // One more restart, then read everything back.
             proxy.BackendPort = 0;
