@@ -56,6 +56,9 @@ public sealed class ClusterOptions
     /// </summary>
     public bool FsyncBeforeAck { get; set; } = true;
 
+    /// <summary>How long a topic creation or truncation waits for its commit before answering that its outcome is unknown.</summary>
+    public int AdminTimeoutMs { get; set; } = 10_000;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>

@@ -109,31 +109,36 @@ internal sealed partial class LogStateMachine : IStateMachine
         return log.ProducerRecordOffset(record.ProducerId, record.ProducerEpoch, record.Sequence) is not { } at || at == offset;
     }
 
+    /// <summary>The topic an entry writes to (created when missing), or null when the topic limit refused it (the outcome told).</summary>
+    private ITopicLog? TopicFor(string topic, ApplyOutcome? outcome)
+    {
+        try
+        {
+            return local.GetOrCreate(topic);
+        }
+        catch (TopicLimitException ex)
+        {
+            // The same on every node given the same settings: nothing written anywhere.
+            outcome?.Fail(ex);
+            return null;
+        }
+        catch (TopicOfflineException ex)
+        {
+            // This node's disk, not the entry: the others apply it. Skipping it here would
+            // make this replica differ, so the node stops applying, as on a failed write.
+            logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", topic, ex.Message);
+            outcome?.Fail(ex);
+            throw;
+        }
+    }
+
     internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
     {
         switch (command)
         {
             case LogCommand.Append append:
             {
-                ITopicLog log;
-                try
-                {
-                    log = local.GetOrCreate(append.Topic);
-                }
-                catch (TopicLimitException ex)
-                {
-                    // The same on every node given the same settings: nothing appended anywhere.
-                    outcome?.Fail(ex);
-                    return;
-                }
-                catch (TopicOfflineException ex)
-                {
-                    // This node's disk, not the entry: the others apply it. Skipping it here would
-                    // make this replica differ, so the node stops applying, as on a failed write.
-                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
-                    outcome?.Fail(ex);
-                    throw;
-                }
+                if (TopicFor(append.Topic, outcome) is not { } log) return;
                 var expected = _expected.GetValueOrDefault(append.Topic);
                 // Nothing has been written to this topic since the start when it is first seen
                 // here, so what readers see is where the files end.
@@ -221,6 +226,33 @@ internal sealed partial class LogStateMachine : IStateMachine
                     outcome?.Fail(ex);
                 }
                 return;
+            case LogCommand.InitProducer init:
+            {
+                if (TopicFor(init.Topic, outcome) is not { } log) return;
+                // Files that already hold appends committed after this entry (a replay after a
+                // restart) also hold its effect: the snapshot written when it was first applied.
+                if (!_localEnd.TryGetValue(init.Topic, out var end)) end = log.NextOffset;
+                bool registered;
+                try
+                {
+                    registered = end <= _expected.GetValueOrDefault(init.Topic) && log.RegisterProducerEpoch(init.ProducerId, init.Epoch, init.TimestampMs);
+                }
+                catch (Exception ex)
+                {
+                    // This node's disk: skipping would make its producer state differ, so it stops applying.
+                    logger.LogCritical(ex, "Registering a producer epoch in topic '{Topic}' failed; this node stops applying: {Message}", init.Topic, ex.Message);
+                    outcome?.Fail(ex);
+                    throw;
+                }
+                if (!registered)
+                {
+                    // Taken (by an entry of an earlier leader applied meanwhile, or this one replayed): alike on every node.
+                    outcome?.Fail(new ProducerEpochTakenException(init.Topic, init.ProducerId, init.Epoch));
+                    return;
+                }
+                outcome?.Succeed(new PendingAppend(init.Epoch, Task.CompletedTask), log);
+                return;
+            }
             case LogCommand.Truncate truncate:
             {
                 var log = local.Find(truncate.Topic);
@@ -239,6 +271,10 @@ internal sealed partial class LogStateMachine : IStateMachine
         }
     }
 }
+
+/// <summary>An InitProducer entry whose epoch the producer already has (or a newer one): the leader picks again.</summary>
+internal sealed class ProducerEpochTakenException(string topic, long producerId, int epoch)
+    : Exception($"Producer {producerId} already has epoch {epoch} or a newer one in topic '{topic}'.");
 
 /// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
 internal sealed class ApplyOutcome

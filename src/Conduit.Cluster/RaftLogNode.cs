@@ -40,6 +40,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(loggerFactory);
         var members = options.Members();
         NodeId = options.NodeId!;
+        AdminTimeout = TimeSpan.FromMilliseconds(Math.Max(1, options.AdminTimeoutMs));
         RpcAddress = rpcAddress;
         _logger = loggerFactory.CreateLogger("Conduit.Cluster");
         _joining = options.Join;
@@ -93,6 +94,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     public string NodeId { get; }
 
     public string RpcAddress { get; }
+
+    /// <summary>How long a topic creation or truncation (answered synchronously) waits for its commit.</summary>
+    public TimeSpan AdminTimeout { get; }
 
     /// <summary>The index of the last Raft entry this node applied to its log.</summary>
     public long AppliedIndex => _machine.AppliedIndex;
