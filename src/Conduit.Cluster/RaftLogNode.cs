@@ -27,6 +27,9 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     private readonly ConcurrentDictionary<string, string> _rpcById = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
+    // When each of the last AppliedTimes entries was applied here: (index, Unix ms) at index % length.
+    private readonly (long Index, long UnixMs)[] _appliedAt = new (long, long)[AppliedTimes];
+    private const int AppliedTimes = 65536;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -59,6 +62,11 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         initial.Build();
 
         _machine = new LogStateMachine(local, _logger);
+        _machine.Applied += index =>
+        {
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            lock (_appliedAt) _appliedAt[index % AppliedTimes] = (index, now);
+        };
         Directory.CreateDirectory(walDirectory);
         _wal = new WriteAheadLog(new WriteAheadLog.Options
         {
@@ -169,6 +177,19 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         }
         servers.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
         return servers;
+    }
+
+    /// <summary>This node's own figures for GetServers' progress (docs/cluster.md, "Progress per node").</summary>
+    public (string Id, LogNodeProgress Progress)? LocalProgress() =>
+        (NodeId, new LogNodeProgress(_cluster.Term, _wal.LastCommittedEntryIndex, _machine.AppliedIndex, _wal.LastEntryIndex));
+
+    public DateTimeOffset? AppliedAt(long index)
+    {
+        if (index <= 0) return null;
+        (long Index, long UnixMs) slot;
+        lock (_appliedAt) slot = _appliedAt[index % AppliedTimes];
+        var (at, unixMs) = slot;
+        return at == index ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs) : null;
     }
 
     private string IdOf(EndPoint endPoint) =>

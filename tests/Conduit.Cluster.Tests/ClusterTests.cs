@@ -49,7 +49,7 @@ public sealed class ClusterTests(ITestOutputHelper output) : IAsyncLifetime
         var members = await ChildProcess.Run("dotnet", Paths.ConduitDll, "cluster", "members", "--server", $"http://127.0.0.1:{_nodes[1].RpcPort}");
         Assert.Equal(0, members.ExitCode);
         Assert.Contains($"{leader.Id,-16} {$"127.0.0.1:{leader.RpcPort}",-24} leader", members.Output);
-        Assert.Equal(2, members.Output.Split('\n').Count(l => l.EndsWith(" follower", StringComparison.Ordinal)));
+        Assert.Equal(2, members.Output.Split('\n').Count(l => l.Contains(" follower ", StringComparison.Ordinal)));
 
         // Produce through the leader: single records with key and headers, and a batch.
         var produced = new List<(ulong Offset, Record Record)>();

@@ -12,6 +12,8 @@ public sealed class ServeProcesses : IAsyncDisposable
     private readonly ChildProcess?[] _processes;
     private readonly TempDir[] _data;
     private readonly string[] _flags;
+    private readonly string[][] _nodeFlags;
+    private readonly int[] _webPorts;
 
     private ServeProcesses(int count, string[] flags)
     {
@@ -20,6 +22,8 @@ public sealed class ServeProcesses : IAsyncDisposable
         Ports = new int[count];
         Environments = Enumerable.Range(0, count).Select(_ => new Dictionary<string, string>()).ToArray();
         _flags = flags;
+        _nodeFlags = Enumerable.Range(0, count).Select(_ => Array.Empty<string>()).ToArray();
+        _webPorts = new int[count];
     }
 
     /// <summary>Environment variables each server is started with (from its next start).</summary>
@@ -46,11 +50,47 @@ public sealed class ServeProcesses : IAsyncDisposable
         return servers;
     }
 
+    /// <summary>
+    /// A Raft cluster (docs/cluster.md) of <paramref name="count"/> nodes with ids n1, n2, ...,
+    /// on free gRPC and Raft ports (known before they start: each advertises its gRPC address),
+    /// elections at 400-800 ms; server <paramref name="webServer"/> also serves the console and
+    /// gRPC-Web (<see cref="WebUrl"/>).
+    /// </summary>
+    public static async Task<ServeProcesses> LaunchCluster(int count, int? webServer = null, params string[] flags)
+    {
+        var servers = new ServeProcesses(count, flags);
+        try
+        {
+            var raftPorts = Enumerable.Range(0, count).Select(_ => Conduit.Testing.Ports.Free()).ToArray();
+            var peers = string.Join(',', Enumerable.Range(0, count).Select(i => $"n{i + 1}=127.0.0.1:{raftPorts[i]}"));
+            for (var i = 0; i < count; i++)
+            {
+                servers.Ports[i] = Conduit.Testing.Ports.Free();
+                servers._nodeFlags[i] = ["--cluster-node-id", $"n{i + 1}", "--cluster-address", $"127.0.0.1:{raftPorts[i]}", "--cluster-peers", peers];
+                // Elections in a few hundred ms; generous enough for a loaded 2-core machine.
+                servers.Environments[i]["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "400";
+                servers.Environments[i]["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "800";
+            }
+            if (webServer is { } web) servers._webPorts[web] = Conduit.Testing.Ports.Free();
+            await Task.WhenAll(Enumerable.Range(0, count).Select(i => servers.Start(i)));
+        }
+        catch
+        {
+            await servers.DisposeAsync();
+            throw;
+        }
+        return servers;
+    }
+
+    /// <summary>The console and gRPC-Web of the server LaunchCluster gave a web listener ("http://127.0.0.1:PORT/").</summary>
+    public string WebUrl => _webPorts.FirstOrDefault(p => p > 0) is var port and > 0 ? $"http://127.0.0.1:{port}/" : throw new InvalidOperationException("no server has a web listener");
+
     /// <summary>Starts server <paramref name="index"/> (again, on its old port if it had one).</summary>
     public async Task Start(int index)
     {
         var port = Ports[index];
-        var process = ChildProcess.Conduit(Environments[index], ["serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", _data[index].Path, .. _flags]);
+        var web = _webPorts[index] > 0 ? $"http://127.0.0.1:{_webPorts[index]}" : "none";
+        var process = ChildProcess.Conduit(Environments[index], ["serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", web, "--data", _data[index].Path, .. _nodeFlags[index], .. _flags]);
         _processes[index] = process;
         var match = await process.WaitForLine(@"listening on http://127\.0\.0\.1:(\d+)");
         Ports[index] = int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);

@@ -9,10 +9,13 @@ using WireDurability = Conduit.Protos.Log.V1.Durability;
 namespace Conduit.Services.Log;
 
 /// <summary>log.v1.LogAdmin: topics (create with settings, list, describe) and truncation of retained data.</summary>
-public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null) : LogAdmin.LogAdminBase
+public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ClusterProgress? progress = null) : LogAdmin.LogAdminBase
 {
+    // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
+    private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
+
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
-        Task.FromResult(LogMapping.Servers(servers, context));
+        _progress.AnswerAsync(request, context);
 
     [DryRunSupported]
     public override Task<TopicInfo> CreateTopic(CreateTopicRequest request, ServerCallContext context)
