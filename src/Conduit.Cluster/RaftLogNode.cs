@@ -180,8 +180,11 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     }
 
     /// <summary>This node's own figures for GetServers' progress (docs/cluster.md, "Progress per node").</summary>
+    /// The applied index counts entries without a payload (a new leader's first entry of its term),
+    /// which the WAL marks applied without calling the state machine: <see cref="AppliedIndex"/>
+    /// alone would stay one behind the commit index after an election until the next write.
     public (string Id, LogNodeProgress Progress)? LocalProgress() =>
-        (NodeId, new LogNodeProgress(_cluster.Term, _wal.LastCommittedEntryIndex, _machine.AppliedIndex, _wal.LastEntryIndex));
+        (NodeId, new LogNodeProgress(_cluster.Term, _wal.LastCommittedEntryIndex, Math.Max(_wal.LastAppliedIndex, _machine.AppliedIndex), _wal.LastEntryIndex));
 
     public DateTimeOffset? AppliedAt(long index)
     {

@@ -42,9 +42,11 @@ internal static class ClusterCommand
         return command;
     }
 
-    /// <summary>"N entries, T" behind the leader's commit index; "-" when not known (docs/cluster.md, "Progress per node").</summary>
+    /// <summary>"N (T)": entries behind the leader's commit index, and for how long (when known); "-" when not known (docs/cluster.md, "Progress per node").</summary>
     internal static string Lag(Server s) =>
-        !s.HasLagEntries ? "-" : s.LagEntries == 0 ? "0" : string.Create(CultureInfo.InvariantCulture, $"{s.LagEntries} ({(s.HasLagMs ? Duration(s.LagMs) : "?")})");
+        !s.HasLagEntries ? "-"
+        : s.LagEntries == 0 || !s.HasLagMs ? s.LagEntries.ToString(CultureInfo.InvariantCulture)
+        : string.Create(CultureInfo.InvariantCulture, $"{s.LagEntries} ({Duration(s.LagMs)})");
 
     internal static string Status(Server s) =>
         s.Reachable ? "ok"
