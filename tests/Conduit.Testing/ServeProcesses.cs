@@ -150,7 +150,9 @@ public static class ClusterWrites
 {
     /// <summary>
     /// Produces one record to whichever node leads (<paramref name="clients"/>[i] talks to n(i+1)),
-    /// following NOT_LEADER and waiting out elections for up to 60 s.
+    /// following NOT_LEADER and waiting out elections for up to 60 s. An attempt that failed after
+    /// the record was proposed (LEADERSHIP_LOST, a deadline) is retried too, so the record may be
+    /// appended twice: for tests that count entries, not records.
     /// </summary>
     public static async Task<ulong> Produce(Log.LogClient[] clients, Metadata? headers, string value)
     {
@@ -160,9 +162,9 @@ public static class ClusterWrites
             try
             {
                 var record = new Protos.Log.V1.Record { Value = ByteString.CopyFromUtf8(value) };
-                return (await clients[target].ProduceAsync(new ProduceRequest { Record = record }, headers, DateTime.UtcNow.AddSeconds(10))).Offset;
+                return (await clients[target].ProduceAsync(new ProduceRequest { Record = record }, headers, DateTime.UtcNow.AddSeconds(20))).Offset;
             }
-            catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(60))
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded && deadline.Elapsed < TimeSpan.FromSeconds(60))
             {
                 target = ex.GetDetail<Google.Rpc.ErrorInfo>() is { Reason: "NOT_LEADER" } info && info.Metadata["leader_id"] is { Length: > 1 } id
                     ? int.Parse(id[1..], CultureInfo.InvariantCulture) - 1

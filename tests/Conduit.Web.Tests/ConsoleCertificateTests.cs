@@ -11,6 +11,7 @@ namespace Conduit.Web.Tests;
 /// console's origin by the AutoSelectCertificateForUrls policy. The page, with no token, does what
 /// the policy allows cert:alice and shows PERMISSION_DENIED for what it does not.
 /// </summary>
+[Collection(ConsoleTests.Collection)]
 public class ConsoleCertificateTests
 {
     // Where Debian's chromium reads managed policies (the only place: no flag or variable moves it).

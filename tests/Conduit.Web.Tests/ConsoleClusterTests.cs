@@ -15,6 +15,7 @@ namespace Conduit.Web.Tests;
 /// lagging, restarted it answers again with a lag of 0; the leader killed, a new leader shows.
 /// With CONDUIT_SCREENSHOTS=1 each step is saved to docs/console/cluster*.png.
 /// </summary>
+[Collection(ConsoleTests.Collection)]
 public class ConsoleClusterTests(ITestOutputHelper output)
 {
     [Fact]

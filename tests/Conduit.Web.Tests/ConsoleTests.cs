@@ -11,8 +11,12 @@ namespace Conduit.Web.Tests;
 /// `conduit serve` with a permission policy: an operator and an account log in with their tokens
 /// and drive every page. With CONDUIT_SCREENSHOTS=1 each page is also saved to docs/console/*.png.
 /// </summary>
+[Collection(ConsoleTests.Collection)]
 public class ConsoleTests
 {
+    /// <summary>The console tests run one at a time: each starts chromium and servers (three, for the cluster), too much at once for a loaded 2-core machine.</summary>
+    public const string Collection = "console";
+
     internal const string Chromium = "/usr/bin/chromium";
     internal const string OperatorToken = "console-operator-s3cret";
 

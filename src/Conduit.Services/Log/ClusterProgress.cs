@@ -21,7 +21,8 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
     /// <summary>How long this node waits for a member's own figures.</summary>
     public static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(1);
 
-    private readonly ConcurrentDictionary<string, GrpcChannel> _channels = new(StringComparer.Ordinal);
+    // Lazy: two first callers for one address make one channel, not one each (one left undisposed).
+    private readonly ConcurrentDictionary<string, Lazy<GrpcChannel>> _channels = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, (Server Figures, DateTimeOffset At)> _lastKnown = new(StringComparer.Ordinal);
 
     public async Task<GetServersResponse> AnswerAsync(GetServersRequest request, ServerCallContext context)
@@ -62,7 +63,7 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
         try
         {
             if (server.RpcAddr.Length == 0) throw new RpcException(new Status(StatusCode.Unavailable, "its gRPC address is not known yet"));
-            var channel = _channels.GetOrAdd(server.RpcAddr, address => ConduitChannel.ForAddress((secure ? "https://" : "http://") + address));
+            var channel = _channels.GetOrAdd(server.RpcAddr, address => new Lazy<GrpcChannel>(() => ConduitChannel.ForAddress((secure ? "https://" : "http://") + address))).Value;
             var headers = new Metadata();
             if (context.RequestHeaders.Get("authorization") is { } authorization) headers.Add(authorization);
             var deadline = DateTime.UtcNow + AskTimeout;
@@ -112,6 +113,6 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
 
     public void Dispose()
     {
-        foreach (var channel in _channels.Values) channel.Dispose();
+        foreach (var channel in _channels.Values.Where(c => c.IsValueCreated)) channel.Value.Dispose();
     }
 }
