@@ -32,6 +32,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
     private Leadership? _leadership;
+    // When each of the last AppliedTimes entries was applied here: (index, Unix ms) at index % length.
+    private readonly (long Index, long UnixMs)[] _appliedAt = new (long, long)[AppliedTimes];
+    private const int AppliedTimes = 65536;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -70,6 +73,11 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         Directory.CreateDirectory(walDirectory);
         // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
         _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
+        _machine.Applied += index =>
+        {
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            lock (_appliedAt) _appliedAt[index % AppliedTimes] = (index, now);
+        };
         var walOptions = new WriteAheadLog.Options
         {
             Location = walDirectory,
@@ -277,6 +285,22 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
                 : "not a member of the cluster (removed, or not added yet)";
         }
         return _cluster.Leader is null ? "no leader known (an election is under way, or no majority is reachable)" : null;
+    }
+
+    /// <summary>This node's own figures for GetServers' progress (docs/cluster.md, "Progress per node").</summary>
+    /// The applied index counts entries without a payload (a new leader's first entry of its term),
+    /// which the WAL marks applied without calling the state machine: <see cref="AppliedIndex"/>
+    /// alone would stay one behind the commit index after an election until the next write.
+    public (string Id, LogNodeProgress Progress)? LocalProgress() =>
+        (NodeId, new LogNodeProgress(_cluster.Term, _wal.LastCommittedEntryIndex, Math.Max(_wal.LastAppliedIndex, _machine.AppliedIndex), _wal.LastEntryIndex));
+
+    public DateTimeOffset? AppliedAt(long index)
+    {
+        if (index <= 0) return null;
+        (long Index, long UnixMs) slot;
+        lock (_appliedAt) slot = _appliedAt[index % AppliedTimes];
+        var (at, unixMs) = slot;
+        return at == index ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs) : null;
     }
 
     public async Task<IReadOnlyList<LogServer>> AddServerAsync(string id, string raftAddress, string rpcAddress, CancellationToken token)

@@ -20,15 +20,16 @@ public sealed class ClusterCliTests(ConduitServer server) : IClassFixture<Condui
     }
 
     [Fact]
-    public async Task Cluster_members_prints_id_address_and_leader()
+    public async Task Cluster_members_prints_id_address_leader_and_progress()
     {
         var members = await ConduitServer.Run(["cluster", "members", "--server", $"conduit:///127.0.0.1:{Port}"]);
         Assert.True(members.ExitCode == 0, members.Errors);
         var lines = members.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(2, lines.Length);
-        Assert.Equal(["ID", "RPC", "ADDRESS", "STATE"], lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["ID", "RPC", "ADDRESS", "STATE", "TERM", "COMMIT", "APPLIED", "LAG", "STATUS"], lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
         var row = lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(($"127.0.0.1:{Port}", "leader"), (row[1], row[2]));
+        // One node: its own leader, no Raft log (every index 0), not behind, answering.
+        Assert.Equal(($"127.0.0.1:{Port}", "leader", "0", "0", "0", "0", "ok"), (row[1], row[2], row[3], row[4], row[5], row[6], row[7]));
     }
 
     [Fact]

@@ -8,11 +8,14 @@ using WireDurability = Conduit.Protos.Log.V1.Durability;
 
 namespace Conduit.Services.Log;
 
-/// <summary>log.v1.LogAdmin: topics (create with settings, list, describe), truncation of retained data, a cluster's members.</summary>
-public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ILogMembership? membership = null) : LogAdmin.LogAdminBase
+/// <summary>log.v1.LogAdmin: topics (create with settings, list, describe), truncation of retained data, a cluster's members and their progress.</summary>
+public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ILogMembership? membership = null, ClusterProgress? progress = null) : LogAdmin.LogAdminBase
 {
+    // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
+    private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
+
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
-        Task.FromResult(LogMapping.Servers(servers, context));
+        _progress.AnswerAsync(request, context);
 
     public override async Task<GetServersResponse> AddServer(AddServerRequest request, ServerCallContext context)
     {

@@ -16,9 +16,11 @@ namespace Conduit.Services.Log;
 /// followers a principal may open, and how many bytes of large records all followers may have on
 /// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null, ClusterProgress? progress = null) : Protos.Log.V1.Log.LogBase
 {
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+    // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
+    private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
     private readonly ConsumeStreamGate _gate = gate ?? new ConsumeStreamGate(new ConsumeStreamLimits());
 
     /// <summary>ConsumeStream writes records that are already in the log without flushing each, up to this many bytes.</summary>
@@ -55,7 +57,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
     }
 
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
-        Task.FromResult(LogMapping.Servers(servers, context));
+        _progress.AnswerAsync(request, context);
 
     /// <summary>An idempotent producer's id (a new random one, or the one given) and its epoch for the topic.</summary>
     public override async Task<InitProducerResponse> InitProducer(InitProducerRequest request, ServerCallContext context)

@@ -80,6 +80,10 @@ public static class LogHosting
             BufferBytes = options.ConsumeStreamBufferBytes,
         }));
         services.TryAddSingleton<ILogServers, SingleNodeServers>();
+        // Members are asked for their progress at the address GetServers lists, which is the first
+        // of Urls (Conduit:Cluster:RpcAddress): over TLS when that one is https.
+        var secure = serve.Urls.Length > 0 && serve.Urls[0].StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+        services.AddSingleton(provider => new ClusterProgress(provider.GetService<ILogServers>(), secure));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
         // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
