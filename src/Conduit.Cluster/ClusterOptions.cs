@@ -44,6 +44,21 @@ public sealed class ClusterOptions
     /// <summary>How long a leader waits for one Raft request to a member; default: the lower election timeout.</summary>
     public int? RequestTimeoutMs { get; set; }
 
+    /// <summary>
+    /// A snapshot is taken after this many Raft entries applied since the last one (the topic
+    /// files fsynced and a manifest written); the WAL then drops the entries it covers. 0: never.
+    /// </summary>
+    public long SnapshotEvery { get; set; } = 10_000;
+
+    /// <summary>
+    /// A follower answers AppendEntries only once the entries are fsynced (so a commit means fsynced on a
+    /// majority); false: DotNext's own behaviour, answered from memory and fsynced a moment later. docs/cluster.md.
+    /// </summary>
+    public bool FsyncBeforeAck { get; set; } = true;
+
+    /// <summary>How long a topic creation or truncation waits for its commit before answering that its outcome is unknown.</summary>
+    public int AdminTimeoutMs { get; set; } = 10_000;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>

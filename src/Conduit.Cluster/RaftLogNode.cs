@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Conduit.Storage.Log;
+using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -30,6 +31,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     private readonly ConcurrentDictionary<EndPoint, bool> _reachable = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
+    private Leadership? _leadership;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -38,6 +40,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(loggerFactory);
         var members = options.Members();
         NodeId = options.NodeId!;
+        AdminTimeout = TimeSpan.FromMilliseconds(Math.Max(1, options.AdminTimeoutMs));
         RpcAddress = rpcAddress;
         _logger = loggerFactory.CreateLogger("Conduit.Cluster");
         _joining = options.Join;
@@ -64,18 +67,20 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         config.Metadata[IdKey] = NodeId;
         config.Metadata[RpcKey] = rpcAddress;
 
-        _machine = new LogStateMachine(local, _logger);
-        _wal = new WriteAheadLog(new WriteAheadLog.Options
+        Directory.CreateDirectory(walDirectory);
+        // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
+        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
+        var walOptions = new WriteAheadLog.Options
         {
             Location = walDirectory,
-            // DotNext 6.12 checkpoints (fsyncs the WAL up to the commit index) after every commit.
+            // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
-        }, _machine)
-        {
-            // At once (RaftCluster sets it only when it starts, and the WAL replays from its
-            // constructor on): membership entries go to the members file, not to the log.
-            ConfigurationStorage = _members,
         };
+        // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
+        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
+        // At once (RaftCluster sets it only when it starts, and the WAL replays from its
+        // constructor on): membership entries go to the members file, not to the log.
+        _wal.ConfigurationStorage = _members;
         _cluster = new RaftCluster(config) { AuditTrail = _wal };
         _cluster.LeaderChanged += (_, leader) =>
         {
@@ -89,6 +94,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     public string NodeId { get; }
 
     public string RpcAddress { get; }
+
+    /// <summary>How long a topic creation or truncation (answered synchronously) waits for its commit.</summary>
+    public TimeSpan AdminTimeout { get; }
 
     /// <summary>The index of the last Raft entry this node applied to its log.</summary>
     public long AppliedIndex => _machine.AppliedIndex;
@@ -110,7 +118,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             throw;
         }
         _refresher = RefreshMetadataAsync(_stopping.Token);
-        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied}", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex);
+        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied} ({Replayed} entries after the snapshot of entry {Snapshot})", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex, _machine.EntriesApplied, _machine.SnapshotIndex);
     }
 
     /// <summary>The first start's membership: --cluster-peers (or this node alone); later starts keep the file's.</summary>
@@ -178,16 +186,21 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     /// </summary>
     internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default)
     {
-        EnsureLeader();
+        var term = await LeaderTermAsync(token).ConfigureAwait(false);
         var outcome = new ApplyOutcome();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
-            await _cluster.ReplicateAsync(command.Encode(), outcome, linked.Token).ConfigureAwait(false);
+            // Not DotNext's ReplicateAsync(payload) extension: it stamps the entry with the node's
+            // current term, which a deposed leader has already raised to the new leader's term
+            // before it leaves its leader state; its entry then matches the new leader's entry at
+            // that index by term, is kept, committed and applied there alone (FaultTests,
+            // SIGSTOP of the leader; docs/cluster.md). The term this node leads in is right.
+            await _cluster.ReplicateAsync(new BinaryLogEntry { Content = command.Encode(), Term = term, Context = outcome }, linked.Token).ConfigureAwait(false);
         }
         catch (RaftNotLeaderException ex)
         {
-            // Leadership was lost after EnsureLeader: the entry may be in the log, and a new
+            // Leadership was lost after LeaderTermAsync: the entry may be in the log, and a new
             // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
             throw new LeadershipLostException(NodeId, ex);
         }
@@ -201,6 +214,37 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     }
 
     /// <summary>
+    /// The term this node leads in; throws <see cref="Storage.Log.NotLeaderException"/> unless it leads.
+    /// DotNext's <see cref="RaftCluster.LeadershipToken"/> is valid only once the leader's first entry
+    /// of its term is committed, and every entry committed after it is of that term, so the entry at
+    /// the commit index has it; the token is checked again after the read (a node steps down before
+    /// it commits anything of a newer term).
+    /// </summary>
+    private async ValueTask<long> LeaderTermAsync(CancellationToken token)
+    {
+        var leadership = _cluster.LeadershipToken;
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        if (Volatile.Read(ref _leadership) is { } known && known.Token == leadership) return known.Term;
+        var index = _wal.LastCommittedEntryIndex;
+        var term = await _wal.ReadAsync(TermOfFirst.Instance, index, index, token).ConfigureAwait(false);
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        Volatile.Write(ref _leadership, new Leadership(leadership, term));
+        return term;
+    }
+
+    private sealed record Leadership(CancellationToken Token, long Term);
+
+    private sealed class TermOfFirst : ILogEntryConsumer<IRaftLogEntry, long>
+    {
+        public static readonly TermOfFirst Instance = new();
+
+        public bool LogEntryMetadataOnly => true;
+
+        public ValueTask<long> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry> => ValueTask.FromResult(entries[0].Term);
+    }
+
     /// The members as this node sees them: id, gRPC address, leader, and state (its own: leader,
     /// follower or no-leader; another's: leader, follower if its last contact answered, else
     /// unreachable, or unknown before the first). A node that is not a member lists only the others.

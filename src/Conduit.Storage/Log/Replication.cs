@@ -53,3 +53,13 @@ public enum MembershipProblem
     /// <summary>The request is not valid (an address that is not host:port).</summary>
     Invalid,
 }
+
+/// <summary>
+/// A change (a topic's creation, a truncation) was proposed, but its commit was not seen within
+/// the wait: it may still be applied, or not. Not a refusal a client may blindly repeat.
+/// </summary>
+public sealed class CommitTimeoutException(string nodeId, string what, TimeSpan waited, Exception? inner = null)
+    : Exception($"Node '{nodeId}' proposed {what} but did not see it committed within {waited.TotalMilliseconds:0} ms (is a majority reachable?): it may or may not have been applied. Check before repeating it.", inner)
+{
+    public string NodeId { get; } = nodeId;
+}
