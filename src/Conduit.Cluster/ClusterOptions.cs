@@ -45,8 +45,9 @@ public sealed class ClusterOptions
     public int? RequestTimeoutMs { get; set; }
 
     /// <summary>
-    /// A snapshot is taken after this many Raft entries applied since the last one (the topic
-    /// files fsynced and a manifest written); the WAL then drops the entries it covers. 0: never.
+    /// Every this many Raft entries a node notes its state, and the state noted one interval
+    /// earlier becomes its snapshot (the topic files fsynced and a manifest written); the WAL then
+    /// drops the entries it covers, keeping one to two intervals of entries. 0: no snapshots.
     /// </summary>
     public long SnapshotEvery { get; set; } = 10_000;
 

@@ -123,7 +123,7 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
     /// fsynced) and returns its manifest. Names are checked: a topic folder must be a topic's,
     /// a file one of a topic's own kinds, so a stream cannot write anywhere else.
     /// </summary>
-    public static SnapshotManifest Unpack(Stream input, string staging)
+    public static SnapshotManifest Unpack(Stream input, string staging, CancellationToken token = default)
     {
         using var reader = new BinaryReader(input, Encoding.UTF8, leaveOpen: true);
         if (!reader.ReadBytes(s_magic.Length).AsSpan().SequenceEqual(s_magic)) throw new InvalidDataException("not a Conduit log snapshot");
@@ -133,6 +133,7 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         var buffer = new byte[128 * 1024];
         while (reader.ReadByte() == 1)
         {
+            token.ThrowIfCancellationRequested();
             var folder = reader.ReadString();
             var name = reader.ReadString();
             var size = reader.ReadInt64();

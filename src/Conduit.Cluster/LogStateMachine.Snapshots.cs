@@ -26,6 +26,8 @@ internal sealed partial class LogStateMachine
     private readonly Lock _snapshotLock = new();
     private volatile LogSnapshot? _snapshot;
     private Task _snapshotting = Task.CompletedTask;
+    private SnapshotManifest? _noted; // the state after the last entry noted, made the snapshot one interval later
+    private long _notedIndex;
     private long _entriesApplied;
 
     /// <summary>How many entries this process applied (a restart after a snapshot applies only those after it).</summary>
@@ -55,13 +57,22 @@ internal sealed partial class LogStateMachine
         foreach (var topic in manifest.Topics) _expected[topic.Name] = topic.NextOffset;
         Volatile.Write(ref _applied, manifest.Index);
         _snapshot = new LogSnapshot(manifest, this);
+        (_noted, _notedIndex) = (null, manifest.Index);
     }
 
-    /// <summary>Under the gate, after entry <paramref name="index"/> was applied: starts a snapshot of it when enough entries followed the last one.</summary>
+    /// <summary>
+    /// Under the gate, after entry <paramref name="index"/> was applied: every
+    /// <see cref="_snapshotEvery"/> entries, notes each topic's state after it, and makes the state
+    /// noted one interval before the snapshot. So the WAL keeps at least that many entries after
+    /// its snapshot (as hashicorp/raft's trailing logs): a follower that is less behind is sent
+    /// entries, and one that installs a snapshot can still be sent the entries after it while the
+    /// leader goes on (without them a follower slower to install than the leader to snapshot
+    /// would be sent newer snapshots forever).
+    /// </summary>
     private void TakeSnapshotIfDue(long index, long term)
     {
         if (_snapshotDirectory is null || _files is null || _snapshotEvery <= 0) return;
-        if (index - SnapshotIndex < _snapshotEvery || !_snapshotting.IsCompleted) return;
+        if (index - Math.Max(_notedIndex, SnapshotIndex) < _snapshotEvery || !_snapshotting.IsCompleted) return;
         var names = new SortedSet<string>(_expected.Keys, StringComparer.Ordinal);
         foreach (var topic in _files.Topics) names.Add(topic.Name);
         var topics = new List<SnapshotTopic>();
@@ -70,9 +81,10 @@ internal sealed partial class LogStateMachine
             var topic = _files.Find(name);
             topics.Add(new SnapshotTopic(name, _expected.GetValueOrDefault(name), topic?.FirstOffset ?? 0, (topic?.Settings.Durability ?? _files.Defaults.Durability).ToString()));
         }
-        var manifest = new SnapshotManifest { Index = index, Term = term, Topics = topics };
+        var due = _noted;
+        (_noted, _notedIndex) = (new SnapshotManifest { Index = index, Term = term, Topics = topics }, index);
         // The fsyncs run beside the applies: the files only grow past what the manifest names.
-        _snapshotting = Task.Run(() => Persist(manifest));
+        if (due is not null) _snapshotting = Task.Run(() => Persist(due));
     }
 
     private void Persist(SnapshotManifest manifest)
@@ -164,23 +176,29 @@ internal sealed partial class LogStateMachine
         await using (var stream = new FileStream(streamPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose))
         {
             await entry.WriteToAsync(IAsyncBinaryWriter.Create(stream, new byte[128 * 1024]), token).ConfigureAwait(false);
-            // Received whole: what follows is local and is finished even if the sender gives up
-            // waiting now (it sends the snapshot again; finishing this one is no harm).
-            await stream.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            await stream.FlushAsync(token).ConfigureAwait(false);
             stream.Position = 0;
-            manifest = LogSnapshot.Unpack(stream, staging);
+            manifest = LogSnapshot.Unpack(stream, staging, token);
         }
         if (manifest.Index != entry.Index)
         {
             throw new InvalidDataException($"The snapshot sent for entry {entry.Index} says it covers entry {manifest.Index}.");
         }
+        // The whole install answers one request of the leader, which gives up after its request
+        // timeout and sends the snapshot again. Given up, it stops here and keeps its old snapshot
+        // and commit index: were it finished regardless, DotNext would refuse the same snapshot
+        // again (not past the commit index) and the leader would keep sending it, never entries.
+        // Topics replaced so far keep the leader's files (they hold more; a replay skips it).
+        _localEnd.Clear();
         var topics = 0;
         foreach (var folder in Directory.GetDirectories(staging).Order(StringComparer.Ordinal))
         {
+            token.ThrowIfCancellationRequested();
             var name = Path.GetFileName(folder);
             _files.ReplaceTopic(name == FileLogStorage.DefaultTopicFolder ? "" : name, folder);
             topics++;
         }
+        token.ThrowIfCancellationRequested();
         lock (_snapshotLock)
         {
             manifest.Save(_snapshotDirectory);

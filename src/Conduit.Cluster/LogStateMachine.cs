@@ -9,12 +9,13 @@ namespace Conduit.Cluster;
 /// (the file engine): the same commands in the same order give the same offsets on every node.
 /// Called by DotNext's WriteAheadLog one entry at a time, never concurrently.
 ///
-/// <para>Replaying is safe: after a restart the WAL applies every committed entry after this
-/// node's snapshot (LogStateMachine.Snapshots.cs) again, and the topic files may already hold what
-/// an earlier run applied after it. The machine knows, per topic, the offset the next append of the replicated log must get
-/// (<c>_expected</c>) and where the local files end (<c>_localEnd</c>): an append the files already
-/// hold is skipped; one they lack is written; a gap (local records lost, which only a power loss
-/// under Interval/Never could cause) stops the node rather than give offsets that differ.</para>
+/// <para>Replaying is safe: after a restart the WAL applies again every committed entry after
+/// this node's snapshot (LogStateMachine.Snapshots.cs), and the topic files may already hold what
+/// an earlier run applied. The machine knows, per topic, the offset the next append of the
+/// replicated log must get (<c>_expected</c>) and where the local files end (<c>_localEnd</c>):
+/// an append the files already hold is skipped; one they lack is written; a gap (local records
+/// lost, which only a power loss under Interval/Never could cause) stops the node rather than give
+/// offsets that differ.</para>
 /// </summary>
 internal sealed partial class LogStateMachine : IStateMachine
 {
@@ -25,7 +26,7 @@ internal sealed partial class LogStateMachine : IStateMachine
     private long _applied;
 
     /// <param name="snapshotDirectory">Where the snapshot manifest lives (the WAL's folder); null: no snapshots (every entry stays in the WAL).</param>
-    /// <param name="snapshotEvery">Take a snapshot after this many entries applied since the last one; 0: never (an installed one is still taken).</param>
+    /// <param name="snapshotEvery">Take a snapshot after this many entries applied since the last one; 0: never take one (one installed from the leader is still kept).</param>
     public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0)
     {
         this.local = local;

@@ -47,8 +47,9 @@ public sealed partial class ClusterTests
         };
         for (var sequence = 0UL; sequence < 15; sequence++) Assert.Equal(sequence, (await leader.Client.ProduceAsync(Produced(sequence), Timeout())).Offset);
 
-        // Every node snapshots by itself; the leader's covers the producer's records.
-        var leaderSnapshot = await WaitForSnapshot(leader, atLeast: 30);
+        // Every node snapshots by itself, the state it noted 10 entries earlier: the leader's covers
+        // the truncation and the first of the producer's records.
+        var leaderSnapshot = await WaitForSnapshot(leader, atLeast: 20);
         output.WriteLine($"{clock.ElapsedMilliseconds} ms: {leader.Id} snapshot of entry {leaderSnapshot}");
 
         // A follower wiped: the entries it needs are gone from the WAL, so it gets the snapshot.
