@@ -1,7 +1,10 @@
 using Conduit.Protos.Log.V1;
 using Conduit.Services.Log;
 using Google.Protobuf;
+using System.Threading.Channels;
+using Conduit.Storage.Log;
 using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
@@ -40,5 +43,50 @@ public class LogProducerTests
         var second = await bad.SendAsync(Value("b"));
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(() => first)).StatusCode);
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(() => second)).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_next_batch_is_sent_once_the_previous_one_is_appended_not_once_it_is_durable_and_order_is_kept()
+    {
+        var files = new FaultyFileSystem();
+        using var release = new ManualResetEventSlim(true);
+        files.BeforeFsync = path =>
+        {
+            if (path.EndsWith(".store", StringComparison.Ordinal)) release.Wait(TimeSpan.FromSeconds(60));
+        };
+        var batchWrites = Channel.CreateUnbounded<int>();
+        files.FailWrite = (path, _, length) =>
+        {
+            // Batches of the 27 records below only (not the first record, the segment header or commit frames).
+            if (path.EndsWith(".store", StringComparison.Ordinal) && length > 200) batchWrites.Writer.TryWrite(length);
+            return null;
+        };
+        await using var server = await LogServer.StartAsync((services, data) => services.AddSingleton<ILogStorage>(_ =>
+            new FileLogStorage(files, Path.Combine(data, "log"), new Conduit.Storage.Log.TopicSettings { Durability = Conduit.Storage.Log.Durability.Always })));
+        await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
+        var first = await producer.SendAsync(Value("first"));
+        await producer.FlushAsync();
+        Assert.Equal(0ul, await first.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var acks = new List<Task<ulong>>();
+        release.Reset(); // from now on the store's fsync waits
+        try
+        {
+            for (var i = 0; i < 27; i++) acks.Add(await producer.SendAsync(Value($"record-{i:D3}-" + new string('v', 80))));
+            // Two batches reach the store while the first one's fsync is held: the second was sent
+            // once the first was appended (one call at a time still, so in order).
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await batchWrites.Reader.ReadAsync(timeout.Token);
+            await batchWrites.Reader.ReadAsync(timeout.Token);
+            Assert.DoesNotContain(acks, a => a.IsCompleted); // none is durable yet, so none is acknowledged
+        }
+        finally
+        {
+            release.Set(); // a failing assertion must not leave the server's fsync held
+        }
+        await producer.FlushAsync();
+        for (var i = 0; i < acks.Count; i++) Assert.Equal((ulong)i + 1, await acks[i].WaitAsync(TimeSpan.FromSeconds(30)));
+        var read = await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "pipelined", Offset = 27 });
+        Assert.StartsWith("record-026-", read.Record.Value.ToStringUtf8());
     }
 }

@@ -13,7 +13,12 @@ public sealed class LogProducerOptions
     /// <summary>How long the first record of a batch waits for others before the batch is sent anyway; default 5 ms.</summary>
     public TimeSpan Linger { get; set; } = TimeSpan.FromMilliseconds(5);
 
-    /// <summary>ProduceBatch calls at once. 1 (the default) keeps the records' order on the log the order they were sent in.</summary>
+    /// <summary>
+    /// ProduceBatch calls at once whose batch is not yet written. 1 (the default) keeps the records'
+    /// order on the log the order they were sent in. A call whose batch the server reports written
+    /// (<see cref="LogService.AppendedHeader"/>: a single node under durability <c>always</c>) stops
+    /// counting while it waits for its fsync, so the next batch travels meanwhile, still in order.
+    /// </summary>
     public int MaxInFlight { get; set; } = 1;
 
     /// <summary>Batches (sealed, not yet answered) the producer holds before <see cref="LogProducer.SendAsync"/> waits: back-pressure.</summary>
@@ -150,11 +155,21 @@ public sealed class LogProducer : IAsyncDisposable
 
     private async Task SendAsync(Batch batch)
     {
+        var slotReleased = false;
         try
         {
             var request = new ProduceBatchRequest { Topic = _topic };
             request.Records.AddRange(batch.Records);
-            var reply = await _client.ProduceBatchAsync(request, _callOptions()).ConfigureAwait(false);
+            using var call = _client.ProduceBatchAsync(request, _callOptions());
+            // A single node under `always` says when the batch is written (its offsets fixed) and
+            // before its fsync: the slot goes to the next batch then, which is thus appended after
+            // this one and covered by the next group commit, while this one's answer waits for the fsync.
+            if ((await call.ResponseHeadersAsync.ConfigureAwait(false)).GetValue(LogService.AppendedHeader) is not null)
+            {
+                slotReleased = true;
+                _slots.Release();
+            }
+            var reply = await call.ResponseAsync.ConfigureAwait(false);
             for (var i = 0; i < batch.Acks.Count; i++) batch.Acks[i].TrySetResult(reply.BaseOffset + (ulong)i);
         }
         catch (Exception ex)
@@ -163,7 +178,7 @@ public sealed class LogProducer : IAsyncDisposable
         }
         finally
         {
-            _slots.Release();
+            if (!slotReleased) _slots.Release();
             Answered();
         }
     }

@@ -26,6 +26,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
 
     private static readonly WriteOptions s_bufferHint = new(WriteFlags.BufferHint);
 
+    /// <summary>
+    /// A ProduceBatch response header sent as soon as the batch is written, before it is durable
+    /// (durability <c>always</c> on a single node): its value is the batch's base offset. The batch
+    /// has its offsets then; its answer (or error) still comes only once it is durable.
+    /// </summary>
+    public const string AppendedHeader = "conduit-log-appended";
+
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
 
@@ -50,6 +57,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             return new ProduceBatchResponse { BaseOffset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0), Count = (uint)records.Length };
         }
         var pending = storage.GetOrCreate(request.Topic).AppendBatch(records);
+        if (pending.OffsetTask is null && !pending.Durable.IsCompleted)
+        {
+            // Written at its offsets, waiting for the fsync: say so now, so a producer that keeps
+            // its batches in order (LogProducer) sends the next one while this one's fsync runs,
+            // and the next group commit covers it. The answer still waits for durability.
+            await context.WriteResponseHeadersAsync(new Metadata { { AppendedHeader, pending.Offset.ToString(CultureInfo.InvariantCulture) } }).ConfigureAwait(false);
+        }
         var baseOffset = await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false);
         return new ProduceBatchResponse { BaseOffset = (ulong)baseOffset, Count = (uint)records.Length };
     }
