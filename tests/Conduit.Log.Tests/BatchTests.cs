@@ -4,7 +4,6 @@ using Conduit.Storage.Log;
 using Google.Protobuf;
 using Google.Rpc;
 using Grpc.Core;
-using Microsoft.Extensions.DependencyInjection;
 using static Conduit.Log.Tests.LogFiles;
 using Record = Conduit.Protos.Log.V1.Record;
 using TopicSettings = Conduit.Storage.Log.TopicSettings;
@@ -21,12 +20,8 @@ public class BatchTests
     {
         var files = new FaultyFileSystem();
         using var release = new ManualResetEventSlim(true);
-        files.BeforeFsync = path =>
-        {
-            if (path.EndsWith(".store", StringComparison.Ordinal)) release.Wait(TimeSpan.FromSeconds(60));
-        };
-        await using var server = await LogServer.StartAsync((services, data) => services.AddSingleton<ILogStorage>(_ =>
-            new FileLogStorage(files, Path.Combine(data, "log"), new TopicSettings { Durability = Conduit.Storage.Log.Durability.Always })));
+        files.HoldStoreFsyncsWhileReset(release);
+        await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
         var batch = new ProduceBatchRequest { Topic = "held" };
         batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("first") });
         Assert.Equal(0ul, (await server.Log.ProduceBatchAsync(batch, Timeout())).BaseOffset);

@@ -31,6 +31,12 @@ internal sealed class FaultyFileSystem : LogFileSystem
     /// <summary>Runs before each fsync with the file's path (a test holds an fsync back here).</summary>
     public Action<string>? BeforeFsync { get; set; }
 
+    /// <summary>From now on each fsync of a store file waits while <paramref name="open"/> is reset (at most a minute).</summary>
+    public void HoldStoreFsyncsWhileReset(ManualResetEventSlim open) => BeforeFsync = path =>
+    {
+        if (path.EndsWith(".store", StringComparison.Ordinal)) open.Wait(TimeSpan.FromSeconds(60));
+    };
+
     public bool Crashed { get; private set; }
 
     /// <summary>From now on every operation fails, as if the process had died.</summary>

@@ -1,10 +1,8 @@
+using System.Threading.Channels;
 using Conduit.Protos.Log.V1;
 using Conduit.Services.Log;
 using Google.Protobuf;
-using System.Threading.Channels;
-using Conduit.Storage.Log;
 using Grpc.Core;
-using Microsoft.Extensions.DependencyInjection;
 using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
@@ -50,10 +48,7 @@ public class LogProducerTests
     {
         var files = new FaultyFileSystem();
         using var release = new ManualResetEventSlim(true);
-        files.BeforeFsync = path =>
-        {
-            if (path.EndsWith(".store", StringComparison.Ordinal)) release.Wait(TimeSpan.FromSeconds(60));
-        };
+        files.HoldStoreFsyncsWhileReset(release);
         var batchWrites = Channel.CreateUnbounded<int>();
         files.FailWrite = (path, _, length) =>
         {
@@ -61,8 +56,7 @@ public class LogProducerTests
             if (path.EndsWith(".store", StringComparison.Ordinal) && length > 200) batchWrites.Writer.TryWrite(length);
             return null;
         };
-        await using var server = await LogServer.StartAsync((services, data) => services.AddSingleton<ILogStorage>(_ =>
-            new FileLogStorage(files, Path.Combine(data, "log"), new Conduit.Storage.Log.TopicSettings { Durability = Conduit.Storage.Log.Durability.Always })));
+        await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
         await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
         var first = await producer.SendAsync(Value("first"));
         await producer.FlushAsync();

@@ -339,24 +339,28 @@ public static class LogMapping
         var records = new LogRecord[request.Records.Count];
         for (var i = 0; i < records.Length; i++)
         {
-            records[i] = ToStorage(request.Records[i], $"records[{i}]");
+            records[i] = ToStorage(request.Records[i], i);
             if (producer.Id != 0) records[i] = WithProducer(records[i], producer, i);
         }
         return records;
     }
 
-    private static LogRecord ToStorage(Record record, string field)
+    /// <summary>A batch's record <paramref name="index"/> (its field name is made only for an error, not once per record).</summary>
+    private static LogRecord ToStorage(Record record, int index) => ToStorage(record, null, index);
+
+    private static LogRecord ToStorage(Record record, string? fieldName, int index = 0)
     {
+        var field = new FieldName(fieldName, index);
         if (record.TimestampUnixMs < 0)
         {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field + ".timestamp_unix_ms", "0 (now) or positive")));
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field.Name + ".timestamp_unix_ms", "0 (now) or positive")));
         }
         if (ConsumeResponseSize(record) is var size and > MaxConsumeResponseBytes)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument,
                 $"The record is too large: consumed, it would make a {size}-byte response, over the {MaxConsumeResponseBytes} bytes (4 MiB) a gRPC client receives by default, so no consumer could read it. " +
                 $"Value, key and headers together may take up to {MaxValueBytes} bytes (a value alone). Split the record, or store the payload elsewhere and produce a reference to it.",
-                Details.BadRequest((field, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
+                Details.BadRequest((field.Name, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
                 Details.ErrorInfo("RECORD_TOO_LARGE", ErrorDomain, new Dictionary<string, string>
                 {
                     ["consume_response_bytes"] = size.ToString(CultureInfo.InvariantCulture),
@@ -371,6 +375,12 @@ public static class LogMapping
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
         };
+    }
+
+    /// <summary>A request field's name: given, or a batch's <c>records[i]</c>, formatted only when asked.</summary>
+    private readonly record struct FieldName(string? Given, int Index)
+    {
+        public string Name => Given ?? string.Create(CultureInfo.InvariantCulture, $"records[{Index}]");
     }
 
     /// <summary>
