@@ -14,7 +14,8 @@ cd "$root"
 # redis-server: the cache tests start their own on 127.0.0.1 (the Redis backend).
 # nginx: the proxy-balancing test starts its own (grpc_pass over three conduit serve, docs/client.md).
 # chromium: the browser test loads the demo page in it, headless (driven by Microsoft.Playwright).
-packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql nginx chromium)
+# libnss3-tools: certutil and pk12util put a client certificate into chromium's NSS database (ConsoleCertificateTests).
+packages=(python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools redis-server postgresql nginx chromium libnss3-tools)
 source "$root/scripts/lib.sh"
 ensure_packages "${packages[@]}"
 # node and npm: the build runs `npm ci` in console/ (the console's pinned toolchain, Conduit.csproj).

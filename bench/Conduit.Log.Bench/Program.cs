@@ -124,13 +124,16 @@ if (rows.Contains("producer"))
     Line("|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
-        var topic = $"producer{size}-always";
-        await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
-        var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds);
-        var rate = count / elapsed;
-        var mbps = rate * size / 1e6;
-        var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-        Line($"| {size} B values | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms |");
+        foreach (var idempotent in new[] { false, true })
+        {
+            var topic = $"producer{size}-always-{(idempotent ? "idempotent" : "plain")}";
+            await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
+            var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds, idempotent);
+            var rate = count / elapsed;
+            var mbps = rate * size / 1e6;
+            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+            Line($"| {size} B values, {(idempotent ? "idempotent (the default: one batch at a time)" : "plain (Idempotent = false: next batch once the previous is written)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms |");
+        }
     }
     Line("");
 }
@@ -287,7 +290,7 @@ static async Task<(long Count, double Seconds, double P50, double P99)> ProduceB
     return (count, elapsed, Percentile(latencies, 0.50), Percentile(latencies, 0.99));
 }
 
-static async Task<(long Count, double Seconds, double P50, double P99)> ProducerFor(Log.LogClient log, string topic, int size, double seconds)
+static async Task<(long Count, double Seconds, double P50, double P99)> ProducerFor(Log.LogClient log, string topic, int size, double seconds, bool idempotent)
 {
     var value = ByteString.CopyFrom(new byte[size]);
     var record = new Record { Value = value };
@@ -295,7 +298,7 @@ static async Task<(long Count, double Seconds, double P50, double P99)> Producer
     long count = 0;
     Task<ulong>? last = null;
     var watch = Stopwatch.StartNew();
-    await using (var producer = new Conduit.Services.Log.LogProducer(log, topic))
+    await using (var producer = new Conduit.Services.Log.LogProducer(log, topic, new Conduit.Services.Log.LogProducerOptions { Idempotent = idempotent }))
     {
         for (long i = 0; watch.Elapsed.TotalSeconds < seconds; i++)
         {

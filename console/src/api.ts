@@ -42,7 +42,7 @@ export function describeError(e: unknown): string {
   if (e instanceof ConnectError) {
     const name = codeName(e.code);
     const hint =
-      e.code === Code.PermissionDenied ? " — this token's principal may not do this" :
+      e.code === Code.PermissionDenied ? " — this principal (token or client certificate) may not do this" :
       e.code === Code.Unauthenticated ? " — log in with a valid token" : "";
     return `${name}: ${e.rawMessage}${hint}`;
   }

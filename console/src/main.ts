@@ -38,7 +38,7 @@ function renderLogin(): void {
     clear(login,
       h("form", { id: "login-form", onsubmit: (e: Event) => { e.preventDefault(); setToken(input.value.trim()); renderLogin(); show(); } },
         input, " ", h("button", { id: "login-button", type: "submit" }, "Log in")),
-      h("span", { class: "muted" }, " (no token: the calls carry no identity)"));
+      h("span", { class: "muted" }, " (no token: the calls carry no identity but a client certificate, if the browser presents one)"));
   }
 }
 

@@ -56,7 +56,7 @@ export class Chart {
   private series = new Map<string, number[]>();
   private colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
-  constructor(readonly title: string, readonly points = 60) {
+  constructor(readonly title: string, readonly points = 60, readonly unit = "/s") {
     this.canvas = h("canvas", { width: 520, height: 140, class: "chart", title });
     this.draw(); // the frame and title before the first values
   }
@@ -98,7 +98,7 @@ export class Chart {
       });
       g.stroke();
       g.fillStyle = color;
-      g.fillText(`${name} ${(s[s.length - 1] ?? 0).toFixed(1)}/s`, 45 + 130 * i, height - 5);
+      g.fillText(`${name} ${(s[s.length - 1] ?? 0).toFixed(1)}${this.unit}`, 45 + 130 * i, height - 5);
       i++;
     }
   }

@@ -17,8 +17,18 @@ public sealed class ClusterOptions
     /// <summary>Where this node speaks Raft (TCP), host:port; the other members reach it there.</summary>
     public string? Address { get; set; }
 
-    /// <summary>The members at first start: "id=host:port", comma separated, or one per entry; this node may be in it or not.</summary>
+    /// <summary>
+    /// The members at this node's first start (no membership in its Raft folder yet): "id=host:port",
+    /// comma separated, or one per entry; this node may be in it or not. Afterwards the membership
+    /// this node committed (`conduit cluster join|leave`) rules and these are ignored.
+    /// </summary>
     public string[] Peers { get; set; } = [];
+
+    /// <summary>
+    /// Start as a new node of an existing cluster: no members of its own until the leader adds it
+    /// (`conduit cluster join`); then it receives the log and the membership. Not with <see cref="Peers"/>.
+    /// </summary>
+    public bool Join { get; set; }
 
     /// <summary>The gRPC address (host:port) this node advertises to clients; default: the first URL of Conduit:Urls.</summary>
     public string? RpcAddress { get; set; }
@@ -34,6 +44,21 @@ public sealed class ClusterOptions
     /// <summary>How long a leader waits for one Raft request to a member; default: the lower election timeout.</summary>
     public int? RequestTimeoutMs { get; set; }
 
+    /// <summary>
+    /// A snapshot is taken after this many Raft entries applied since the last one (the topic
+    /// files fsynced and a manifest written); the WAL then drops the entries it covers. 0: never.
+    /// </summary>
+    public long SnapshotEvery { get; set; } = 10_000;
+
+    /// <summary>
+    /// A follower answers AppendEntries only once the entries are fsynced (so a commit means fsynced on a
+    /// majority); false: DotNext's own behaviour, answered from memory and fsynced a moment later. docs/cluster.md.
+    /// </summary>
+    public bool FsyncBeforeAck { get; set; } = true;
+
+    /// <summary>How long a topic creation or truncation waits for its commit before answering that its outcome is unknown.</summary>
+    public int AdminTimeoutMs { get; set; } = 10_000;
+
     public bool IsEnabled => !string.IsNullOrWhiteSpace(NodeId);
 
     /// <summary>Id and Raft address of every member, this node included; throws <see cref="ArgumentException"/> with what is wrong.</summary>
@@ -41,6 +66,7 @@ public sealed class ClusterOptions
     {
         if (string.IsNullOrWhiteSpace(NodeId)) throw new ArgumentException("Conduit:Cluster:NodeId (--cluster-node-id) is required for a cluster.");
         if (string.IsNullOrWhiteSpace(Address)) throw new ArgumentException("Conduit:Cluster:Address (--cluster-address HOST:PORT) is required for a cluster.");
+        if (Join && Peers.Any(p => !string.IsNullOrWhiteSpace(p))) throw new ArgumentException("--cluster-join starts a node that the cluster adds (conduit cluster join); it takes no --cluster-peers.");
         var self = ParseEndPoint(Address, "--cluster-address");
         var members = new List<(string Id, IPEndPoint Address)> { (NodeId, self) };
         foreach (var entry in Peers.SelectMany(p => p.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))

@@ -14,8 +14,17 @@ internal abstract record LogCommand
 
     public sealed record Truncate(string Topic, long BeforeOffset) : LogCommand;
 
+    /// <summary>
+    /// An idempotent producer's new epoch, chosen by the leader (InitProducer): every node registers
+    /// it in the topic's producer state (created when missing), so a later leader knows it and the
+    /// older epochs are fenced from now on; refused alike everywhere when the producer already has
+    /// that epoch or a newer one. <paramref name="TimestampMs"/> is the leader's clock (the
+    /// producer's last activity, for expiry).
+    /// </summary>
+    public sealed record InitProducer(string Topic, long ProducerId, int Epoch, long TimestampMs) : LogCommand;
+
     private const byte Version = 1;
-    private const byte AppendKind = 1, CreateKind = 2, TruncateKind = 3;
+    private const byte AppendKind = 1, CreateKind = 2, TruncateKind = 3, InitProducerKind = 4;
 
     /// <summary>
     /// The entry's bytes: a version, a kind, then the fields. Every field of every record is
@@ -64,6 +73,13 @@ internal abstract record LogCommand
                     writer.Write(truncate.Topic);
                     writer.Write(truncate.BeforeOffset);
                     break;
+                case InitProducer init:
+                    writer.Write(InitProducerKind);
+                    writer.Write(init.Topic);
+                    writer.Write(init.ProducerId);
+                    writer.Write(init.Epoch);
+                    writer.Write(init.TimestampMs);
+                    break;
                 default:
                     throw new InvalidOperationException("unknown command");
             }
@@ -110,6 +126,8 @@ internal abstract record LogCommand
             }
             case TruncateKind:
                 return new Truncate(reader.ReadString(), reader.ReadInt64());
+            case InitProducerKind:
+                return new InitProducer(reader.ReadString(), reader.ReadInt64(), reader.ReadInt32(), reader.ReadInt64());
             case var kind:
                 throw new InvalidDataException($"log command kind {kind} is not known to this node: upgrade it");
         }

@@ -9,18 +9,32 @@ namespace Conduit.Cluster;
 /// (the file engine): the same commands in the same order give the same offsets on every node.
 /// Called by DotNext's WriteAheadLog one entry at a time, never concurrently.
 ///
-/// <para>Replaying is safe: the WAL has no snapshot, so after a restart it applies every committed
-/// entry again from index 1, and the topic files already hold what an earlier run applied. The
-/// machine knows, per topic, the offset the next append of the replicated log must get
+/// <para>Replaying is safe: after a restart the WAL applies every committed entry after this
+/// node's snapshot (LogStateMachine.Snapshots.cs) again, and the topic files may already hold what
+/// an earlier run applied after it. The machine knows, per topic, the offset the next append of the replicated log must get
 /// (<c>_expected</c>) and where the local files end (<c>_localEnd</c>): an append the files already
 /// hold is skipped; one they lack is written; a gap (local records lost, which only a power loss
 /// under Interval/Never could cause) stops the node rather than give offsets that differ.</para>
 /// </summary>
-internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStateMachine
+internal sealed partial class LogStateMachine : IStateMachine
 {
+    private readonly ILogStorage local;
+    private readonly ILogger logger;
     private readonly Dictionary<string, long> _expected = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _localEnd = new(StringComparer.Ordinal);
     private long _applied;
+
+    /// <param name="snapshotDirectory">Where the snapshot manifest lives (the WAL's folder); null: no snapshots (every entry stays in the WAL).</param>
+    /// <param name="snapshotEvery">Take a snapshot after this many entries applied since the last one; 0: never (an installed one is still taken).</param>
+    public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0)
+    {
+        this.local = local;
+        this.logger = logger;
+        _files = local as FileLogStorage;
+        _snapshotDirectory = _files is null ? null : snapshotDirectory;
+        _snapshotEvery = snapshotEvery;
+        RestoreSnapshot();
+    }
 
     /// <summary>The index of the last entry applied.</summary>
     public long AppliedIndex => Volatile.Read(ref _applied);
@@ -28,15 +42,30 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
     /// <summary>Signalled after each apply (tests and GetServers' callers wait on the applied index).</summary>
     public event Action<long>? Applied;
 
-    ISnapshot? ISnapshotManager.Snapshot => null;
-
-    ValueTask ISnapshotManager.ReclaimGarbageAsync(long watermark, CancellationToken token) => ValueTask.CompletedTask;
-
     public async ValueTask<long> ApplyAsync(LogEntry entry, CancellationToken token)
     {
-        if (entry.IsSnapshot) throw new NotSupportedException("This node takes no snapshots: a new node replays the whole Raft log (docs/cluster.md).");
+        // One at a time with a snapshot's capture of the files (a sender must not copy half a batch).
+        await _gate.WaitAsync(token).ConfigureAwait(false);
+        try
+        {
+            if (entry.IsSnapshot) return await InstallSnapshotAsync(entry, token).ConfigureAwait(false);
+            if (entry.Index <= SnapshotIndex) return SnapshotIndex; // covered by the snapshot installed
+            await ApplyEntryAsync(entry, token).ConfigureAwait(false);
+            TakeSnapshotIfDue(entry.Index, entry.Term);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        Applied?.Invoke(entry.Index);
+        return entry.Index;
+    }
+
+    private async ValueTask ApplyEntryAsync(LogEntry entry, CancellationToken token)
+    {
         var outcome = entry.Context as ApplyOutcome;
-        if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
+        // A membership entry is the members file's (RaftLogNode); one replayed before the WAL knew that file is skipped here.
+        if (!entry.IsConfiguration && entry.TryGetPayload(out var payload) && !payload.IsEmpty)
         {
             LogCommand command;
             try
@@ -57,8 +86,7 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
             outcome?.Succeed(default);
         }
         Volatile.Write(ref _applied, entry.Index);
-        Applied?.Invoke(entry.Index);
-        return entry.Index;
+        Interlocked.Increment(ref _entriesApplied);
     }
 
     /// <summary>Whether the record at <paramref name="offset"/> is <paramref name="record"/> by its producer id, epoch and sequence (a record removed by retention: assumed so).</summary>
@@ -81,31 +109,36 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         return log.ProducerRecordOffset(record.ProducerId, record.ProducerEpoch, record.Sequence) is not { } at || at == offset;
     }
 
+    /// <summary>The topic an entry writes to (created when missing), or null when the topic limit refused it (the outcome told).</summary>
+    private ITopicLog? TopicFor(string topic, ApplyOutcome? outcome)
+    {
+        try
+        {
+            return local.GetOrCreate(topic);
+        }
+        catch (TopicLimitException ex)
+        {
+            // The same on every node given the same settings: nothing written anywhere.
+            outcome?.Fail(ex);
+            return null;
+        }
+        catch (TopicOfflineException ex)
+        {
+            // This node's disk, not the entry: the others apply it. Skipping it here would
+            // make this replica differ, so the node stops applying, as on a failed write.
+            logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", topic, ex.Message);
+            outcome?.Fail(ex);
+            throw;
+        }
+    }
+
     internal async ValueTask ApplyAsync(LogCommand command, ApplyOutcome? outcome, CancellationToken token)
     {
         switch (command)
         {
             case LogCommand.Append append:
             {
-                ITopicLog log;
-                try
-                {
-                    log = local.GetOrCreate(append.Topic);
-                }
-                catch (TopicLimitException ex)
-                {
-                    // The same on every node given the same settings: nothing appended anywhere.
-                    outcome?.Fail(ex);
-                    return;
-                }
-                catch (TopicOfflineException ex)
-                {
-                    // This node's disk, not the entry: the others apply it. Skipping it here would
-                    // make this replica differ, so the node stops applying, as on a failed write.
-                    logger.LogCritical(ex, "Applying to topic '{Topic}' failed; this node stops applying: {Message}", append.Topic, ex.Message);
-                    outcome?.Fail(ex);
-                    throw;
-                }
+                if (TopicFor(append.Topic, outcome) is not { } log) return;
                 var expected = _expected.GetValueOrDefault(append.Topic);
                 // Nothing has been written to this topic since the start when it is first seen
                 // here, so what readers see is where the files end.
@@ -193,6 +226,33 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
                     outcome?.Fail(ex);
                 }
                 return;
+            case LogCommand.InitProducer init:
+            {
+                if (TopicFor(init.Topic, outcome) is not { } log) return;
+                // Files that already hold appends committed after this entry (a replay after a
+                // restart) also hold its effect: the snapshot written when it was first applied.
+                if (!_localEnd.TryGetValue(init.Topic, out var end)) end = log.NextOffset;
+                bool registered;
+                try
+                {
+                    registered = end <= _expected.GetValueOrDefault(init.Topic) && log.RegisterProducerEpoch(init.ProducerId, init.Epoch, init.TimestampMs);
+                }
+                catch (Exception ex)
+                {
+                    // This node's disk: skipping would make its producer state differ, so it stops applying.
+                    logger.LogCritical(ex, "Registering a producer epoch in topic '{Topic}' failed; this node stops applying: {Message}", init.Topic, ex.Message);
+                    outcome?.Fail(ex);
+                    throw;
+                }
+                if (!registered)
+                {
+                    // Taken (by an entry of an earlier leader applied meanwhile, or this one replayed): alike on every node.
+                    outcome?.Fail(new ProducerEpochTakenException(init.Topic, init.ProducerId, init.Epoch));
+                    return;
+                }
+                outcome?.Succeed(new PendingAppend(init.Epoch, Task.CompletedTask), log);
+                return;
+            }
             case LogCommand.Truncate truncate:
             {
                 var log = local.Find(truncate.Topic);
@@ -211,6 +271,10 @@ internal sealed class LogStateMachine(ILogStorage local, ILogger logger) : IStat
         }
     }
 }
+
+/// <summary>An InitProducer entry whose epoch the producer already has (or a newer one): the leader picks again.</summary>
+internal sealed class ProducerEpochTakenException(string topic, long producerId, int epoch)
+    : Exception($"Producer {producerId} already has epoch {epoch} or a newer one in topic '{topic}'.");
 
 /// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
 internal sealed class ApplyOutcome

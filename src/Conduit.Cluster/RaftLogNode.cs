@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Conduit.Storage.Log;
+using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -15,7 +16,7 @@ namespace Conduit.Cluster;
 /// <see cref="LogStateMachine"/> that applies committed entries to the local file engine. Lists
 /// the members for GetServers (id, gRPC address from each member's metadata, leader).
 /// </summary>
-public sealed class RaftLogNode : ILogServers, IAsyncDisposable
+public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 {
     private const string IdKey = "conduit.id", RpcKey = "conduit.rpc";
 
@@ -23,10 +24,17 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     private readonly WriteAheadLog _wal;
     private readonly LogStateMachine _machine;
     private readonly ILogger _logger;
-    private readonly Dictionary<IPEndPoint, string> _ids = [];
-    private readonly ConcurrentDictionary<string, string> _rpcById = new(StringComparer.Ordinal);
+    private readonly MembersFile _members;
+    private readonly MemberNames _names;
+    private readonly IReadOnlyList<(string Id, IPEndPoint Address)> _seed;
+    private readonly bool _joining;
+    private readonly ConcurrentDictionary<EndPoint, bool> _reachable = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresher = Task.CompletedTask;
+    private Leadership? _leadership;
+    // When each of the last AppliedTimes entries was applied here: (index, Unix ms) at index % length.
+    private readonly (long Index, long UnixMs)[] _appliedAt = new (long, long)[AppliedTimes];
+    private const int AppliedTimes = 65536;
     private int _started, _stopped;
 
     public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory)
@@ -35,11 +43,18 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(loggerFactory);
         var members = options.Members();
         NodeId = options.NodeId!;
+        AdminTimeout = TimeSpan.FromMilliseconds(Math.Max(1, options.AdminTimeoutMs));
         RpcAddress = rpcAddress;
         _logger = loggerFactory.CreateLogger("Conduit.Cluster");
-        foreach (var (id, address) in members) _ids[address] = id;
-        _rpcById[NodeId] = rpcAddress;
+        _joining = options.Join;
+        _seed = options.Join ? [] : members;
+        Directory.CreateDirectory(walDirectory);
         var self = members[0].Address;
+        _names = new MemberNames(Path.Combine(walDirectory, MemberNames.FileName));
+        foreach (var (id, address) in members) _names.Learn(address, id, null);
+        _names.Learn(self, NodeId, rpcAddress);
+        // Persistent: the membership this node last committed survives restarts (--cluster-peers seeds only the first start).
+        _members = new MembersFile(Path.Combine(walDirectory, MembersFile.FileName));
         var lower = options.LowerElectionTimeoutMs;
         var config = new RaftCluster.TcpConfiguration(self)
         {
@@ -47,36 +62,49 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
             UpperElectionTimeout = options.UpperElectionTimeoutMs,
             RequestTimeout = TimeSpan.FromMilliseconds(options.RequestTimeoutMs ?? lower),
             ConnectTimeout = TimeSpan.FromMilliseconds(Math.Max(10, lower / 2)),
-            ColdStart = false,
-            ConfigurationStorage = null, // in memory: the static members below, the same on every node
+            ColdStart = false, // the seed is written by StartAsync; a joining node starts with no members
+            ConfigurationStorage = _members,
             LoggerFactory = loggerFactory,
             TransmissionBlockSize = 64 * 1024,
         };
         config.Metadata[IdKey] = NodeId;
         config.Metadata[RpcKey] = rpcAddress;
-        var initial = ((InMemoryClusterConfigurationStorage<EndPoint>)config.ConfigurationStorage!).CreateInitialConfigurationBuilder();
-        foreach (var (_, address) in members) initial.Add(address);
-        initial.Build();
 
-        _machine = new LogStateMachine(local, _logger);
         Directory.CreateDirectory(walDirectory);
-        _wal = new WriteAheadLog(new WriteAheadLog.Options
+        // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
+        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
+        _machine.Applied += index =>
+        {
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            lock (_appliedAt) _appliedAt[index % AppliedTimes] = (index, now);
+        };
+        var walOptions = new WriteAheadLog.Options
         {
             Location = walDirectory,
-            // DotNext 6.12 checkpoints (fsyncs the WAL up to the commit index) after every commit.
+            // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
-        }, _machine);
+        };
+        // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
+        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
+        // At once (RaftCluster sets it only when it starts, and the WAL replays from its
+        // constructor on): membership entries go to the members file, not to the log.
+        _wal.ConfigurationStorage = _members;
         _cluster = new RaftCluster(config) { AuditTrail = _wal };
         _cluster.LeaderChanged += (_, leader) =>
         {
             if (leader is null) _logger.LogWarning("Node {Node}: no leader (term {Term})", NodeId, _cluster.Term);
             else _logger.LogInformation("Node {Node}: the leader is now {Leader} (term {Term})", NodeId, IdOf(leader.EndPoint), _cluster.Term);
         };
+        _cluster.MemberAdded += (_, e) => _logger.LogInformation("Node {Node}: member {Member} ({Address}) added", NodeId, IdOf(e.Member.EndPoint), e.Member.EndPoint);
+        _cluster.MemberRemoved += (_, e) => _logger.LogInformation("Node {Node}: member {Member} ({Address}) removed", NodeId, IdOf(e.Member.EndPoint), e.Member.EndPoint);
     }
 
     public string NodeId { get; }
 
     public string RpcAddress { get; }
+
+    /// <summary>How long a topic creation or truncation (answered synchronously) waits for its commit.</summary>
+    public TimeSpan AdminTimeout { get; }
 
     /// <summary>The index of the last Raft entry this node applied to its log.</summary>
     public long AppliedIndex => _machine.AppliedIndex;
@@ -87,9 +115,40 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     public async Task StartAsync(CancellationToken token)
     {
         if (Interlocked.Exchange(ref _started, 1) != 0) return;
-        await _cluster.StartAsync(token).ConfigureAwait(false);
+        try
+        {
+            await SeedMembershipAsync(token).ConfigureAwait(false);
+            await _cluster.StartAsync(token).ConfigureAwait(false);
+        }
+        catch
+        {
+            Volatile.Write(ref _started, 0); // tried again (StorageGates) or reported by the host
+            throw;
+        }
         _refresher = RefreshMetadataAsync(_stopping.Token);
-        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied}", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex);
+        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied} ({Replayed} entries after the snapshot of entry {Snapshot})", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex, _machine.EntriesApplied, _machine.SnapshotIndex);
+    }
+
+    /// <summary>The first start's membership: --cluster-peers (or this node alone); later starts keep the file's.</summary>
+    private async Task SeedMembershipAsync(CancellationToken token)
+    {
+        var saved = await ((IClusterConfigurationStorage<EndPoint>)_members).LoadConfigurationAsync(token).ConfigureAwait(false);
+        if (saved.Members.Count > 0)
+        {
+            var ignored = _seed.Where(m => !saved.Members.Contains(m.Address)).Select(m => m.Id).ToList();
+            _logger.LogInformation("Node {Node}: {Count} members as last committed ({Members}){Ignored}", NodeId, saved.Members.Count,
+                string.Join(", ", saved.Members.Select(IdOf)), ignored.Count == 0 ? "" : $"; --cluster-peers ({string.Join(", ", ignored)}) only seeds a first start");
+            return;
+        }
+        if (_seed.Count == 0)
+        {
+            _logger.LogWarning("Node {Node}: no members yet; waiting for the leader to add it (conduit cluster join --id {Node} --raft-address {Address} --rpc-address {Rpc})",
+                NodeId, NodeId, ((IPEndPoint)_cluster.LocalMemberAddress).ToString(), RpcAddress);
+            return;
+        }
+        var seeded = saved;
+        foreach (var (_, address) in _seed) seeded = seeded.Add(address);
+        await ((IClusterConfigurationStorage)_members).SaveConfigurationAsync(seeded, 0L, token).ConfigureAwait(false);
     }
 
     public async Task StopAsync(CancellationToken token)
@@ -126,7 +185,7 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         // This node elected but not yet able to write (its first entry of the term is not committed): retry shortly.
         if (leader is null || !leader.IsRemote) return new Storage.Log.NotLeaderException(NodeId, null, null, inner);
         var id = IdOf(leader.EndPoint);
-        return new Storage.Log.NotLeaderException(NodeId, id, _rpcById.GetValueOrDefault(id), inner);
+        return new Storage.Log.NotLeaderException(NodeId, id, _names.RpcOf(id), inner);
     }
 
     /// <summary>
@@ -135,16 +194,21 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
     /// </summary>
     internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default)
     {
-        EnsureLeader();
+        var term = await LeaderTermAsync(token).ConfigureAwait(false);
         var outcome = new ApplyOutcome();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
-            await _cluster.ReplicateAsync(command.Encode(), outcome, linked.Token).ConfigureAwait(false);
+            // Not DotNext's ReplicateAsync(payload) extension: it stamps the entry with the node's
+            // current term, which a deposed leader has already raised to the new leader's term
+            // before it leaves its leader state; its entry then matches the new leader's entry at
+            // that index by term, is kept, committed and applied there alone (FaultTests,
+            // SIGSTOP of the leader; docs/cluster.md). The term this node leads in is right.
+            await _cluster.ReplicateAsync(new BinaryLogEntry { Content = command.Encode(), Term = term, Context = outcome }, linked.Token).ConfigureAwait(false);
         }
         catch (RaftNotLeaderException ex)
         {
-            // Leadership was lost after EnsureLeader: the entry may be in the log, and a new
+            // Leadership was lost after LeaderTermAsync: the entry may be in the log, and a new
             // leader may still commit it. NOT_LEADER would tell clients a retry is safe; it is not.
             throw new LeadershipLostException(NodeId, ex);
         }
@@ -157,6 +221,42 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         return await outcome.Task.ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The term this node leads in; throws <see cref="Storage.Log.NotLeaderException"/> unless it leads.
+    /// DotNext's <see cref="RaftCluster.LeadershipToken"/> is valid only once the leader's first entry
+    /// of its term is committed, and every entry committed after it is of that term, so the entry at
+    /// the commit index has it; the token is checked again after the read (a node steps down before
+    /// it commits anything of a newer term).
+    /// </summary>
+    private async ValueTask<long> LeaderTermAsync(CancellationToken token)
+    {
+        var leadership = _cluster.LeadershipToken;
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        if (Volatile.Read(ref _leadership) is { } known && known.Token == leadership) return known.Term;
+        var index = _wal.LastCommittedEntryIndex;
+        var term = await _wal.ReadAsync(TermOfFirst.Instance, index, index, token).ConfigureAwait(false);
+        if (leadership.IsCancellationRequested) throw NotLeader();
+        Volatile.Write(ref _leadership, new Leadership(leadership, term));
+        return term;
+    }
+
+    private sealed record Leadership(CancellationToken Token, long Term);
+
+    private sealed class TermOfFirst : ILogEntryConsumer<IRaftLogEntry, long>
+    {
+        public static readonly TermOfFirst Instance = new();
+
+        public bool LogEntryMetadataOnly => true;
+
+        public ValueTask<long> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry> => ValueTask.FromResult(entries[0].Term);
+    }
+
+    /// The members as this node sees them: id, gRPC address, leader, and state (its own: leader,
+    /// follower or no-leader; another's: leader, follower if its last contact answered, else
+    /// unreachable, or unknown before the first). A node that is not a member lists only the others.
+    /// </summary>
     public IReadOnlyList<LogServer> Servers()
     {
         var leader = _cluster.Leader?.EndPoint;
@@ -165,16 +265,138 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
         {
             var id = IdOf(member.EndPoint);
             var isLeader = leader is not null && member.EndPoint.Equals(leader);
-            servers.Add(new LogServer(id, _rpcById.GetValueOrDefault(id, ""), isLeader));
+            var state = isLeader ? "leader"
+                : !member.IsRemote ? (leader is null ? "no-leader" : "follower")
+                : _reachable.TryGetValue(member.EndPoint, out var up) ? (up ? "follower" : "unreachable") : "unknown";
+            servers.Add(new LogServer(id, member.IsRemote ? _names.RpcOf(id) ?? "" : RpcAddress, isLeader, state));
         }
         servers.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
         return servers;
     }
 
-    private string IdOf(EndPoint endPoint) =>
-        endPoint is IPEndPoint ip && _ids.TryGetValue(ip, out var id) ? id : endPoint.ToString() ?? "";
+    /// <summary>Why this node's log should not take client traffic now (health NOT_SERVING), or null.</summary>
+    public string? Unavailability()
+    {
+        if (Volatile.Read(ref _started) == 0) return "the Raft node has not started";
+        if (_cluster.Members.All(m => m.IsRemote))
+        {
+            return _joining && _cluster.Members.Count == 0
+                ? "not a member yet: waiting for the leader to add it (conduit cluster join)"
+                : "not a member of the cluster (removed, or not added yet)";
+        }
+        return _cluster.Leader is null ? "no leader known (an election is under way, or no majority is reachable)" : null;
+    }
 
-    /// <summary>Learns each member's gRPC address from its metadata (and again later: a member may restart elsewhere).</summary>
+    /// <summary>This node's own figures for GetServers' progress (docs/cluster.md, "Progress per node").</summary>
+    /// The applied index counts entries without a payload (a new leader's first entry of its term),
+    /// which the WAL marks applied without calling the state machine: <see cref="AppliedIndex"/>
+    /// alone would stay one behind the commit index after an election until the next write.
+    public (string Id, LogNodeProgress Progress)? LocalProgress() =>
+        (NodeId, new LogNodeProgress(_cluster.Term, _wal.LastCommittedEntryIndex, Math.Max(_wal.LastAppliedIndex, _machine.AppliedIndex), _wal.LastEntryIndex));
+
+    public DateTimeOffset? AppliedAt(long index)
+    {
+        if (index <= 0) return null;
+        (long Index, long UnixMs) slot;
+        lock (_appliedAt) slot = _appliedAt[index % AppliedTimes];
+        var (at, unixMs) = slot;
+        return at == index ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs) : null;
+    }
+
+    public async Task<IReadOnlyList<LogServer>> AddServerAsync(string id, string raftAddress, string rpcAddress, CancellationToken token)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(id);
+        IPEndPoint address;
+        try
+        {
+            address = ClusterOptions.ParseEndPoint(raftAddress, "raft_addr");
+        }
+        catch (Exception ex) when (ex is ArgumentException or System.Net.Sockets.SocketException)
+        {
+            throw new MembershipChangeException(MembershipProblem.Invalid, ex.Message, ex);
+        }
+        EnsureLeader();
+        if (_cluster.Members.FirstOrDefault(m => IdOf(m.EndPoint) == id || m.EndPoint.Equals(address)) is { } existing)
+        {
+            throw new MembershipChangeException(MembershipProblem.MemberExists, $"'{IdOf(existing.EndPoint)}' at {existing.EndPoint} is a member already.");
+        }
+        _names.Learn(address, id, rpcAddress);
+        bool added;
+        try
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
+            added = await _cluster.AddMemberAsync(address, linked.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (Refusal(ex) is { } refusal)
+        {
+            throw refusal;
+        }
+        if (!added)
+        {
+            throw new MembershipChangeException(MembershipProblem.CatchUpFailed,
+                $"'{id}' at {address} did not answer or did not catch up with the log; nothing changed. Is it running (conduit serve --cluster-node-id {id} --cluster-address {raftAddress} --cluster-join)? Retry.");
+        }
+        await WhenMembership(address, added: true, token).ConfigureAwait(false);
+        _logger.LogWarning("Node {Node}: added member {Member} at {Address} (gRPC {Rpc})", NodeId, id, address, rpcAddress);
+        return Servers();
+    }
+
+    public async Task<IReadOnlyList<LogServer>> RemoveServerAsync(string id, CancellationToken token)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(id);
+        EnsureLeader();
+        var member = _cluster.Members.FirstOrDefault(m => IdOf(m.EndPoint) == id)
+            ?? throw new MembershipChangeException(MembershipProblem.MemberNotFound, $"No member has the id '{id}'.");
+        // The leader may remove itself: it commits the membership without it (with its own vote
+        // still counted, as Raft does), then stops taking part and the others elect a leader.
+        bool removed;
+        try
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
+            removed = await _cluster.RemoveMemberAsync(member.EndPoint, linked.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (Refusal(ex) is { } refusal)
+        {
+            throw refusal;
+        }
+        if (!removed) throw new MembershipChangeException(MembershipProblem.MemberNotFound, $"'{id}' is no longer a member.");
+        await WhenMembership(member.EndPoint, added: false, token).ConfigureAwait(false);
+        _reachable.TryRemove(member.EndPoint, out _);
+        _logger.LogWarning("Node {Node}: removed member {Member} at {Address}", NodeId, id, member.EndPoint);
+        return Servers();
+    }
+
+    /// <summary>
+    /// Waits until this node's own member list has (or no longer has) <paramref name="address"/>:
+    /// DotNext applies a committed membership on its own loop after the commit, and raises
+    /// MemberAdded/MemberRemoved before it replaces the list GetServers reads, so the list is polled.
+    /// </summary>
+    private async Task WhenMembership(EndPoint address, bool added, CancellationToken token)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (_cluster.Members.Any(m => m.EndPoint.Equals(address)) != added && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10, token).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>DotNext's refusals of a membership change as ours; null for anything else.</summary>
+    private Exception? Refusal(Exception ex) => ex switch
+    {
+        // Not the leader (any more): nothing is known to be committed; a repeat at the new leader
+        // answers "a member already" if it was.
+        RaftNotLeaderException => NotLeader(ex),
+        RaftCluster.ConcurrentMembershipModificationException => new MembershipChangeException(MembershipProblem.ChangeInProgress, "Another membership change is under way; retry when it is done.", ex),
+        OperationCanceledException when _stopping.IsCancellationRequested => NotLeader(ex),
+        _ => null,
+    };
+
+    private string IdOf(EndPoint endPoint) => _names.IdOf(endPoint) ?? endPoint.ToString() ?? "";
+
+    /// <summary>
+    /// Learns each member's id and gRPC address from its metadata, and whether it answers (the
+    /// state GetServers shows); every second (sooner while a name is missing): DotNext has no event for either.
+    /// </summary>
     private async Task RefreshMetadataAsync(CancellationToken token)
     {
         while (!token.IsCancellationRequested)
@@ -187,17 +409,17 @@ public sealed class RaftLogNode : ILogServers, IAsyncDisposable
                     using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
                     timeout.CancelAfter(TimeSpan.FromSeconds(1));
                     var metadata = await member.GetMetadataAsync(refresh: true, timeout.Token).ConfigureAwait(false);
-                    if (metadata.TryGetValue(IdKey, out var id) && metadata.TryGetValue(RpcKey, out var rpc)) _rpcById[id] = rpc;
+                    if (metadata.TryGetValue(IdKey, out var id) && metadata.TryGetValue(RpcKey, out var rpc)) _names.Learn(member.EndPoint, id, rpc);
+                    _reachable[member.EndPoint] = true;
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException || !token.IsCancellationRequested)
                 {
-                    // Unreachable now; the address learned before (if any) stays.
+                    _reachable[member.EndPoint] = false; // the address learned before (if any) stays
                 }
             }
-            var known = _cluster.Members.All(m => _rpcById.ContainsKey(IdOf(m.EndPoint)));
-            // Members' metadata has no change event in DotNext: asked again, soon while an address is
-            // missing (a member not reached yet), rarely once all are known.
-            await Task.Delay(known ? TimeSpan.FromSeconds(5) : TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
+            // Soon again while a member's name is missing (one not reached yet, or just added).
+            var named = _cluster.Members.All(m => _names.IdOf(m.EndPoint) is not null && _names.RpcOf(IdOf(m.EndPoint)) is not null);
+            await Task.Delay(named ? TimeSpan.FromSeconds(1) : TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
         }
     }
 }

@@ -12,9 +12,6 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 
-    /// <summary>How long a topic creation or a truncation (answered synchronously) waits for a majority.</summary>
-    public static readonly TimeSpan AdminTimeout = TimeSpan.FromSeconds(10);
-
     public RaftLogNode Node => node;
 
     public TopicSettings Defaults => local.Defaults;
@@ -32,7 +29,7 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
 
     public ITopicLog Create(string name, TopicConfig config)
     {
-        var (_, topic) = Wait(node.ReplicateAsync(new LogCommand.CreateTopic(name, config)));
+        var (_, topic) = Wait(node.ReplicateAsync(new LogCommand.CreateTopic(name, config)), $"the creation of topic '{name}'");
         return new ReplicatedTopicLog(this, topic?.Name ?? name);
     }
 
@@ -74,19 +71,56 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
     internal int Truncate(string topic, long before, bool dryRun)
     {
         if (dryRun) return local.Find(topic)?.TruncateBefore(before, dryRun: true) ?? 0;
-        var (pending, _) = Wait(node.ReplicateAsync(new LogCommand.Truncate(topic, before)));
+        var (pending, _) = Wait(node.ReplicateAsync(new LogCommand.Truncate(topic, before)), $"the truncation of topic '{topic}'");
         return (int)pending.Offset;
     }
 
-    private static T Wait<T>(Task<T> task)
+    private T Wait<T>(Task<T> task, string what)
     {
         try
         {
-            return task.WaitAsync(AdminTimeout).GetAwaiter().GetResult();
+            return task.WaitAsync(node.AdminTimeout).GetAwaiter().GetResult();
         }
         catch (TimeoutException ex)
         {
-            throw new IOException($"The cluster did not commit the change within {AdminTimeout.TotalSeconds:0} s (is a majority reachable?); it may still be applied.", ex);
+            // Proposed, not seen committed: it may still be applied. Not a refusal to repeat blindly.
+            throw new CommitTimeoutException(node.NodeId, what, node.AdminTimeout, ex);
+        }
+    }
+
+    private readonly SemaphoreSlim _initProducer = new(1, 1);
+
+    /// <summary>
+    /// An idempotent producer's new epoch, replicated before it is answered: the leader picks one
+    /// above what its applied state knows and proposes it; every node's apply registers it (or
+    /// refuses it, alike, when an entry of an earlier leader gave that epoch meanwhile: then the
+    /// leader picks again). One at a time on this node, so two callers never pick the same one.
+    /// </summary>
+    internal async Task<int> NextProducerEpochAsync(string topic, long producerId, CancellationToken cancellationToken)
+    {
+        node.EnsureLeader();
+        await _initProducer.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            for (var attempt = 0; ; attempt++)
+            {
+                var epoch = (local.Find(topic)?.ProducerEpoch(producerId) ?? -1) + 1;
+                if (epoch == int.MaxValue) throw new ArgumentException($"Producer {producerId} has used up its epochs; use a new producer id.");
+                var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+                try
+                {
+                    await node.ReplicateAsync(new LogCommand.InitProducer(topic, producerId, epoch, now), cancellationToken).ConfigureAwait(false);
+                    return epoch;
+                }
+                catch (ProducerEpochTakenException) when (attempt < 10)
+                {
+                    // Applied here now (the refusal comes from this node's apply): the next pick sees it.
+                }
+            }
+        }
+        finally
+        {
+            _initProducer.Release();
         }
     }
 
@@ -98,6 +132,7 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // registered as itself and as ILogStorage
         node.DisposeAsync().AsTask().GetAwaiter().GetResult();
         local.Dispose();
+        _initProducer.Dispose();
     }
 }
 
@@ -137,14 +172,11 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
     // An idempotent producer's epoch as this node's applied records know it (InitProducer).
     public int? ProducerEpoch(long producerId) => Local?.ProducerEpoch(producerId);
 
-    // Only the leader hands out epochs (a follower answers NOT_LEADER): it has applied every
-    // committed record, so it knows every epoch written. Epochs handed out but not yet written
-    // live in its memory only, and are forgotten at a leader change (docs/cluster.md).
-    public int NextProducerEpoch(long producerId)
-    {
-        storage.EnsureLeader();
-        return Local?.NextProducerEpoch(producerId) ?? 0;
-    }
+    // Only the leader hands out epochs (a follower answers NOT_LEADER), as a replicated entry that
+    // every node applies before the answer: a later leader never hands the same one out again.
+    public int NextProducerEpoch(long producerId) => NextProducerEpochAsync(producerId, CancellationToken.None).GetAwaiter().GetResult();
+
+    public Task<int> NextProducerEpochAsync(long producerId, CancellationToken cancellationToken) => storage.NextProducerEpochAsync(name, producerId, cancellationToken);
 
     /// <summary>Retention is each node's own (by size and age); offsets never differ, only how far back a node keeps them.</summary>
     public int EnforceRetention() => Local?.EnforceRetention() ?? 0;

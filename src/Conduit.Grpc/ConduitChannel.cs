@@ -56,7 +56,7 @@ public static class ConduitChannel
         // dns:///name:port, re-resolved.
         services.AddSingleton<ResolverFactory>(new DnsResolverFactory(DnsRefreshInterval));
         // round_robin that skips servers whose grpc.health.v1 status is NOT_SERVING.
-        services.AddSingleton<LoadBalancerFactory>(new HealthCheckedRoundRobinFactory(target.ChannelTo, target.ServiceConfig.HealthCheckServiceName ?? ""));
+        services.AddSingleton<LoadBalancerFactory>(new HealthCheckedRoundRobinFactory(target.ChannelTo, target.ServiceConfig.HealthCheckServiceName ?? "", () => target.Headers));
         // conduit:///seeds: a log cluster's members from GetServers, and conduit_leader (writes to the leader, reads over followers).
         Cluster.ConduitCluster.AddConduitCluster(services);
     }
@@ -71,6 +71,12 @@ public static class ConduitChannel
 
         public ConduitServiceConfig ServiceConfig { get; } = serviceConfig;
 
+        /// <summary>Headers the channel's own calls (health Watch, a conduit:/// resolver's GetServers) carry: <see cref="UseHeaders"/>.</summary>
+        public Metadata? Headers { get; internal set; }
+
+        /// <summary>The channel's credentials (with any call credentials), which <see cref="ChannelTo"/> channels share.</summary>
+        internal (ChannelCredentials Credentials, bool InsecureCallCredentials)? Credentials { get; set; }
+
         /// <summary>The channel's reconnect backoff (null: grpc-dotnet's), which <see cref="ChannelTo"/> channels share.</summary>
         public (TimeSpan Initial, TimeSpan? Max)? ReconnectBackoff { get; internal set; }
 
@@ -84,10 +90,12 @@ public static class ConduitChannel
             ArgumentNullException.ThrowIfNull(endPoint);
             var host = endPoint.Host.Contains(':', StringComparison.Ordinal) ? $"[{endPoint.Host}]" : endPoint.Host;
             var backoff = ReconnectBackoff;
+            var credentials = Credentials;
             return ForAddress(new Uri($"{(Secure ? "https" : "http")}://{host}:{endPoint.Port}"), o =>
             {
                 o.ServiceConfig = null;
                 if (backoff is { } b) (o.InitialReconnectBackoff, o.MaxReconnectBackoff) = b;
+                if (credentials is { } c) (o.Credentials, o.UnsafeUseInsecureChannelCallCredentials) = c;
             }, Tls);
         }
     }
@@ -129,6 +137,23 @@ public static class ConduitChannel
 
     private static readonly ConditionalWeakTable<GrpcChannel, ConduitServiceConfig> Configs = [];
 
+    private static readonly ConditionalWeakTable<GrpcChannelOptions, Metadata> ChannelHeaders = [];
+
+    /// <summary>
+    /// Headers (say, `authorization: Bearer ...`) that the calls a channel makes by itself carry:
+    /// round_robin's health Watch streams and a conduit:/// resolver's GetServers. A server with a
+    /// permission policy refuses them without. Call it from the configure callback of
+    /// <see cref="ForAddress(string, Action{GrpcChannelOptions}?, SslClientAuthenticationOptions?)"/>;
+    /// the caller's own calls still pass their headers themselves (call options or an interceptor).
+    /// Call credentials in <see cref="GrpcChannelOptions.Credentials"/> are carried too, without this.
+    /// </summary>
+    public static void UseHeaders(GrpcChannelOptions options, Metadata headers)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(headers);
+        ChannelHeaders.AddOrUpdate(options, headers);
+    }
+
     private static GrpcChannel Create(Uri address, bool secure, Action<GrpcChannelOptions>? configure, SslClientAuthenticationOptions? tls, ConduitServiceConfig serviceConfig)
     {
         var handler = new SocketsHttpHandler
@@ -158,6 +183,12 @@ public static class ConduitChannel
         var ours = options.HttpHandler;
         configure?.Invoke(options);
         target.ReconnectBackoff = (options.InitialReconnectBackoff, options.MaxReconnectBackoff);
+        if (options.Credentials is { } credentials) target.Credentials = (credentials, options.UnsafeUseInsecureChannelCallCredentials);
+        if (ChannelHeaders.TryGetValue(options, out var headers))
+        {
+            target.Headers = headers;
+            if (cluster) Cluster.ConduitCluster.UseHeaders(options, headers);
+        }
         // A configure that brought its own handler or client leaves ours unused (one that wrapped ours in a DelegatingHandler still uses it).
         if (!Uses(options.HttpHandler, ours) || options.HttpClient is not null) ours.Dispose();
         GrpcChannel channel;

@@ -17,9 +17,10 @@ namespace Conduit.Grpc;
 /// (UNIMPLEMENTED) counts as serving. A server not yet heard from gets no calls while another says
 /// SERVING; when none has answered yet, calls wait (queue) for the first answer. When every connected server says
 /// NOT_SERVING, calls fail UNAVAILABLE (wait-for-ready calls wait). A broken Watch stream is opened
-/// again after <see cref="RewatchDelay"/>.
+/// again after <see cref="RewatchDelay"/>. The Watch calls carry <paramref name="headers"/> (the
+/// caller's authorization, which a server's permission policy may ask of them as of any call).
 /// </summary>
-public sealed partial class HealthCheckedRoundRobinFactory(Func<DnsEndPoint, GrpcChannel> healthChannel, string serviceName) : LoadBalancerFactory
+public sealed partial class HealthCheckedRoundRobinFactory(Func<DnsEndPoint, GrpcChannel> healthChannel, string serviceName, Func<Metadata?>? headers = null) : LoadBalancerFactory
 {
     public override string Name => LoadBalancingConfig.RoundRobinPolicyName;
 
@@ -29,12 +30,12 @@ public sealed partial class HealthCheckedRoundRobinFactory(Func<DnsEndPoint, Grp
     public override LoadBalancer Create(LoadBalancerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new Balancer(options.Controller, options.LoggerFactory, healthChannel, serviceName);
+        return new Balancer(options.Controller, options.LoggerFactory, healthChannel, serviceName, headers);
     }
 
     private enum Health { Unknown, Serving, NotServing }
 
-    private sealed class Balancer(IChannelControlHelper controller, ILoggerFactory loggerFactory, Func<DnsEndPoint, GrpcChannel> healthChannel, string serviceName)
+    private sealed class Balancer(IChannelControlHelper controller, ILoggerFactory loggerFactory, Func<DnsEndPoint, GrpcChannel> healthChannel, string serviceName, Func<Metadata?>? headers)
         : SubchannelsLoadBalancer(controller, loggerFactory)
     {
         private readonly ConcurrentDictionary<DnsEndPoint, Watcher> _watchers = new();
@@ -46,6 +47,8 @@ public sealed partial class HealthCheckedRoundRobinFactory(Func<DnsEndPoint, Grp
         public Func<DnsEndPoint, GrpcChannel> HealthChannel { get; } = healthChannel;
 
         public string ServiceName => serviceName;
+
+        public Metadata? Headers => headers?.Invoke();
 
         protected override SubchannelPicker CreatePicker(IReadOnlyList<Subchannel> readySubchannels)
         {
@@ -128,7 +131,7 @@ public sealed partial class HealthCheckedRoundRobinFactory(Func<DnsEndPoint, Grp
                 {
                     try
                     {
-                        using var call = client.Watch(new HealthCheckRequest { Service = _owner.ServiceName }, cancellationToken: _stop.Token);
+                        using var call = client.Watch(new HealthCheckRequest { Service = _owner.ServiceName }, _owner.Headers, cancellationToken: _stop.Token);
                         await foreach (var response in call.ResponseStream.ReadAllAsync(_stop.Token).ConfigureAwait(false))
                         {
                             // UNKNOWN and SERVICE_UNKNOWN (a server that has not run its checks yet): not yet heard from.

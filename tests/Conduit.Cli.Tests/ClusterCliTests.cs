@@ -20,15 +20,27 @@ public sealed class ClusterCliTests(ConduitServer server) : IClassFixture<Condui
     }
 
     [Fact]
-    public async Task Cluster_members_prints_id_address_and_leader()
+    public async Task Cluster_members_prints_id_address_leader_and_progress()
     {
         var members = await ConduitServer.Run(["cluster", "members", "--server", $"conduit:///127.0.0.1:{Port}"]);
         Assert.True(members.ExitCode == 0, members.Errors);
         var lines = members.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(2, lines.Length);
-        Assert.Equal(["ID", "RPC", "ADDRESS", "ROLE"], lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["ID", "RPC", "ADDRESS", "STATE", "TERM", "COMMIT", "APPLIED", "LAG", "STATUS"], lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
         var row = lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(($"127.0.0.1:{Port}", "leader"), (row[1], row[2]));
+        // One node: its own leader, no Raft log (every index 0), not behind, answering.
+        Assert.Equal(($"127.0.0.1:{Port}", "leader", "0", "0", "0", "0", "ok"), (row[1], row[2], row[3], row[4], row[5], row[6], row[7]));
+    }
+
+    [Fact]
+    public async Task Cluster_join_and_leave_on_one_node_say_it_is_not_a_cluster()
+    {
+        var joined = await ConduitServer.Run(["cluster", "join", "--id", "n9", "--raft-address", "127.0.0.1:1", "--rpc-address", "127.0.0.1:2", "--server", server.Url]);
+        Assert.Equal(1, joined.ExitCode);
+        Assert.Contains("single node, not a cluster member", joined.Errors);
+        var left = await ConduitServer.Run(["cluster", "leave", "--id", "n9", "--server", server.Url]);
+        Assert.Equal(1, left.ExitCode);
+        Assert.Contains("single node, not a cluster member", left.Errors);
     }
 
     [Fact]

@@ -38,6 +38,13 @@ public class LogCommandTests
     }
 
     [Fact]
+    public void An_InitProducer_round_trips()
+    {
+        var init = Assert.IsType<LogCommand.InitProducer>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.InitProducer("t", long.MaxValue, 7, 1_700_000_000_123).Encode())));
+        Assert.Equal(("t", long.MaxValue, 7, 1_700_000_000_123L), (init.Topic, init.ProducerId, init.Epoch, init.TimestampMs));
+    }
+
+    [Fact]
     public void A_command_from_a_newer_version_is_refused_not_guessed()
     {
         var bytes = new LogCommand.Truncate("", 1).Encode();

@@ -93,6 +93,55 @@ public class StateMachineTests
     }
 
     [Fact]
+    public async Task An_InitProducer_entry_registers_its_epoch_alike_on_every_node_fences_at_once_and_a_replay_changes_nothing()
+    {
+        // The epoch is in the entry (the leader chose it); every node's apply registers it, so a
+        // later leader knows it. The same epoch proposed twice (two leaders, one after the other,
+        // before the first's entry was applied) is refused the second time, alike on every node.
+        using var dir = new TempDir();
+        LogCommand.Append Produced(int epoch, long sequence) =>
+            new("p", [new LogRecord { TimestampMs = 1000, ProducerId = 42, ProducerEpoch = epoch, Sequence = sequence, Value = "x"u8.ToArray() }]);
+        LogCommand[] entries =
+        [
+            new LogCommand.InitProducer("p", 42, 0, 1000),
+            Produced(0, 0),
+            new LogCommand.InitProducer("p", 42, 1, 2000),
+            new LogCommand.InitProducer("p", 42, 1, 2000),
+            Produced(0, 1),
+        ];
+        async Task<string> Apply(LogStateMachine machine, LogCommand entry)
+        {
+            var outcome = new ApplyOutcome();
+            await machine.ApplyAsync(entry, outcome, default);
+            try
+            {
+                return (await (await outcome.Task).Pending.DurableOffsetAsync()).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+            catch (Exception ex)
+            {
+                return ex.GetType().Name;
+            }
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            var answers = new List<string>();
+            foreach (var entry in entries) answers.Add(await Apply(machine, entry));
+            Assert.Equal(["0", "0", "1", nameof(ProducerEpochTakenException), nameof(ProducerFencedException)], answers);
+            Assert.Equal(1, storage.Find("p")!.ProducerEpoch(42));
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            foreach (var entry in entries) await machine.ApplyAsync(entry, null, default);
+            Assert.Equal(1, storage.Find("p")!.ProducerEpoch(42));
+            Assert.Equal(1, storage.Find("p")!.NextOffset);
+            Assert.Equal(nameof(ProducerFencedException), await Apply(machine, Produced(0, 1)));
+            Assert.Equal("1", await Apply(machine, Produced(1, 0)));
+        }
+    }
+
+    [Fact]
     public async Task A_replay_after_truncation_tells_a_committed_retry_by_the_producer_state_not_by_the_removed_record()
     {
         // Segments of 1 KiB hold a few 300-byte records: the retry's offset is truncated away

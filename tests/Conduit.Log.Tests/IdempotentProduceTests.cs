@@ -13,7 +13,7 @@ namespace Conduit.Log.Tests;
 
 /// <summary>
 /// The idempotent producer on the wire (log.v1.Log/InitProducer and the producer fields of
-/// Produce, ProduceBatch and ProduceStream) and the C# <see cref="IdempotentProducer"/>, up to a
+/// Produce, ProduceBatch and ProduceStream) and the C# <see cref="LogProducer"/> (idempotent), up to a
 /// real `conduit serve` killed with SIGKILL and connections cut mid-stream.
 /// </summary>
 public class IdempotentProduceTests(ITestOutputHelper output)
@@ -49,14 +49,16 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         Assert.Equal(("2", "3", "t", id.ToString(System.Globalization.CultureInfo.InvariantCulture)), (info.Metadata["expected_sequence"], info.Metadata["sequence"], info.Metadata["topic"], info.Metadata["producer_id"]));
         Assert.Equal("sequence", gap.GetDetail<BadRequest>()!.FieldViolations[0].Field);
 
-        // A restarted instance of the producer: the same id, a new epoch, which fences the old one once it writes.
+        // A restarted instance of the producer: the same id, a new epoch, which fences the old ones at once.
         var again = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout());
         Assert.Equal((id, 1u), (again.ProducerId, again.ProducerEpoch));
         Assert.Equal(2u, (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
-        Assert.Equal(2ul, (await server.Log.ProduceAsync(Request("c", id, 1, 0), Timeout())).Offset);
+        var stale = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("c", id, 1, 0), Timeout()).ResponseAsync);
+        Assert.Equal(("PRODUCER_FENCED", "2"), (stale.GetDetail<ErrorInfo>()!.Reason, stale.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
+        Assert.Equal(2ul, (await server.Log.ProduceAsync(Request("c", id, 2, 0), Timeout())).Offset);
         var fenced = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(Request("late", id, 0, 2), Timeout()).ResponseAsync);
         Assert.Equal(StatusCode.FailedPrecondition, fenced.StatusCode);
-        Assert.Equal(("PRODUCER_FENCED", "1"), (fenced.GetDetail<ErrorInfo>()!.Reason, fenced.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
+        Assert.Equal(("PRODUCER_FENCED", "2"), (fenced.GetDetail<ErrorInfo>()!.Reason, fenced.GetDetail<ErrorInfo>()!.Metadata["current_epoch"]));
 
         var invalid = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record(), Sequence = 4 }, Timeout()).ResponseAsync);
         Assert.Equal(StatusCode.InvalidArgument, invalid.StatusCode);
@@ -66,20 +68,21 @@ public class IdempotentProduceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_sender_waiting_for_a_window_slot_gets_the_failure_of_a_fenced_producer_instead_of_waiting_forever()
+    public async Task A_sender_waiting_for_room_gets_the_failure_of_a_fenced_producer_instead_of_waiting_forever()
     {
         await using var server = await LogServer.StartAsync();
-        var invoker = server.Channel.CreateCallInvoker();
-        await using var first = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { MaxInFlight = 1 });
+        var options = new LogProducerOptions { MaxQueuedBatches = 1, MaxBatchRecords = 1, Linger = TimeSpan.Zero };
+        await using var first = await LogProducer.CreateAsync(server.Log, "fenced", options);
         await (await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("a") }));
-        // A new instance of the same producer writes: the first one is fenced from now on.
-        await using var second = await IdempotentProducer.CreateAsync(invoker, "fenced", new IdempotentProducerOptions { ProducerId = first.ProducerId });
-        await (await second.SendAsync(new Record { Value = ByteString.CopyFromUtf8("b") }));
+        // A new instance of the same producer asks for an epoch: the first one is fenced from now on.
+        await using var second = await LogProducer.CreateAsync(server.Log, "fenced", new LogProducerOptions { ProducerId = first.ProducerId });
+        Assert.Equal(first.Epoch + 1, second.Epoch);
 
-        var refused = await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("c") }); // holds the one slot
-        var waiting = first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("d") });     // waits for it
-        await Assert.ThrowsAnyAsync<Exception>(() => refused.WaitAsync(TimeSpan.FromSeconds(10)));
-        var ex = await Assert.ThrowsAnyAsync<Exception>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        var refused = await first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("c") }); // holds the one batch of room
+        var waiting = first.SendAsync(new Record { Value = ByteString.CopyFromUtf8("d") }).AsTask(); // waits for it
+        var fenced = await Assert.ThrowsAsync<RpcException>(() => refused.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(StatusCode.FailedPrecondition, fenced.StatusCode);
+        var ex = await Assert.ThrowsAnyAsync<Exception>(async () => await (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.IsNotType<TimeoutException>(ex);
     }
 
@@ -136,14 +139,16 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         await using var proxy = new CuttingProxy { BackendPort = new Uri(server.Address).Port };
         using var channel = ConduitChannel.ForAddress(proxy.Address);
         var retries = 0;
-        await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "cut", new IdempotentProducerOptions
+        await using var producer = await LogProducer.CreateAsync(new Protos.Log.V1.Log.LogClient(channel), "cut", new LogProducerOptions
         {
-            MaxInFlight = 32,
+            // Small batches, so that many calls meet the cuts.
+            MaxBatchRecords = 8,
+            Linger = TimeSpan.FromMilliseconds(1),
             MaxBackoff = TimeSpan.FromMilliseconds(200),
             OnRetry = _ => Interlocked.Increment(ref retries),
         });
         const int count = 600;
-        var acks = new List<Task<long>>();
+        var acks = new List<Task<ulong>>();
         using var cutting = new CancellationTokenSource();
         var cutter = Task.Run(async () =>
         {
@@ -157,11 +162,11 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(60));
         await cutting.CancelAsync();
         await cutter;
-        output.WriteLine($"{proxy.Cuts} cuts, {producer.Streams} streams, {retries} retries, {Interlocked.Read(ref duplicates)} duplicates not appended");
-        Assert.True(producer.Streams > 3, "the connection was cut under the producer");
+        output.WriteLine($"{proxy.Cuts} cuts, {producer.Calls} calls, {retries} retries, {Interlocked.Read(ref duplicates)} duplicates not appended");
+        Assert.True(retries > 3, "the connection was cut under the producer");
         Assert.True(Interlocked.Read(ref duplicates) > 0, "no record was resent after it had been appended");
         var offsets = acks.Select(a => a.Result).ToList();
-        Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), offsets);
+        Assert.Equal(Enumerable.Range(0, count).Select(i => (ulong)i), offsets);
         await AssertExactlyOnceAsync(new Protos.Log.V1.Log.LogClient(server.Channel), "cut", count);
     }
 
@@ -186,6 +191,70 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         new Uri((await server.WaitForLine(@"listening on (http://127\.0\.0\.1:\d+)", TimeSpan.FromSeconds(30))).Groups[1].Value).Port;
 
     [Fact]
+    public async Task An_epoch_handed_out_is_durable_before_the_answer_so_a_sigkill_never_hands_it_out_again()
+    {
+        // Two instances of one producer ask before either writes, with a SIGKILL of the server in
+        // between: they must not get the same epoch (the first one would not be fenced).
+        using var data = new TempDir();
+        var server = Serve(data.Path);
+        try
+        {
+            var port = await PortOf(server);
+            ulong id;
+            using (var channel = ConduitChannel.ForAddress($"http://127.0.0.1:{port}"))
+            {
+                var client = new Protos.Log.V1.Log.LogClient(channel);
+                var first = await client.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout());
+                (id, var epoch) = (first.ProducerId, first.ProducerEpoch);
+                Assert.Equal(0u, epoch);
+                Assert.Equal(1u, (await client.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
+            }
+            await server.DisposeAsync(); // SIGKILL
+            server = Serve(data.Path);
+            port = await PortOf(server);
+            using (var channel = ConduitChannel.ForAddress($"http://127.0.0.1:{port}"))
+            {
+                var client = new Protos.Log.V1.Log.LogClient(channel);
+                Assert.Equal(2u, (await client.InitProducerAsync(new InitProducerRequest { Topic = "t", ProducerId = id }, Timeout())).ProducerEpoch);
+                var fenced = await Assert.ThrowsAsync<RpcException>(() => client.ProduceAsync(Request("old", id, 1, 0), Timeout()).ResponseAsync);
+                Assert.Equal("PRODUCER_FENCED", fenced.GetDetail<ErrorInfo>()!.Reason);
+                Assert.Equal(0ul, (await client.ProduceAsync(Request("new", id, 2, 0), Timeout())).Offset);
+            }
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_record_stamped_past_the_servers_clock_by_more_than_the_tolerance_is_refused_so_it_cannot_expire_producers()
+    {
+        // Producer expiry is measured in record time (so every replica decides alike): a record
+        // stamped a year ahead would make the topic forget every producer. Such a stamp is refused.
+        await using var server = await LogServer.StartAsync();
+        var init = await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout());
+        Assert.Equal(0ul, (await server.Log.ProduceAsync(Request("a", init.ProducerId, 0, 0), Timeout())).Offset);
+        var now = DateTimeOffset.UtcNow;
+        var ahead = now.AddDays(365).ToUnixTimeMilliseconds();
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceAsync(
+            new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("future"), TimestampUnixMs = ahead } }, Timeout()).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Equal("TIMESTAMP_TOO_FAR_AHEAD", refused.GetDetail<ErrorInfo>()!.Reason);
+        Assert.Equal("record.timestamp_unix_ms", refused.GetDetail<BadRequest>()!.FieldViolations[0].Field);
+        var batch = new ProduceBatchRequest { Topic = "t" };
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("ok") });
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("future"), TimestampUnixMs = ahead });
+        var batchRefused = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceBatchAsync(batch, Timeout()).ResponseAsync);
+        Assert.Equal("records[1].timestamp_unix_ms", batchRefused.GetDetail<BadRequest>()!.FieldViolations[0].Field);
+        // Within the tolerance (and any time in the past) is the client's to choose.
+        Assert.Equal(1ul, (await server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("soon"), TimestampUnixMs = now.AddMinutes(30).ToUnixTimeMilliseconds() } }, Timeout())).Offset);
+        Assert.Equal(2ul, (await server.Log.ProduceAsync(new ProduceRequest { Topic = "t", Record = new Record { Value = ByteString.CopyFromUtf8("old"), TimestampUnixMs = 1000 } }, Timeout())).Offset);
+        // The producer is still known: its next sequence follows, no SEQUENCE_GAP.
+        Assert.Equal(3ul, (await server.Log.ProduceAsync(Request("b", init.ProducerId, 0, 1), Timeout())).Offset);
+    }
+
+    [Fact]
     public async Task Each_record_is_in_the_log_exactly_once_in_order_across_sigkills_and_cut_connections()
     {
         using var data = new TempDir();
@@ -195,14 +264,14 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         {
             proxy.BackendPort = await PortOf(server);
             using var channel = ConduitChannel.ForAddress(proxy.Address);
-            await using var producer = await IdempotentProducer.CreateAsync(channel.CreateCallInvoker(), "orders", new IdempotentProducerOptions
+            await using var producer = await LogProducer.CreateAsync(new Protos.Log.V1.Log.LogClient(channel), "orders", new LogProducerOptions
             {
-                MaxInFlight = 64,
+                MaxBatchRecords = 64,
                 MaxBackoff = TimeSpan.FromMilliseconds(300),
             });
-            // Records flow until the faults are over (at most 20 000), so every fault hits a stream in use.
+            // Records flow until the faults are over (at most 20 000), so every fault hits a call in flight.
             const int maxCount = 20_000;
-            var acks = new List<Task<long>>(maxCount);
+            var acks = new List<Task<ulong>>(maxCount);
             var acknowledged = 0;
             using var faultsOver = new CancellationTokenSource();
             var sending = Task.Run(async () =>
@@ -243,10 +312,10 @@ public class IdempotentProduceTests(ITestOutputHelper output)
             await sending.WaitAsync(TimeSpan.FromSeconds(30));
             await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
             var count = acks.Count;
-            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Streams} streams, {clock.Elapsed.TotalSeconds:0.0} s");
+            output.WriteLine($"{count} records, {kills} SIGKILLs, {cuts} cuts, {producer.Calls} calls, {clock.Elapsed.TotalSeconds:0.0} s");
             Assert.True(kills >= 3, $"only {kills} kills happened while producing");
             Assert.True(count >= 500, $"only {count} records were sent");
-            Assert.Equal(Enumerable.Range(0, count).Select(i => (long)i), acks.Select(a => a.Result));
+            Assert.Equal(Enumerable.Range(0, count).Select(i => (ulong)i), acks.Select(a => a.Result));
 
             // One more restart, then read everything back.
             proxy.BackendPort = 0;

@@ -95,6 +95,36 @@ public class IdempotentStorageTests
     }
 
     [Fact]
+    public async Task An_epoch_handed_out_fences_the_older_instance_at_once_and_survives_a_crash()
+    {
+        // InitProducer's epoch is durable before it is answered, and fences the older instance at
+        // once: not at the new instance's first record, and not forgotten by a restart before it.
+        using var dir = new TempDir();
+        var files = new FaultyFileSystem();
+        using (var storage = new FileLogStorage(files, dir.Path))
+        {
+            var log = storage.GetOrCreate("t");
+            Assert.Equal(0, log.NextProducerEpoch(Producer));
+            await Append(log, P("a", 0, epoch: 0));
+            Assert.Equal(1, log.NextProducerEpoch(Producer));
+            var fenced = Assert.Throws<ProducerFencedException>(() => log.Append(P("b", 1, epoch: 0)));
+            Assert.Equal((0, 1), (fenced.Epoch, fenced.Current));
+            Assert.Equal(0, log.NextProducerEpoch(7));
+            files.Crash(); // no snapshot at shutdown
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var log = storage.GetOrCreate("t");
+            Assert.Equal(1, log.ProducerEpoch(Producer));
+            Assert.Throws<ProducerFencedException>(() => log.Append(P("b", 1, epoch: 0)));
+            Assert.Equal(2, log.NextProducerEpoch(Producer));
+            Assert.Equal(1, log.NextProducerEpoch(7));
+            Assert.Equal(1, (await Append(log, P("c", 0, epoch: 2))).Offset);
+            Assert.Equal((true, 1L), (await Append(log, P("c", 0, epoch: 2))) is var retry ? (retry.Duplicate, retry.Offset) : default);
+        }
+    }
+
+    [Fact]
     public async Task A_batch_retry_gets_its_base_offset_and_a_batch_is_one_producer_with_consecutive_sequences()
     {
         using var dir = new TempDir();

@@ -7,7 +7,7 @@ using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
 
-/// <summary>The client-side batcher: records sent one by one travel in ProduceBatch calls by size and linger time.</summary>
+/// <summary>The client-side producer: records sent one by one travel in ProduceBatch calls by size and linger time, numbered for exactly once unless told otherwise.</summary>
 public class LogProducerTests
 {
     private static Record Value(string text) => new() { Value = ByteString.CopyFromUtf8(text) };
@@ -36,15 +36,39 @@ public class LogProducerTests
         await using var producer = new LogProducer(server.Log, "lone", new LogProducerOptions { Linger = TimeSpan.FromMilliseconds(20) });
         Assert.Equal(0ul, await (await producer.SendAsync(Value("alone"))).WaitAsync(TimeSpan.FromSeconds(20)));
 
-        await using var bad = new LogProducer(server.Log, "no/such name", new LogProducerOptions { Linger = TimeSpan.FromMilliseconds(20) });
+        // Not idempotent (as for proglog): a failed batch fails its records, and the producer goes on.
+        await using var bad = new LogProducer(server.Log, "no/such name", new LogProducerOptions { Linger = TimeSpan.FromMilliseconds(20), Idempotent = false });
         var first = await bad.SendAsync(Value("a"));
         var second = await bad.SendAsync(Value("b"));
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(() => first)).StatusCode);
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(() => second)).StatusCode);
+        // Idempotent (the default): InitProducer's refusal is no failure a retry fixes; the producer fails at once.
+        var refused = await Assert.ThrowsAsync<RpcException>(() => LogProducer.CreateAsync(server.Log, "no/such name"));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
     }
 
     [Fact]
-    public async Task The_next_batch_is_sent_once_the_previous_one_is_appended_not_once_it_is_durable_and_order_is_kept()
+    public async Task The_idempotent_producer_numbers_its_batches_so_a_record_is_in_the_log_once_and_batches_stay_under_the_window()
+    {
+        await using var server = await LogServer.StartAsync();
+        await using (var producer = await LogProducer.CreateAsync(server.Log, "numbered", new LogProducerOptions { MaxBatchRecords = 100, Linger = TimeSpan.FromSeconds(30) }))
+        {
+            Assert.NotEqual(0, producer.ProducerId);
+            var acks = new List<Task<ulong>>();
+            for (var i = 0; i < 250; i++) acks.Add(await producer.SendAsync(Value($"r{i}")));
+            await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(20));
+            Assert.Equal(Enumerable.Range(0, 250).Select(i => (ulong)i), acks.Select(a => a.Result));
+            Assert.Equal(3, producer.Calls); // 100 + 100 + 50 (flushed)
+            // The records carry the producer's sequence: a batch sent again by hand is answered, not appended.
+            var again = new ProduceBatchRequest { Topic = "numbered", ProducerId = (ulong)producer.ProducerId, ProducerEpoch = (uint)producer.Epoch, Sequence = 100 };
+            for (var i = 100; i < 200; i++) again.Records.Add(Value($"r{i}"));
+            Assert.Equal(100ul, (await server.Log.ProduceBatchAsync(again)).BaseOffset);
+        }
+        Assert.Equal(250ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "numbered" })).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_plain_producer_sends_the_next_batch_once_the_previous_one_is_appended_not_once_it_is_durable_and_keeps_order()
     {
         var files = new FaultyFileSystem();
         using var release = new ManualResetEventSlim(true);
@@ -57,7 +81,7 @@ public class LogProducerTests
             return null;
         };
         await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
-        await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
+        await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { Idempotent = false, MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
         var first = await producer.SendAsync(Value("first"));
         await producer.FlushAsync();
         Assert.Equal(0ul, await first.WaitAsync(TimeSpan.FromSeconds(30)));

@@ -53,6 +53,36 @@ public class ExecutableTests
     }
 
     [Fact]
+    public async Task Round_robins_health_watches_carry_the_callers_token_under_a_policy()
+    {
+        // The policy does not let anyone watch grpc.health.v1.Health: the Watch streams must carry
+        // --token like the calls, or no server is ever known healthy and the call waits in vain.
+        using var dir = new TempDir("conduit-health-token-");
+        var policy = Path.Combine(dir.Path, "policy");
+        await File.WriteAllTextAsync(policy, "allow operator *\n");
+        var ports = new[] { Ports.Free(), Ports.Free() };
+        var servers = new List<ChildProcess>();
+        try
+        {
+            foreach (var port in ports)
+            {
+                var serve = ChildProcess.Conduit(new Dictionary<string, string> { ["CONDUIT__SECURITY__OPERATORTOKEN"] = "op-secret" },
+                    "serve", "--urls", $"http://127.0.0.1:{port}", "--web-urls", "none", "--data", Path.Combine(dir.Path, $"data{port}"), "--policy", policy);
+                servers.Add(serve);
+                await serve.WaitForLine("^conduit serve: listening on");
+            }
+            var target = string.Join(',', ports.Select(p => $"127.0.0.1:{p}"));
+            var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "rr", "--server", target, "--lb", "round_robin", "--token", "op-secret", "--timeout", "15s");
+            Assert.True(hello.ExitCode == 0, hello.Errors);
+            Assert.Equal("Hello rr\n", hello.Output);
+        }
+        finally
+        {
+            foreach (var serve in servers) await serve.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Serve_refuses_a_wildcard_address_without_a_policy()
     {
         using var dir = new TempDir("conduit-open-");

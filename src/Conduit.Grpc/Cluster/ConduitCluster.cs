@@ -157,7 +157,8 @@ public static class ConduitCluster
     internal static Route RouteOf(string? path) => path switch
     {
         "/log.v1.Log/Produce" or "/log.v1.Log/ProduceStream" or "/log.v1.Log/ProduceBatch" or "/log.v1.Log/InitProducer"
-            or "/log.v1.LogAdmin/CreateTopic" or "/log.v1.LogAdmin/Truncate" or "/log.v1.LogAdmin/DeleteTopic" => Route.Leader,
+            or "/log.v1.LogAdmin/CreateTopic" or "/log.v1.LogAdmin/Truncate" or "/log.v1.LogAdmin/DeleteTopic"
+            or "/log.v1.LogAdmin/AddServer" or "/log.v1.LogAdmin/RemoveServer" => Route.Leader,
         "/log.v1.Log/Consume" or "/log.v1.Log/ConsumeStream" => Route.Follower,
         _ => Route.Any,
     };

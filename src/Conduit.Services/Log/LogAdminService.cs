@@ -8,11 +8,62 @@ using WireDurability = Conduit.Protos.Log.V1.Durability;
 
 namespace Conduit.Services.Log;
 
-/// <summary>log.v1.LogAdmin: topics (create with settings, list, describe) and truncation of retained data.</summary>
-public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null) : LogAdmin.LogAdminBase
+/// <summary>log.v1.LogAdmin: topics (create with settings, list, describe), truncation of retained data, a cluster's members and their progress.</summary>
+public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ILogMembership? membership = null, ClusterProgress? progress = null) : LogAdmin.LogAdminBase
 {
+    // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
+    private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
+
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
-        Task.FromResult(LogMapping.Servers(servers, context));
+        _progress.AnswerAsync(request, context);
+
+    public override async Task<GetServersResponse> AddServer(AddServerRequest request, ServerCallContext context)
+    {
+        Required(("id", request.Id), ("raft_addr", request.RaftAddr), ("rpc_addr", request.RpcAddr));
+        var members = await ChangeMembership(m => m.AddServerAsync(request.Id, request.RaftAddr, request.RpcAddr, context.CancellationToken));
+        return LogMapping.Servers(members, context);
+    }
+
+    public override async Task<GetServersResponse> RemoveServer(RemoveServerRequest request, ServerCallContext context)
+    {
+        Required(("id", request.Id));
+        var members = await ChangeMembership(m => m.RemoveServerAsync(request.Id, context.CancellationToken));
+        return LogMapping.Servers(members, context);
+    }
+
+    private static void Required(params (string Field, string Value)[] fields)
+    {
+        foreach (var (field, value) in fields)
+        {
+            if (string.IsNullOrWhiteSpace(value)) throw RpcException.WithDetails(StatusCode.InvalidArgument, $"{field} is required.", Details.BadRequest((field, "required")));
+        }
+    }
+
+    /// <summary>A membership change on the leader; its refusals as statuses (NOT_LEADER goes through LogExceptionMapper, as writes' do).</summary>
+    private async Task<IReadOnlyList<LogServer>> ChangeMembership(Func<ILogMembership, Task<IReadOnlyList<LogServer>>> change)
+    {
+        if (membership is null)
+        {
+            throw RpcException.WithDetails(StatusCode.FailedPrecondition, "This server is a single node, not a cluster member (conduit serve --cluster-node-id ...; docs/cluster.md).",
+                Details.ErrorInfo("NOT_A_CLUSTER", LogMapping.ErrorDomain, new Dictionary<string, string>()));
+        }
+        try
+        {
+            return await change(membership);
+        }
+        catch (MembershipChangeException ex)
+        {
+            var (code, reason) = ex.Reason switch
+            {
+                MembershipProblem.MemberExists => (StatusCode.AlreadyExists, "MEMBER_EXISTS"),
+                MembershipProblem.MemberNotFound => (StatusCode.NotFound, "MEMBER_NOT_FOUND"),
+                MembershipProblem.ChangeInProgress => (StatusCode.Aborted, "MEMBERSHIP_CHANGE_IN_PROGRESS"),
+                MembershipProblem.CatchUpFailed => (StatusCode.FailedPrecondition, "NODE_NOT_READY"),
+                _ => (StatusCode.InvalidArgument, "INVALID_MEMBER"),
+            };
+            throw RpcException.WithDetails(code, ex.Message, Details.ErrorInfo(reason, LogMapping.ErrorDomain, new Dictionary<string, string>()));
+        }
+    }
 
     [DryRunSupported]
     public override Task<TopicInfo> CreateTopic(CreateTopicRequest request, ServerCallContext context)

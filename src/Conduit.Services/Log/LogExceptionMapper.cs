@@ -51,6 +51,11 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
             case LeadershipLostException lost:
                 return RpcException.WithDetails(StatusCode.Unavailable, lost.Message,
                     Details.ErrorInfo("LEADERSHIP_LOST", LogMapping.ErrorDomain, new Dictionary<string, string> { ["node_id"] = lost.NodeId }));
+            case CommitTimeoutException timeout:
+                // No RetryInfo: repeating a change that may still be applied is the caller's decision.
+                return RpcException.WithDetails(StatusCode.DeadlineExceeded, timeout.Message,
+                    Details.ErrorInfo("OUTCOME_UNKNOWN", LogMapping.ErrorDomain, new Dictionary<string, string> { ["node_id"] = timeout.NodeId }),
+                    Details.LocalizedMessage("The change was proposed but not seen committed in time: it may or may not have been applied. Look (`conduit log topics`) before repeating it."));
             case OutOfOrderSequenceException gap:
                 return RpcException.WithDetails(StatusCode.OutOfRange, gap.Message,
                     ProducerInfo("SEQUENCE_GAP", gap.Topic, gap.ProducerId, gap.Epoch, ("expected_sequence", gap.Expected), ("sequence", gap.Got)),

@@ -16,9 +16,11 @@ namespace Conduit.Services.Log;
 /// followers a principal may open, and how many bytes of large records all followers may have on
 /// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null, ClusterProgress? progress = null) : Protos.Log.V1.Log.LogBase
 {
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
+    // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
+    private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
     private readonly ConsumeStreamGate _gate = gate ?? new ConsumeStreamGate(new ConsumeStreamLimits());
 
     /// <summary>ConsumeStream writes records that are already in the log without flushing each, up to this many bytes.</summary>
@@ -69,10 +71,10 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
     }
 
     public override Task<GetServersResponse> GetServers(GetServersRequest request, ServerCallContext context) =>
-        Task.FromResult(LogMapping.Servers(servers, context));
+        _progress.AnswerAsync(request, context);
 
     /// <summary>An idempotent producer's id (a new random one, or the one given) and its epoch for the topic.</summary>
-    public override Task<InitProducerResponse> InitProducer(InitProducerRequest request, ServerCallContext context)
+    public override async Task<InitProducerResponse> InitProducer(InitProducerRequest request, ServerCallContext context)
     {
         LogMapping.ValidateTopic(request.Topic, "topic");
         if (request.ProducerId > long.MaxValue)
@@ -81,7 +83,8 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         }
         var log = storage.GetOrCreate(request.Topic);
         var id = request.ProducerId != 0 ? (long)request.ProducerId : NewProducerId();
-        return Task.FromResult(new InitProducerResponse { ProducerId = (ulong)id, ProducerEpoch = (uint)log.NextProducerEpoch(id) });
+        var epoch = await log.NextProducerEpochAsync(id, context.CancellationToken).ConfigureAwait(false);
+        return new InitProducerResponse { ProducerId = (ulong)id, ProducerEpoch = (uint)epoch };
     }
 
     /// <summary>A random id in 1..2^63-1: unique without coordination (two alike among a billion producers: about one chance in 10^10).</summary>
@@ -259,11 +262,15 @@ public static class LogMapping
     /// </summary>
     public static GetServersResponse Servers(ILogServers? servers, ServerCallContext context)
     {
+        return Servers(servers?.Servers() ?? [new LogServer(Environment.MachineName, context.Host, IsLeader: true)], context);
+    }
+
+    public static GetServersResponse Servers(IReadOnlyList<LogServer> list, ServerCallContext context)
+    {
         var response = new GetServersResponse();
-        var list = servers?.Servers() ?? [new LogServer(Environment.MachineName, context.Host, IsLeader: true)];
         foreach (var server in list)
         {
-            response.Servers.Add(new Server { Id = server.Id, RpcAddr = Reachable(server.RpcAddress, context.Host), IsLeader = server.IsLeader });
+            response.Servers.Add(new Server { Id = server.Id, RpcAddr = Reachable(server.RpcAddress, context.Host), IsLeader = server.IsLeader, State = server.State });
         }
         return response;
     }
@@ -355,6 +362,19 @@ public static class LogMapping
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field.Name + ".timestamp_unix_ms", "0 (now) or positive")));
         }
+        if (record.TimestampUnixMs > 0 && record.TimestampUnixMs - DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > MaxTimestampAheadMs)
+        {
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            throw RpcException.WithDetails(StatusCode.InvalidArgument,
+                $"The record's timestamp {record.TimestampUnixMs} is {record.TimestampUnixMs - now} ms past the server's clock ({now}); at most {MaxTimestampAheadMs} ms (1 hour) ahead is taken. Leave it 0 for the server's time.",
+                Details.BadRequest((field.Name + ".timestamp_unix_ms", $"at most {MaxTimestampAheadMs} ms past the server's clock, or 0 (now)")),
+                Details.ErrorInfo("TIMESTAMP_TOO_FAR_AHEAD", ErrorDomain, new Dictionary<string, string>
+                {
+                    ["timestamp_unix_ms"] = record.TimestampUnixMs.ToString(CultureInfo.InvariantCulture),
+                    ["server_time_unix_ms"] = now.ToString(CultureInfo.InvariantCulture),
+                    ["max_ahead_ms"] = MaxTimestampAheadMs.ToString(CultureInfo.InvariantCulture),
+                }));
+        }
         if (ConsumeResponseSize(record) is var size and > MaxConsumeResponseBytes)
         {
             throw RpcException.WithDetails(StatusCode.InvalidArgument,
@@ -381,7 +401,17 @@ public static class LogMapping
     private readonly record struct FieldName(string? Given, int Index)
     {
         public string Name => Given ?? string.Create(CultureInfo.InvariantCulture, $"records[{Index}]");
+
+        public override string ToString() => Name;
     }
+
+    /// <summary>
+    /// How far past the server's clock a client may stamp a record (Kafka 4.0's default for
+    /// log.message.timestamp.after.max.ms). Producer expiry is measured in record time, so that
+    /// replicas and recovery decide it alike from the log alone: without a bound, one record
+    /// stamped far ahead would make its topic forget every producer. Any time in the past is taken.
+    /// </summary>
+    public const long MaxTimestampAheadMs = 60 * 60 * 1000;
 
     /// <summary>
     /// The largest Consume (and ConsumeStream) response a record may make: the receive limit every

@@ -138,6 +138,55 @@ public sealed class FileLogStorage : ILogStorage
         }
     }
 
+    /// <summary>
+    /// Replaces a topic's files by the folder <paramref name="source"/> (on the same file system:
+    /// moved, not copied) and opens it (recovery runs on the new files): a cluster node installing
+    /// a snapshot (docs/cluster.md). The topic open now is closed first; its waiting readers fail.
+    /// The old folder is renamed aside (a name no topic can have) before it is deleted, so a crash
+    /// leaves either the old topic or the new one, never a mix.
+    /// </summary>
+    public ITopicLog ReplaceTopic(string name, string source)
+    {
+        if (TopicNames.Validate(name) is { } problem) throw new ArgumentException($"Topic name '{name}': {problem}.", nameof(name));
+        lock (_createLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_topics.ContainsKey(name) && _topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
+            var folderName = name.Length == 0 ? DefaultTopicFolder : name;
+            var folder = Path.Combine(_root, folderName);
+            if (_topics.TryRemove(name, out var old)) old.Dispose();
+            _offline.TryRemove(name, out _);
+            var aside = Path.Combine(_root, ".replaced-" + folderName);
+            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
+            if (Directory.Exists(folder)) Directory.Move(folder, aside);
+            Directory.Move(source, folder);
+            _files.SyncDirectory(_root);
+            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
+            var topic = OpenTopic(name, folder, ReadConfig(folder));
+            _topics[name] = topic;
+            return topic;
+        }
+    }
+
+    /// <summary>The folder of a topic (whether or not it exists yet).</summary>
+    public string TopicDirectory(string name) => Path.Combine(_root, name.Length == 0 ? DefaultTopicFolder : name);
+
+    /// <summary>Makes what every open topic has written durable now (all policies): a cluster node's snapshot. Throws <see cref="LogFailedException"/> for a topic whose write or fsync failed (what it wrote may not be on disk).</summary>
+    public void Flush()
+    {
+        foreach (var topic in _topics.Values)
+        {
+            topic.Flush();
+            if (topic.Failure is { } failure) throw new LogFailedException(topic.Name, failure);
+        }
+    }
+
+    /// <summary>Writes a small file so that after a crash it holds either the old or the new content (temporary file, fsync, rename, directory fsync).</summary>
+    public static void WriteFileAtomically(string path, ReadOnlySpan<byte> content) => LogFileSystem.Real.WriteAtomically(path, content);
+
+    /// <summary>Makes the creation, removal or renaming of files in <paramref name="path"/> durable.</summary>
+    public static void SyncDirectory(string path) => LogFileSystem.Real.SyncDirectory(path);
+
     private FileTopicLog OpenTopic(string name, string folder, TopicConfig? config) =>
         FileTopicLog.Open(name, folder, config?.Apply(Defaults) ?? Defaults, _logger, _time, _files);
 

@@ -290,18 +290,74 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         lock (_writeLock) return _producers.EpochOf(producerId);
     }
 
-    /// <summary>Epochs handed out by <see cref="NextProducerEpoch"/> and perhaps not written yet (this process only; a restart forgets them).</summary>
-    private readonly Dictionary<long, int> _handedOut = new();
-
+    /// <summary>
+    /// A new epoch for a producer (InitProducer): one above the epoch the topic knows for it,
+    /// registered (the older epochs are fenced from now on) and durable before it is returned, so
+    /// no restart hands it out again.
+    /// </summary>
     public int NextProducerEpoch(long producerId)
     {
         lock (_writeLock)
         {
-            var epoch = Math.Max(_producers.EpochOf(producerId) ?? -1, _handedOut.GetValueOrDefault(producerId, -1)) + 1;
+            ThrowIfUnwritable();
+            var epoch = (_producers.EpochOf(producerId) ?? -1) + 1;
             if (epoch == int.MaxValue) throw new ArgumentException($"Producer {producerId} has used up its epochs; use a new producer id.");
-            if (_handedOut.Count >= Settings.MaxProducers) _handedOut.Clear();
-            _handedOut[producerId] = epoch;
+            _producers.Register(producerId, epoch, _time.GetUtcNow().ToUnixTimeMilliseconds(), _written - 1);
+            PersistProducers();
             return epoch;
+        }
+    }
+
+    public bool RegisterProducerEpoch(long producerId, int epoch, long timestampMs)
+    {
+        lock (_writeLock)
+        {
+            ThrowIfUnwritable();
+            if (!_producers.Register(producerId, epoch, timestampMs, _written - 1)) return false;
+            PersistProducers();
+            return true;
+        }
+    }
+
+    private void ThrowIfUnwritable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_failure is not null) throw new LogFailedException(Name, _failure);
+    }
+
+    /// <summary>
+    /// Under the write lock: the producer state made durable now (a registered epoch is in no
+    /// record): what was written is fsynced, then a producer snapshot at its end is written, which
+    /// recovery starts from.
+    /// </summary>
+    private void PersistProducers()
+    {
+        bool behind;
+        lock (_flushLock) behind = _durable < _written;
+        if (behind)
+        {
+            var active = _segments[^1];
+            try
+            {
+                Commit(active);
+                active.FlushStore();
+            }
+            catch (IOException ex)
+            {
+                throw Stop(ex, "an fsync failed");
+            }
+            Interlocked.Increment(ref _fsyncs);
+            LogMetrics.Fsyncs.Add(1, LogMetrics.Topic(Name));
+            lock (_flushLock) _durable = Math.Max(_durable, _written);
+            if (Settings.Durability == Durability.Always) Publish(_written);
+        }
+        try
+        {
+            _producers.WriteSnapshot(_directory, _topicId, _written, _files);
+        }
+        catch (IOException ex) when (DiskSpace.IsFull(ex))
+        {
+            throw new DiskFullException(Name, ex);
         }
     }
 
@@ -634,6 +690,15 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         }
         _files.SyncDirectory(_directory);
         _logger.LogInformation("Log topic '{Topic}': removed {Count} segment(s) ({Why}); the first offset is now {First}.", Name, count, why, _segments[0].BaseOffset);
+    }
+
+    /// <summary>Why the topic stopped taking writes (a failed write or fsync), if it did.</summary>
+    internal Exception? Failure
+    {
+        get
+        {
+            lock (_writeLock) return _failure;
+        }
     }
 
     /// <summary>Makes what was written durable now (all policies), e.g. before a clean shutdown.</summary>

@@ -185,8 +185,20 @@ public interface ITopicLog
     /// <summary>Where an idempotent producer's record (epoch, sequence) was appended, while the topic remembers it; null otherwise.</summary>
     long? ProducerRecordOffset(long producerId, int epoch, long sequence) => null;
 
-    /// <summary>An epoch for a new instance of a producer: above every epoch the topic has seen or handed out for it.</summary>
+    /// <summary>
+    /// An epoch for a new instance of a producer: above every epoch the topic has seen or handed
+    /// out for it, registered (older epochs are fenced from now on) and durable before it returns.
+    /// </summary>
     int NextProducerEpoch(long producerId) => (ProducerEpoch(producerId) ?? -1) + 1;
+
+    /// <summary><see cref="NextProducerEpoch"/>, for a log where it takes a round trip (a replicated one).</summary>
+    Task<int> NextProducerEpochAsync(long producerId, CancellationToken cancellationToken) => Task.FromResult(NextProducerEpoch(producerId));
+
+    /// <summary>
+    /// Registers an epoch chosen elsewhere (a replicated InitProducer), durably: false, and nothing
+    /// changed, when the producer already has that epoch or a newer one.
+    /// </summary>
+    bool RegisterProducerEpoch(long producerId, int epoch, long timestampMs) => throw new NotSupportedException("This log does not register producer epochs.");
 
     /// <summary>Reads one record. Throws <see cref="OffsetOutOfRangeException"/> or <see cref="RecordCorruptedException"/>.</summary>
     LogRecord Read(long offset);

@@ -10,8 +10,9 @@ namespace Conduit.Storage.Log;
 /// sequences (<see cref="TopicSettings.ProducerWindow"/> of them), so a retry is answered with its
 /// first offset instead of being appended again.
 /// <para>
-/// Every decision is a function of the records applied so far, in log order, and of nothing else
-/// (no clock, no arrival time): expiry compares record timestamps with the newest record timestamp
+/// Every decision is a function of the records applied so far, in log order, and of the epochs
+/// registered between them (InitProducer, <see cref="Register"/>), and of nothing else (no clock,
+/// no arrival time): expiry compares record timestamps with the newest record timestamp
 /// of the topic, the cap evicts the producer whose newest record has the lowest offset. Applying a
 /// batch once or its records one by one gives the same state, so a log rebuilt from its records
 /// (recovery), or a replica applying the same records, decides the same. Not thread-safe: the
@@ -153,6 +154,32 @@ internal sealed class ProducerStates(TopicSettings settings)
             }
         }
         _maxTimestamp = Math.Max(_maxTimestamp, maxTimestamp);
+    }
+
+    /// <summary>
+    /// A new instance of a producer announced itself (InitProducer) with <paramref name="epoch"/>:
+    /// from now on its older epochs are fenced and its sequence starts at 0, before it writes
+    /// anything. False (and nothing changed) when the producer already has that epoch or a newer
+    /// one. <paramref name="timestampMs"/> counts as its last activity (expiry),
+    /// <paramref name="lastOffset"/> as its newest record's offset (the cap's order).
+    /// </summary>
+    public bool Register(long producerId, int epoch, long timestampMs, long lastOffset)
+    {
+        var producer = Lookup(producerId);
+        if (producer is not null && producer.Epoch >= epoch) return false;
+        if (producer is null)
+        {
+            _producers.Remove(producerId);
+            if (_producers.Count >= settings.MaxProducers) Evict();
+            producer = new Producer();
+            _producers.Add(producerId, producer);
+        }
+        producer.Epoch = epoch;
+        producer.NextSequence = 0;
+        producer.Runs.Clear();
+        producer.LastOffset = lastOffset;
+        producer.LastTimestamp = timestampMs;
+        return true;
     }
 
     /// <summary>Makes room for a new producer: the expired ones go, else the one whose newest record has the lowest offset.</summary>

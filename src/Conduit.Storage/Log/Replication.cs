@@ -29,3 +29,37 @@ public sealed class LeadershipLostException(string nodeId, Exception? inner = nu
 {
     public string NodeId { get; } = nodeId;
 }
+
+/// <summary>A membership change the leader refused or could not complete; <see cref="Reason"/> says which.</summary>
+public sealed class MembershipChangeException(MembershipProblem reason, string message, Exception? inner = null) : Exception(message, inner)
+{
+    public MembershipProblem Reason { get; } = reason;
+}
+
+public enum MembershipProblem
+{
+    /// <summary>The id or the Raft address is a member already.</summary>
+    MemberExists,
+
+    /// <summary>No member has that id.</summary>
+    MemberNotFound,
+
+    /// <summary>Another membership change is under way (one at a time).</summary>
+    ChangeInProgress,
+
+    /// <summary>The new node did not answer, or did not catch up in the rounds allowed; nothing changed.</summary>
+    CatchUpFailed,
+
+    /// <summary>The request is not valid (an address that is not host:port).</summary>
+    Invalid,
+}
+
+/// <summary>
+/// A change (a topic's creation, a truncation) was proposed, but its commit was not seen within
+/// the wait: it may still be applied, or not. Not a refusal a client may blindly repeat.
+/// </summary>
+public sealed class CommitTimeoutException(string nodeId, string what, TimeSpan waited, Exception? inner = null)
+    : Exception($"Node '{nodeId}' proposed {what} but did not see it committed within {waited.TotalMilliseconds:0} ms (is a majority reachable?): it may or may not have been applied. Check before repeating it.", inner)
+{
+    public string NodeId { get; } = nodeId;
+}

@@ -84,11 +84,9 @@ public static partial class Cli
         {
             // --verbose: a line for each retry and hedged attempt (grpc-dotnet's own log of them).
             if (verbose) o.LoggerFactory = AttemptLog.Factory;
-            // conduit:///: the resolver's GetServers calls carry --token too (a policy wants a principal).
-            if (token is { Length: > 0 } && Conduit.Grpc.Cluster.ConduitCluster.IsTarget(target))
-            {
-                Conduit.Grpc.Cluster.ConduitCluster.UseHeaders(o, new Metadata { Services.Accounts.BearerToken.Entry(token) });
-            }
+            // The channel's own calls carry --token too (a policy wants a principal): round_robin's
+            // health Watch streams, and a conduit:/// resolver's GetServers.
+            if (token is { Length: > 0 }) ConduitChannel.UseHeaders(o, new Metadata { Services.Accounts.BearerToken.Entry(token) });
         }, ClientIdentity.Tls(parse), config);
     }
 
@@ -151,6 +149,11 @@ public static partial class Cli
         // worth the line, since "Error connecting to subchannel." alone says little.
         var cause = ex.Status.DebugException is { } debug && !ex.Status.Detail.Contains(Innermost(debug).Message, StringComparison.Ordinal) ? $" ({Innermost(debug).Message})" : "";
         Console.Error.WriteLine($"error: {ex.StatusCode}: {ex.Status.Detail}{cause}");
+        if (ex.GetDetail<Google.Rpc.ErrorInfo>() is { Domain: "log.conduit.dev", Reason: "OUTCOME_UNKNOWN" or "LEADERSHIP_LOST" })
+        {
+            // The server proposed the change and cannot say whether it will be applied: not a refusal.
+            Console.Error.WriteLine("note: the outcome is unknown: the change may or may not have been applied. Look (`conduit log topics`, `conduit log consume`) before repeating it; an idempotent producer's retry is always safe.");
+        }
         return 1;
     }
 

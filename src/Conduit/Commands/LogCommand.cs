@@ -59,61 +59,45 @@ internal static class LogCommand
         var dryRun = DryRunOption("Check the records and print the offsets they would get, but append nothing");
         var idempotent = new Option<bool>("--idempotent")
         {
-            Description = "Write each record exactly once: resend unacknowledged records after a dropped connection or a server restart, and let the server drop the duplicates (docs/client.md)",
+            Description = "Write each record exactly once (the default): resend unacknowledged records after a dropped connection, a server restart or a leader change, and let the server drop the duplicates (docs/client.md)",
+        };
+        var notIdempotent = new Option<bool>("--no-idempotent")
+        {
+            Description = "Plain appends, for servers without InitProducer (proglog): a record whose call failed is not resent (a resend could write it twice)",
         };
         var server = Cli.ServerOption();
-        var batchBytes = new Option<int>("--batch-bytes") { Description = "Pack stdin's records into ProduceBatch calls of up to this many bytes (0: one ProduceStream message per record)", DefaultValueFactory = _ => 1024 * 1024 };
+        var batchBytes = new Option<int>("--batch-bytes") { Description = "Pack stdin's records into ProduceBatch calls of up to this many bytes (0: one record per call; with --no-idempotent, one ProduceStream message per record)", DefaultValueFactory = _ => 1024 * 1024 };
         var lingerMs = new Option<int>("--linger-ms") { Description = "How long a batch waits for more records before it is sent", DefaultValueFactory = _ => 5 };
-        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, idempotent, server, batchBytes, lingerMs };
+        var command = new Command("produce", "Append records; prints each record's offset once it is durable") { topic, value, key, dryRun, idempotent, notIdempotent, server, batchBytes, lingerMs };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            if (parse.GetValue(idempotent) && (parse.GetValue(dryRun) || parse.GetValue(notIdempotent)))
+            {
+                Console.Error.WriteLine(parse.GetValue(dryRun)
+                    ? "--idempotent and --dry-run do not go together: a dry run appends nothing to retry"
+                    : "--idempotent and --no-idempotent do not go together");
+                return 2;
+            }
             using var channel = Cli.Channel(parse, server);
             var client = new Protos.Log.V1.Log.LogClient(Cli.Invoker(channel, parse));
             var keyBytes = parse.GetValue(key) is { } k ? ByteString.CopyFromUtf8(k) : ByteString.Empty;
             ProduceRequest Request(string text) => new() { Topic = parse.GetValue(topic)!, Record = new Record { Value = ByteString.CopyFromUtf8(text), Key = keyBytes } };
-            if (parse.GetValue(idempotent))
-            {
-                if (parse.GetValue(dryRun))
-                {
-                    Console.Error.WriteLine("--idempotent and --dry-run do not go together: a dry run appends nothing to retry");
-                    return 2;
-                }
-                return await ProduceIdempotentlyAsync(parse, channel, parse.GetValue(topic)!, parse.GetValue(value), keyBytes, cancellationToken);
-            }
-            if (parse.GetValue(value) is { } single)
+            var plain = parse.GetValue(dryRun) || parse.GetValue(notIdempotent);
+            if (plain && parse.GetValue(value) is { } single)
             {
                 var reply = await client.ProduceAsync(Request(single), Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun))));
                 PrintOffset(parse, reply.Offset);
                 if (parse.GetValue(dryRun)) Console.Error.WriteLine("dry run: nothing was appended");
                 return 0;
             }
-            if (!parse.GetValue(dryRun) && parse.GetValue(batchBytes) > 0)
+            if (!parse.GetValue(dryRun) && (!plain || parse.GetValue(batchBytes) > 0))
             {
-                // Batched by size and linger time (LogProducer); offsets print in stdin's order.
-                var producer = new Services.Log.LogProducer(client, parse.GetValue(topic)!, new Services.Log.LogProducerOptions
+                return await ProduceBatchedAsync(parse, client, parse.GetValue(topic)!, parse.GetValue(value), keyBytes, new Services.Log.LogProducerOptions
                 {
-                    MaxBatchBytes = Math.Min(parse.GetValue(batchBytes), 3 * 1024 * 1024),
+                    Idempotent = !plain,
+                    MaxBatchBytes = Math.Clamp(parse.GetValue(batchBytes), 1, 3 * 1024 * 1024),
                     Linger = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(lingerMs))),
-                }, () => Cli.CallOptions(parse, cancellationToken, null));
-                var acks = System.Threading.Channels.Channel.CreateUnbounded<Task<ulong>>(new() { SingleReader = true, SingleWriter = true });
-                var printing = Task.Run(async () =>
-                {
-                    await foreach (var ack in acks.Reader.ReadAllAsync(cancellationToken)) PrintOffset(parse, await ack);
                 }, cancellationToken);
-                try
-                {
-                    while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
-                    {
-                        await acks.Writer.WriteAsync(await producer.SendAsync(Request(line).Record, cancellationToken), cancellationToken);
-                    }
-                }
-                finally
-                {
-                    acks.Writer.TryComplete();
-                    await producer.DisposeAsync();
-                }
-                await printing;
-                return 0;
             }
             using var call = client.ProduceStream(Cli.CallOptions(parse, cancellationToken, DryRunHeaders(parse.GetValue(dryRun)), waits: true));
             var send = Task.Run(async () =>
@@ -136,42 +120,40 @@ internal static class LogCommand
     }
 
     /// <summary>
-    /// `produce --idempotent`: an <see cref="Services.Log.IdempotentProducer"/> sends the lines
-    /// (or the one value); offsets are printed in order as they are acknowledged.
+    /// The lines of stdin (or the one value) through a <see cref="Services.Log.LogProducer"/>:
+    /// batched by size and linger time, idempotent unless --no-idempotent; offsets print in order
+    /// as they are acknowledged.
     /// </summary>
-    private static async Task<int> ProduceIdempotentlyAsync(ParseResult parse, GrpcChannel channel, string topic, string? single, ByteString key, CancellationToken cancellationToken)
+    private static async Task<int> ProduceBatchedAsync(ParseResult parse, Protos.Log.V1.Log.LogClient client, string topic, string? single, ByteString key, Services.Log.LogProducerOptions options, CancellationToken cancellationToken)
     {
         var verbose = parse.GetValue(Cli.Verbose);
-        await using var producer = await Services.Log.IdempotentProducer.CreateAsync(Cli.Invoker(channel, parse), topic, new Services.Log.IdempotentProducerOptions
-        {
-            OnRetry = verbose ? message => Console.Error.WriteLine($"retry: {message}") : null,
-        }, cancellationToken);
-        if (verbose) Console.Error.WriteLine($"producer {producer.ProducerId} epoch {producer.Epoch}");
-        var acknowledgements = System.Threading.Channels.Channel.CreateUnbounded<Task<long>>(new() { SingleReader = true, SingleWriter = true });
+        if (verbose) options.OnRetry = message => Console.Error.WriteLine($"retry: {message}");
+        // Each call's deadline (--timeout) is counted from when it is made.
+        var producer = await Services.Log.LogProducer.CreateAsync(client, topic, options, () => Cli.CallOptions(parse, cancellationToken, null), cancellationToken);
+        if (verbose && options.Idempotent) Console.Error.WriteLine($"producer {producer.ProducerId} epoch {producer.Epoch}");
+        var acks = System.Threading.Channels.Channel.CreateUnbounded<Task<ulong>>(new() { SingleReader = true, SingleWriter = true });
         var printing = Task.Run(async () =>
         {
-            await foreach (var acknowledged in acknowledgements.Reader.ReadAllAsync(cancellationToken))
-            {
-                PrintOffset(parse, (ulong)await acknowledged);
-            }
+            await foreach (var ack in acks.Reader.ReadAllAsync(cancellationToken)) PrintOffset(parse, await ack);
         }, cancellationToken);
         try
         {
             if (single is not null)
             {
-                await acknowledgements.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(single), Key = key }, cancellationToken), cancellationToken);
+                await acks.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(single), Key = key }, cancellationToken), cancellationToken);
             }
             else
             {
                 while (await Console.In.ReadLineAsync(cancellationToken) is { } line)
                 {
-                    await acknowledgements.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(line), Key = key }, cancellationToken), cancellationToken);
+                    await acks.Writer.WriteAsync(await producer.SendAsync(new Record { Value = ByteString.CopyFromUtf8(line), Key = key }, cancellationToken), cancellationToken);
                 }
             }
         }
         finally
         {
-            acknowledgements.Writer.TryComplete();
+            acks.Writer.TryComplete();
+            await producer.DisposeAsync();
         }
         await printing;
         return 0;

@@ -47,12 +47,13 @@ internal static class ServeCommand
         var tracing = new Option<bool>("--tracing") { Description = "Record spans (W3C traceparent on the calls this server makes), even without --otlp-endpoint" };
         var clusterNodeId = new Option<string?>("--cluster-node-id") { Description = "Run as a member of a replicated log cluster with this id (docs/cluster.md; default: one node, no cluster)" };
         var clusterAddress = new Option<string?>("--cluster-address") { Description = "With --cluster-node-id: where this node speaks Raft (TCP), HOST:PORT" };
-        var clusterPeers = new Option<string?>("--cluster-peers") { Description = "With --cluster-node-id: the members at first start, ID=HOST:PORT,... (their Raft addresses)" };
+        var clusterPeers = new Option<string?>("--cluster-peers") { Description = "With --cluster-node-id: the members at this node's first start, ID=HOST:PORT,... (their Raft addresses); later starts keep the membership committed since (conduit cluster join|leave). Without it (and without --cluster-join) the node starts a cluster of its own" };
+        var clusterJoin = new Option<bool>("--cluster-join") { Description = "With --cluster-node-id: start as a new node that waits to be added to a running cluster (conduit cluster join)" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
             urls, webUrls, corsOrigins, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
-            logFormat, otlpEndpoint, tracing, clusterNodeId, clusterAddress, clusterPeers,
+            logFormat, otlpEndpoint, tracing, clusterNodeId, clusterAddress, clusterPeers, clusterJoin,
         };
         var security = SecurityFlags.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
@@ -92,6 +93,7 @@ internal static class ServeCommand
             if (parse.GetValue(clusterNodeId) is { } nodeId) overrides[$"{Cluster.ClusterOptions.Section}:NodeId"] = nodeId;
             if (parse.GetValue(clusterAddress) is { } raftAddress) overrides[$"{Cluster.ClusterOptions.Section}:Address"] = raftAddress;
             if (parse.GetValue(clusterPeers) is { } peers) overrides[$"{Cluster.ClusterOptions.Section}:Peers:0"] = peers;
+            if (parse.GetValue(clusterJoin)) overrides[$"{Cluster.ClusterOptions.Section}:Join"] = "true";
             security.Map(parse, overrides);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)

@@ -18,14 +18,27 @@ public static class ClusterHosting
         var log = configuration.GetSection(LogOptions.Section).Get<LogOptions>() ?? new LogOptions();
         var rpc = options.RpcAddress ?? RpcAddressOf(serve.Urls.Length > 0 ? serve.Urls[0] : ServeOptions.DefaultUrl);
         var walDirectory = options.Directory ?? Path.Combine(serve.DataDir, "raft");
+        services.AddSingleton<ClusterNode>();
+        // Created and started by the log's StorageGate (LogHosting): a log folder or Raft folder
+        // that cannot be opened keeps only the log down (UNAVAILABLE, NOT_SERVING), retried.
         services.AddSingleton(provider =>
         {
             var local = LogHosting.CreateFileStorage(provider, log, serve);
-            var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>());
-            return new ReplicatedLogStorage(local, node);
+            try
+            {
+                var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>());
+                provider.GetRequiredService<ClusterNode>().Node = node;
+                return new ReplicatedLogStorage(local, node);
+            }
+            catch
+            {
+                local.Dispose(); // its files are opened again at the next try
+                throw;
+            }
         });
         services.AddSingleton<ILogStorage>(provider => provider.GetRequiredService<ReplicatedLogStorage>());
         services.AddSingleton<ILogServers>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
+        services.AddSingleton<ILogMembership>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
         services.AddHostedService<RaftNodeService>();
         // DotNext logs every unreachable member with its stack at Warning (each heartbeat while a
         // node is down); our own "Conduit.Cluster" lines say what an operator needs.
@@ -43,11 +56,19 @@ public static class ClusterHosting
         return $"{uri.Host}:{uri.Port}";
     }
 
-    /// <summary>Starts the Raft node with the host (after replaying what it committed before) and stops it after the listeners.</summary>
-    private sealed class RaftNodeService(ReplicatedLogStorage storage) : IHostedService
+    /// <summary>Stops the Raft node (if the log's gate opened it) after the listeners.</summary>
+    private sealed class RaftNodeService(ClusterNode handle) : IHostedService
     {
-        public Task StartAsync(CancellationToken cancellationToken) => storage.Node.StartAsync(cancellationToken);
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-        public Task StopAsync(CancellationToken cancellationToken) => storage.Node.StopAsync(cancellationToken);
+        public Task StopAsync(CancellationToken cancellationToken) => handle.Node?.StopAsync(cancellationToken) ?? Task.CompletedTask;
     }
+}
+
+/// <summary>This server's Raft node once created (the log's storage opened), for health and shutdown; null before.</summary>
+public sealed class ClusterNode
+{
+    private volatile RaftLogNode? _node;
+
+    public RaftLogNode? Node { get => _node; set => _node = value; }
 }

@@ -85,6 +85,13 @@ public static class HealthHosting
             if (sp.GetService<ILogStorage>() is not { } storage) return Task.FromResult<HealthCheckResult?>(null);
             return Task.FromResult<HealthCheckResult?>(HealthCheckResult.Healthy($"{storage.Topics.Count} topics"));
         });
+        Add(checks, "log-cluster", options, [typeof(LogService)], (sp, _) =>
+        {
+            // A cluster node that knows no leader (an election, no majority reachable, not a member):
+            // its reads may be stale and its writes fail, so a balancer should send clients elsewhere.
+            if (sp.GetService<ClusterNode>()?.Node is not { } node) return Task.FromResult<HealthCheckResult?>(null);
+            return Task.FromResult<HealthCheckResult?>(node.Unavailability() is { } why ? HealthCheckResult.Unhealthy(why) : HealthCheckResult.Healthy(node.IsLeader ? "leader" : "follower"));
+        });
         Add(checks, "users-database", options, [typeof(UsersService), typeof(SystemDesignUserService)], async (sp, token) =>
         {
             if (sp.GetService<IUserStore>() is not { } store) return null;

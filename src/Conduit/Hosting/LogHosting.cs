@@ -80,14 +80,18 @@ public static class LogHosting
             BufferBytes = options.ConsumeStreamBufferBytes,
         }));
         services.TryAddSingleton<ILogServers, SingleNodeServers>();
+        // Members are asked for their progress at the address GetServers lists, which is the first
+        // of Urls (Conduit:Cluster:RpcAddress): over TLS when that one is https.
+        var secure = serve.Urls.Length > 0 && serve.Urls[0].StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+        services.AddSingleton(provider => new ClusterProgress(provider.GetService<ILogServers>(), secure));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
         // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
         // only the log down (UNAVAILABLE, NOT_SERVING), retried in the background.
-        StorageGates.Add(services, new StorageGate("log-storage", "the log's storage", [typeof(LogService), typeof(LogAdminService)], (sp, _) =>
+        StorageGates.Add(services, new StorageGate("log-storage", "the log's storage", [typeof(LogService), typeof(LogAdminService)], async (sp, token) =>
         {
-            sp.GetRequiredService<ILogStorage>();
-            return Task.CompletedTask;
+            // A cluster node's log opens with its Raft node (WAL replayed, then the Raft port).
+            if (sp.GetRequiredService<ILogStorage>() is Cluster.ReplicatedLogStorage replicated) await replicated.Node.StartAsync(token);
         }, serve.DataDir));
     }
 

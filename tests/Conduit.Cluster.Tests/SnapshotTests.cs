@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using System.Text;
+using Conduit.Storage.Log;
+using DotNext.Net.Cluster.Consensus.Raft;
+using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Conduit.Cluster.Tests;
+
+/// <summary>
+/// Snapshots with DotNext's real WriteAheadLog and the state machine, without the network: the WAL
+/// drops what a snapshot covers, a restart applies only what follows it, and a snapshot installed
+/// on a new or lagging node (the same WAL call DotNext's InstallSnapshot makes, fed by the sending
+/// node's snapshot stream) leaves it identical to the sender.
+/// </summary>
+public class SnapshotTests
+{
+    private static LogCommand.Append Append(string topic, string value) =>
+        new(topic, [new LogRecord { TimestampMs = 1000, Key = Encoding.UTF8.GetBytes("k" + value.Length), Value = Encoding.UTF8.GetBytes(value) }]);
+
+    private static LogCommand.Append Produced(long sequence) =>
+        new("", [new LogRecord { TimestampMs = 2000, ProducerId = 42, ProducerEpoch = 0, Sequence = sequence, Value = Encoding.UTF8.GetBytes("p" + sequence) }]);
+
+    [Fact]
+    public async Task The_wal_drops_what_a_snapshot_covers_and_a_restart_applies_only_the_entries_after_it()
+    {
+        using var dir = new TempDir();
+        var value = new string('v', 1000);
+        long written = 0, last;
+        await using (var node = new WalNode(dir.Path, snapshotEvery: 50))
+        {
+            for (var i = 0; i < 400; i++)
+            {
+                var command = Append("", value + i);
+                written += command.Encode().Length;
+                Assert.Equal(i, (await node.Commit(command)).Pending.Offset);
+            }
+            last = node.Wal.LastCommittedEntryIndex;
+            await WaitUntil(() => node.Machine.SnapshotIndex >= 350, "a snapshot of entry 350 or later");
+            // The WAL removes the pages a snapshot covers after its next flush.
+            await WaitUntil(async () =>
+            {
+                await node.Wal.FlushAsync();
+                return node.WalBytes() < written / 4;
+            }, $"the WAL under {written / 4} bytes");
+        }
+        await using (var node = new WalNode(dir.Path, snapshotEvery: 50))
+        {
+            var snapshot = node.Machine.SnapshotIndex;
+            Assert.InRange(snapshot, 350, last);
+            // Only the entries after the snapshot were applied again.
+            Assert.Equal(last - snapshot, node.Machine.EntriesApplied);
+            Assert.Equal(last, node.Machine.AppliedIndex);
+            var topic = node.Storage.Find("")!;
+            Assert.Equal(400, topic.NextOffset);
+            Assert.Equal(value + 123, Encoding.UTF8.GetString(topic.Read(123).Value.Span));
+            Assert.Equal(400, (await node.Commit(Append("", "next"))).Pending.Offset);
+        }
+    }
+
+    [Fact]
+    public async Task A_snapshot_installed_on_a_new_or_lagging_node_leaves_it_identical_to_the_sender_with_its_producer_state()
+    {
+        using var dir = new TempDir();
+        var commands = new List<LogCommand> { null! }; // by Raft index, from 1
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 20);
+        async Task Commit(LogCommand command)
+        {
+            await sender.Commit(command);
+            commands.Add(command);
+        }
+        // A topic with its own settings, truncated; one whose retention removed segments; an
+        // idempotent producer on the default topic.
+        await Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 1024, Durability = Durability.Never }));
+        for (var i = 0; i < 30; i++) await Commit(Append("orders", new string('o', 200) + i));
+        await Commit(new LogCommand.Truncate("orders", 10));
+        await Commit(new LogCommand.CreateTopic("kept", new TopicConfig { SegmentBytes = 1024, RetentionBytes = 2048 }));
+        for (var i = 0; i < 30; i++) await Commit(Append("kept", new string('k', 200) + i));
+        for (var sequence = 0; sequence < 5; sequence++) await Commit(Produced(sequence));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 60, "a snapshot of entry 60");
+        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+        // Entries after the snapshot: the receiver gets them after it (its files may hold them already).
+        await Commit(Append("orders", "after"));
+        await Commit(Produced(5));
+        Assert.True(sender.Storage.Find("orders")!.FirstOffset >= 5, "the truncation removed segments");
+        Assert.True(sender.Storage.Find("kept")!.FirstOffset > 0, "retention removed segments");
+
+        // A new node, and one that applied the first entries itself (its own segment files).
+        await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 20);
+        await using var lagging = new WalNode(Path.Combine(dir.Path, "lagging"), snapshotEvery: 0);
+        for (var index = 1; index <= 8; index++) await lagging.Commit(commands[index]);
+        foreach (var node in new[] { fresh, lagging })
+        {
+            // What DotNext's RaftCluster does with an InstallSnapshot message.
+            await node.Wal.AppendAsync(snapshot, snapshot.Index);
+            Assert.Equal(snapshot.Index, node.Machine.SnapshotIndex);
+            Assert.Equal(snapshot.Index, node.Wal.LastCommittedEntryIndex);
+            for (var index = (int)snapshot.Index + 1; index < commands.Count; index++) await node.Commit(commands[index]);
+            AssertSame(sender.Storage, node.Storage);
+        }
+
+        // The producer's state came with the files: a retry of sequence 5 is a duplicate on every
+        // node (answered with its offset), sequence 7 is a gap, sequence 6 is next.
+        foreach (var node in new[] { sender, fresh, lagging })
+        {
+            var (retry, _) = await node.Commit(Produced(5));
+            Assert.True(retry.Duplicate);
+            Assert.Equal(5, retry.Offset);
+            await Assert.ThrowsAsync<OutOfOrderSequenceException>(() => node.Commit(Produced(7)));
+            Assert.Equal(6, (await node.Commit(Produced(6))).Pending.Offset);
+        }
+        AssertSame(sender.Storage, fresh.Storage);
+        AssertSame(sender.Storage, lagging.Storage);
+
+        // The installed snapshot is the node's own: after a restart it applies only what followed.
+        var applied = fresh.Wal.LastCommittedEntryIndex;
+        await fresh.DisposeAsync();
+        await using var restarted = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 20);
+        Assert.Equal(snapshot.Index, restarted.Machine.SnapshotIndex);
+        Assert.Equal(applied - snapshot.Index, restarted.Machine.EntriesApplied);
+        AssertSame(sender.Storage, restarted.Storage);
+    }
+
+    [Fact]
+    public void A_snapshot_stream_naming_a_file_outside_a_topic_folder_is_refused()
+    {
+        using var dir = new TempDir();
+        var manifest = new SnapshotManifest { Index = 3, Term = 1 }.Encode();
+        using var stream = new MemoryStream();
+        using (var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write("CNDTSNP1"u8);
+            w.Write(manifest.Length);
+            w.Write(manifest);
+            w.Write((byte)1);
+            w.Write("orders");
+            w.Write("../../etc/passwd");
+            w.Write(4L);
+            w.Write("evil"u8);
+            w.Write((byte)0);
+        }
+        stream.Position = 0;
+        Assert.Throws<InvalidDataException>(() => LogSnapshot.Unpack(stream, dir.Path));
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path, "*", SearchOption.AllDirectories));
+        Assert.False(LogSnapshot.IsTopicFile("checkpoint"));
+        Assert.True(LogSnapshot.IsTopicFile("00000000000000004211.producers"));
+    }
+
+    /// <summary>Every topic the same: settings, first and next offset, every record with every field.</summary>
+    private static void AssertSame(FileLogStorage expected, FileLogStorage actual)
+    {
+        Assert.Equal(expected.Topics.Select(t => t.Name), actual.Topics.Select(t => t.Name));
+        foreach (var topic in expected.Topics)
+        {
+            var other = actual.Find(topic.Name)!;
+            Assert.Equal(topic.Settings, other.Settings);
+            Assert.Equal(topic.FirstOffset, other.FirstOffset);
+            Assert.Equal(topic.NextOffset, other.NextOffset);
+            for (var offset = topic.FirstOffset; offset < topic.NextOffset; offset++)
+            {
+                var (a, b) = (topic.Read(offset), other.Read(offset));
+                Assert.Equal(a.Offset, b.Offset);
+                Assert.Equal(a.TimestampMs, b.TimestampMs);
+                Assert.Equal((a.ProducerId, a.ProducerEpoch, a.Sequence), (b.ProducerId, b.ProducerEpoch, b.Sequence));
+                Assert.Equal(a.Key.ToArray(), b.Key.ToArray());
+                Assert.Equal(a.Value.ToArray(), b.Value.ToArray());
+            }
+        }
+    }
+
+    private static Task WaitUntil(Func<bool> condition, string what) => WaitUntil(() => Task.FromResult(condition()), what);
+
+    private static async Task WaitUntil(Func<Task<bool>> condition, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (clock.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException("waited 30 s for " + what);
+            // A snapshot's fsyncs and the WAL's page removal run in the background and signal nothing.
+            await Task.Delay(20);
+        }
+    }
+
+    /// <summary>One node's storage, state machine and WAL (in-process, no Raft cluster): entries appended and committed by hand.</summary>
+    private sealed class WalNode : IAsyncDisposable
+    {
+        private readonly string _raft;
+        private bool _disposed;
+
+        public WalNode(string root, long snapshotEvery)
+        {
+            _raft = Path.Combine(root, "raft");
+            Storage = new FileLogStorage(Path.Combine(root, "log"));
+            Machine = new LogStateMachine(Storage, NullLogger.Instance, Path.Combine(_raft, "snapshot"), snapshotEvery);
+            Wal = new WriteAheadLog(new WriteAheadLog.Options { Location = _raft, ChunkSize = 16 * 1024 }, Machine);
+            Wal.InitializeAsync().GetAwaiter().GetResult();
+        }
+
+        public FileLogStorage Storage { get; }
+
+        public LogStateMachine Machine { get; }
+
+        public WriteAheadLog Wal { get; }
+
+        public long WalBytes() => Directory.GetFiles(_raft, "*", SearchOption.AllDirectories).Where(f => !f.Contains("snapshot", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
+
+        public async Task<(PendingAppend Pending, ITopicLog? Topic)> Commit(LogCommand command)
+        {
+            var outcome = new ApplyOutcome();
+            var index = await Wal.AppendAsync(new BinaryLogEntry { Term = 1, Content = command.Encode(), Context = outcome });
+            await Wal.CommitAsync(index);
+            await Wal.WaitForApplyAsync(index);
+            var applied = await outcome.Task;
+            await applied.Pending.Durable; // readable then (under `always`)
+            return applied;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            await Wal.DisposeAsync();
+            Storage.Dispose();
+        }
+    }
+}
