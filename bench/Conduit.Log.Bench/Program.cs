@@ -1,12 +1,14 @@
 // Log service benchmarks. Not a test: run it, read the figures, copy them into docs/performance.md.
 //
-//   dotnet run -c Release --project bench/Conduit.Log.Bench -- [--dir /path/on/the/disk] [--seconds 5]
+//   dotnet bench/Conduit.Log.Bench/bin/Release/net10.0/Conduit.Log.Bench.dll [--dir /path/on/the/disk] [--seconds 5]
+//       [--rows disk,stream,batch,producer,consume,latency] [--sizes 100,4096] [--disk-runs 3]
 //
 // In one process: the disk's own sequential write bandwidth and fsync latency (in --dir), then an
 // in-process `conduit serve` (data in --dir) on 127.0.0.1:0 driven over h2c by our client:
 // ProduceStream throughput for 100 B and 4 KiB records under `always` and `never`, the same with
-// ProduceBatch (many records per message, 4 calls in flight, with batch latency), ConsumeStream
-// throughput, and produce-to-consume latency through a tail-following ConsumeStream.
+// ProduceBatch (many records per message, 4 calls in flight, with batch latency), the LogProducer
+// (client-side batching), ConsumeStream throughput, and produce-to-consume latency through a
+// tail-following ConsumeStream. --rows and --sizes pick some of them (the disk row always runs).
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
@@ -18,26 +20,46 @@ using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Win32.SafeHandles;
 using Durability = Conduit.Protos.Log.V1.Durability;
 using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
 
+if (args.Contains("--help") || args.Contains("-h"))
+{
+    Console.WriteLine("""
+        Conduit.Log.Bench [--dir DIR] [--seconds S] [--rows LIST] [--sizes LIST] [--disk-runs N]
+          --dir        folder on the disk to measure (emptied first and removed at the end)
+          --seconds    length of each row (default 5)
+          --rows       comma list of: disk, stream, batch, producer, consume, latency (default: all;
+                       consume needs stream; the disk is always measured, before and after)
+          --sizes      record value sizes in bytes, comma list (default 100,4096)
+          --disk-runs  how many times each disk figure is measured; the median is reported (default 3)
+        """);
+    return 0;
+}
 var dir = Arg("--dir") ?? Path.Combine(Path.GetTempPath(), "conduit-log-bench");
 var seconds = double.Parse(Arg("--seconds") ?? "5", CultureInfo.InvariantCulture);
+var rows = (Arg("--rows") ?? "disk,stream,batch,producer,consume,latency").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+var sizes = (Arg("--sizes") ?? "100,4096").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+var diskRuns = int.Parse(Arg("--disk-runs") ?? "3", CultureInfo.InvariantCulture);
 if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
 Directory.CreateDirectory(dir);
-var culture = CultureInfo.InvariantCulture;
 void Line(string text) => Console.WriteLine(text);
 
-Line($"# Log benchmarks {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}, dir {dir}");
+Line($"# Log benchmarks {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}, dir {dir}, load average {LoadAverage()}");
 Line("");
 
 // ---- The disk itself -------------------------------------------------------------------------
-var (diskMBps, fsyncP50, fsyncP99) = MeasureDisk(dir, seconds);
-Line("| disk (same run, same folder) | figure |");
+// The denominator of "share of disk bandwidth" is the first row: what the log does under
+// `always`, on the disk alone (appends to a new file, an fsync after each write of 1 MiB, the
+// size of one LogProducer batch and so of one group commit), median of --disk-runs runs.
+var disk = MeasureDisk(dir, seconds, diskRuns);
+var diskMBps = disk.AppendFsync1M;
+Line("| disk (same run, same folder; median of " + diskRuns + " runs, each run's figures in brackets) | figure |");
 Line("|---|---|");
-Line($"| sequential write, 1 MiB writes + fsync at the end | {diskMBps:F0} MB/s |");
-Line($"| 4 KiB write + fsync, one after another | p50 {fsyncP50:F2} ms, p99 {fsyncP99:F2} ms ({1000 / fsyncP50:F0} fsyncs/s) |");
+Line($"| **sequential append, 1 MiB writes, fsync after each** (the log under `always`: the denominator below) | **{disk.AppendFsync1M:F0} MB/s** [{disk.Runs1M}] |");
+Line($"| sequential append, 128 KiB writes, fsync after each (one ProduceBatch of 32 x 4 KiB) | {disk.AppendFsync128K:F0} MB/s [{disk.Runs128K}] |");
+Line($"| sequential append, 1 MiB writes, one fsync at the end (up to 1 GiB: partly page cache speed) | {disk.FsyncAtEnd:F0} MB/s [{disk.RunsEnd}] |");
+Line($"| 4 KiB write + fsync, one after another | p50 {disk.P50:F2} ms, p99 {disk.P99:F2} ms ({1000 / disk.P50:F0} fsyncs/s) |");
 Line("");
 
 // ---- The service -------------------------------------------------------------------------------
@@ -51,78 +73,101 @@ var log = new Log.LogClient(channel);
 var admin = new LogAdmin.LogAdminClient(channel);
 
 var storage = app.Services.GetRequiredService<ILogStorage>();
-Line("| ProduceStream, 1 stream, pipelined | records/s | MB/s | share of disk bandwidth | fsyncs (records per fsync) |");
-Line("|---|---|---|---|---|");
 var produced = new Dictionary<string, long>();
-foreach (var size in new[] { 100, 4096 })
+if (rows.Contains("stream"))
 {
+    Line("| ProduceStream, 1 stream, pipelined | records/s | MB/s | share of disk bandwidth | fsyncs (records per fsync) |");
+    Line("|---|---|---|---|---|");
+    foreach (var size in sizes)
+    {
+        foreach (var durability in new[] { Durability.Always, Durability.Never })
+        {
+            var topic = $"p{size}-{durability.ToString().ToLowerInvariant()}";
+            await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
+            var (count, elapsed) = await ProduceFor(log, topic, size, seconds);
+            produced[topic] = count;
+            var rate = count / elapsed;
+            var mbps = rate * size / 1e6;
+            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+            var fsyncs = durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
+            Line($"| {size} B values, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {fsyncs} |");
+        }
+    }
+    Line("");
+}
+
+if (rows.Contains("batch"))
+{
+    Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 |");
+    Line("|---|---|---|---|---|---|");
+    foreach (var size in sizes)
+    {
+        var perBatch = size <= 1024 ? 256 : Math.Max(1, 128 * 1024 / size);
+        foreach (var durability in new[] { Durability.Always, Durability.Never })
+        {
+            var topic = $"b{size}-{durability.ToString().ToLowerInvariant()}";
+            await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
+            var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, 4, seconds);
+            var rate = count / elapsed;
+            var mbps = rate * size / 1e6;
+            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+            var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
+            Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms |");
+        }
+    }
+    Line("");
+}
+
+if (rows.Contains("producer"))
+{
+    Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, 1 call in flight), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 |");
+    Line("|---|---|---|---|---|---|");
+    foreach (var size in sizes)
+    {
+        foreach (var idempotent in new[] { false, true })
+        {
+            var topic = $"producer{size}-always-{(idempotent ? "idempotent" : "plain")}";
+            await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
+            var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds, idempotent);
+            var rate = count / elapsed;
+            var mbps = rate * size / 1e6;
+            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+            Line($"| {size} B values, {(idempotent ? "idempotent (the default: one batch at a time)" : "plain (Idempotent = false: next batch once the previous is written)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms |");
+        }
+    }
+    Line("");
+}
+
+if (rows.Contains("consume") && produced.Count > 0)
+{
+    Line("| ConsumeStream from offset 0, 1 stream | records/s | MB/s |");
+    Line("|---|---|---|");
+    foreach (var size in sizes)
+    {
+        var topic = $"p{size}-never";
+        var (count, elapsed) = await ConsumeAll(log, topic, produced[topic]);
+        Line($"| {size} B values ({count} records) | {count / elapsed:F0} | {count / elapsed * size / 1e6:F1} |");
+    }
+    Line("");
+}
+
+if (rows.Contains("latency"))
+{
+    Line("| produce-to-consume latency (Produce unary, one at a time; a ConsumeStream waiting at the tail) | p50 | p99 |");
+    Line("|---|---|---|");
     foreach (var durability in new[] { Durability.Always, Durability.Never })
     {
-        var topic = $"p{size}-{durability.ToString().ToLowerInvariant()}";
+        var topic = $"latency-{durability.ToString().ToLowerInvariant()}";
         await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
-        var (count, elapsed) = await ProduceFor(log, topic, size, seconds);
-        produced[topic] = count;
-        var rate = count / elapsed;
-        var mbps = rate * size / 1e6;
-        var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-        var fsyncs = durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
-        Line($"| {size} B values, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {fsyncs} |");
+        var (p50, p99) = await Latency(log, topic, 2000);
+        Line($"| 100 B values, durability {durability.ToString().ToLowerInvariant()} | {p50:F3} ms | {p99:F3} ms |");
     }
-}
-Line("");
-
-Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 |");
-Line("|---|---|---|---|---|---|");
-foreach (var (size, perBatch, durability) in new[] { (100, 256, Durability.Always), (100, 256, Durability.Never), (4096, 32, Durability.Always), (4096, 32, Durability.Never) })
-{
-    var topic = $"b{size}-{durability.ToString().ToLowerInvariant()}";
-    await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
-    var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, 4, seconds);
-    var rate = count / elapsed;
-    var mbps = rate * size / 1e6;
-    var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-    var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
-    Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms |");
-}
-Line("");
-
-Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, 1 call in flight), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 |");
-Line("|---|---|---|---|---|---|");
-foreach (var size in new[] { 100, 4096 })
-{
-    var topic = $"producer{size}-always";
-    await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
-    var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds);
-    var rate = count / elapsed;
-    var mbps = rate * size / 1e6;
-    var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-    Line($"| {size} B values | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms |");
-}
-Line("");
-
-Line("| ConsumeStream from offset 0, 1 stream | records/s | MB/s |");
-Line("|---|---|---|");
-foreach (var size in new[] { 100, 4096 })
-{
-    var topic = $"p{size}-never";
-    var (count, elapsed) = await ConsumeAll(log, topic, produced[topic]);
-    Line($"| {size} B values ({count} records) | {count / elapsed:F0} | {count / elapsed * size / 1e6:F1} |");
-}
-Line("");
-
-Line("| produce-to-consume latency (Produce unary, one at a time; a ConsumeStream waiting at the tail) | p50 | p99 |");
-Line("|---|---|---|");
-foreach (var durability in new[] { Durability.Always, Durability.Never })
-{
-    var topic = $"latency-{durability.ToString().ToLowerInvariant()}";
-    await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
-    var (p50, p99) = await Latency(log, topic, 2000);
-    Line($"| 100 B values, durability {durability.ToString().ToLowerInvariant()} | {p50:F3} ms | {p99:F3} ms |");
+    Line("");
 }
 await app.StopAsync();
-Line("");
-var (diskAfter, fsyncAfterP50, fsyncAfterP99) = MeasureDisk(dir, seconds);
-Line($"Disk measured again after the service runs (the machine is shared): {diskAfter:F0} MB/s sequential; fsync p50 {fsyncAfterP50:F2} ms, p99 {fsyncAfterP99:F2} ms.");
+await app.DisposeAsync(); // closes the topics (their clean-shutdown checkpoints) before the folder goes
+var after = MeasureDisk(dir, seconds, diskRuns);
+Line($"Disk measured again after the service ran (the machine is shared; load average {LoadAverage()}): 1 MiB appends with an fsync each {after.AppendFsync1M:F0} MB/s [{after.Runs1M}]; 4 KiB write + fsync p50 {after.P50:F2} ms, p99 {after.P99:F2} ms.");
 Directory.Delete(dir, recursive: true);
 return 0;
 
@@ -132,24 +177,44 @@ string? Arg(string name)
     return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 }
 
-static (double MBps, double P50, double P99) MeasureDisk(string dir, double seconds)
+static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "?";
+
+// Sequential appends to a new file (as a segment grows), `block` bytes per write, an fsync after
+// each write when fsyncEach (as group commit does under `always`), else one at the end. The clock
+// stops after the last fsync returns; at most `limit` bytes, so a fast disk ends early.
+static double Append(string path, byte[] chunk, int block, bool fsyncEach, double seconds, long limit)
 {
-    var path = Path.Combine(dir, "disk-probe");
-    var chunk = new byte[1 << 20];
-    Random.Shared.NextBytes(chunk);
     long written = 0;
     var watch = Stopwatch.StartNew();
     using (var handle = File.OpenHandle(path, FileMode.Create, FileAccess.Write))
     {
-        while (watch.Elapsed.TotalSeconds < seconds && written < (2L << 30))
+        while (watch.Elapsed.TotalSeconds < seconds && written < limit)
         {
-            RandomAccess.Write(handle, chunk, written);
-            written += chunk.Length;
+            RandomAccess.Write(handle, chunk.AsSpan(0, block), written);
+            written += block;
+            if (fsyncEach) RandomAccess.FlushToDisk(handle);
         }
         RandomAccess.FlushToDisk(handle);
     }
     var mbps = written / watch.Elapsed.TotalSeconds / 1e6;
     File.Delete(path);
+    return mbps;
+}
+
+static DiskFigures MeasureDisk(string dir, double seconds, int runs)
+{
+    var path = Path.Combine(dir, "disk-probe");
+    var chunk = new byte[1 << 20];
+    Random.Shared.NextBytes(chunk); // not zeros: a compressing or deduplicating layer would flatter them
+    var perRun = Math.Max(0.5, seconds / 2);
+    List<double> m1 = [], m128 = [], end = [];
+    for (var run = 0; run < runs; run++)
+    {
+        // Interleaved, so a change in the machine's load hits every kind alike.
+        m1.Add(Append(path, chunk, 1 << 20, fsyncEach: true, perRun, 1L << 30));
+        m128.Add(Append(path, chunk, 128 << 10, fsyncEach: true, perRun, 1L << 30));
+        end.Add(Append(path, chunk, 1 << 20, fsyncEach: false, perRun, 1L << 30));
+    }
 
     var latencies = new List<double>();
     var page = chunk.AsMemory(0, 4096);
@@ -168,7 +233,14 @@ static (double MBps, double P50, double P99) MeasureDisk(string dir, double seco
     }
     File.Delete(path);
     latencies.Sort();
-    return (mbps, Percentile(latencies, 0.50), Percentile(latencies, 0.99));
+    static string Each(List<double> xs) => string.Join(", ", xs.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)));
+    return new DiskFigures(Median(m1), Each(m1), Median(m128), Each(m128), Median(end), Each(end), Percentile(latencies, 0.50), Percentile(latencies, 0.99));
+}
+
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToList();
+    return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
 }
 
 static double Percentile(List<double> sorted, double p) => sorted[Math.Min(sorted.Count - 1, (int)(sorted.Count * p))];
@@ -218,7 +290,7 @@ static async Task<(long Count, double Seconds, double P50, double P99)> ProduceB
     return (count, elapsed, Percentile(latencies, 0.50), Percentile(latencies, 0.99));
 }
 
-static async Task<(long Count, double Seconds, double P50, double P99)> ProducerFor(Log.LogClient log, string topic, int size, double seconds)
+static async Task<(long Count, double Seconds, double P50, double P99)> ProducerFor(Log.LogClient log, string topic, int size, double seconds, bool idempotent)
 {
     var value = ByteString.CopyFrom(new byte[size]);
     var record = new Record { Value = value };
@@ -226,7 +298,7 @@ static async Task<(long Count, double Seconds, double P50, double P99)> Producer
     long count = 0;
     Task<ulong>? last = null;
     var watch = Stopwatch.StartNew();
-    await using (var producer = new Conduit.Services.Log.LogProducer(log, topic))
+    await using (var producer = new Conduit.Services.Log.LogProducer(log, topic, new Conduit.Services.Log.LogProducerOptions { Idempotent = idempotent }))
     {
         for (long i = 0; watch.Elapsed.TotalSeconds < seconds; i++)
         {
@@ -284,3 +356,5 @@ static async Task<(double P50, double P99)> Latency(Log.LogClient log, string to
     latencies.Sort();
     return (Percentile(latencies, 0.50), Percentile(latencies, 0.99));
 }
+
+internal sealed record DiskFigures(double AppendFsync1M, string Runs1M, double AppendFsync128K, string Runs128K, double FsyncAtEnd, string RunsEnd, double P50, double P99);

@@ -16,6 +16,46 @@ public class BatchTests
     private static CallOptions Timeout(Metadata? headers = null) => new CallOptions(headers).WithTimeout(TimeSpan.FromSeconds(30));
 
     [Fact]
+    public async Task Under_always_a_batch_is_announced_as_appended_in_the_response_headers_before_its_fsync_returns()
+    {
+        var files = new FaultyFileSystem();
+        using var release = new ManualResetEventSlim(true);
+        files.HoldStoreFsyncsWhileReset(release);
+        await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
+        var batch = new ProduceBatchRequest { Topic = "held" };
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("first") });
+        Assert.Equal(0ul, (await server.Log.ProduceBatchAsync(batch, Timeout())).BaseOffset);
+
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("second") });
+        release.Reset(); // from now on the store's fsync waits
+        using var call = server.Log.ProduceBatchAsync(batch, Timeout());
+        try
+        {
+            var headers = await call.ResponseHeadersAsync.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal("1", headers.GetValue(Conduit.Services.Log.LogService.AppendedHeader));
+            Assert.False(call.ResponseAsync.IsCompleted); // appended, not durable: not acknowledged
+        }
+        finally
+        {
+            release.Set(); // a failing assertion must not leave the server's fsync held
+        }
+        var reply = await call.ResponseAsync;
+        Assert.Equal(1ul, reply.BaseOffset);
+        Assert.Equal(2u, reply.Count);
+    }
+
+    [Fact]
+    public async Task Without_durability_always_no_early_headers_are_sent()
+    {
+        await using var server = await LogServer.StartAsync(("Conduit:Log:Durability", "Never"));
+        var batch = new ProduceBatchRequest { Topic = "quick" };
+        batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8("v") });
+        using var call = server.Log.ProduceBatchAsync(batch, Timeout());
+        Assert.Null((await call.ResponseHeadersAsync).GetValue(Conduit.Services.Log.LogService.AppendedHeader));
+        Assert.Equal(0ul, (await call.ResponseAsync).BaseOffset);
+    }
+
+    [Fact]
     public async Task A_batch_gets_dense_offsets_in_one_write_and_is_never_split_across_segments()
     {
         using var dir = new TempDir();

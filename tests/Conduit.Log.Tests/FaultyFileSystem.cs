@@ -28,6 +28,15 @@ internal sealed class FaultyFileSystem : LogFileSystem
     /// <summary>path → whether its fsync fails (EIO).</summary>
     public Func<string, bool>? FailFsync { get; set; }
 
+    /// <summary>Runs before each fsync with the file's path (a test holds an fsync back here).</summary>
+    public Action<string>? BeforeFsync { get; set; }
+
+    /// <summary>From now on each fsync of a store file waits while <paramref name="open"/> is reset (at most a minute).</summary>
+    public void HoldStoreFsyncsWhileReset(ManualResetEventSlim open) => BeforeFsync = path =>
+    {
+        if (path.EndsWith(".store", StringComparison.Ordinal)) open.Wait(TimeSpan.FromSeconds(60));
+    };
+
     public bool Crashed { get; private set; }
 
     /// <summary>From now on every operation fails, as if the process had died.</summary>
@@ -167,6 +176,7 @@ internal sealed class FaultyFileSystem : LogFileSystem
         public void Flush()
         {
             files.ThrowIfCrashed();
+            files.BeforeFsync?.Invoke(path);
             if (files.FailFsync?.Invoke(path) == true) throw new IOException("fsync: Input/output error (fault injection)", 5);
             inner.Flush();
             var content = LogFileSystem.ReadAll(inner);

@@ -1,3 +1,4 @@
+using System.Threading.Channels;
 using Conduit.Protos.Log.V1;
 using Conduit.Services.Log;
 using Google.Protobuf;
@@ -64,5 +65,46 @@ public class LogProducerTests
             Assert.Equal(100ul, (await server.Log.ProduceBatchAsync(again)).BaseOffset);
         }
         Assert.Equal(250ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "numbered" })).NextOffset);
+    }
+
+    [Fact]
+    public async Task A_plain_producer_sends_the_next_batch_once_the_previous_one_is_appended_not_once_it_is_durable_and_keeps_order()
+    {
+        var files = new FaultyFileSystem();
+        using var release = new ManualResetEventSlim(true);
+        files.HoldStoreFsyncsWhileReset(release);
+        var batchWrites = Channel.CreateUnbounded<int>();
+        files.FailWrite = (path, _, length) =>
+        {
+            // Batches of the 27 records below only (not the first record, the segment header or commit frames).
+            if (path.EndsWith(".store", StringComparison.Ordinal) && length > 200) batchWrites.Writer.TryWrite(length);
+            return null;
+        };
+        await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
+        await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { Idempotent = false, MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
+        var first = await producer.SendAsync(Value("first"));
+        await producer.FlushAsync();
+        Assert.Equal(0ul, await first.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var acks = new List<Task<ulong>>();
+        release.Reset(); // from now on the store's fsync waits
+        try
+        {
+            for (var i = 0; i < 27; i++) acks.Add(await producer.SendAsync(Value($"record-{i:D3}-" + new string('v', 80))));
+            // Two batches reach the store while the first one's fsync is held: the second was sent
+            // once the first was appended (one call at a time still, so in order).
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await batchWrites.Reader.ReadAsync(timeout.Token);
+            await batchWrites.Reader.ReadAsync(timeout.Token);
+            Assert.DoesNotContain(acks, a => a.IsCompleted); // none is durable yet, so none is acknowledged
+        }
+        finally
+        {
+            release.Set(); // a failing assertion must not leave the server's fsync held
+        }
+        await producer.FlushAsync();
+        for (var i = 0; i < acks.Count; i++) Assert.Equal((ulong)i + 1, await acks[i].WaitAsync(TimeSpan.FromSeconds(30)));
+        var read = await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "pipelined", Offset = 27 });
+        Assert.StartsWith("record-026-", read.Record.Value.ToStringUtf8());
     }
 }

@@ -1,5 +1,6 @@
 using Conduit.Hosting;
 using Conduit.Protos.Log.V1;
+using Conduit.Storage.Log;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -21,6 +22,11 @@ public sealed class LogServer : InProcessServer
     public LogAdmin.LogAdminClient Admin { get; }
 
     public static Task<LogServer> StartAsync(params (string Key, string Value)[] settings) => StartAsync(null, settings);
+
+    /// <summary>A server whose log is over <paramref name="files"/> (a fault-injecting layer), every topic with <paramref name="durability"/>.</summary>
+    internal static Task<LogServer> StartAsync(LogFileSystem files, Conduit.Storage.Log.Durability durability) =>
+        StartAsync((services, data) => services.AddSingleton<ILogStorage>(_ =>
+            new FileLogStorage(files, Path.Combine(data, "log"), new Conduit.Storage.Log.TopicSettings { Durability = durability })));
 
     /// <param name="replace">Runs after the services are registered: a test replaces a registration here.</param>
     public static async Task<LogServer> StartAsync(Action<IServiceCollection, string>? replace, params (string Key, string Value)[] settings)

@@ -31,8 +31,11 @@ public sealed class LogProducerOptions
     public bool Idempotent { get; set; } = true;
 
     /// <summary>
-    /// ProduceBatch calls at once when not idempotent (an idempotent producer sends one batch at a
-    /// time, so the server meets its sequences in order). 1 (the default) keeps the records' order.
+    /// ProduceBatch calls at once whose batch is not yet written, when not idempotent (an idempotent
+    /// producer sends one batch at a time, so the server meets its sequences in order). 1 (the
+    /// default) keeps the records' order. A call whose batch the server reports written
+    /// (<see cref="LogService.AppendedHeader"/>: a single node under durability <c>always</c>) stops
+    /// counting while it waits for its fsync, so the next batch travels meanwhile, still in order.
     /// </summary>
     public int MaxInFlight { get; set; } = 1;
 
@@ -308,12 +311,22 @@ public sealed class LogProducer : IAsyncDisposable
 
     private async Task SendAsync(Batch batch)
     {
+        var slotReleased = false;
         try
         {
             var request = new ProduceBatchRequest { Topic = _topic };
             request.Records.AddRange(batch.Records);
             Interlocked.Increment(ref _calls);
-            var reply = await _client.ProduceBatchAsync(request, _callOptions()).ConfigureAwait(false);
+            using var call = _client.ProduceBatchAsync(request, _callOptions());
+            // A single node under `always` says when the batch is written (its offsets fixed) and
+            // before its fsync: the slot goes to the next batch then, which is thus appended after
+            // this one and covered by the next group commit, while this one's answer waits for the fsync.
+            if ((await call.ResponseHeadersAsync.ConfigureAwait(false)).GetValue(LogService.AppendedHeader) is not null)
+            {
+                slotReleased = true;
+                _slots.Release();
+            }
+            var reply = await call.ResponseAsync.ConfigureAwait(false);
             batch.Succeed(reply.BaseOffset);
         }
         catch (Exception ex)
@@ -322,7 +335,7 @@ public sealed class LogProducer : IAsyncDisposable
         }
         finally
         {
-            _slots.Release();
+            if (!slotReleased) _slots.Release();
             Answered(batch);
         }
     }

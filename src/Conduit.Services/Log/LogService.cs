@@ -28,6 +28,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
 
     private static readonly WriteOptions s_bufferHint = new(WriteFlags.BufferHint);
 
+    /// <summary>
+    /// A ProduceBatch response header sent as soon as the batch is written, before it is durable
+    /// (durability <c>always</c> on a single node): its value is the batch's base offset. The batch
+    /// has its offsets then; its answer (or error) still comes only once it is durable.
+    /// </summary>
+    public const string AppendedHeader = "conduit-log-appended";
+
     /// <summary>Produce responses a ProduceStream may have waiting for durability before it stops reading requests.</summary>
     public const int ProduceStreamWindow = 1024;
 
@@ -52,6 +59,13 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
             return new ProduceBatchResponse { BaseOffset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0), Count = (uint)records.Length };
         }
         var pending = storage.GetOrCreate(request.Topic).AppendBatch(records);
+        if (pending.OffsetTask is null && !pending.Durable.IsCompleted)
+        {
+            // Written at its offsets, waiting for the fsync: say so now, so a producer that keeps
+            // its batches in order (LogProducer) sends the next one while this one's fsync runs,
+            // and the next group commit covers it. The answer still waits for durability.
+            await context.WriteResponseHeadersAsync(new Metadata { { AppendedHeader, pending.Offset.ToString(CultureInfo.InvariantCulture) } }).ConfigureAwait(false);
+        }
         var baseOffset = await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false);
         return new ProduceBatchResponse { BaseOffset = (ulong)baseOffset, Count = (uint)records.Length };
     }
@@ -332,24 +346,28 @@ public static class LogMapping
         var records = new LogRecord[request.Records.Count];
         for (var i = 0; i < records.Length; i++)
         {
-            records[i] = ToStorage(request.Records[i], $"records[{i}]");
+            records[i] = ToStorage(request.Records[i], i);
             if (producer.Id != 0) records[i] = WithProducer(records[i], producer, i);
         }
         return records;
     }
 
-    private static LogRecord ToStorage(Record record, string field)
+    /// <summary>A batch's record <paramref name="index"/> (its field name is made only for an error, not once per record).</summary>
+    private static LogRecord ToStorage(Record record, int index) => ToStorage(record, null, index);
+
+    private static LogRecord ToStorage(Record record, string? fieldName, int index = 0)
     {
+        var field = new FieldName(fieldName, index);
         if (record.TimestampUnixMs < 0)
         {
-            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field + ".timestamp_unix_ms", "0 (now) or positive")));
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, "A record's timestamp cannot be before 1970.", Details.BadRequest((field.Name + ".timestamp_unix_ms", "0 (now) or positive")));
         }
         if (record.TimestampUnixMs > 0 && record.TimestampUnixMs - DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > MaxTimestampAheadMs)
         {
             var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             throw RpcException.WithDetails(StatusCode.InvalidArgument,
                 $"The record's timestamp {record.TimestampUnixMs} is {record.TimestampUnixMs - now} ms past the server's clock ({now}); at most {MaxTimestampAheadMs} ms (1 hour) ahead is taken. Leave it 0 for the server's time.",
-                Details.BadRequest((field + ".timestamp_unix_ms", $"at most {MaxTimestampAheadMs} ms past the server's clock, or 0 (now)")),
+                Details.BadRequest((field.Name + ".timestamp_unix_ms", $"at most {MaxTimestampAheadMs} ms past the server's clock, or 0 (now)")),
                 Details.ErrorInfo("TIMESTAMP_TOO_FAR_AHEAD", ErrorDomain, new Dictionary<string, string>
                 {
                     ["timestamp_unix_ms"] = record.TimestampUnixMs.ToString(CultureInfo.InvariantCulture),
@@ -362,7 +380,7 @@ public static class LogMapping
             throw RpcException.WithDetails(StatusCode.InvalidArgument,
                 $"The record is too large: consumed, it would make a {size}-byte response, over the {MaxConsumeResponseBytes} bytes (4 MiB) a gRPC client receives by default, so no consumer could read it. " +
                 $"Value, key and headers together may take up to {MaxValueBytes} bytes (a value alone). Split the record, or store the payload elsewhere and produce a reference to it.",
-                Details.BadRequest((field, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
+                Details.BadRequest((field.Name, $"consumed, at most {MaxConsumeResponseBytes} bytes (a value alone: at most {MaxValueBytes} bytes)")),
                 Details.ErrorInfo("RECORD_TOO_LARGE", ErrorDomain, new Dictionary<string, string>
                 {
                     ["consume_response_bytes"] = size.ToString(CultureInfo.InvariantCulture),
@@ -377,6 +395,14 @@ public static class LogMapping
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
         };
+    }
+
+    /// <summary>A request field's name: given, or a batch's <c>records[i]</c>, formatted only when asked.</summary>
+    private readonly record struct FieldName(string? Given, int Index)
+    {
+        public string Name => Given ?? string.Create(CultureInfo.InvariantCulture, $"records[{Index}]");
+
+        public override string ToString() => Name;
     }
 
     /// <summary>
