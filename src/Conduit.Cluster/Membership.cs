@@ -69,32 +69,51 @@ internal sealed class MemberNames
 
     public string? IdOf(EndPoint address) => _byAddress.TryGetValue(address, out var known) ? known.Id : null;
 
-    public string? RpcOf(string id) => _byAddress.Values.FirstOrDefault(v => v.Id == id).Rpc;
+    /// <summary>The gRPC address of the member at <paramref name="address"/> (the current member's, never a former holder's of its id).</summary>
+    public string? RpcAt(EndPoint address) => _byAddress.TryGetValue(address, out var known) ? known.Rpc : null;
 
     public EndPoint? AddressOf(string id) => _byAddress.FirstOrDefault(p => p.Value.Id == id).Key;
 
-    /// <summary>Records what is known of <paramref name="address"/> (an unknown rpc keeps the one known); saved when it changed.</summary>
+    /// <summary>
+    /// Records what is known of <paramref name="address"/> (an unknown rpc keeps the one known);
+    /// an id is at one address only, so another address's entry with the same id (a member that
+    /// left and joined again elsewhere, a mistyped join) is dropped. Saved when it changed.
+    /// </summary>
     public void Learn(EndPoint address, string id, string? rpc)
     {
         var changed = false;
-        _byAddress.AddOrUpdate(address, _ => { changed = true; return (id, rpc); }, (_, old) =>
+        lock (_saving)
         {
-            var next = (id, rpc ?? (old.Id == id ? old.Rpc : null));
-            changed = next != old;
-            return next;
-        });
-        if (changed) Save();
+            _byAddress.AddOrUpdate(address, _ => { changed = true; return (id, rpc); }, (_, old) =>
+            {
+                var next = (id, rpc ?? (old.Id == id ? old.Rpc : null));
+                changed = next != old;
+                return next;
+            });
+            foreach (var stale in _byAddress.Where(p => p.Value.Id == id && !p.Key.Equals(address)).Select(p => p.Key).ToList())
+            {
+                changed |= _byAddress.TryRemove(stale, out _);
+            }
+            if (changed) Save();
+        }
     }
 
-    private void Save()
+    /// <summary>Drops what is known of <paramref name="address"/> (a member removed, a join that failed); saved when it changed.</summary>
+    public void Forget(EndPoint address)
     {
         lock (_saving)
         {
-            var entries = _byAddress.Select(p => new Entry { Raft = p.Key.ToString(), Id = p.Value.Id, Rpc = p.Value.Rpc }).OrderBy(e => e.Id, StringComparer.Ordinal).ToArray();
-            var temp = _path + ".tmp";
-            File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(entries));
-            File.Move(temp, _path, overwrite: true);
+            if (_byAddress.TryRemove(address, out _)) Save();
         }
+    }
+
+    /// <summary>Writes the file; called under <see cref="_saving"/>.</summary>
+    private void Save()
+    {
+        var entries = _byAddress.Select(p => new Entry { Raft = p.Key.ToString(), Id = p.Value.Id, Rpc = p.Value.Rpc }).OrderBy(e => e.Id, StringComparer.Ordinal).ToArray();
+        var temp = _path + ".tmp";
+        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(entries));
+        File.Move(temp, _path, overwrite: true);
     }
 
     private sealed class Entry

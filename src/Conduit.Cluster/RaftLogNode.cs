@@ -185,7 +185,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         // This node elected but not yet able to write (its first entry of the term is not committed): retry shortly.
         if (leader is null || !leader.IsRemote) return new Storage.Log.NotLeaderException(NodeId, null, null, inner);
         var id = IdOf(leader.EndPoint);
-        return new Storage.Log.NotLeaderException(NodeId, id, _names.RpcOf(id), inner);
+        return new Storage.Log.NotLeaderException(NodeId, id, _names.RpcAt(leader.EndPoint), inner);
     }
 
     /// <summary>
@@ -268,7 +268,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             var state = isLeader ? "leader"
                 : !member.IsRemote ? (leader is null ? "no-leader" : "follower")
                 : _reachable.TryGetValue(member.EndPoint, out var up) ? (up ? "follower" : "unreachable") : "unknown";
-            servers.Add(new LogServer(id, member.IsRemote ? _names.RpcOf(id) ?? "" : RpcAddress, isLeader, state));
+            servers.Add(new LogServer(id, member.IsRemote ? _names.RpcAt(member.EndPoint) ?? "" : RpcAddress, isLeader, state));
         }
         servers.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
         return servers;
@@ -320,8 +320,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         {
             throw new MembershipChangeException(MembershipProblem.MemberExists, $"'{IdOf(existing.EndPoint)}' at {existing.EndPoint} is a member already.");
         }
+        // Named before it is added: GetServers and the NOT_LEADER hint name it as soon as it is a member.
         _names.Learn(address, id, rpcAddress);
-        bool added;
+        var added = false;
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);
@@ -330,6 +331,11 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         catch (Exception ex) when (Refusal(ex) is { } refusal)
         {
             throw refusal;
+        }
+        finally
+        {
+            // A join that failed (a mistyped address, a node not running) leaves no name behind.
+            if (!added && !_cluster.Members.Any(m => m.EndPoint.Equals(address))) _names.Forget(address);
         }
         if (!added)
         {
@@ -362,6 +368,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         if (!removed) throw new MembershipChangeException(MembershipProblem.MemberNotFound, $"'{id}' is no longer a member.");
         await WhenMembership(member.EndPoint, added: false, token).ConfigureAwait(false);
         _reachable.TryRemove(member.EndPoint, out _);
+        // Its id may join again at another address: the old gRPC address must not be advertised for it.
+        _names.Forget(member.EndPoint);
         _logger.LogWarning("Node {Node}: removed member {Member} at {Address}", NodeId, id, member.EndPoint);
         return Servers();
     }
@@ -418,7 +426,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
                 }
             }
             // Soon again while a member's name is missing (one not reached yet, or just added).
-            var named = _cluster.Members.All(m => _names.IdOf(m.EndPoint) is not null && _names.RpcOf(IdOf(m.EndPoint)) is not null);
+            var named = _cluster.Members.All(m => _names.IdOf(m.EndPoint) is not null && _names.RpcAt(m.EndPoint) is not null);
             await Task.Delay(named ? TimeSpan.FromSeconds(1) : TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
         }
     }

@@ -14,7 +14,9 @@ namespace Conduit.Services.Log;
 /// member's as it answers a GetServers(PROGRESS_SELF) this node sends it now, with the caller's
 /// authorization and a deadline of <see cref="AskTimeout"/>. A member that does not answer is
 /// shown with the last figures it gave (kept here), how old they are, and why it did not answer.
-/// Lag is worked out here, against the leader's figures in the same answer.
+/// Lag is worked out here, against the leader's figures in the same answer. A member is asked at
+/// the gRPC address it advertises (never one derived from the caller's request, never a wildcard
+/// one); a channel is kept per member address and disposed once no member has that address.
 /// </summary>
 public sealed partial class ClusterProgress(ILogServers? servers, bool secure = false) : IDisposable
 {
@@ -29,7 +31,8 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var response = LogMapping.Servers(servers, context);
+        var list = servers?.Servers();
+        var response = list is null ? LogMapping.Servers(servers, context) : LogMapping.Servers(list, context);
         if (request.Progress == GetServersRequest.Types.Progress.None) return response;
         var local = servers?.LocalProgress();
         foreach (var server in response.Servers)
@@ -40,8 +43,12 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
         }
         if (request.Progress == GetServersRequest.Types.Progress.All && local is not null)
         {
+            // Each member's own advertised address (the answer's may name the caller's host instead).
+            var advertised = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var member in list ?? []) advertised.TryAdd(member.Id, member.RpcAddress);
             var others = response.Servers.Where(s => s.Id != local.Value.Id).ToList();
-            await Task.WhenAll(others.Select(s => AskAsync(s, context))).ConfigureAwait(false);
+            await Task.WhenAll(others.Select(s => AskAsync(s, advertised.GetValueOrDefault(s.Id, ""), context))).ConfigureAwait(false);
+            Prune(advertised.Values);
         }
         Lag(response, DateTimeOffset.UtcNow);
         return response;
@@ -58,12 +65,13 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
     }
 
     /// <summary>Asks <paramref name="server"/> for its own figures; on failure fills in the last it gave.</summary>
-    private async Task AskAsync(Server server, ServerCallContext context)
+    private async Task AskAsync(Server server, string address, ServerCallContext context)
     {
         try
         {
-            if (server.RpcAddr.Length == 0) throw new RpcException(new Status(StatusCode.Unavailable, "its gRPC address is not known yet"));
-            var channel = _channels.GetOrAdd(server.RpcAddr, address => new Lazy<GrpcChannel>(() => ConduitChannel.ForAddress((secure ? "https://" : "http://") + address))).Value;
+            if (address.Length == 0) throw new RpcException(new Status(StatusCode.Unavailable, "its gRPC address is not known yet"));
+            if (LogMapping.RpcAddressProblem(address) is { } problem) throw new RpcException(new Status(StatusCode.FailedPrecondition, $"its gRPC address '{address}' is {problem}; not asked"));
+            var channel = Channel(address);
             var headers = new Metadata();
             if (context.RequestHeaders.Get("authorization") is { } authorization) headers.Add(authorization);
             var deadline = DateTime.UtcNow + AskTimeout;
@@ -75,14 +83,15 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
                 ? await new LogAdmin.LogAdminClient(channel).GetServersAsync(ask, options).ConfigureAwait(false)
                 : await new Protos.Log.V1.Log.LogClient(channel).GetServersAsync(ask, options).ConfigureAwait(false);
             var own = answer.Servers.FirstOrDefault(s => s.Id == server.Id && s.Reachable)
-                ?? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the server at {server.RpcAddr} does not answer as {server.Id}"));
+                ?? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the server at {address} does not answer as {server.Id}"));
             var progress = new LogNodeProgress((long)own.Term, (long)own.CommitIndex, (long)own.AppliedIndex, (long)own.LastIndex);
             Fill(server, progress, 0);
             _lastKnown[server.Id] = (own, DateTimeOffset.UtcNow);
         }
-        catch (RpcException ex)
+        catch (Exception ex)
         {
-            server.ProgressError = $"{StatusName(ex.StatusCode)}: {ex.Status.Detail}";
+            // Any failure is this member's alone: the others' figures are still answered.
+            server.ProgressError = ex is RpcException rpc ? $"{StatusName(rpc.StatusCode)}: {rpc.Status.Detail}" : $"INTERNAL: {ex.Message}";
             if (_lastKnown.TryGetValue(server.Id, out var known))
             {
                 var age = (ulong)Math.Max(1, (DateTimeOffset.UtcNow - known.At).TotalMilliseconds);
@@ -90,6 +99,34 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
             }
         }
     }
+
+    /// <summary>The channel to <paramref name="address"/>, made once; one that failed to be made is not kept.</summary>
+    private GrpcChannel Channel(string address)
+    {
+        var channel = _channels.GetOrAdd(address, a => new Lazy<GrpcChannel>(() => ConduitChannel.ForAddress((secure ? "https://" : "http://") + a)));
+        try
+        {
+            return channel.Value;
+        }
+        catch
+        {
+            _channels.TryRemove(KeyValuePair.Create(address, channel));
+            throw;
+        }
+    }
+
+    /// <summary>Disposes the channels to addresses no member has any more (a member removed or moved).</summary>
+    private void Prune(IEnumerable<string> addresses)
+    {
+        var current = addresses.ToHashSet(StringComparer.Ordinal);
+        foreach (var (address, channel) in _channels)
+        {
+            if (!current.Contains(address) && _channels.TryRemove(KeyValuePair.Create(address, channel)) && channel.IsValueCreated) channel.Value.Dispose();
+        }
+    }
+
+    /// <summary>The addresses a channel is kept for (tests).</summary>
+    internal IReadOnlyCollection<string> ChannelAddresses => _channels.Keys.ToList();
 
     /// <summary>Each member's lag behind the leader's commit index in this answer (docs/cluster.md).</summary>
     private void Lag(GetServersResponse response, DateTimeOffset now)

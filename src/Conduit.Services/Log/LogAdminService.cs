@@ -20,6 +20,11 @@ public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = 
     public override async Task<GetServersResponse> AddServer(AddServerRequest request, ServerCallContext context)
     {
         Required(("id", request.Id), ("raft_addr", request.RaftAddr), ("rpc_addr", request.RpcAddr));
+        // Other nodes dial it (GetServers' progress, with the caller's token) and clients are sent there.
+        if (LogMapping.RpcAddressProblem(request.RpcAddr) is { } problem)
+        {
+            throw RpcException.WithDetails(StatusCode.InvalidArgument, $"rpc_addr '{ClientInput.Shorten(request.RpcAddr)}': {problem}.", Details.BadRequest(("rpc_addr", problem)));
+        }
         var members = await ChangeMembership(m => m.AddServerAsync(request.Id, request.RaftAddr, request.RpcAddr, context.CancellationToken));
         return LogMapping.Servers(members, context);
     }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net;
 using System.Threading.Channels;
 using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
@@ -279,11 +280,33 @@ public static class LogMapping
     {
         var colon = address.LastIndexOf(':');
         if (colon <= 0) return address;
-        var host = address[..colon];
-        if (host is not ("0.0.0.0" or "[::]" or "*" or "+")) return address;
+        if (!IsWildcard(address[..colon])) return address;
         var callerColon = callerAuthority.LastIndexOf(':');
         var callerHost = callerColon > 0 && !callerAuthority.EndsWith(']') ? callerAuthority[..callerColon] : callerAuthority;
         return callerHost.Length == 0 ? address : callerHost + address[colon..];
+    }
+
+    /// <summary>0.0.0.0, [::], * or +: every interface, no host another node can dial.</summary>
+    private static bool IsWildcard(string host) =>
+        host is "*" or "+" || (IPAddress.TryParse(host.Trim('[', ']'), out var ip) && (ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any)));
+
+    /// <summary>
+    /// Why <paramref name="address"/> is no gRPC address another node can dial (HOST:PORT, a
+    /// port 1-65535, no wildcard host, nothing else), or null when it is one.
+    /// </summary>
+    public static string? RpcAddressProblem(string address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        var colon = address.LastIndexOf(':');
+        if (colon <= 0) return "not HOST:PORT";
+        if (IsWildcard(address[..colon])) return "a wildcard host (every interface) names no host to reach";
+        if (!int.TryParse(address.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535) return "not HOST:PORT with a port 1-65535";
+        if (!Uri.TryCreate("http://" + address, UriKind.Absolute, out var uri) || uri.Host.Length == 0 || uri.Port != port
+            || uri.UserInfo.Length > 0 || uri.PathAndQuery != "/" || uri.Fragment.Length > 0)
+        {
+            return "not HOST:PORT";
+        }
+        return null;
     }
 
     public static LogRecord ToStorage(ProduceRequest request, string field)

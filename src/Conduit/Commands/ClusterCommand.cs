@@ -96,8 +96,10 @@ internal static class ClusterCommand
         : s.LagEntries == 0 || !s.HasLagMs ? s.LagEntries.ToString(CultureInfo.InvariantCulture)
         : string.Create(CultureInfo.InvariantCulture, $"{s.LagEntries} ({Duration(s.LagMs)})");
 
+    /// <summary>"ok", "unreachable..." with why; "-" when the answer carries no progress (AddServer's and RemoveServer's do not ask the members).</summary>
     internal static string Status(Server s) =>
         s.Reachable ? "ok"
+        : !s.HasFiguresAgeMs && s.ProgressError.Length == 0 ? "-"
         : s.HasFiguresAgeMs ? $"unreachable, figures {Duration(s.FiguresAgeMs)} old: {s.ProgressError}"
         : $"unreachable: {s.ProgressError}";
 
