@@ -79,6 +79,7 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         var joined = await Cli("join", "--id", "n4", "--raft-address", $"127.0.0.1:{n4.RaftPort}", "--rpc-address", n4.RpcAddress, "--server", cluster);
         Assert.Equal(0, joined.ExitCode);
         Assert.Contains($"{"n4",-16} {n4.RpcAddress,-24}", joined.Output);
+        AssertNoProgressStatus(joined.Output, 4);
         var reference = await ReadAll(leader, "", 10);
         Assert.Equal(reference, await ReadAll(n4, "", 10));
         for (var i = 10; i < 15; i++) Assert.Equal((ulong)i, (await leader.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8($"r{i}") } }, Timeout())).Offset);
@@ -105,6 +106,7 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         var left = await Cli("leave", "--id", leaving.Id, "--server", cluster);
         Assert.Equal(0, left.ExitCode);
         Assert.DoesNotContain(leaving.Id + " ", left.Output);
+        AssertNoProgressStatus(left.Output, 3);
         var remaining = _nodes.Where(n => n != leaving).ToList();
         Assert.Equal(remaining.Select(n => n.Id).Order(), (await leader.Client.GetServersAsync(new GetServersRequest(), Timeout())).Servers.Select(s => s.Id).Order());
         for (var i = 15; i < 20; i++) Assert.Equal((ulong)i, (await leader.Client.ProduceAsync(new ProduceRequest { Record = new Record { Value = ByteString.CopyFromUtf8($"r{i}") } }, Timeout())).Offset);
@@ -133,6 +135,35 @@ public sealed class MembershipTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Contains($"{newLeader.Id,-16} {newLeader.RpcAddress,-24} leader", members.Output);
         Assert.DoesNotContain(leaving.Id + " ", members.Output);
         output.WriteLine($"{clock.ElapsedMilliseconds} ms: restarted with the new membership");
+
+        // The removed id joins again, a new node at new Raft and gRPC addresses: it is named by the
+        // new ones only (the leader's names file has one entry for it), never the old gRPC address.
+        leaving.Kill();
+        var rejoiner = new Node(leaving.Id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, leaving.Id + "-again"));
+        _nodes.Add(rejoiner);
+        await rejoiner.Start(peers: null, join: true);
+        var rejoined = await Cli("join", "--id", rejoiner.Id, "--raft-address", $"127.0.0.1:{rejoiner.RaftPort}", "--rpc-address", rejoiner.RpcAddress, "--server", "conduit:///" + string.Join(',', remaining.Select(n => n.RpcAddress)));
+        Assert.Equal(0, rejoined.ExitCode);
+        Assert.Contains($"{rejoiner.Id,-16} {rejoiner.RpcAddress,-24}", rejoined.Output);
+        var current = _nodes.Where(n => n != leaving).ToList();
+        var seen = await WaitForServers(newLeader, [.. current.Select(n => n.Id).Order()]);
+        Assert.Equal(rejoiner.RpcAddress, seen.Single(s => s.Id == rejoiner.Id).RpcAddr);
+        var names = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Path.Combine(newLeader.DataDir, "raft", "conduit-member-names.json"))).RootElement;
+        var entry = Assert.Single(names.EnumerateArray(), e => e.GetProperty("Id").GetString() == rejoiner.Id);
+        Assert.Equal(rejoiner.RpcAddress, entry.GetProperty("Rpc").GetString());
+        Assert.Equal($"127.0.0.1:{rejoiner.RaftPort}", entry.GetProperty("Raft").GetString());
+        var listed = await Cli("members", "--server", newLeader.RpcAddress.Insert(0, "http://"));
+        Assert.Equal(0, listed.ExitCode);
+        Assert.DoesNotContain(leaving.RpcAddress + " ", listed.Output);
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms: {rejoiner.Id} joined again at new addresses");
+    }
+
+    /// <summary>AddServer's and RemoveServer's answers carry no progress: STATUS "-" on every row, not "unreachable".</summary>
+    private static void AssertNoProgressStatus(string table, int members)
+    {
+        var rows = table.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1).ToList();
+        Assert.Equal(members, rows.Count);
+        Assert.All(rows, row => Assert.Equal("-", row.Split(' ', StringSplitOptions.RemoveEmptyEntries)[^1]));
     }
 
     [Fact]
