@@ -1,12 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Conduit.Services.Log;
 using Conduit.Storage.Log;
-using Grpc.Core;
 using Google.Rpc;
-using Conduit.Grpc;
+using Grpc.Core;
 
 namespace Conduit.Cluster.Tests;
 
