@@ -83,6 +83,8 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         where TWriter : IAsyncBinaryWriter
     {
         var files = await machine.CaptureFilesAsync(token).ConfigureAwait(false);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        long sent = 0;
         try
         {
             var header = new MemoryStream();
@@ -96,8 +98,14 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
                 await writer.Invoke(FileHeader(file.Folder, file.Name, file.Length), token).ConfigureAwait(false);
                 file.Stream.Position = 0;
                 await writer.CopyFromAsync(file.Stream, file.Length, token).ConfigureAwait(false);
+                sent += file.Length;
             }
             await writer.Invoke(new byte[] { 0 }, token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            machine.SnapshotSendFailed(Index, clock.Elapsed, sent, files.Sum(f => f.Length), ex);
+            throw;
         }
         finally
         {

@@ -22,6 +22,7 @@ internal sealed partial class LogStateMachine
     private readonly FileLogStorage? _files;
     private readonly string? _snapshotDirectory;
     private readonly long _snapshotEvery;
+    private readonly TimeSpan? _requestTimeout; // DotNext's bound on one InstallSnapshot request, for the warnings
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Lock _snapshotLock = new();
     private volatile LogSnapshot? _snapshot;
@@ -161,11 +162,46 @@ internal sealed partial class LogStateMachine
     private static long? BaseOf(string fileName) =>
         long.TryParse(Path.GetFileNameWithoutExtension(fileName), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var b) ? b : null;
 
+    private const string RaiseRequestTimeout =
+        "DotNext sends the whole snapshot (every topic file) in one InstallSnapshot request, which the leader gives up after "
+        + "Conduit:Cluster:RequestTimeoutMs ({TimeoutMs} ms) and sends again: set it (on every node) above the time an install takes "
+        + "(docs/cluster.md, Snapshots)";
+
+    /// <summary>The leader's side: sending a snapshot to a member stopped (its request timed out, or the connection failed).</summary>
+    internal void SnapshotSendFailed(long index, TimeSpan elapsed, long sent, long total, Exception ex) =>
+        logger.LogWarning("Sending the snapshot of entry {Index} to a member stopped after {Elapsed} ms, {Sent} of {Total} bytes sent ({Message}). " + RaiseRequestTimeout,
+            index, (long)elapsed.TotalMilliseconds, sent, total, ex.Message, TimeoutMs);
+
+    private long TimeoutMs => (long)(_requestTimeout?.TotalMilliseconds ?? 0);
+
     /// <summary>
     /// Under the gate: replaces this node's topics by the snapshot's (the leader's files), keeps
-    /// its manifest as this node's snapshot, and continues from its entry.
+    /// its manifest as this node's snapshot, and continues from its entry. Warns, naming the
+    /// setting, when the install fails or outlasts the leader's request (the leader gave up on it).
     /// </summary>
     private async ValueTask<long> InstallSnapshotAsync(LogEntry entry, CancellationToken token)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        long index;
+        try
+        {
+            index = await InstallSnapshotCoreAsync(entry, token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            logger.LogWarning("Installing the leader's snapshot of entry {Index} stopped after {Elapsed} ms ({Message}). " + RaiseRequestTimeout,
+                entry.Index, clock.ElapsedMilliseconds, ex.Message, TimeoutMs);
+            throw;
+        }
+        if (_requestTimeout is { } timeout && clock.Elapsed > timeout)
+        {
+            logger.LogWarning("Installing the leader's snapshot of entry {Index} took {Elapsed} ms, longer than the leader waits for it. " + RaiseRequestTimeout,
+                index, clock.ElapsedMilliseconds, TimeoutMs);
+        }
+        return index;
+    }
+
+    private async ValueTask<long> InstallSnapshotCoreAsync(LogEntry entry, CancellationToken token)
     {
         if (_files is null || _snapshotDirectory is null) throw new NotSupportedException("This node's log storage cannot install a snapshot.");
         var staging = Path.Combine(_files.Root, InstallFolder);

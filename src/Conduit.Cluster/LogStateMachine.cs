@@ -27,13 +27,14 @@ internal sealed partial class LogStateMachine : IStateMachine
 
     /// <param name="snapshotDirectory">Where the snapshot manifest lives (the WAL's folder); null: no snapshots (every entry stays in the WAL).</param>
     /// <param name="snapshotEvery">Take a snapshot after this many entries applied since the last one; 0: never take one (one installed from the leader is still kept).</param>
-    public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0)
+    public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0, TimeSpan? requestTimeout = null)
     {
         this.local = local;
         this.logger = logger;
         _files = local as FileLogStorage;
         _snapshotDirectory = _files is null ? null : snapshotDirectory;
         _snapshotEvery = snapshotEvery;
+        _requestTimeout = requestTimeout;
         RestoreSnapshot();
     }
 

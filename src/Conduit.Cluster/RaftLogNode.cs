@@ -56,11 +56,12 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         // Persistent: the membership this node last committed survives restarts (--cluster-peers seeds only the first start).
         _members = new MembersFile(Path.Combine(walDirectory, MembersFile.FileName));
         var lower = options.LowerElectionTimeoutMs;
+        var requestTimeout = TimeSpan.FromMilliseconds(options.RequestTimeoutMs ?? lower);
         var config = new RaftCluster.TcpConfiguration(self)
         {
             LowerElectionTimeout = lower,
             UpperElectionTimeout = options.UpperElectionTimeoutMs,
-            RequestTimeout = TimeSpan.FromMilliseconds(options.RequestTimeoutMs ?? lower),
+            RequestTimeout = requestTimeout,
             ConnectTimeout = TimeSpan.FromMilliseconds(Math.Max(10, lower / 2)),
             ColdStart = false, // the seed is written by StartAsync; a joining node starts with no members
             ConfigurationStorage = _members,
@@ -72,7 +73,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 
         Directory.CreateDirectory(walDirectory);
         // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
-        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery);
+        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery, requestTimeout);
         _machine.Applied += index =>
         {
             var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();

@@ -112,17 +112,18 @@ public sealed partial class ClusterTests
         throw new TimeoutException($"{node.Id} took no snapshot of entry {atLeast} or later within 30 s");
     }
 
-    private static async Task<TopicInfo> WaitForTopic(Node node, string topic, ulong nextOffset)
+    private static async Task<TopicInfo> WaitForTopic(Node node, string topic, ulong nextOffset, TimeSpan? within = null)
     {
+        var deadline = within ?? TimeSpan.FromSeconds(30);
         var clock = Stopwatch.StartNew();
         while (true)
         {
             try
             {
                 var info = await node.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = topic }, Timeout());
-                if (info.NextOffset >= nextOffset || clock.Elapsed > TimeSpan.FromSeconds(30)) return info;
+                if (info.NextOffset >= nextOffset || clock.Elapsed > deadline) return info;
             }
-            catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound && clock.Elapsed < TimeSpan.FromSeconds(30))
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound && clock.Elapsed < deadline)
             {
                 // not applied on this node yet
             }
