@@ -8,6 +8,17 @@ public class ReplicaSupportTests
 {
     private static LogRecord Value(string text) => new() { Value = Encoding.UTF8.GetBytes(text) };
 
+    /// <summary>Topic "t" with records new0..new2, written by another storage under <paramref name="dir"/>: its folder.</summary>
+    private static async Task<string> SentTopic(string dir)
+    {
+        var source = Path.Combine(dir, "source");
+        using (var other = new FileLogStorage(source))
+        {
+            for (var i = 0; i < 3; i++) await other.GetOrCreate("t").AppendAsync(Value("new" + i));
+        }
+        return Path.Combine(source, "t");
+    }
+
     [Fact]
     public async Task Flush_refuses_to_vouch_for_a_topic_whose_fsync_failed()
     {
@@ -77,16 +88,12 @@ public class ReplicaSupportTests
     public async Task A_crash_after_both_renames_of_ReplaceTopic_keeps_the_new_topic_and_removes_the_old()
     {
         using var dir = new TempDir();
-        var source = Path.Combine(dir.Path, "source");
-        using (var other = new FileLogStorage(source))
-        {
-            for (var i = 0; i < 3; i++) await other.GetOrCreate("t").AppendAsync(Value("new" + i));
-        }
+        var sent = await SentTopic(dir.Path);
         var root = Path.Combine(dir.Path, "node");
         using (var storage = new FileLogStorage(root)) await storage.GetOrCreate("t").AppendAsync(Value("old"));
         // Died after both renames, before the folder set aside was deleted.
         Directory.Move(Path.Combine(root, "t"), Path.Combine(root, ".replaced-t"));
-        Directory.Move(Path.Combine(source, "t"), Path.Combine(root, "t"));
+        Directory.Move(sent, Path.Combine(root, "t"));
 
         using var reopened = new FileLogStorage(root);
         var topic = reopened.Find("t")!;
@@ -99,11 +106,7 @@ public class ReplicaSupportTests
     public async Task ReplaceTopic_never_hides_the_topic_and_tells_the_old_instances_readers_it_was_replaced()
     {
         using var dir = new TempDir();
-        var source = Path.Combine(dir.Path, "source");
-        using (var other = new FileLogStorage(source))
-        {
-            for (var i = 0; i < 3; i++) await other.GetOrCreate("t").AppendAsync(Value("new" + i));
-        }
+        var sent = await SentTopic(dir.Path);
         var root = Path.Combine(dir.Path, "node");
         var files = new FaultyFileSystem();
         using var storage = new FileLogStorage(files, root);
@@ -112,7 +115,7 @@ public class ReplicaSupportTests
         var waiting = old.WaitForAsync(1, CancellationToken.None);
         var received = Path.Combine(root, ".install", "t");
         Directory.CreateDirectory(Path.GetDirectoryName(received)!);
-        Directory.Move(Path.Combine(source, "t"), received);
+        Directory.Move(sent, received);
         // Every fsync during the swap (the old topic's checkpoint, the folders' renames) looks the topic up, as a reader would.
         var missing = 0;
         files.BeforeFsync = files.BeforeSyncDirectory = _ =>

@@ -166,7 +166,6 @@ public sealed class FileLogStorage : ILogStorage
             try
             {
                 SettleReplacement(folderName); // one an earlier call left half done (it failed between the renames)
-                if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
                 if (Directory.Exists(folder)) Directory.Move(folder, aside);
                 Directory.Move(source, folder);
                 _files.SyncDirectory(_root);
