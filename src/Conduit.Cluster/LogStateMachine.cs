@@ -47,20 +47,29 @@ internal sealed partial class LogStateMachine : IStateMachine
     public async ValueTask<long> ApplyAsync(LogEntry entry, CancellationToken token)
     {
         // One at a time with a snapshot's capture of the files (a sender must not copy half a batch).
+        long applied;
         await _gate.WaitAsync(token).ConfigureAwait(false);
         try
         {
-            if (entry.IsSnapshot) return await InstallSnapshotAsync(entry, token).ConfigureAwait(false);
-            if (entry.Index <= SnapshotIndex) return SnapshotIndex; // covered by the snapshot installed
-            await ApplyEntryAsync(entry, token).ConfigureAwait(false);
-            TakeSnapshotIfDue(entry.Index, entry.Term);
+            if (entry.IsSnapshot)
+            {
+                applied = await InstallSnapshotAsync(entry, token).ConfigureAwait(false);
+            }
+            else
+            {
+                if (entry.Index <= SnapshotIndex) return SnapshotIndex; // covered by the snapshot installed
+                await ApplyEntryAsync(entry, token).ConfigureAwait(false);
+                TakeSnapshotIfDue(entry.Index, entry.Term);
+                applied = entry.Index;
+            }
         }
         finally
         {
             _gate.Release();
         }
-        Applied?.Invoke(entry.Index);
-        return entry.Index;
+        // An installed snapshot too: the node has applied up to its entry now (RaftLogNode notes when).
+        Applied?.Invoke(applied);
+        return applied;
     }
 
     private async ValueTask ApplyEntryAsync(LogEntry entry, CancellationToken token)
@@ -273,10 +282,6 @@ internal sealed partial class LogStateMachine : IStateMachine
         }
     }
 }
-
-/// <summary>An InitProducer entry whose epoch the producer already has (or a newer one): the leader picks again.</summary>
-internal sealed class ProducerEpochTakenException(string topic, long producerId, int epoch)
-    : Exception($"Producer {producerId} already has epoch {epoch} or a newer one in topic '{topic}'.");
 
 /// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
 internal sealed class ApplyOutcome

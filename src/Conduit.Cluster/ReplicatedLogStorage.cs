@@ -157,14 +157,45 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
 
     public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records) => storage.Append(name, records);
 
-    public LogRecord Read(long offset) => Existing.Read(offset);
+    public LogRecord Read(long offset)
+    {
+        var local = Existing;
+        try
+        {
+            return local.Read(offset);
+        }
+        catch (TopicReplacedException) when (Local is { } now && !ReferenceEquals(now, local))
+        {
+            // A snapshot install swapped the topic's files meanwhile (same offsets, same records).
+            return now.Read(offset);
+        }
+    }
 
     public async Task WaitForAsync(long offset, CancellationToken cancellationToken)
     {
-        // A topic created by a later apply: wait for it to appear, then for the offset. Polled: a
-        // topic's creation wakes nobody, and this is only a follower's reader that came first.
-        while (Local is null) await Task.Delay(50, cancellationToken).ConfigureAwait(false);
-        await Local.WaitForAsync(offset, cancellationToken).ConfigureAwait(false);
+        while (true)
+        {
+            // Looked up once per round: a snapshot install may swap the instance at any time.
+            var local = Local;
+            if (local is null)
+            {
+                // A topic created by a later apply: wait for it to appear. Polled: a topic's
+                // creation wakes nobody, and this is only a follower's reader that came first.
+                await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            try
+            {
+                await local.WaitForAsync(offset, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (TopicReplacedException)
+            {
+                // A snapshot install closed it; the new instance is listed once open (a failed
+                // install removes the topic: the wait goes on as for one not created yet).
+                while (ReferenceEquals(Local, local)) await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
     public int TruncateBefore(long offset, bool dryRun = false) => storage.Truncate(name, offset, dryRun);

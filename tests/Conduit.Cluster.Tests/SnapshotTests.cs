@@ -183,6 +183,59 @@ public class SnapshotTests
     }
 
     /// <summary>One node's storage, state machine and WAL (in-process, no Raft cluster): entries appended and committed by hand.</summary>
+    [Fact]
+    public async Task Installing_a_snapshot_raises_Applied_with_its_entry_and_a_follower_reader_waiting_on_the_replaced_topic_goes_on()
+    {
+        using var dir = new TempDir();
+        var commands = new List<LogCommand> { new LogCommand.CreateTopic("orders", new TopicConfig()) };
+        for (var i = 0; i < 40; i++) commands.Add(Append("orders", "o" + i));
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        foreach (var command in commands) await sender.Commit(command);
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
+        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+
+        await using var lagging = new WalNode(Path.Combine(dir.Path, "lagging"), snapshotEvery: 0);
+        for (var index = 0; index < 3; index++) await lagging.Commit(commands[index]);
+        var applied = new List<long>();
+        lagging.Machine.Applied += index =>
+        {
+            lock (applied) applied.Add(index);
+        };
+        // A follower's consumer waiting for the next record (the node's reads only: no Raft node needed).
+        var reader = new ReplicatedLogStorage(lagging.Storage, null!).Find("orders")!;
+        var waiting = reader.WaitForAsync(5, CancellationToken.None);
+        Assert.False(waiting.IsCompleted);
+
+        await lagging.Wal.AppendAsync(snapshot, snapshot.Index);
+        lock (applied) Assert.Equal([snapshot.Index], applied);
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("o5", Encoding.UTF8.GetString(reader.Read(5).Value.Span));
+    }
+
+    [Fact]
+    public async Task A_node_that_crashed_between_the_renames_of_a_snapshot_install_keeps_its_old_topic_and_applies_on()
+    {
+        using var dir = new TempDir();
+        var root = Path.Combine(dir.Path, "node");
+        await using (var node = new WalNode(root, snapshotEvery: 5))
+        {
+            await node.Commit(new LogCommand.CreateTopic("orders", new TopicConfig()));
+            for (var i = 0; i < 40; i++) await node.Commit(Append("orders", "o" + i));
+            await WaitUntil(() => node.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
+        }
+        // What ReplaceTopic leaves when the process dies after it set the topic's folder aside and
+        // before it moved the received one in.
+        var log = Path.Combine(root, "log");
+        Directory.Move(Path.Combine(log, "orders"), Path.Combine(log, ".replaced-orders"));
+        Directory.CreateDirectory(Path.Combine(log, ".install", "orders"));
+
+        await using var restarted = new WalNode(root, snapshotEvery: 5);
+        Assert.Equal(40, restarted.Storage.Find("orders")!.NextOffset);
+        var (pending, _) = await restarted.Commit(Append("orders", "after"));
+        Assert.Equal(40, pending.Offset);
+        Assert.Empty(Directory.GetDirectories(log, ".replaced-*"));
+    }
+
     private sealed class WalNode : IAsyncDisposable
     {
         private readonly string _raft;

@@ -37,6 +37,9 @@ internal sealed class FaultyFileSystem : LogFileSystem
         if (path.EndsWith(".store", StringComparison.Ordinal)) open.Wait(TimeSpan.FromSeconds(60));
     };
 
+    /// <summary>Runs before each directory fsync with the directory's path.</summary>
+    public Action<string>? BeforeSyncDirectory { get; set; }
+
     public bool Crashed { get; private set; }
 
     /// <summary>From now on every operation fails, as if the process had died.</summary>
@@ -65,6 +68,7 @@ internal sealed class FaultyFileSystem : LogFileSystem
     public override void SyncDirectory(string path)
     {
         ThrowIfCrashed();
+        BeforeSyncDirectory?.Invoke(path);
         base.SyncDirectory(path);
     }
 

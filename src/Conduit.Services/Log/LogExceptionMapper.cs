@@ -29,7 +29,8 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
         return Map(exception, context.Method);
     }
 
-    private RpcException? Map(Exception exception, string method)
+    /// <summary>The status of <paramref name="exception"/> thrown by a call of <paramref name="method"/>; null: not the storage's.</summary>
+    public RpcException? Map(Exception exception, string method)
     {
         switch (exception)
         {
@@ -67,6 +68,14 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
             case DuplicateSequenceException duplicate:
                 return RpcException.WithDetails(StatusCode.AlreadyExists, duplicate.Message,
                     ProducerInfo("DUPLICATE_SEQUENCE", duplicate.Topic, duplicate.ProducerId, duplicate.Epoch, ("sequence", duplicate.Sequence)));
+            case ProducerEpochTakenException taken:
+                // No epoch was handed out: calling InitProducer again is safe.
+                return RpcException.WithDetails(StatusCode.Aborted, taken.Message,
+                    ProducerInfo("PRODUCER_EPOCH_TAKEN", taken.Topic, taken.ProducerId, taken.Epoch),
+                    Details.LocalizedMessage($"Producer {taken.ProducerId} was given new epochs by other leaders' entries while this call picked one; no epoch was handed out. Call InitProducer again."),
+                    Details.RetryInfo(TimeSpan.FromMilliseconds(200)));
+            case TopicReplacedException replaced:
+                return TopicReplaced(replaced.Topic, null);
             case TopicExistsException exists:
                 return LogMapping.TopicExists(exists.Topic);
             case TopicLimitException limit:
@@ -134,6 +143,21 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
         };
         foreach (var (key, value) in more) metadata[key] = value.ToString(CultureInfo.InvariantCulture);
         return Details.ErrorInfo(reason, LogMapping.ErrorDomain, metadata);
+    }
+
+    /// <summary>
+    /// A read of a follower's topic whose files a snapshot install replaced while it ran: UNAVAILABLE
+    /// with ErrorInfo TOPIC_REPLACED and RetryInfo (the same offsets hold the same records after it);
+    /// a stream says the offset to resume from.
+    /// </summary>
+    public static RpcException TopicReplaced(string topic, long? nextOffset)
+    {
+        var metadata = new Dictionary<string, string> { ["topic"] = topic };
+        if (nextOffset is { } next) metadata["next_offset"] = next.ToString(CultureInfo.InvariantCulture);
+        var resume = nextOffset is { } n ? $"resume from offset {n}" : "call again";
+        return RpcException.WithDetails(StatusCode.Unavailable, $"Topic '{topic}' was replaced by a snapshot install on this node while it was read; {resume}.",
+            Details.ErrorInfo("TOPIC_REPLACED", LogMapping.ErrorDomain, metadata),
+            Details.RetryInfo(TimeSpan.FromMilliseconds(200)));
     }
 
     public static RpcException NotLeader(NotLeaderException notLeader)

@@ -160,6 +160,11 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
                 offset++;
             }
         }
+        catch (TopicReplacedException)
+        {
+            // A follower installing a snapshot swapped the topic's files in the middle of a read.
+            throw LogExceptionMapper.TopicReplaced(log.Name, offset);
+        }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
             throw RpcException.WithDetails(StatusCode.Unavailable, $"The server is shutting down; resume from offset {offset}.",

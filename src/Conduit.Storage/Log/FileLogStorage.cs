@@ -53,6 +53,7 @@ public sealed class FileLogStorage : ILogStorage
         _logger = logger ?? NullLogger.Instance;
         _time = time ?? TimeProvider.System;
         Directory.CreateDirectory(_root);
+        SettleReplacements();
         try
         {
             foreach (var folder in Directory.EnumerateDirectories(_root))
@@ -141,9 +142,13 @@ public sealed class FileLogStorage : ILogStorage
     /// <summary>
     /// Replaces a topic's files by the folder <paramref name="source"/> (on the same file system:
     /// moved, not copied) and opens it (recovery runs on the new files): a cluster node installing
-    /// a snapshot (docs/cluster.md). The topic open now is closed first; its waiting readers fail.
-    /// The old folder is renamed aside (a name no topic can have) before it is deleted, so a crash
-    /// leaves either the old topic or the new one, never a mix.
+    /// a snapshot (docs/cluster.md). The topic open now is closed first, but stays the one
+    /// <see cref="Find"/> returns until the new one is open (the topic never looks missing); its
+    /// reads and waits then throw <see cref="TopicReplacedException"/>. The old folder is renamed
+    /// aside (<c>.replaced-&lt;folder&gt;</c>, a name no topic can have), the new one moved in, and
+    /// the old one deleted; a crash between any two steps leaves a state the next start settles
+    /// (<see cref="SettleReplacements"/>): the old topic when the new folder was not moved in yet,
+    /// the new one otherwise, never a mix and never neither.
     /// </summary>
     public ITopicLog ReplaceTopic(string name, string source)
     {
@@ -151,21 +156,75 @@ public sealed class FileLogStorage : ILogStorage
         lock (_createLock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_topics.ContainsKey(name) && _topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
+            _topics.TryGetValue(name, out var old);
+            if (old is null && _topics.Count >= MaxTopics) throw new TopicLimitException(name, MaxTopics);
             var folderName = name.Length == 0 ? DefaultTopicFolder : name;
             var folder = Path.Combine(_root, folderName);
-            if (_topics.TryRemove(name, out var old)) old.Dispose();
-            _offline.TryRemove(name, out _);
-            var aside = Path.Combine(_root, ".replaced-" + folderName);
-            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
-            if (Directory.Exists(folder)) Directory.Move(folder, aside);
-            Directory.Move(source, folder);
-            _files.SyncDirectory(_root);
-            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
-            var topic = OpenTopic(name, folder, ReadConfig(folder));
+            var aside = Path.Combine(_root, ReplacedPrefix + folderName);
+            old?.CloseReplaced();
+            FileTopicLog topic;
+            try
+            {
+                SettleReplacement(folderName); // one an earlier call left half done (it failed between the renames)
+                if (Directory.Exists(folder)) Directory.Move(folder, aside);
+                Directory.Move(source, folder);
+                _files.SyncDirectory(_root);
+                topic = OpenTopic(name, folder, ReadConfig(folder));
+            }
+            catch
+            {
+                // Not replaced: the closed instance goes (the topic is missing until the next start
+                // or replacement); the folder set aside comes back if the new one is not in place.
+                if (old is not null) _topics.TryRemove(new KeyValuePair<string, FileTopicLog>(name, old));
+                try
+                {
+                    SettleReplacement(folderName);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    _logger.LogError(ex, "Log topic '{Topic}': its replaced folder could not be settled; the next start does it.", name);
+                }
+                throw;
+            }
             _topics[name] = topic;
+            _offline.TryRemove(name, out _);
+            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
             return topic;
         }
+    }
+
+    private const string ReplacedPrefix = ".replaced-";
+
+    /// <summary>At start, before any topic opens: settles every replacement a crash interrupted (<see cref="ReplaceTopic"/>).</summary>
+    private void SettleReplacements()
+    {
+        foreach (var aside in Directory.EnumerateDirectories(_root, ReplacedPrefix + "*").ToList())
+        {
+            SettleReplacement(Path.GetFileName(aside)[ReplacedPrefix.Length..]);
+        }
+    }
+
+    /// <summary>
+    /// A topic folder set aside by a replacement: moved back when no folder took its place (the
+    /// crash came before the new one was moved in), deleted otherwise (the new one is complete: it
+    /// was moved in whole). Either way made durable before the topic opens.
+    /// </summary>
+    private void SettleReplacement(string folderName)
+    {
+        var aside = Path.Combine(_root, ReplacedPrefix + folderName);
+        if (!Directory.Exists(aside)) return;
+        var folder = Path.Combine(_root, folderName);
+        if (Directory.Exists(folder))
+        {
+            _logger.LogWarning("Log: removing {Folder}, the files a snapshot install replaced (interrupted before it removed them).", aside);
+            Directory.Delete(aside, recursive: true);
+        }
+        else
+        {
+            _logger.LogWarning("Log: moving {Folder} back to {Topic}: a snapshot install was interrupted before it moved the new files in; the node keeps its old files and the install is sent again.", aside, folder);
+            Directory.Move(aside, folder);
+        }
+        _files.SyncDirectory(_root);
     }
 
     /// <summary>The folder of a topic (whether or not it exists yet).</summary>

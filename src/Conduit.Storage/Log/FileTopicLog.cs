@@ -32,6 +32,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private TaskCompletionSource? _appendWaiters;
     private Exception? _failure;
     private bool _disposed;
+    private volatile bool _replaced;
     private long _fsyncs;
 
     private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ProducerStates producers, ILogger logger, TimeProvider time, LogFileSystem files)
@@ -583,6 +584,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             Task appended;
             lock (_signalLock)
             {
+                if (_disposed && _replaced) throw new TopicReplacedException(Name);
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 if (_visible > offset) return;
                 _appendWaiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -607,6 +609,10 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             try
             {
                 return segment.Read(offset);
+            }
+            catch (ObjectDisposedException) when (_replaced)
+            {
+                throw new TopicReplacedException(Name);
             }
             catch (ObjectDisposedException) when (attempt == 0 && segment.IsDisposed)
             {
@@ -736,6 +742,13 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         }
     }
 
+    /// <summary>Closes this instance because <see cref="FileLogStorage.ReplaceTopic"/> replaces its files: its readers and waiters get <see cref="TopicReplacedException"/>.</summary>
+    internal void CloseReplaced()
+    {
+        _replaced = true;
+        Dispose();
+    }
+
     public void Dispose()
     {
         _intervalTimer?.Dispose();
@@ -765,7 +778,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             waiters = _appendWaiters;
             _appendWaiters = null;
         }
-        waiters?.TrySetException(new ObjectDisposedException(nameof(FileTopicLog)));
+        waiters?.TrySetException(_replaced ? new TopicReplacedException(Name) : new ObjectDisposedException(nameof(FileTopicLog)));
         lock (_flushLock) _pendingFlush?.TrySetException(new LogFailedException(Name, _failure ?? new ObjectDisposedException(nameof(FileTopicLog))));
     }
 }

@@ -308,6 +308,17 @@ public sealed class TopicOfflineException(string topic, string reason)
     public string Reason { get; } = reason;
 }
 
+/// <summary>
+/// A read or wait on a topic's instance that a cluster node replaced by a snapshot's files while it
+/// ran (<see cref="FileLogStorage.ReplaceTopic"/>): the topic exists; look it up again (the same
+/// offsets hold the same records) or call again.
+/// </summary>
+public sealed class TopicReplacedException(string topic)
+    : Exception($"Topic '{topic}' was replaced by a snapshot install while this read ran; read it again.")
+{
+    public string Topic { get; } = topic;
+}
+
 /// <summary>Recognises a full disk in an I/O error.</summary>
 public static class DiskSpace
 {

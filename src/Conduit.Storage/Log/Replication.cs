@@ -63,3 +63,16 @@ public sealed class CommitTimeoutException(string nodeId, string what, TimeSpan 
 {
     public string NodeId { get; } = nodeId;
 }
+
+/// <summary>
+/// An InitProducer entry whose epoch the producer already has (or a newer one): an entry of an
+/// earlier leader gave it meanwhile. The leader picks again; after several such refusals in a row
+/// the caller gets this (ABORTED with RetryInfo: calling again is safe, no epoch was handed out).
+/// </summary>
+public sealed class ProducerEpochTakenException(string topic, long producerId, int epoch)
+    : Exception($"Producer {producerId} already has epoch {epoch} or a newer one in topic '{topic}'.")
+{
+    public string Topic { get; } = topic;
+    public long ProducerId { get; } = producerId;
+    public int Epoch { get; } = epoch;
+}
