@@ -47,16 +47,7 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         for (var i = 0; i < stamped.Length; i++)
         {
             var record = records[i];
-            stamped[i] = record.TimestampMs != 0 ? record : new LogRecord
-            {
-                TimestampMs = now,
-                Key = record.Key,
-                Headers = record.Headers,
-                Value = record.Value,
-                ProducerId = record.ProducerId,
-                ProducerEpoch = record.ProducerEpoch,
-                Sequence = record.Sequence,
-            };
+            stamped[i] = record.TimestampMs != 0 ? record : record with { TimestampMs = now };
         }
         return PendingAppend.Replicated(AppendAsync(new LogCommand.Append(topic, stamped)));
     }

@@ -78,6 +78,7 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         async Task AwaitAcknowledged(int target, string after)
         {
             var deadline = Stopwatch.StartNew();
+            // Polled: the producers add to a shared collection as their calls are answered; a fault cycle only needs the count to have moved on.
             while (acknowledged.Count < target && deadline.Elapsed < TimeSpan.FromSeconds(60) && !Failed().IsFaulted) await Task.Delay(50);
             Assert.False(Failed().IsFaulted, Failed().Exception?.ToString());
             Assert.True(acknowledged.Count >= target, $"produce did not resume {after}");

@@ -297,7 +297,7 @@ public sealed class ClusterClientTests(ITestOutputHelper output)
         while (!await condition())
         {
             if (DateTime.UtcNow > until) Assert.Fail("the client did not get there within " + s_wait);
-            await Task.Delay(20);
+            await Task.Delay(20); // the client's resolver and balancer change state on their own; they raise nothing a test can await
         }
     }
 }

@@ -155,7 +155,7 @@ public class BalancingTests
                 {
                     // GetServers is not retried by the default config: a call to the dying server may fail.
                 }
-                await Task.Delay(5);
+                await Task.Delay(5); // paces the calls made while a server dies; not a synchronisation
             }
         });
         TimeSpan? LastFrom(string address)
@@ -211,7 +211,7 @@ public class BalancingTests
         while (!await condition())
         {
             if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met in " + timeout);
-            await Task.Delay(20);
+            await Task.Delay(20); // servers in other processes and the channel's picker signal nothing to the test
         }
     }
 }

@@ -62,7 +62,7 @@ public class RetryTests
         {
             var previous = context.RequestHeaders.GetValue("grpc-previous-rpc-attempts") ?? "";
             Attempts.Enqueue(previous);
-            if (previous.Length == 0) await Task.Delay(Slow, context.CancellationToken);
+            if (previous.Length == 0) await Task.Delay(Slow, context.CancellationToken); // the slow first attempt that hedging must outrun
             return new HelloReply { Message = $"Hello {request.Name} after {(previous.Length == 0 ? "0" : previous)}" };
         }
     }

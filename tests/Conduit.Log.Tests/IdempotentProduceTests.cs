@@ -293,6 +293,7 @@ public class IdempotentProduceTests(ITestOutputHelper output)
             {
                 var until = Volatile.Read(ref acknowledged) + random.Next(20, 300);
                 var waited = Stopwatch.StartNew();
+                // Polled: the producer counts acknowledgements as they arrive; the kill only has to come after some more of them.
                 while (Volatile.Read(ref acknowledged) < until && waited.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(5);
                 await Task.Delay(random.Next(0, 50));
                 if (random.Next(3) == 0)

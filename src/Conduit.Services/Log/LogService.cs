@@ -322,20 +322,8 @@ public static class LogMapping
             throw RpcException.WithDetails(StatusCode.InvalidArgument, "A produce request needs a record.", Details.BadRequest((field, "required")));
         }
         var producer = Producer(request.HasProducerId, request.ProducerId, request.ProducerEpoch, request.Sequence, 1);
-        var result = ToStorage(record, field);
-        return producer.Id == 0 ? result : WithProducer(result, producer, 0);
+        return ToStorage(record, field, 0, producer);
     }
-
-    private static LogRecord WithProducer(LogRecord record, (long Id, int Epoch, long Sequence) producer, int index) => new()
-    {
-        Value = record.Value,
-        Key = record.Key,
-        TimestampMs = record.TimestampMs,
-        Headers = record.Headers,
-        ProducerId = producer.Id,
-        ProducerEpoch = producer.Epoch,
-        Sequence = producer.Sequence + index,
-    };
 
     /// <summary>The idempotent producer fields of a request (id 0: none), checked.</summary>
     private static (long Id, int Epoch, long Sequence) Producer(bool has, ulong id, uint epoch, ulong sequence, int count)
@@ -374,16 +362,16 @@ public static class LogMapping
         var records = new LogRecord[request.Records.Count];
         for (var i = 0; i < records.Length; i++)
         {
-            records[i] = ToStorage(request.Records[i], i);
-            if (producer.Id != 0) records[i] = WithProducer(records[i], producer, i);
+            records[i] = ToStorage(request.Records[i], null, i, producer);
         }
         return records;
     }
 
-    /// <summary>A batch's record <paramref name="index"/> (its field name is made only for an error, not once per record).</summary>
-    private static LogRecord ToStorage(Record record, int index) => ToStorage(record, null, index);
-
-    private static LogRecord ToStorage(Record record, string? fieldName, int index = 0)
+    /// <summary>
+    /// A request's record (<paramref name="fieldName"/>), or a batch's record <paramref name="index"/>
+    /// (its field name made only for an error), with its producer fields (id 0: none; sequence +index).
+    /// </summary>
+    private static LogRecord ToStorage(Record record, string? fieldName, int index, (long Id, int Epoch, long Sequence) producer)
     {
         var field = new FieldName(fieldName, index);
         if (record.TimestampUnixMs < 0)
@@ -422,6 +410,9 @@ public static class LogMapping
             Key = record.Key.Memory,
             TimestampMs = record.TimestampUnixMs,
             Headers = record.Headers.Count == 0 ? [] : [.. record.Headers.Select(h => new KeyValuePair<string, ReadOnlyMemory<byte>>(h.Key, h.Value.Memory))],
+            ProducerId = producer.Id,
+            ProducerEpoch = producer.Id == 0 ? 0 : producer.Epoch,
+            Sequence = producer.Id == 0 ? 0 : producer.Sequence + index,
         };
     }
 

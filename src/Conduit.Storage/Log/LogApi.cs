@@ -1,7 +1,10 @@
 namespace Conduit.Storage.Log;
 
-/// <summary>One record of a log. <see cref="Offset"/> is assigned by the log on append.</summary>
-public sealed class LogRecord
+/// <summary>
+/// One record of a log. <see cref="Offset"/> is assigned by the log on append. A record type so
+/// that a changed copy (<c>record with { TimestampMs = now }</c>) keeps every other field.
+/// </summary>
+public sealed record LogRecord
 {
     public long Offset { get; init; }
 
