@@ -5,15 +5,22 @@
 #     and 4 KiB values: one node; the cluster's leader (followers fsync before they acknowledge,
 #     the default); a second cluster whose followers acknowledge from memory
 #     (Conduit:Cluster:FsyncBeforeAck=false, DotNext's own behaviour) — the cost of that fsync.
-#  2. Consume, from one node, from the cluster's leader and from one of its followers, over topics
+#  2. ProduceStream of 100-byte records (bench/produce_stream.py, grpcio: one stream of N records,
+#     each acknowledged in order; records/s from the first request to the last answer).
+#     On a cluster the leader merges the records that arrive while a Raft entry is in flight into
+#     the next entry (docs/cluster.md, "Group commit").
+#  3. Consume, from one node, from the cluster's leader and from one of its followers, over topics
 #     filled with ProduceBatch: unary Consume of one record (`conduit bench log.v1.Log/Consume`),
 #     and ConsumeStream (`conduit log consume --count N`): records/s = N over the time of that
 #     call minus the time of the same call with --count 1 (process start, connection).
 # Usage: bash bench/cluster-vs-single.sh [DURATION=8s] [CONCURRENCY=16]
+# Environment: PARTS (default "produce stream consume": which of 1-3 to run), STREAM_RECORDS
+# (default 20000), CONDUIT_DLL (another build's conduit.dll, e.g. a baseline's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-8s}; concurrency=${2:-16}
-dll=src/Conduit/bin/Release/net10.0/conduit.dll
+dll=${CONDUIT_DLL:-src/Conduit/bin/Release/net10.0/conduit.dll}
+parts=${PARTS:-produce stream consume}; stream_records=${STREAM_RECORDS:-20000}
 [ -f "$dll" ] || dotnet build src/Conduit -c Release -v quiet
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -56,6 +63,7 @@ produce() { # LABEL SERVER DATA
   conduit bench log.v1.Log/Produce --server "$2" --concurrency "$concurrency" -d "$duration" --data "$3" | grep -E "calls |latency |errors " || true # bench exits non-zero when a call failed
 }
 for bytes in 100 4096; do
+  [[ " $parts " == *" produce "* ]] || break
   value=$(head -c "$bytes" /dev/zero | tr '\0' 'x' | base64 -w0)
   data="{\"topic\":\"v$bytes\",\"record\":{\"value\":\"$value\"}}"
   # Alternate, twice each: on a shared machine the load of other processes varies over a run.
@@ -66,6 +74,19 @@ for bytes in 100 4096; do
   done
 done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
+
+stream() { # LABEL SERVER TOPIC: one ProduceStream of $stream_records 100-byte records (grpcio)
+  echo "== ProduceStream 100 B, $1: $(/usr/bin/python3 bench/produce_stream.py --server "$2" --topic "$3" --count "$stream_records" --bytes 100 || true)"
+}
+if [[ " $parts " == *" stream "* ]]; then
+  for round in 1 2; do
+    stream "round $round: one node" 127.0.0.1:47300 s100
+    stream "round $round: 3 nodes, followers fsync before ack" "$leader_a" s100
+    stream "round $round: 3 nodes, followers ack from memory" "$leader_b" s100
+  done
+  echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
+fi
+[[ " $parts " == *" consume "* ]] || exit 0
 
 next_offset() { # SERVER TOPIC
   conduit log topics --server "$1" --json | python3 -c "import json,sys; print(next((int(t.get('nextOffset', 0)) for t in map(json.loads, sys.stdin) if t.get('name') == '$2'), 0))"

@@ -110,4 +110,57 @@ public sealed partial class ClusterTests
         var fenced = await Assert.ThrowsAsync<RpcException>(async () => await late.ResponseStream.ReadAllAsync().ToListAsync());
         Assert.Equal("PRODUCER_FENCED", fenced.GetDetail<Google.Rpc.ErrorInfo>()!.Reason);
     }
+
+    [Fact]
+    public async Task Requests_queued_behind_an_entry_when_leadership_is_lost_answer_no_leader_and_only_the_proposed_one_leadership_lost()
+    {
+        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
+        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
+        // Slow elections: the leader steps down (a heartbeat round without a majority) well after
+        // the queued requests reached it.
+        var slow = new Dictionary<string, string> { ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "1500", ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "3000" };
+        await Task.WhenAll(_nodes.Select(n => n.Start(peers, slow)));
+        var leader = await WaitForLeader(_nodes, except: null);
+        await ProduceWithRetry([leader], "warm-up");
+        var followers = _nodes.Where(n => n != leader).ToList();
+        foreach (var follower in followers) follower.Signal("STOP");
+        try
+        {
+            // The first record's entry is proposed and cannot be committed (no majority answers);
+            // the next ones wait behind it, never proposed.
+            var first = leader.Client.ProduceAsync(new ProduceRequest { Topic = "lost", Record = new Record { Value = ByteString.CopyFromUtf8("first") } }, Timeout(60)).ResponseAsync;
+            await Task.Delay(300); // the first request's entry is proposed before the others arrive: a request has no event for it
+            var queued = Enumerable.Range(0, 5).Select(i => leader.Client.ProduceAsync(new ProduceRequest { Topic = "lost", Record = new Record { Value = ByteString.CopyFromUtf8($"q{i}") } }, Timeout(60)).ResponseAsync).ToList();
+            var lost = await Assert.ThrowsAsync<RpcException>(() => first);
+            Assert.Equal("LEADERSHIP_LOST", lost.GetDetail<Google.Rpc.ErrorInfo>()!.Reason);
+            foreach (var call in queued)
+            {
+                var refused = await Assert.ThrowsAsync<RpcException>(() => call);
+                // Nothing was proposed for them: a retry is safe, and the answer says so.
+                Assert.Contains(refused.GetDetail<Google.Rpc.ErrorInfo>()!.Reason, new[] { "NO_LEADER", "NOT_LEADER" });
+            }
+        }
+        finally
+        {
+            foreach (var follower in followers) follower.Signal("CONT");
+        }
+        // None of the refused records is in the log on any node (the proposed one may be).
+        await WaitForLeader(_nodes, except: null);
+        var mark = await ProduceWithRetry(_nodes, "after");
+        foreach (var node in _nodes)
+        {
+            var records = await ReadAll(node, "", (int)mark.Offset + 1);
+            Assert.Equal("after", records[^1].Value.ToStringUtf8());
+        }
+        var lostTopic = await ReadTopicIfAny(leader, "lost");
+        Assert.DoesNotContain(lostTopic, r => r.StartsWith('q'));
+    }
+
+    /// <summary>A topic's values on one node (none when the topic does not exist there).</summary>
+    private static async Task<List<string>> ReadTopicIfAny(Node node, string topic)
+    {
+        var info = (await node.Admin.ListTopicsAsync(new ListTopicsRequest(), Timeout())).Topics.SingleOrDefault(t => t.Name == topic);
+        if (info is null || info.NextOffset == 0) return [];
+        return [.. (await ReadAll(node, topic, (int)info.NextOffset)).Select(r => r.Value.ToStringUtf8())];
+    }
 }
