@@ -58,6 +58,10 @@ done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
 echo "cluster A leader $leader_a (follower $follower_a), cluster B leader $leader_b; $duration per row, concurrency $concurrency, durability always"
 
+# Each row asks for the leader again: on a loaded machine an election may have moved it.
+current() { # SERVER-OF-THE-CLUSTER FALLBACK: the leader's address now
+  local now; now=$(leader_of "http://$1") || true; echo "${now:-$2}"
+}
 produce() { # LABEL SERVER DATA
   echo "== $1"
   conduit bench log.v1.Log/Produce --server "$2" --concurrency "$concurrency" -d "$duration" --data "$3" | grep -E "calls |latency |errors " || true # bench exits non-zero when a call failed
@@ -69,7 +73,9 @@ for bytes in 100 4096; do
   # Alternate, twice each: on a shared machine the load of other processes varies over a run.
   for round in 1 2; do
     produce "$bytes B, round $round: one node" http://127.0.0.1:47300 "$data"
+    leader_a=$(current 127.0.0.1:47301 "$leader_a")
     produce "$bytes B, round $round: 3 nodes, followers fsync before ack" "http://$leader_a" "$data"
+    leader_b=$(current 127.0.0.1:47304 "$leader_b")
     produce "$bytes B, round $round: 3 nodes, followers ack from memory" "http://$leader_b" "$data"
   done
 done
@@ -81,7 +87,9 @@ stream() { # LABEL SERVER TOPIC: one ProduceStream of $stream_records 100-byte r
 if [[ " $parts " == *" stream "* ]]; then
   for round in 1 2; do
     stream "round $round: one node" 127.0.0.1:47300 s100
+    leader_a=$(current 127.0.0.1:47301 "$leader_a")
     stream "round $round: 3 nodes, followers fsync before ack" "$leader_a" s100
+    leader_b=$(current 127.0.0.1:47304 "$leader_b")
     stream "round $round: 3 nodes, followers ack from memory" "$leader_b" s100
   done
   echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
