@@ -6,7 +6,9 @@
 #     the default); a second cluster whose followers acknowledge from memory
 #     (Conduit:Cluster:FsyncBeforeAck=false, DotNext's own behaviour) — the cost of that fsync.
 #  2. ProduceStream of 100-byte records (bench/produce_stream.py, grpcio: one stream of N records,
-#     each acknowledged in order; records/s from the first request to the last answer).
+#     each acknowledged in order; records/s from the first request to the last answer), and the
+#     user+system CPU the server processes (all three of a cluster) spent meanwhile per 1000
+#     records: on a loaded machine the client may bound the rate, the CPU still shows the cost.
 #     On a cluster the leader merges the records that arrive while a Raft entry is in flight into
 #     the next entry (docs/cluster.md, "Group commit").
 #  3. Consume, from one node, from the cluster's leader and from one of its followers, over topics
@@ -81,16 +83,23 @@ for bytes in 100 4096; do
 done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
 
-stream() { # LABEL SERVER TOPIC: one ProduceStream of $stream_records 100-byte records (grpcio)
-  echo "== ProduceStream 100 B, $1: $(/usr/bin/python3 bench/produce_stream.py --server "$2" --topic "$3" --count "$stream_records" --bytes 100 || true)"
+cpu_ticks() { # PIDS...: user+system CPU of these processes so far, in clock ticks
+  local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"
+}
+stream() { # LABEL SERVER TOPIC PIDS...: one ProduceStream of $stream_records 100-byte records (grpcio), and the servers' CPU for it
+  local label=$1 server=$2 topic=$3 before result; shift 3
+  before=$(cpu_ticks "$@")
+  result=$(/usr/bin/python3 bench/produce_stream.py --server "$server" --topic "$topic" --count "$stream_records" --bytes 100 || true)
+  echo "== ProduceStream 100 B, $label: $result; servers' CPU $(echo "scale=1; ($(cpu_ticks "$@") - $before) * 1000 / $(getconf CLK_TCK) * 1000 / $stream_records" | bc) ms per 1000 records"
 }
 if [[ " $parts " == *" stream "* ]]; then
   for round in 1 2; do
-    stream "round $round: one node" 127.0.0.1:47300 s100
+    # pids: single, then n1 m1 n2 m2 n3 m3 (the order serve ran them in)
+    stream "round $round: one node" 127.0.0.1:47300 s100 "${pids[0]}"
     leader_a=$(current 127.0.0.1:47301 "$leader_a")
-    stream "round $round: 3 nodes, followers fsync before ack" "$leader_a" s100
+    stream "round $round: 3 nodes, followers fsync before ack" "$leader_a" s100 "${pids[1]}" "${pids[3]}" "${pids[5]}"
     leader_b=$(current 127.0.0.1:47304 "$leader_b")
-    stream "round $round: 3 nodes, followers ack from memory" "$leader_b" s100
+    stream "round $round: 3 nodes, followers ack from memory" "$leader_b" s100 "${pids[2]}" "${pids[4]}" "${pids[6]}"
   done
   echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
 fi

@@ -11,17 +11,24 @@ public sealed partial class ClusterTests
 {
     private static readonly GetServersRequest Self = new() { Progress = GetServersRequest.Types.Progress.Self };
 
+    /// <summary>Three nodes n1-n3 started together; their leader once it can write (its first entry of the term is committed).</summary>
+    private async Task<Node> StartThree(IReadOnlyDictionary<string, string>? settings = null)
+    {
+        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
+        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
+        await Task.WhenAll(_nodes.Select(n => n.Start(peers, settings)));
+        var leader = await WaitForLeader(_nodes, except: null);
+        await ProduceWithRetry([leader], "warm-up");
+        return leader;
+    }
+
     private static async Task<ulong> CommitIndex(Node node) =>
         (await node.Client.GetServersAsync(Self, Timeout())).Servers.Single(s => s.Id == node.Id).CommitIndex;
 
     [Fact]
     public async Task A_ProduceStream_of_small_records_is_acknowledged_in_order_with_far_fewer_raft_entries_than_records()
     {
-        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
-        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
-        await Task.WhenAll(_nodes.Select(n => n.Start(peers)));
-        var leader = await WaitForLeader(_nodes, except: null);
-        await ProduceWithRetry([leader], "warm-up"); // the leader can write: its first entry of the term is committed
+        var leader = await StartThree();
 
         // The conduit CLI's ProduceStream (--no-idempotent --batch-bytes 0: one message per line) of 2000 records of 100 bytes.
         const int count = 2000;
@@ -61,11 +68,7 @@ public sealed partial class ClusterTests
     [Fact]
     public async Task An_idempotent_ProduceStream_merged_into_shared_entries_is_deduplicated_and_fenced_alike_on_every_node()
     {
-        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
-        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
-        await Task.WhenAll(_nodes.Select(n => n.Start(peers)));
-        var leader = await WaitForLeader(_nodes, except: null);
-        await ProduceWithRetry([leader], "warm-up");
+        var leader = await StartThree();
         var producer = await leader.Client.InitProducerAsync(new InitProducerRequest { Topic = "idem" }, Timeout());
         ProduceRequest Produced(ulong sequence) => new()
         {
@@ -114,14 +117,9 @@ public sealed partial class ClusterTests
     [Fact]
     public async Task Requests_queued_behind_an_entry_when_leadership_is_lost_answer_no_leader_and_only_the_proposed_one_leadership_lost()
     {
-        foreach (var id in new[] { "n1", "n2", "n3" }) _nodes.Add(new Node(id, Ports.Free(), Ports.Free(), Path.Combine(_dir.Path, id)));
-        var peers = string.Join(',', _nodes.Select(n => $"{n.Id}=127.0.0.1:{n.RaftPort}"));
         // Slow elections: the leader steps down (a heartbeat round without a majority) well after
         // the queued requests reached it.
-        var slow = new Dictionary<string, string> { ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "1500", ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "3000" };
-        await Task.WhenAll(_nodes.Select(n => n.Start(peers, slow)));
-        var leader = await WaitForLeader(_nodes, except: null);
-        await ProduceWithRetry([leader], "warm-up");
+        var leader = await StartThree(new Dictionary<string, string> { ["CONDUIT__CLUSTER__LOWERELECTIONTIMEOUTMS"] = "1500", ["CONDUIT__CLUSTER__UPPERELECTIONTIMEOUTMS"] = "3000" });
         var followers = _nodes.Where(n => n != leader).ToList();
         foreach (var follower in followers) follower.Signal("STOP");
         try
