@@ -20,6 +20,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 {
     private const string IdKey = "conduit.id", RpcKey = "conduit.rpc";
 
+    /// <summary>The tag naming the node on its WAL's measurements.</summary>
+    internal const string WalNodeTag = "conduit.node";
+
     private readonly RaftCluster _cluster;
     private readonly WriteAheadLog _wal;
     private readonly LogStateMachine _machine;
@@ -88,6 +91,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             Location = walDirectory,
             // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
+            // Tells this node's WAL metrics (DotNext.IO.WriteAheadLog) apart; FsyncBeforeAckTests hook the follower's flush by it.
+            MeasurementTags = new System.Diagnostics.TagList { { WalNodeTag, NodeId } },
         };
         // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
         _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
