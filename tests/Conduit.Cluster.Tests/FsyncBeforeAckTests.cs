@@ -37,12 +37,12 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
     private const int Rounds = 5;
 
     /// <summary>How long the hook holds the follower's flusher between its msync and its checkpoint (a slow disk).</summary>
-    private static readonly TimeSpan SlowCheckpoint = TimeSpan.FromMilliseconds(800);
+    private static readonly TimeSpan SlowCheckpoint = TimeSpan.FromMilliseconds(1000);
 
     [Fact]
     public async Task A_real_raft_followers_ack_waits_until_its_wal_would_recover_the_entry()
     {
-        Assert.Equal(Rounds, await RecoverableOnTheFollowerAtCommit(fsyncBeforeAck: true));
+        Assert.Equal(Rounds, await RecoverableOnTheFollowerAtCommit(fsyncBeforeAck: true, Rounds));
     }
 
     [Fact]
@@ -51,9 +51,10 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
         // What keeps the test above honest: the same cluster with DotNext's WriteAheadLog (what
         // RaftLogNode builds with FsyncBeforeAck off) lets the leader commit entries the follower
         // would lose to a kill -9 at that moment.
-        var recoverable = await RecoverableOnTheFollowerAtCommit(fsyncBeforeAck: false);
-        output.WriteLine($"DotNext's WriteAheadLog: {recoverable} of {Rounds} commits recoverable on the follower");
-        Assert.True(recoverable < Rounds);
+        // Twice the rounds (they are quick here): a stalled machine may let the flusher finish before the copy now and then.
+        var recoverable = await RecoverableOnTheFollowerAtCommit(fsyncBeforeAck: false, 2 * Rounds);
+        output.WriteLine($"DotNext's WriteAheadLog: {recoverable} of {2 * Rounds} commits recoverable on the follower");
+        Assert.True(recoverable < 2 * Rounds);
     }
 
     /// <summary>
@@ -63,10 +64,10 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
     /// before it writes the checkpoint a restart reads) holds the follower's flusher there for
     /// <see cref="SlowCheckpoint"/>, as a slow disk would. Each time the leader's replicate
     /// returns (the entry is committed: the follower acked it), the follower's WAL folder is
-    /// copied as a kill -9 would leave it and opened: how many of <see cref="Rounds"/> committed
+    /// copied as a kill -9 would leave it and opened: how many of <paramref name="rounds"/> committed
     /// entries that copy holds.
     /// </summary>
-    private async Task<int> RecoverableOnTheFollowerAtCommit(bool fsyncBeforeAck)
+    private async Task<int> RecoverableOnTheFollowerAtCommit(bool fsyncBeforeAck, int rounds)
     {
         using var dir = new TempDir();
         var ports = new[] { Ports.Free(), Ports.Free(), Ports.Free() };
@@ -97,8 +98,8 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
                     Address = $"127.0.0.1:{ports[i]}",
                     Peers = [peers],
                     // Elections well beyond a held flush (a follower may wait on one before it answers).
-                    LowerElectionTimeoutMs = 3000,
-                    UpperElectionTimeoutMs = 6000,
+                    LowerElectionTimeoutMs = 5000,
+                    UpperElectionTimeoutMs = 10_000,
                     RequestTimeoutMs = 20_000,
                     SnapshotEvery = 0,
                     FsyncBeforeAck = fsyncBeforeAck,
@@ -108,15 +109,25 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
                 nodes.Add((new RaftLogNode(options, $"127.0.0.1:{ports[i]}", wal, storage, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance), storage, wal));
             }
             await Task.WhenAll(nodes.Select(n => n.Node.StartAsync(default)));
-            var leader = await LeaderOf(nodes.Select(n => n.Node).ToList());
-            var follower = nodes.Single(n => n.Node != leader);
-            Volatile.Write(ref slowNode, follower.Node.NodeId);
-
             var recoverable = 0;
-            for (var round = 0; round < Rounds; round++)
+            for (var (round, elections) = (0, 0); round < rounds; round++)
             {
+                var leader = await LeaderOf(nodes.Select(n => n.Node).ToList());
+                var follower = nodes.Single(n => n.Node != leader);
+                Volatile.Write(ref slowNode, follower.Node.NodeId);
                 var record = new LogRecord { TimestampMs = 1000, Value = new byte[100] };
-                await leader.ReplicateAsync(new LogCommand.Append("", [record]));
+                try
+                {
+                    await leader.ReplicateAsync(new LogCommand.Append("", [record]));
+                }
+                catch (LeadershipLostException) when (++elections <= 3)
+                {
+                    // A loaded machine may stall a node past an election timeout: that round is
+                    // done again under the leader then (its follower held instead), not counted.
+                    output.WriteLine($"round {round}: {leader.NodeId} lost the leadership; again");
+                    round--;
+                    continue;
+                }
                 var committed = leader.LocalProgress()!.Value.Progress.CommitIndex;
                 var copy = Path.Combine(dir.Path, $"follower-after-{round}");
                 await Snapshot(follower.Wal, copy);

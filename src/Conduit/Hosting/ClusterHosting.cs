@@ -81,6 +81,22 @@ public static class ClusterHosting
         return null;
     }
 
+    /// <summary>
+    /// How this node dials the other members' https:// gRPC ports (progress questions): trusting the
+    /// cluster CA and presenting its Raft certificate; null without a cluster CA (the system's CAs).
+    /// </summary>
+    internal static System.Net.Security.SslClientAuthenticationOptions? MemberTls(ClusterOptions options, ServeOptions serve)
+    {
+        if (TlsFiles(options, serve) is not { } files) return null;
+        var authorities = Security.TrustedCa.Load(files.Ca);
+        return new System.Net.Security.SslClientAuthenticationOptions
+        {
+            ClientCertificates = [ConduitHost.LoadCertificate(files.Cert, files.Key)],
+            RemoteCertificateValidationCallback = (_, certificate, _, errors) => certificate is not null
+                && Security.TrustedCa.Validate(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
+        };
+    }
+
     private static string RpcAddressOf(string url)
     {
         var uri = new Uri(url);
