@@ -5,16 +5,10 @@
 # 3-node cluster with plain Raft, and on the leader of one whose Raft port speaks mutual TLS
 # (--cluster-ca, certificates from `conduit certs dev`). The gRPC port is h2c on all of them, so
 # the difference is the Raft port's TLS alone. Both clusters fsync before ack (the default).
-# Usage: bash bench/cluster-tls.sh [DURATION=5s] [CONCURRENCY=16]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# Usage: [ROUNDS="1 2"] bash bench/cluster-tls.sh [DURATION=5s] [CONCURRENCY=16]; CONDUIT__CLUSTER__*
+# variables reach every node (e.g. longer election timeouts on a loaded machine). Ports 47400-47416.
+source "$(dirname "$0")/cluster-common.sh"
 duration=${1:-5s}; concurrency=${2:-16}
-dll=src/Conduit/bin/Release/net10.0/conduit.dll
-[ -f "$dll" ] || dotnet build src/Conduit -c Release -v quiet
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-conduit() { dotnet "$dll" "$@"; }
 conduit certs dev --out "$work/certs" >/dev/null
 
 serve() { # NAME PORT [args...]
@@ -55,8 +49,10 @@ for bytes in 100 4096; do
     produce "$bytes B, round $round: one node" http://127.0.0.1:47400 "$data"
     # The leader again before each row: at a high load an election may have moved it.
     leader_p=$(leader_of http://127.0.0.1:47401) || true; leader_t=$(leader_of http://127.0.0.1:47404) || true
-    produce "$bytes B, round $round: 3 nodes, plain Raft (leader $leader_p)" "http://$leader_p" "$data"
-    produce "$bytes B, round $round: 3 nodes, Raft over mutual TLS (leader $leader_t)" "http://$leader_t" "$data"
+    # Which cluster goes first changes every round (a row right after another may inherit its load).
+    rows=("plain Raft (leader $leader_p)=http://$leader_p" "Raft over mutual TLS (leader $leader_t)=http://$leader_t")
+    [ $((round % 2)) -eq 0 ] && rows=("${rows[1]}" "${rows[0]}")
+    for row in "${rows[@]}"; do produce "$bytes B, round $round: 3 nodes, ${row%%=*}" "${row#*=}" "$data"; done
   done
 done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"

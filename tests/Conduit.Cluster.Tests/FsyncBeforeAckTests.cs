@@ -1,7 +1,7 @@
+using Conduit.Storage.Log;
 using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
-using Conduit.Storage.Log;
 using Xunit.Abstractions;
 
 namespace Conduit.Cluster.Tests;
