@@ -18,16 +18,9 @@
 # Usage: bash bench/cluster-vs-single.sh [DURATION=8s] [CONCURRENCY=16]
 # Environment: PARTS (default "produce stream consume": which of 1-3 to run), STREAM_RECORDS
 # (default 20000), CONDUIT_DLL (another build's conduit.dll, e.g. a baseline's).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/cluster-common.sh"
 duration=${1:-8s}; concurrency=${2:-16}
-dll=${CONDUIT_DLL:-src/Conduit/bin/Release/net10.0/conduit.dll}
 parts=${PARTS:-produce stream consume}; stream_records=${STREAM_RECORDS:-20000}
-[ -f "$dll" ] || dotnet build src/Conduit -c Release -v quiet
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-conduit() { dotnet "$dll" "$@"; }
 
 serve() { # NAME PORT [cluster args...]
   local name=$1 port=$2; shift 2
