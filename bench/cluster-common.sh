@@ -3,7 +3,7 @@
 # (their pids in `pids`), and `conduit` to run the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dll=src/Conduit/bin/Release/net10.0/conduit.dll
+dll=${CONDUIT_DLL:-src/Conduit/bin/Release/net10.0/conduit.dll} # CONDUIT_DLL: another build (a baseline)
 [ -f "$dll" ] || dotnet build src/Conduit -c Release -v quiet
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -5,13 +5,22 @@
 #     and 4 KiB values: one node; the cluster's leader (followers fsync before they acknowledge,
 #     the default); a second cluster whose followers acknowledge from memory
 #     (Conduit:Cluster:FsyncBeforeAck=false, DotNext's own behaviour) — the cost of that fsync.
-#  2. Consume, from one node, from the cluster's leader and from one of its followers, over topics
+#  2. ProduceStream of 100-byte records (bench/produce_stream.py, grpcio: one stream of N records,
+#     each acknowledged in order; records/s from the first request to the last answer), and the
+#     user+system CPU the server processes (all three of a cluster) spent meanwhile per 1000
+#     records: on a loaded machine the client may bound the rate, the CPU still shows the cost.
+#     On a cluster the leader merges the records that arrive while a Raft entry is in flight into
+#     the next entry (docs/cluster.md, "Group commit").
+#  3. Consume, from one node, from the cluster's leader and from one of its followers, over topics
 #     filled with ProduceBatch: unary Consume of one record (`conduit bench log.v1.Log/Consume`),
 #     and ConsumeStream (`conduit log consume --count N`): records/s = N over the time of that
 #     call minus the time of the same call with --count 1 (process start, connection).
 # Usage: bash bench/cluster-vs-single.sh [DURATION=8s] [CONCURRENCY=16]
+# Environment: PARTS (default "produce stream consume": which of 1-3 to run), STREAM_RECORDS
+# (default 20000), CONDUIT_DLL (another build's conduit.dll, e.g. a baseline's).
 source "$(dirname "$0")/cluster-common.sh"
 duration=${1:-8s}; concurrency=${2:-16}
+parts=${PARTS:-produce stream consume}; stream_records=${STREAM_RECORDS:-20000}
 
 serve() { # NAME PORT [cluster args...]
   local name=$1 port=$2; shift 2
@@ -44,21 +53,50 @@ done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
 echo "cluster A leader $leader_a (follower $follower_a), cluster B leader $leader_b; $duration per row, concurrency $concurrency, durability always"
 
+# Each row asks for the leader again: on a loaded machine an election may have moved it.
+current() { # SERVER-OF-THE-CLUSTER FALLBACK: the leader's address now
+  local now; now=$(leader_of "http://$1") || true; echo "${now:-$2}"
+}
 produce() { # LABEL SERVER DATA
   echo "== $1"
   conduit bench log.v1.Log/Produce --server "$2" --concurrency "$concurrency" -d "$duration" --data "$3" | grep -E "calls |latency |errors " || true # bench exits non-zero when a call failed
 }
 for bytes in 100 4096; do
+  [[ " $parts " == *" produce "* ]] || break
   value=$(head -c "$bytes" /dev/zero | tr '\0' 'x' | base64 -w0)
   data="{\"topic\":\"v$bytes\",\"record\":{\"value\":\"$value\"}}"
   # Alternate, twice each: on a shared machine the load of other processes varies over a run.
   for round in 1 2; do
     produce "$bytes B, round $round: one node" http://127.0.0.1:47300 "$data"
+    leader_a=$(current 127.0.0.1:47301 "$leader_a")
     produce "$bytes B, round $round: 3 nodes, followers fsync before ack" "http://$leader_a" "$data"
+    leader_b=$(current 127.0.0.1:47304 "$leader_b")
     produce "$bytes B, round $round: 3 nodes, followers ack from memory" "http://$leader_b" "$data"
   done
 done
 echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
+
+cpu_ticks() { # PIDS...: user+system CPU of these processes so far, in clock ticks
+  local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"
+}
+stream() { # LABEL SERVER TOPIC PIDS...: one ProduceStream of $stream_records 100-byte records (grpcio), and the servers' CPU for it
+  local label=$1 server=$2 topic=$3 before result; shift 3
+  before=$(cpu_ticks "$@")
+  result=$(/usr/bin/python3 bench/produce_stream.py --server "$server" --topic "$topic" --count "$stream_records" --bytes 100 || true)
+  echo "== ProduceStream 100 B, $label: $result; servers' CPU $(echo "scale=1; ($(cpu_ticks "$@") - $before) * 1000 / $(getconf CLK_TCK) * 1000 / $stream_records" | bc) ms per 1000 records"
+}
+if [[ " $parts " == *" stream "* ]]; then
+  for round in 1 2; do
+    # pids: single, then n1 m1 n2 m2 n3 m3 (the order serve ran them in)
+    stream "round $round: one node" 127.0.0.1:47300 s100 "${pids[0]}"
+    leader_a=$(current 127.0.0.1:47301 "$leader_a")
+    stream "round $round: 3 nodes, followers fsync before ack" "$leader_a" s100 "${pids[1]}" "${pids[3]}" "${pids[5]}"
+    leader_b=$(current 127.0.0.1:47304 "$leader_b")
+    stream "round $round: 3 nodes, followers ack from memory" "$leader_b" s100 "${pids[2]}" "${pids[4]}" "${pids[6]}"
+  done
+  echo "$(date -u +%H:%M:%S) UTC, load: $(uptime | sed 's/.*load average/load average/')"
+fi
+[[ " $parts " == *" consume "* ]] || exit 0
 
 next_offset() { # SERVER TOPIC
   conduit log topics --server "$1" --json | python3 -c "import json,sys; print(next((int(t.get('nextOffset', 0)) for t in map(json.loads, sys.stdin) if t.get('name') == '$2'), 0))"

@@ -15,6 +15,13 @@ internal abstract record LogCommand
     public sealed record Truncate(string Topic, long BeforeOffset) : LogCommand;
 
     /// <summary>
+    /// Several produce requests to one topic in one entry (the leader's group commit): applied
+    /// one after another exactly as if each were its own <see cref="Append"/> entry, each with its
+    /// own answer (offset, duplicate, or refusal), so merging changes no outcome.
+    /// </summary>
+    public sealed record AppendBatches(string Topic, IReadOnlyList<IReadOnlyList<LogRecord>> Batches) : LogCommand;
+
+    /// <summary>
     /// An idempotent producer's new epoch, chosen by the leader (InitProducer): every node registers
     /// it in the topic's producer state (created when missing), so a later leader knows it and the
     /// older epochs are fenced from now on; refused alike everywhere when the producer already has
@@ -24,7 +31,7 @@ internal abstract record LogCommand
     public sealed record InitProducer(string Topic, long ProducerId, int Epoch, long TimestampMs) : LogCommand;
 
     private const byte Version = 1;
-    private const byte AppendKind = 1, CreateKind = 2, TruncateKind = 3, InitProducerKind = 4;
+    private const byte AppendKind = 1, CreateKind = 2, TruncateKind = 3, InitProducerKind = 4, AppendBatchesKind = 5;
 
     /// <summary>
     /// The entry's bytes: a version, a kind, then the fields. Every field of every record is
@@ -42,22 +49,13 @@ internal abstract record LogCommand
                 case Append append:
                     writer.Write(AppendKind);
                     writer.Write(append.Topic);
-                    writer.Write(append.Records.Count);
-                    foreach (var record in append.Records)
-                    {
-                        writer.Write(record.TimestampMs);
-                        writer.Write(record.ProducerId);
-                        writer.Write(record.ProducerEpoch);
-                        writer.Write(record.Sequence);
-                        WriteBytes(writer, record.Key.Span);
-                        writer.Write(record.Headers.Count);
-                        foreach (var (name, value) in record.Headers)
-                        {
-                            writer.Write(name);
-                            WriteBytes(writer, value.Span);
-                        }
-                        WriteBytes(writer, record.Value.Span);
-                    }
+                    WriteRecords(writer, append.Records);
+                    break;
+                case AppendBatches batches:
+                    writer.Write(AppendBatchesKind);
+                    writer.Write(batches.Topic);
+                    writer.Write(batches.Batches.Count);
+                    foreach (var batch in batches.Batches) WriteRecords(writer, batch);
                     break;
                 case CreateTopic create:
                     writer.Write(CreateKind);
@@ -97,19 +95,16 @@ internal abstract record LogCommand
             case AppendKind:
             {
                 var topic = reader.ReadString();
+                return new Append(topic, ReadRecords(reader));
+            }
+            case AppendBatchesKind:
+            {
+                var topic = reader.ReadString();
                 var count = reader.ReadInt32();
-                var records = new LogRecord[count];
-                for (var i = 0; i < count; i++)
-                {
-                    var timestamp = reader.ReadInt64();
-                    var (producerId, epoch, sequence) = (reader.ReadInt64(), reader.ReadInt32(), reader.ReadInt64());
-                    var key = ReadBytes(reader);
-                    var headerCount = reader.ReadInt32();
-                    var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
-                    for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
-                    records[i] = new LogRecord { TimestampMs = timestamp, ProducerId = producerId, ProducerEpoch = epoch, Sequence = sequence, Key = key, Headers = headers, Value = ReadBytes(reader) };
-                }
-                return new Append(topic, records);
+                if (count < 1) throw new InvalidDataException($"an entry of {count} batches");
+                var batches = new LogRecord[count][];
+                for (var i = 0; i < count; i++) batches[i] = ReadRecords(reader);
+                return new AppendBatches(topic, batches);
             }
             case CreateKind:
             {
@@ -131,6 +126,43 @@ internal abstract record LogCommand
             case var kind:
                 throw new InvalidDataException($"log command kind {kind} is not known to this node: upgrade it");
         }
+    }
+
+    private static void WriteRecords(BinaryWriter writer, IReadOnlyList<LogRecord> records)
+    {
+        writer.Write(records.Count);
+        foreach (var record in records)
+        {
+            writer.Write(record.TimestampMs);
+            writer.Write(record.ProducerId);
+            writer.Write(record.ProducerEpoch);
+            writer.Write(record.Sequence);
+            WriteBytes(writer, record.Key.Span);
+            writer.Write(record.Headers.Count);
+            foreach (var (name, value) in record.Headers)
+            {
+                writer.Write(name);
+                WriteBytes(writer, value.Span);
+            }
+            WriteBytes(writer, record.Value.Span);
+        }
+    }
+
+    private static LogRecord[] ReadRecords(BinaryReader reader)
+    {
+        var count = reader.ReadInt32();
+        var records = new LogRecord[count];
+        for (var i = 0; i < count; i++)
+        {
+            var timestamp = reader.ReadInt64();
+            var (producerId, epoch, sequence) = (reader.ReadInt64(), reader.ReadInt32(), reader.ReadInt64());
+            var key = ReadBytes(reader);
+            var headerCount = reader.ReadInt32();
+            var headers = headerCount == 0 ? [] : new KeyValuePair<string, ReadOnlyMemory<byte>>[headerCount];
+            for (var h = 0; h < headerCount; h++) headers[h] = new(reader.ReadString(), ReadBytes(reader));
+            records[i] = new LogRecord { TimestampMs = timestamp, ProducerId = producerId, ProducerEpoch = epoch, Sequence = sequence, Key = key, Headers = headers, Value = ReadBytes(reader) };
+        }
+        return records;
     }
 
     private static void WriteBytes(BinaryWriter writer, ReadOnlySpan<byte> bytes)

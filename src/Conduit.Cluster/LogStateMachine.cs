@@ -225,6 +225,27 @@ internal sealed partial class LogStateMachine : IStateMachine
                 outcome?.Succeed(pending);
                 return;
             }
+            case LogCommand.AppendBatches group:
+            {
+                // Each batch as its own Append entry would be applied, in order, answered alone.
+                var parts = outcome?.Parts;
+                for (var i = 0; i < group.Batches.Count; i++)
+                {
+                    try
+                    {
+                        await ApplyAsync(new LogCommand.Append(group.Topic, group.Batches[i]), parts?[i], token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        // This node stops applying here: the batches after it are not applied either.
+                        for (var j = i; parts is not null && j < parts.Count; j++) parts[j].Fail(ex);
+                        outcome?.Fail(ex);
+                        throw;
+                    }
+                }
+                outcome?.Succeed(default);
+                return;
+            }
             case LogCommand.CreateTopic create:
                 try
                 {
@@ -286,6 +307,11 @@ internal sealed partial class LogStateMachine : IStateMachine
 /// <summary>What the leader's caller waits for: the entry applied on the leader (its offset, or what it returned).</summary>
 internal sealed class ApplyOutcome
 {
+    public ApplyOutcome(IReadOnlyList<ApplyOutcome>? parts = null) => Parts = parts;
+
+    /// <summary>An <see cref="LogCommand.AppendBatches"/> entry's answer per batch, in order (null for any other entry).</summary>
+    public IReadOnlyList<ApplyOutcome>? Parts { get; }
+
     private readonly TaskCompletionSource<(PendingAppend Pending, ITopicLog? Topic)> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public Task<(PendingAppend Pending, ITopicLog? Topic)> Task => _done.Task;

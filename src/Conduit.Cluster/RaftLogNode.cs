@@ -205,12 +205,13 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 
     /// <summary>
     /// Appends <paramref name="command"/> to the Raft log, waits until a majority has it and this
-    /// node applied it, and gives what the apply gave.
+    /// node applied it, and gives what the apply gave (<paramref name="outcome"/>: the caller's, to
+    /// read an <see cref="LogCommand.AppendBatches"/> entry's answer per batch).
     /// </summary>
-    internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default)
+    internal async Task<(PendingAppend Pending, ITopicLog? Topic)> ReplicateAsync(LogCommand command, CancellationToken token = default, ApplyOutcome? outcome = null)
     {
         var term = await LeaderTermAsync(token).ConfigureAwait(false);
-        var outcome = new ApplyOutcome();
+        outcome ??= new ApplyOutcome();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, _stopping.Token);

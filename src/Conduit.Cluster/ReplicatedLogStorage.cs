@@ -11,6 +11,7 @@ namespace Conduit.Cluster;
 public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null) : ILogStorage
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private readonly AppendProposer _appends = new(node);
 
     public RaftLogNode Node => node;
 
@@ -49,12 +50,12 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
             var record = records[i];
             stamped[i] = record.TimestampMs != 0 ? record : record with { TimestampMs = now };
         }
-        return PendingAppend.Replicated(AppendAsync(new LogCommand.Append(topic, stamped)));
+        return PendingAppend.Replicated(AppendAsync(topic, stamped));
     }
 
-    private async Task<long> AppendAsync(LogCommand.Append command)
+    private async Task<long> AppendAsync(string topic, LogRecord[] records)
     {
-        var (pending, _) = await node.ReplicateAsync(command).ConfigureAwait(false);
+        var (pending, _) = await _appends.Propose(topic, records).ConfigureAwait(false);
         await pending.Durable.ConfigureAwait(false);
         return pending.Offset;
     }
@@ -79,19 +80,21 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         }
     }
 
-    private readonly SemaphoreSlim _initProducer = new(1, 1);
+    /// <summary>One InitProducer at a time per topic and producer id on this node; others go on side by side.</summary>
+    internal KeyedGate<(string Topic, long ProducerId)> ProducerGates { get; } = new();
 
     /// <summary>
     /// An idempotent producer's new epoch, replicated before it is answered: the leader picks one
     /// above what its applied state knows and proposes it; every node's apply registers it (or
     /// refuses it, alike, when an entry of an earlier leader gave that epoch meanwhile: then the
-    /// leader picks again). One at a time on this node, so two callers never pick the same one.
+    /// leader picks again). One at a time per topic and producer id on this node, so two callers
+    /// never pick the same one (an epoch is a producer's own in its topic: another producer's
+    /// entry neither reads nor changes it); other producers' calls are proposed meanwhile.
     /// </summary>
     internal async Task<int> NextProducerEpochAsync(string topic, long producerId, CancellationToken cancellationToken)
     {
         node.EnsureLeader();
-        await _initProducer.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        using (await ProducerGates.EnterAsync((topic, producerId), cancellationToken).ConfigureAwait(false))
         {
             for (var attempt = 0; ; attempt++)
             {
@@ -109,10 +112,6 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
                 }
             }
         }
-        finally
-        {
-            _initProducer.Release();
-        }
     }
 
     private int _disposed;
@@ -123,7 +122,6 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // registered as itself and as ILogStorage
         node.DisposeAsync().AsTask().GetAwaiter().GetResult();
         local.Dispose();
-        _initProducer.Dispose();
     }
 }
 

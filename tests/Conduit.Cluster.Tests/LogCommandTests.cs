@@ -28,6 +28,28 @@ public class LogCommandTests
     }
 
     [Fact]
+    public void Merged_requests_keep_their_boundaries_and_every_field()
+    {
+        LogRecord[][] batches =
+        [
+            [new() { TimestampMs = 7, Key = "k"u8.ToArray(), Value = "a"u8.ToArray(), Headers = [new("h", "x"u8.ToArray())] }],
+            [new() { TimestampMs = 8, Value = "b"u8.ToArray(), ProducerId = 9, ProducerEpoch = 2, Sequence = 10 }, new() { TimestampMs = 8, Value = "c"u8.ToArray(), ProducerId = 9, ProducerEpoch = 2, Sequence = 11 }],
+        ];
+        var decoded = Assert.IsType<LogCommand.AppendBatches>(LogCommand.Decode(new ReadOnlySequence<byte>(new LogCommand.AppendBatches("t", batches).Encode())));
+        Assert.Equal("t", decoded.Topic);
+        Assert.Equal([1, 2], decoded.Batches.Select(b => b.Count));
+        var flat = decoded.Batches.SelectMany(b => b).ToList();
+        var sent = batches.SelectMany(b => b).ToList();
+        for (var i = 0; i < sent.Count; i++)
+        {
+            Assert.Equal((sent[i].TimestampMs, sent[i].ProducerId, sent[i].ProducerEpoch, sent[i].Sequence), (flat[i].TimestampMs, flat[i].ProducerId, flat[i].ProducerEpoch, flat[i].Sequence));
+            Assert.Equal(sent[i].Key.ToArray(), flat[i].Key.ToArray());
+            Assert.Equal(sent[i].Value.ToArray(), flat[i].Value.ToArray());
+            Assert.Equal(sent[i].Headers.Select(h => (h.Key, h.Value.ToArray())), flat[i].Headers.Select(h => (h.Key, h.Value.ToArray())));
+        }
+    }
+
+    [Fact]
     public void Topic_creation_and_truncation_round_trip()
     {
         var config = new TopicConfig { Durability = Durability.Never, SegmentBytes = 4096, RetentionMs = 60_000 };

@@ -216,4 +216,56 @@ public class StateMachineTests
         Assert.Equal(5, reopened.Find("")!.NextOffset);
         for (var offset = 2; offset < 5; offset++) Assert.Equal(offset, reopened.Find("")!.Read(offset).Offset);
     }
+
+    [Fact]
+    public async Task An_entry_of_merged_requests_answers_each_as_its_own_entry_would_and_a_replay_changes_nothing()
+    {
+        // The leader's group commit puts several produce requests in one entry: plain records, an
+        // idempotent producer's records, its retry, a gap, a batch. Each is answered alone, as
+        // when each was an entry (An_idempotent_producers_record_committed_twice_...).
+        using var dir = new TempDir();
+        LogRecord Record(string value, long sequence = -1) => sequence < 0
+            ? new LogRecord { TimestampMs = 1000, Value = System.Text.Encoding.UTF8.GetBytes(value) }
+            : new LogRecord { TimestampMs = 1000, ProducerId = 42, ProducerEpoch = 0, Sequence = sequence, Value = System.Text.Encoding.UTF8.GetBytes(value) };
+        LogCommand[] entries =
+        [
+            new LogCommand.AppendBatches("", [[Record("plain")], [Record("a", 0)], [Record("a", 0)], [Record("gap", 5)], [Record("b", 1), Record("c", 2)], [Record("plain2")]]),
+            new LogCommand.AppendBatches("", [[Record("b", 1), Record("c", 2)], [Record("d", 3)]]),
+        ];
+        async Task<List<string>> Apply(LogStateMachine machine, LogCommand.AppendBatches entry)
+        {
+            var parts = entry.Batches.Select(_ => new ApplyOutcome()).ToArray();
+            var outcome = new ApplyOutcome(parts);
+            await machine.ApplyAsync(entry, outcome, default);
+            await outcome.Task;
+            var answers = new List<string>();
+            foreach (var part in parts)
+            {
+                try
+                {
+                    answers.Add((await (await part.Task).Pending.DurableOffsetAsync()).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                }
+                catch (Exception ex)
+                {
+                    answers.Add(ex.GetType().Name);
+                }
+            }
+            return answers;
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            Assert.Equal(["0", "1", "1", nameof(OutOfOrderSequenceException), "2", "4"], await Apply(machine, (LogCommand.AppendBatches)entries[0]));
+            Assert.Equal(["2", "5"], await Apply(machine, (LogCommand.AppendBatches)entries[1]));
+            Assert.Equal(["plain", "a", "b", "c", "plain2", "d"], Enumerable.Range(0, 6).Select(o => System.Text.Encoding.UTF8.GetString(storage.Find("")!.Read(o).Value.Span)));
+        }
+        using (var storage = new FileLogStorage(dir.Path))
+        {
+            // A restart replays both entries (no snapshot): nothing is added; the next record follows.
+            var machine = new LogStateMachine(storage, NullLogger.Instance);
+            foreach (var entry in entries) await machine.ApplyAsync(entry, null, default);
+            Assert.Equal(6, storage.Find("")!.NextOffset);
+            Assert.Equal(["6"], await Apply(machine, new LogCommand.AppendBatches("", [[Record("e", 4)]])));
+        }
+    }
 }

@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using System.Text;
+using Conduit.Storage.Log;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Conduit.Cluster.Tests;
+
+/// <summary>
+/// The leader's write path in this process, on a Raft node of its own (a cluster of one, real
+/// DotNext WAL and election): the group commit of appends and the InitProducer gates.
+/// </summary>
+public sealed class GroupCommitTests : IAsyncLifetime
+{
+    private readonly TempDir _dir = new("conduit-group-");
+    private ReplicatedLogStorage _storage = null!;
+
+    public async Task InitializeAsync()
+    {
+        var options = new ClusterOptions { NodeId = "n1", Address = $"127.0.0.1:{Ports.Free()}", LowerElectionTimeoutMs = 150, UpperElectionTimeoutMs = 300 };
+        var local = new FileLogStorage(Path.Combine(_dir.Path, "log"));
+        var node = new RaftLogNode(options, "127.0.0.1:1", Path.Combine(_dir.Path, "raft"), local, NullLoggerFactory.Instance);
+        _storage = new ReplicatedLogStorage(local, node);
+        await node.StartAsync(CancellationToken.None);
+        // Elected, and its first entry of the term committed (until then a write answers NOT_LEADER).
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                await _storage.GetOrCreate("warm-up").Append(new LogRecord { Value = "w"u8.ToArray() }).DurableOffsetAsync();
+                return;
+            }
+            catch (NotLeaderException) when (clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(50); // an election has no event a caller of the storage can await
+            }
+        }
+    }
+
+    public Task DisposeAsync()
+    {
+        _storage.Dispose();
+        _dir.Dispose();
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Appends_issued_while_an_entry_is_in_flight_share_entries_and_keep_their_order()
+    {
+        var topic = _storage.GetOrCreate("t");
+        var before = _storage.Node.AppliedIndex;
+        // As a ProduceStream issues them: one after another, without waiting for the answers;
+        // some single records, some batches (a batch is never split).
+        var pending = new List<(PendingAppend Pending, int Count)>();
+        var next = 0;
+        for (var i = 0; i < 500; i++)
+        {
+            var count = i % 10 == 0 ? 3 : 1;
+            var records = Enumerable.Range(next, count).Select(n => new LogRecord { Value = Encoding.UTF8.GetBytes($"r{n}") }).ToArray();
+            pending.Add((count == 1 ? topic.Append(records[0]) : topic.AppendBatch(records), count));
+            next += count;
+        }
+        long expected = 0;
+        foreach (var (append, count) in pending)
+        {
+            Assert.Equal(expected, await append.DurableOffsetAsync());
+            expected += count;
+        }
+        for (var n = 0; n < next; n++) Assert.Equal($"r{n}", Encoding.UTF8.GetString(topic.Read(n).Value.Span));
+        var entries = _storage.Node.AppliedIndex - before;
+        Assert.True(entries < 500 / 4, $"500 requests took {entries} entries");
+    }
+
+    [Fact]
+    public async Task An_entry_holds_at_most_the_record_cap_and_a_request_over_the_byte_cap_goes_alone()
+    {
+        var topic = _storage.GetOrCreate("caps");
+        var before = _storage.Node.AppliedIndex;
+        var many = Enumerable.Range(0, AppendProposer.MaxEntryRecords * 3).Select(_ => topic.Append(new LogRecord { Value = "x"u8.ToArray() })).ToList();
+        for (var i = 0; i < many.Count; i++) Assert.Equal(i, await many[i].DurableOffsetAsync());
+        // Three times the cap: at least three entries (more when the first went before the rest were queued).
+        Assert.True(_storage.Node.AppliedIndex - before >= 3, $"{many.Count} records in {_storage.Node.AppliedIndex - before} entries");
+
+        before = _storage.Node.AppliedIndex;
+        var large = new byte[AppendProposer.MaxEntryBytes / 2];
+        var three = Enumerable.Range(0, 3).Select(_ => topic.Append(new LogRecord { Value = large })).ToList();
+        foreach (var append in three) await append.DurableOffsetAsync();
+        // Two halves never fit with their overhead: three entries.
+        Assert.Equal(3, _storage.Node.AppliedIndex - before);
+    }
+
+    [Fact]
+    public async Task InitProducer_waits_only_for_a_call_of_the_same_topic_and_producer()
+    {
+        var topic = _storage.GetOrCreate("p");
+        var held = await _storage.ProducerGates.EnterAsync(("p", 1), CancellationToken.None);
+        var same = topic.NextProducerEpochAsync(1, CancellationToken.None);
+        // Another producer (and the same id in another topic) is not held up by producer 1's call.
+        Assert.Equal(0, await topic.NextProducerEpochAsync(2, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, await _storage.GetOrCreate("q").NextProducerEpochAsync(1, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.False(same.IsCompleted);
+        held.Dispose();
+        Assert.Equal(0, await same.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // Many calls at once, for one producer and for others: each producer's epochs are unique and dense.
+        var calls = Enumerable.Range(0, 40).Select(i => (Id: 10L + (i % 4), Epoch: topic.NextProducerEpochAsync(10 + (i % 4), CancellationToken.None))).ToList();
+        await Task.WhenAll(calls.Select(c => c.Epoch));
+        foreach (var group in calls.GroupBy(c => c.Id)) Assert.Equal(Enumerable.Range(0, 10), group.Select(c => c.Epoch.Result).Order());
+        Assert.Equal(0, _storage.ProducerGates.Count);
+    }
+}
