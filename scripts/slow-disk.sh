@@ -28,7 +28,7 @@ dll=src/Conduit/bin/Release/net10.0/conduit.dll
 [ "$(id -u)" = 0 ] || { echo "needs root (FUSE mounts)"; exit 2; }
 work=$(mktemp -d /tmp/slow-disk.XXXXXX); pids=(); mounts=()
 stop_nodes() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
   for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
@@ -49,9 +49,15 @@ for line in sys.stdin:
 
 run=0
 one_row() { # TARGET DELAY FSYNC
-  local target=$1 delay=$2 fsync=$3 dir base peers i
-  run=$((run + 1)); dir="$work/r$run"; base=$((47400 + run * 10))
-  peers="n1=127.0.0.1:$((base + 4)),n2=127.0.0.1:$((base + 5)),n3=127.0.0.1:$((base + 6))"
+  local target=$1 delay=$2 fsync=$3 dir peers i
+  run=$((run + 1)); dir="$work/r$run"
+  # Six free ports (gRPC 1-3, Raft 4-6), as the kernel hands them out: other programs on this machine use fixed ones.
+  local port=(0 $(python3 -c "
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(('127.0.0.1', 0))
+print(' '.join(str(s.getsockname()[1]) for s in socks))"))
+  peers="n1=127.0.0.1:${port[4]},n2=127.0.0.1:${port[5]},n3=127.0.0.1:${port[6]}"
   for i in 1 2 3; do
     mkdir -p "$dir/back$i" "$dir/n$i"; echo 0 > "$dir/delay$i"
     "$work/slowfs" "$dir/delay$i" "$dir/back$i" "$dir/n$i" -f >"$dir/fs$i.log" 2>&1 &
@@ -59,19 +65,19 @@ one_row() { # TARGET DELAY FSYNC
   done
   for i in 1 2 3; do for _ in $(seq 1 50); do mountpoint -q "$dir/n$i" && break; sleep 0.1; done; done
   for i in 1 2 3; do
-    CONDUIT__CLUSTER__FSYNCBEFOREACK=$fsync dotnet "$dll" serve --urls "http://127.0.0.1:$((base + i))" --web-urls none \
-      --data "$dir/n$i" --log-level "${LOG_LEVEL:-Warning}" --cluster-node-id "n$i" --cluster-address "127.0.0.1:$((base + 3 + i))" \
+    CONDUIT__CLUSTER__FSYNCBEFOREACK=$fsync dotnet "$dll" serve --urls "http://127.0.0.1:${port[i]}" --web-urls none \
+      --data "$dir/n$i" --log-level "${LOG_LEVEL:-Warning}" --cluster-node-id "n$i" --cluster-address "127.0.0.1:${port[3 + i]}" \
       --cluster-peers "$peers" >"$dir/n$i.out" 2>&1 &
     pids+=($!)
   done
-  local servers="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))" leader="" term0 term1 leader1
+  local servers="127.0.0.1:${port[1]},127.0.0.1:${port[2]},127.0.0.1:${port[3]}" leader="" term0 term1 leader1
   for _ in $(seq 1 120); do
-    leader=$(members "http://127.0.0.1:$((base + 1))" | leader_field id)
+    leader=$(members "http://127.0.0.1:${port[1]}" | leader_field id)
     [ -n "$leader" ] && echo ready | conduit log produce --server "conduit:///$servers" --topic t >/dev/null 2>&1 && break
     sleep 0.5
   done
   [ -n "$leader" ] || { echo "row $target $delay $fsync: no leader"; tail -5 "$dir"/n*.out; stop_nodes; return; }
-  term0=$(members "http://127.0.0.1:$((base + 1))" | leader_field term)
+  term0=$(members "http://127.0.0.1:${port[1]}" | leader_field term)
   local slow=()
   for i in 1 2 3; do
     case $target in
@@ -92,17 +98,17 @@ one_row() { # TARGET DELAY FSYNC
     stopper_pid=$!
   fi
   /usr/bin/python3 scripts/produce-load.py "$servers" "$seconds" "$rps" $stopper >"$dir/load.json" 2>"$dir/load.err" || true
-  local snap; snap=$(members "http://127.0.0.1:$((base + 1))")
+  local snap; snap=$(members "http://127.0.0.1:${port[1]}")
   term1=$(echo "$snap" | leader_field term); leader1=$(echo "$snap" | leader_field id)
   local noleader; noleader=$(( $(cat "$dir"/n*.out | grep -c "Conduit.Cluster.*: no leader" || true) - warned0 ))
   # The nodes' own warnings (DiskWaits): how many, and the longest wait for the WAL's flush they name.
-  local slowwarn; slowwarn=$(cat "$dir"/n*.out | grep -o "waited [0-9]* ms for the disk (a [a-z']*" | awk '{printf "%s%s ms (%s)", (n++ ? ", " : ""), $2, ($8 == "commit" ? "commit" : "append")} END {if (!n) printf "none"}')
+  local slowwarn; slowwarn=$( (cat "$dir"/n*.out | grep -o "waited [0-9]* ms for the disk (a [a-z']*" || true) | awk '{printf "%s%s ms (%s)", (n++ ? ", " : ""), $2, ($8 == "commit" ? "commit" : "append")} END {if (!n) printf "none"}')
   if [ -n "$stopper" ]; then wait "$stopper_pid"; for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; done; fi
   for i in "${slow[@]}"; do echo 0 > "$dir/delay$i"; done
   # Catch-up: until the three nodes are reachable with lag 0 (or 60 s).
   local start caught=""; start=$(date +%s.%N)
   for _ in $(seq 1 120); do
-    if members "http://127.0.0.1:$((base + 1))" | python3 -c "
+    if members "http://127.0.0.1:${port[1]}" | python3 -c "
 import json, sys
 ms = [json.loads(l) for l in sys.stdin]
 sys.exit(0 if len(ms) == 3 and all(m.get('reachable') and int(m.get('lagEntries', 0) or 0) == 0 for m in ms) and any(m.get('state') == 'leader' for m in ms) else 1)"; then

@@ -22,8 +22,8 @@ public enum DiskWait
 /// 6.12 gives a follower's answer <c>RequestTimeoutMs</c> (the leader gives up and counts the follower
 /// unavailable; with two of three unavailable it steps down) and a leader's heartbeat loop waits for
 /// the leader's own flush before its next round (past the followers' election timeout they elect).
-/// Warns when one wait exceeds half the smaller of the two, at most once a minute, with how many such
-/// waits there were and the longest.
+/// Warns when one wait exceeds half the smaller of the two, at most once a minute (sooner for a wait
+/// twice the longest warned about), with how many such waits there were and the longest.
 /// </summary>
 public sealed class DiskWaits(ILogger logger, string nodeId, TimeSpan requestTimeout, TimeSpan lowerElectionTimeout, TimeProvider? clock = null)
 {
@@ -31,7 +31,7 @@ public sealed class DiskWaits(ILogger logger, string nodeId, TimeSpan requestTim
     private readonly TimeProvider _clock = clock ?? TimeProvider.System;
     private readonly Lock _lock = new();
     private long _lastWarning = long.MinValue, _over;
-    private TimeSpan _longest;
+    private TimeSpan _longest, _warned;
 
     /// <summary>A wait longer than this is warned about.</summary>
     public TimeSpan WarnAbove { get; } = (requestTimeout < lowerElectionTimeout ? requestTimeout : lowerElectionTimeout) / 2;
@@ -60,8 +60,11 @@ public sealed class DiskWaits(ILogger logger, string nodeId, TimeSpan requestTim
             _over++;
             if (took > _longest) _longest = took;
             var now = _clock.GetTimestamp();
-            if (_lastWarning != long.MinValue && _clock.GetElapsedTime(_lastWarning, now) < Quiet) return;
+            // Quiet for a minute after a warning, unless a wait is twice the longest warned about
+            // (a node's first flushes at start are often slow; the disk turning slow later must still show).
+            if (_lastWarning != long.MinValue && _clock.GetElapsedTime(_lastWarning, now) < Quiet && took < 2 * _warned) return;
             _lastWarning = now;
+            if (took > _warned) _warned = took;
             (count, longest, _over, _longest) = (_over, _longest, 0, TimeSpan.Zero);
         }
         logger.LogWarning(

@@ -12,7 +12,7 @@ namespace Conduit.Cluster.Tests;
 public class DiskWaitsTests
 {
     [Fact]
-    public void A_wait_over_half_the_smaller_timeout_is_warned_once_a_minute_with_a_count_and_the_longest()
+    public void A_wait_over_half_the_smaller_timeout_is_warned_once_a_minute_or_when_twice_as_long_with_a_count_and_the_longest()
     {
         var log = new Lines();
         var clock = new ManualClock();
@@ -28,19 +28,25 @@ public class DiskWaitsTests
         Assert.Contains("Conduit:Cluster:RequestTimeoutMs (300 ms", first, StringComparison.Ordinal);
         Assert.Contains("lower election timeout, 400 ms", first, StringComparison.Ordinal);
 
-        // Within the minute: counted, not logged.
+        // Within the minute: counted, not logged, unless twice the longest warned about.
         clock.Advance(TimeSpan.FromSeconds(30));
-        waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(900));
+        waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(430));
         waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(400));
         Assert.Single(log.Warnings);
-
-        clock.Advance(TimeSpan.FromSeconds(31));
-        waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(300));
+        waits.Observe(DiskWait.FollowerAppend, TimeSpan.FromMilliseconds(900)); // over 2 x 220: at once
         Assert.Equal(2, log.Warnings.Count);
-        Assert.Contains("waited 300 ms for the disk (a commit", log.Warnings[1], StringComparison.Ordinal);
+        Assert.Contains("waited 900 ms", log.Warnings[1], StringComparison.Ordinal);
         Assert.Contains("3 waits over 150 ms since the last such warning, the longest 900 ms", log.Warnings[1], StringComparison.Ordinal);
-        Assert.Equal(4, waits.Slow);
-        Assert.Equal(TimeSpan.FromMilliseconds(900), waits.Longest);
+        waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(1700)); // under 2 x 900: quiet
+        Assert.Equal(2, log.Warnings.Count);
+
+        clock.Advance(TimeSpan.FromSeconds(61));
+        waits.Observe(DiskWait.Commit, TimeSpan.FromMilliseconds(300));
+        Assert.Equal(3, log.Warnings.Count);
+        Assert.Contains("waited 300 ms for the disk (a commit", log.Warnings[2], StringComparison.Ordinal);
+        Assert.Contains("2 waits over 150 ms since the last such warning, the longest 1700 ms", log.Warnings[2], StringComparison.Ordinal);
+        Assert.Equal(6, waits.Slow);
+        Assert.Equal(TimeSpan.FromMilliseconds(1700), waits.Longest);
     }
 
     [Fact]
