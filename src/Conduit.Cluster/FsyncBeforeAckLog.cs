@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -20,12 +21,21 @@ namespace Conduit.Cluster;
 /// Interface re-implementation (C#: a derived class listing the interface again re-maps only the
 /// members it declares), not a fork: the other members stay DotNext's.
 /// </remarks>
-internal sealed class FsyncBeforeAckLog(WriteAheadLog.Options options, IStateMachine stateMachine)
-    : WriteAheadLog(options, stateMachine), IAuditTrail<IRaftLogEntry>
+internal sealed class FsyncBeforeAckLog(WriteAheadLog.Options options, IStateMachine stateMachine, DiskWaits? waits = null)
+    : WatchedWriteAheadLog(options, stateMachine, waits), IAuditTrail<IRaftLogEntry>
 {
     async ValueTask IAuditTrail<IRaftLogEntry>.AppendAsync<TEntry>(ILogEntryProducer<TEntry> entries, long startIndex, bool skipCommitted, CancellationToken token)
     {
-        await AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
-        await FlushAsync(token).ConfigureAwait(false);
+        var start = Stopwatch.GetTimestamp();
+        try
+        {
+            await AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
+            await FlushAsync(token).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Also when cancelled: DotNext's follower gives up on its answer at the request timeout.
+            Waits?.Observe(DiskWait.FollowerAppend, Stopwatch.GetElapsedTime(start));
+        }
     }
 }

@@ -95,7 +95,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             MeasurementTags = new System.Diagnostics.TagList { { WalNodeTag, NodeId } },
         };
         // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
-        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
+        // Both time their waits for the disk and warn when they near the request or election timeout (docs/cluster.md, A slow disk).
+        DiskWaits = new DiskWaits(_logger, NodeId, requestTimeout, TimeSpan.FromMilliseconds(lower));
+        _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine, DiskWaits) : new WatchedWriteAheadLog(walOptions, _machine, DiskWaits);
         // At once (RaftCluster sets it only when it starts, and the WAL replays from its
         // constructor on): membership entries go to the members file, not to the log.
         _wal.ConfigurationStorage = _members;
@@ -110,6 +112,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     }
 
     public string NodeId { get; }
+
+    /// <summary>How long this node's Raft log waited for its disk where the cluster's timing depends on it.</summary>
+    public DiskWaits DiskWaits { get; }
 
     public string RpcAddress { get; }
 

@@ -208,7 +208,7 @@ public class FsyncBeforeAckTests(ITestOutputHelper output)
         await source.CopyToAsync(target);
     }
 
-    private sealed class NothingApplied : IStateMachine
+    internal sealed class NothingApplied : IStateMachine
     {
         public ISnapshot? Snapshot => null;
 
