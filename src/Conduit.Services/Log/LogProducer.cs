@@ -33,7 +33,7 @@ public sealed class LogProducerOptions
 
     /// <summary>
     /// ProduceBatch calls at once whose batch is not yet written, when not idempotent (an idempotent
-    /// producer sends one batch at a time, so the server meets its sequences in order). 1 (the
+    /// producer has one such call, so the server meets its sequences in order). 1 (the
     /// default) keeps the records' order. A call whose batch the server reports written
     /// (<see cref="LogService.AppendedHeader"/>: a single node under durability <c>always</c>) stops
     /// counting while it waits for its fsync, so the next batch travels meanwhile, still in order.
