@@ -130,7 +130,7 @@ if (rows.Contains("stream"))
 
 if (rows.Contains("batch"))
 {
-    Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 | CPU ms per MB (client + server) |");
+    Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
     Line("|---|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
@@ -141,12 +141,12 @@ if (rows.Contains("batch"))
             await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
             var cpu = Cpu.Start();
             var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, 4, seconds);
-            var cpuPerMB = cpu.MsPer(count * (double)size / 1e6);
+            var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
             var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
             var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
-            Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms | {cpuPerMB:F2} |");
+            Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
     Line("");
@@ -154,7 +154,7 @@ if (rows.Contains("batch"))
 
 if (rows.Contains("producer"))
 {
-    Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, the next batch sent once the previous is written), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 | CPU ms per MB (client + server) |");
+    Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, the next batch sent once the previous is written), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
     Line("|---|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
@@ -164,11 +164,11 @@ if (rows.Contains("producer"))
             await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
             var cpu = Cpu.Start();
             var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds, idempotent);
-            var cpuPerMB = cpu.MsPer(count * (double)size / 1e6);
+            var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
             var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            Line($"| {size} B values, {(idempotent ? "idempotent (the default)" : "plain (Idempotent = false)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms | {cpuPerMB:F2} |");
+            Line($"| {size} B values, {(idempotent ? "idempotent (the default)" : "plain (Idempotent = false)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
     Line("");
@@ -396,13 +396,15 @@ static async Task<(double P50, double P99)> Latency(Log.LogClient log, string to
 /// <summary>
 /// The process's CPU time (user + system, every thread: client, server and the kernel's work for
 /// them) over a row: per MB it is the cost of the path, which a busy machine disturbs far less than
-/// the throughput.
+/// the throughput; so are the thread-pool work items (hops between threads) per MB.
 /// </summary>
-internal readonly record struct Cpu(TimeSpan At)
+internal readonly record struct Cpu(TimeSpan At, long WorkItems)
 {
-    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime);
+    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount);
 
-    public double MsPer(double mb) => (Process.GetCurrentProcess().TotalProcessorTime - At).TotalMilliseconds / Math.Max(mb, 1e-9);
+    /// <summary>"CPU ms per MB / thread-pool work items per MB" since the start.</summary>
+    public string Per(double mb) => string.Create(CultureInfo.InvariantCulture,
+        $"{(Process.GetCurrentProcess().TotalProcessorTime - At).TotalMilliseconds / Math.Max(mb, 1e-9):F2} / {(ThreadPool.CompletedWorkItemCount - WorkItems) / Math.Max(mb, 1e-9):F0}");
 }
 
 internal sealed record DiskFigures(double AppendFsync1M, string Runs1M, double AppendFsync128K, string Runs128K, double FsyncAtEnd, string RunsEnd, double P50, double P99);
