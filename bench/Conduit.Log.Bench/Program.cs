@@ -1,7 +1,7 @@
 // Log service benchmarks. Not a test: run it, read the figures, copy them into docs/performance.md.
 //
 //   dotnet bench/Conduit.Log.Bench/bin/Release/net10.0/Conduit.Log.Bench.dll [--dir /path/on/the/disk] [--seconds 5]
-//       [--rows disk,stream,batch,producer,consume,latency] [--sizes 100,4096] [--disk-runs 3]
+//       [--rows disk,stream,batch,producer,consume,latency] [--sizes 100,4096] [--disk-runs 3] [--warmup 2]
 //
 // In one process: the disk's own sequential write bandwidth and fsync latency (in --dir), then an
 // in-process `conduit serve` (data in --dir) on 127.0.0.1:0 driven over h2c by our client:
@@ -9,6 +9,8 @@
 // ProduceBatch (many records per message, 4 calls in flight, with batch latency), the LogProducer
 // (client-side batching), ConsumeStream throughput, and produce-to-consume latency through a
 // tail-following ConsumeStream. --rows and --sizes pick some of them (the disk row always runs).
+// Before the measured rows, each produce workload picked runs --warmup seconds on a topic of its
+// own, not measured: the figures are a running server's, not its first seconds' (JIT, tiering).
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
@@ -33,6 +35,9 @@ if (args.Contains("--help") || args.Contains("-h"))
                        consume needs stream; the disk is always measured, before and after)
           --sizes      record value sizes in bytes, comma list (default 100,4096)
           --disk-runs  how many times each disk figure is measured; the median is reported (default 3)
+          --config     Key=Value, repeatable: a setting of the in-process server (as in appsettings.json)
+          --warmup     seconds each produce workload picked runs on a warm-up topic before the
+                       measured rows, not measured (default 2; 0: none)
         """);
     return 0;
 }
@@ -41,11 +46,18 @@ var seconds = double.Parse(Arg("--seconds") ?? "5", CultureInfo.InvariantCulture
 var rows = (Arg("--rows") ?? "disk,stream,batch,producer,consume,latency").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
 var sizes = (Arg("--sizes") ?? "100,4096").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 var diskRuns = int.Parse(Arg("--disk-runs") ?? "3", CultureInfo.InvariantCulture);
+var warmup = double.Parse(Arg("--warmup") ?? "2", CultureInfo.InvariantCulture);
+var settings = new Dictionary<string, string?> { ["Conduit:Log:RetentionCheckSeconds"] = "0" };
+for (var i = 0; i < args.Length - 1; i++)
+{
+    // --config Key=Value, repeatable: a server setting, for A/B runs of one build (say Conduit:Connections:RepairAuthority=false).
+    if (args[i] == "--config" && args[i + 1].Split('=', 2) is [var key, var setting]) settings[key] = setting;
+}
 if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
 Directory.CreateDirectory(dir);
 void Line(string text) => Console.WriteLine(text);
 
-Line($"# Log benchmarks {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}, dir {dir}, load average {LoadAverage()}");
+Line($"# Log benchmarks {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}, dir {dir}, load average {LoadAverage()}{string.Concat(settings.Skip(1).Select(s => $", {s.Key}={s.Value}"))}");
 Line("");
 
 // ---- The disk itself -------------------------------------------------------------------------
@@ -64,7 +76,7 @@ Line("");
 
 // ---- The service -------------------------------------------------------------------------------
 var options = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = Path.Combine(dir, "data") };
-var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Conduit:Log:RetentionCheckSeconds"] = "0" }).Build();
+var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
 await using var app = ConduitHost.Build(options, configuration,
     services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, Microsoft.Extensions.Logging.LogLevel.Warning);
 await app.StartAsync();
@@ -73,6 +85,26 @@ var log = new Log.LogClient(channel);
 var admin = new LogAdmin.LogAdminClient(channel);
 
 var storage = app.Services.GetRequiredService<ILogStorage>();
+if (warmup > 0)
+{
+    // The same calls as the measured rows, on topics of their own, so the JIT has tiered up the
+    // produce path (client and server) before anything is measured.
+    var warmupWatch = Stopwatch.StartNew();
+    foreach (var size in sizes)
+    {
+        var topic = $"warmup{size}";
+        await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
+        if (rows.Contains("stream")) await ProduceFor(log, topic, size, warmup);
+        if (rows.Contains("batch")) await ProduceBatchFor(log, topic, size, size <= 1024 ? 256 : Math.Max(1, 128 * 1024 / size), 4, warmup);
+        if (rows.Contains("producer"))
+        {
+            await ProducerFor(log, topic, size, warmup, idempotent: false);
+            await ProducerFor(log, topic, size, warmup, idempotent: true);
+        }
+    }
+    Line($"(warm-up, not measured: {warmupWatch.Elapsed.TotalSeconds:F0} s of the produce workloads picked, --warmup {warmup} s each; load average {LoadAverage()})");
+    Line("");
+}
 var produced = new Dictionary<string, long>();
 if (rows.Contains("stream"))
 {
@@ -98,8 +130,8 @@ if (rows.Contains("stream"))
 
 if (rows.Contains("batch"))
 {
-    Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 |");
-    Line("|---|---|---|---|---|---|");
+    Line("| ProduceBatch (issue 16), 4 calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
+    Line("|---|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
         var perBatch = size <= 1024 ? 256 : Math.Max(1, 128 * 1024 / size);
@@ -107,12 +139,14 @@ if (rows.Contains("batch"))
         {
             var topic = $"b{size}-{durability.ToString().ToLowerInvariant()}";
             await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
+            var cpu = Cpu.Start();
             var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, 4, seconds);
+            var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
             var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
             var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
-            Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms |");
+            Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
     Line("");
@@ -120,19 +154,21 @@ if (rows.Contains("batch"))
 
 if (rows.Contains("producer"))
 {
-    Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, 1 call in flight), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 |");
-    Line("|---|---|---|---|---|---|");
+    Line("| LogProducer (client-side batching: 1 MiB batches, 5 ms linger, the next batch sent once the previous is written), durability always | records/s | MB/s | share of disk bandwidth | records per fsync | record latency (send to ack) p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
+    Line("|---|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
         foreach (var idempotent in new[] { false, true })
         {
             var topic = $"producer{size}-always-{(idempotent ? "idempotent" : "plain")}";
             await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
+            var cpu = Cpu.Start();
             var (count, elapsed, p50, p99) = await ProducerFor(log, topic, size, seconds, idempotent);
+            var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
             var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            Line($"| {size} B values, {(idempotent ? "idempotent (the default: one batch at a time)" : "plain (Idempotent = false: next batch once the previous is written)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms |");
+            Line($"| {size} B values, {(idempotent ? "idempotent (the default)" : "plain (Idempotent = false)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
     Line("");
@@ -355,6 +391,20 @@ static async Task<(double P50, double P99)> Latency(Log.LogClient log, string to
     cts.Cancel();
     latencies.Sort();
     return (Percentile(latencies, 0.50), Percentile(latencies, 0.99));
+}
+
+/// <summary>
+/// The process's CPU time (user + system, every thread: client, server and the kernel's work for
+/// them) over a row: per MB it is the cost of the path, which a busy machine disturbs far less than
+/// the throughput; so are the thread-pool work items (hops between threads) per MB.
+/// </summary>
+internal readonly record struct Cpu(TimeSpan At, long WorkItems)
+{
+    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount);
+
+    /// <summary>"CPU ms per MB / thread-pool work items per MB" since the start.</summary>
+    public string Per(double mb) => string.Create(CultureInfo.InvariantCulture,
+        $"{(Process.GetCurrentProcess().TotalProcessorTime - At).TotalMilliseconds / Math.Max(mb, 1e-9):F2} / {(ThreadPool.CompletedWorkItemCount - WorkItems) / Math.Max(mb, 1e-9):F0}");
 }
 
 internal sealed record DiskFigures(double AppendFsync1M, string Runs1M, double AppendFsync128K, string Runs128K, double FsyncAtEnd, string RunsEnd, double P50, double P99);

@@ -1,8 +1,11 @@
+using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Conduit.Services.Log;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Record = Conduit.Protos.Log.V1.Record;
 
 namespace Conduit.Log.Tests;
@@ -67,8 +70,10 @@ public class LogProducerTests
         Assert.Equal(250ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "numbered" })).NextOffset);
     }
 
-    [Fact]
-    public async Task A_plain_producer_sends_the_next_batch_once_the_previous_one_is_appended_not_once_it_is_durable_and_keeps_order()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_producer_sends_the_next_batch_once_the_previous_one_is_appended_not_once_it_is_durable_and_keeps_order(bool idempotent)
     {
         var files = new FaultyFileSystem();
         using var release = new ManualResetEventSlim(true);
@@ -81,7 +86,7 @@ public class LogProducerTests
             return null;
         };
         await using var server = await LogServer.StartAsync(files, Conduit.Storage.Log.Durability.Always);
-        await using var producer = new LogProducer(server.Log, "pipelined", new LogProducerOptions { Idempotent = false, MaxBatchBytes = 1000, Linger = TimeSpan.FromSeconds(30) });
+        await using var producer = await LogProducer.CreateAsync(server.Log, "pipelined", new LogProducerOptions { Idempotent = idempotent, MaxBatchBytes = 1000, MaxBatchRecords = 9, Linger = TimeSpan.FromSeconds(30) });
         var first = await producer.SendAsync(Value("first"));
         await producer.FlushAsync();
         Assert.Equal(0ul, await first.WaitAsync(TimeSpan.FromSeconds(30)));
@@ -106,5 +111,78 @@ public class LogProducerTests
         for (var i = 0; i < acks.Count; i++) Assert.Equal((ulong)i + 1, await acks[i].WaitAsync(TimeSpan.FromSeconds(30)));
         var read = await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "pipelined", Offset = 27 });
         Assert.StartsWith("record-026-", read.Record.Value.ToStringUtf8());
+    }
+
+    [Fact]
+    public async Task An_idempotent_producer_whose_appended_batch_is_lost_resends_it_and_then_the_batches_sent_after_it_in_order()
+    {
+        // The first batch is announced appended but never reaches the server (as a batch written
+        // and lost with a server killed before its fsync): the second, sent meanwhile, is refused
+        // SEQUENCE_GAP. The producer must resend the first, then the second, not give up.
+        await using var server = await LogServer.StartAsync();
+        var loser = new LoseFirstBatch();
+        var client = new Protos.Log.V1.Log.LogClient(server.Channel.Intercept(loser));
+        await using var producer = await LogProducer.CreateAsync(client, "lost", new LogProducerOptions
+        {
+            MaxBatchRecords = 10,
+            Linger = TimeSpan.FromSeconds(30),
+            InitialBackoff = TimeSpan.FromMilliseconds(10),
+            MaxBackoff = TimeSpan.FromMilliseconds(50),
+        });
+        var acks = new List<Task<ulong>>();
+        for (var i = 0; i < 30; i++) acks.Add(await producer.SendAsync(Value($"r{i}")));
+        await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => (ulong)i), acks.Select(a => a.Result));
+        // The second batch went while the first was unanswered: the pipeline, not one batch at a time.
+        Assert.Equal(["announced 0", "sent 10", "answered 10: OutOfRange", "lost 0"], loser.Events.Take(4));
+        using var call = server.Log.ConsumeStream(new ConsumeRequest { Topic = "lost" }, new CallOptions().WithTimeout(TimeSpan.FromSeconds(30)));
+        for (var i = 0; i < 30; i++)
+        {
+            Assert.True(await call.ResponseStream.MoveNext());
+            Assert.Equal($"r{i}", call.ResponseStream.Current.Record.Value.ToStringUtf8());
+        }
+        Assert.Equal(30ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "lost" })).NextOffset);
+    }
+
+    /// <summary>
+    /// Answers the first ProduceBatch of sequence 0 with an "appended" header without sending it
+    /// on, and fails it UNAVAILABLE once the call of sequence 10 is answered (or after 10 s).
+    /// </summary>
+    private sealed class LoseFirstBatch : Interceptor
+    {
+        private readonly TaskCompletionSource _nextAnswered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _lost;
+        private int _next;
+
+        public ConcurrentQueue<string> Events { get; } = new();
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (request is ProduceBatchRequest { Sequence: 0 } && Interlocked.Exchange(ref _lost, 1) == 0)
+            {
+                Events.Enqueue("announced 0");
+                var headers = new Metadata { { LogService.AppendedHeader, "0" } };
+                var response = LoseAsync();
+                return new AsyncUnaryCall<TResponse>(response, Task.FromResult(headers), () => new Status(StatusCode.Unavailable, "lost"), () => [], () => { });
+
+                async Task<TResponse> LoseAsync()
+                {
+                    await _nextAnswered.Task.WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { }, TaskScheduler.Default);
+                    Events.Enqueue("lost 0");
+                    throw new RpcException(new Status(StatusCode.Unavailable, "the connection was cut (test)"));
+                }
+            }
+            var call = continuation(request, context);
+            if (request is ProduceBatchRequest { Sequence: 10 } && Interlocked.Exchange(ref _next, 1) == 0)
+            {
+                Events.Enqueue("sent 10");
+                _ = call.ResponseAsync.ContinueWith(t =>
+                {
+                    Events.Enqueue($"answered 10: {(t.Exception?.InnerException as RpcException)?.StatusCode.ToString() ?? "OK"}");
+                    _nextAnswered.TrySetResult();
+                }, TaskScheduler.Default);
+            }
+            return call;
+        }
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Grpc.Core;
 
@@ -32,7 +33,7 @@ public sealed class LogProducerOptions
 
     /// <summary>
     /// ProduceBatch calls at once whose batch is not yet written, when not idempotent (an idempotent
-    /// producer sends one batch at a time, so the server meets its sequences in order). 1 (the
+    /// producer has one such call, so the server meets its sequences in order). 1 (the
     /// default) keeps the records' order. A call whose batch the server reports written
     /// (<see cref="LogService.AppendedHeader"/>: a single node under durability <c>always</c>) stops
     /// counting while it waits for its fsync, so the next batch travels meanwhile, still in order.
@@ -288,16 +289,14 @@ public sealed class LogProducer : IAsyncDisposable
         {
             Fail(ex);
         }
+        Batch? previous = null;
         await foreach (var batch in _sealed.Reader.ReadAllAsync().ConfigureAwait(false))
         {
             await _slots.WaitAsync().ConfigureAwait(false);
-            if (_options.Idempotent)
-            {
-                // One at a time: the next batch's sequence follows this one's.
-                await SendIdempotentAsync(batch).ConfigureAwait(false);
-                continue;
-            }
-            var call = SendAsync(batch);
+            // Idempotent: the slot comes back once this batch is written (announced) or answered,
+            // so the next batch, whose sequence follows this one's, reaches the server after it.
+            var call = _options.Idempotent ? SendIdempotentAsync(batch, previous) : SendAsync(batch);
+            previous = batch;
             lock (_inFlight)
             {
                 _inFlight.RemoveAll(t => t.IsCompleted);
@@ -340,9 +339,18 @@ public sealed class LogProducer : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends a batch with the producer's id, epoch and its first sequence, again and again while a retry may fix the failure.</summary>
-    private async Task SendIdempotentAsync(Batch batch)
+    /// <summary>
+    /// Sends a batch with the producer's id, epoch and its first sequence, again and again while a
+    /// retry may fix the failure. Pipelined: the slot goes back (the next batch may be sent) once
+    /// the server announces this batch written (<see cref="LogService.AppendedHeader"/>). A resend
+    /// waits until <paramref name="previous"/> is answered, so resends reach the server in sequence
+    /// order; a SEQUENCE_GAP for a batch sent while its predecessor was unanswered means that
+    /// predecessor was lost on its way (or with a server that died before its fsync): it is resent
+    /// first, then this one.
+    /// </summary>
+    private async Task SendIdempotentAsync(Batch batch, Batch? previous)
     {
+        var slotReleased = false;
         try
         {
             lock (_lock)
@@ -358,14 +366,35 @@ public sealed class LogProducer : IAsyncDisposable
             request.Records.AddRange(batch.Records);
             var clock = Stopwatch.StartNew();
             var backoff = _options.InitialBackoff;
-            while (true)
+            for (var attempt = 0; ; attempt++)
             {
+                var previousUnanswered = previous is not null && !previous.Answered.IsCompleted;
+                if (attempt > 0 && previousUnanswered)
+                {
+                    // Resends go in sequence order: after the batch before this one is answered.
+                    await previous!.Answered.ConfigureAwait(false);
+                    previousUnanswered = false;
+                }
+                lock (_lock)
+                {
+                    if (_failure is not null) throw Failed();
+                }
                 try
                 {
                     Interlocked.Increment(ref _calls);
-                    var reply = await _client.ProduceBatchAsync(request, Attempt(clock)).ConfigureAwait(false);
+                    using var call = _client.ProduceBatchAsync(request, Attempt(clock));
+                    if (!slotReleased && (await call.ResponseHeadersAsync.ConfigureAwait(false)).GetValue(LogService.AppendedHeader) is not null)
+                    {
+                        slotReleased = true;
+                        _slots.Release();
+                    }
+                    var reply = await call.ResponseAsync.ConfigureAwait(false);
                     batch.Succeed(reply.BaseOffset);
                     return;
+                }
+                catch (RpcException ex) when (previousUnanswered && IsSequenceGap(ex) && clock.Elapsed < _options.DeliveryTimeout)
+                {
+                    _options.OnRetry?.Invoke($"ProduceBatch to topic '{_topic}' from sequence {request.Sequence}: the batch before it did not reach the server ({ex.Status.Detail}); resending after it");
                 }
                 catch (RpcException ex) when (IsTransient(ex.StatusCode) && clock.Elapsed < _options.DeliveryTimeout)
                 {
@@ -383,10 +412,13 @@ public sealed class LogProducer : IAsyncDisposable
         }
         finally
         {
-            _slots.Release();
+            if (!slotReleased) _slots.Release();
             Answered(batch);
         }
     }
+
+    private static bool IsSequenceGap(RpcException ex) =>
+        ex.StatusCode == StatusCode.OutOfRange && ex.GetDetail<Google.Rpc.ErrorInfo>() is { Reason: "SEQUENCE_GAP" };
 
     /// <summary>Failures of the connection or the server's state, not of the request: worth sending again (idempotent only).</summary>
     private static bool IsTransient(StatusCode code) => code is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown
@@ -416,6 +448,11 @@ public sealed class LogProducer : IAsyncDisposable
         public List<TaskCompletionSource<ulong>> Acks { get; } = [];
         public int Bytes { get; private set; }
 
+        private readonly TaskCompletionSource _answered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes (never faults) once the batch is acknowledged or has failed for good.</summary>
+        public Task Answered => _answered.Task;
+
         public TaskCompletionSource<ulong> Add(Record record, int size)
         {
             var ack = new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -428,11 +465,13 @@ public sealed class LogProducer : IAsyncDisposable
         public void Succeed(ulong baseOffset)
         {
             for (var i = 0; i < Acks.Count; i++) Acks[i].TrySetResult(baseOffset + (ulong)i);
+            _answered.TrySetResult();
         }
 
         public void Fail(Exception ex)
         {
             foreach (var ack in Acks) ack.TrySetException(ex);
+            _answered.TrySetResult();
         }
     }
 }
