@@ -54,6 +54,17 @@ public sealed class CliTests(ConduitServer server) : IClassFixture<ConduitServer
     }
 
     [Fact]
+    public async Task Bench_json_with_no_call_answered_is_json_with_null_latencies_and_exit_code_1()
+    {
+        // Nothing listens on port 1: every call fails, so there is no latency to report.
+        var (code, output, _) = await Conduit("bench", "helloworld.Greeter/SayHello", "-d", "300ms", "--warmup", "0s", "--data", "{\"name\":\"x\"}", "--server", "http://127.0.0.1:1", "--json");
+        Assert.Equal(1, code);
+        var result = System.Text.Json.Nodes.JsonNode.Parse(output)!;
+        Assert.Equal(0, result["ok"]!.GetValue<long>());
+        Assert.Null(result["latency_ms"]!["p99"]);
+    }
+
+    [Fact]
     public async Task Parse_errors_point_at_the_help_of_their_command()
     {
         var (code, _, errors) = await Conduit("log", "consume", "--from", "abc");

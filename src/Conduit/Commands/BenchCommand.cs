@@ -175,13 +175,16 @@ internal static class BenchCommand
             ["messages_per_s"] = r.Messages / seconds,
             ["latency_ms"] = new JsonObject
             {
-                ["p50"] = r.Percentile(50),
-                ["p90"] = r.Percentile(90),
-                ["p99"] = r.Percentile(99),
-                ["p99_9"] = r.Percentile(99.9),
-                ["max"] = r.Percentile(100),
+                ["p50"] = Latency(r, 50),
+                ["p90"] = Latency(r, 90),
+                ["p99"] = Latency(r, 99),
+                ["p99_9"] = Latency(r, 99.9),
+                ["max"] = Latency(r, 100),
             },
         };
         return node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
+
+    /// <summary>A latency percentile in ms; null (JSON has no NaN) when no call was answered.</summary>
+    private static JsonNode? Latency(BenchResult r, double percentile) => r.Percentile(percentile) is var ms && double.IsFinite(ms) ? JsonValue.Create(ms) : null;
 }
