@@ -26,7 +26,8 @@ public static class ClusterHosting
             var local = LogHosting.CreateFileStorage(provider, log, serve);
             try
             {
-                var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>());
+                var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>(),
+                    new Services.Log.SnapshotFileClient(() => provider.GetRequiredService<Services.Log.ClusterProgress>()));
                 provider.GetRequiredService<ClusterNode>().Node = node;
                 return new ReplicatedLogStorage(local, node);
             }
@@ -39,6 +40,7 @@ public static class ClusterHosting
         services.AddSingleton<ILogStorage>(provider => provider.GetRequiredService<ReplicatedLogStorage>());
         services.AddSingleton<ILogServers>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
         services.AddSingleton<ILogMembership>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
+        services.AddSingleton<ISnapshotFileServer>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
         services.AddHostedService<RaftNodeService>();
         // DotNext logs every unreachable member with its stack at Warning (each heartbeat while a
         // node is down); our own "Conduit.Cluster" lines say what an operator needs.
