@@ -194,6 +194,7 @@ internal sealed partial class LogStateMachine
         long kept = 0;
         var keptFiles = 0;
         Directory.CreateDirectory(job.Staging);
+        logger.LogInformation("Fetching the leader's snapshot of entry {Index} from {Leader}: {Files} files, {Bytes} bytes (capture {Capture})", job.Manifest.Index, offer.RpcAddress, offer.Files.Count, offer.TotalBytes, offer.CaptureId);
         foreach (var file in offer.Files)
         {
             token.ThrowIfCancellationRequested();
