@@ -228,6 +228,43 @@ public class SnapshotTests
     }
 
     [Fact]
+    public async Task A_capture_gone_with_a_leader_restart_fails_the_download_and_the_next_offer_starts_it_again()
+    {
+        using var dir = new TempDir();
+        var senderRoot = Path.Combine(dir.Path, "sender");
+        ISnapshot snapshot;
+        var root = Path.Combine(dir.Path, "receiver");
+        await using (var sender = new WalNode(senderRoot, snapshotEvery: 5))
+        {
+            await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+            for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+            await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
+            snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+            var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+            var source = new CountingSource(sender.Machine) { FailAfter = offer.TotalBytes / 2 };
+            await using var cut = new WalNode(root, snapshotEvery: 0, source);
+            await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await cut.Wal.AppendAsync(snapshot, snapshot.Index));
+        }
+
+        // The leader restarted: its captures are gone (removed at start), the old offer's token opens nothing.
+        await using var restarted = new WalNode(senderRoot, snapshotEvery: 5);
+        Assert.False(Directory.Exists(Path.Combine(senderRoot, "log", ".captures")));
+        var again = new CountingSource(restarted.Machine);
+        await using var receiver = new WalNode(root, snapshotEvery: 0, again);
+        var stale = await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await receiver.Wal.AppendAsync(snapshot, snapshot.Index));
+        Assert.Contains("No snapshot capture", stale.InnerException?.Message ?? "", StringComparison.Ordinal);
+        Assert.Equal(0, receiver.Machine.SnapshotIndex);
+
+        // Its next InstallSnapshot offers a new capture: fetched from the start, installed.
+        var fresh = ((ISnapshotManager)restarted.Machine).Snapshot!;
+        await receiver.Wal.AppendAsync(fresh, fresh.Index);
+        Assert.Equal(fresh.Index, receiver.Machine.SnapshotIndex);
+        Assert.Equal(restarted.Storage.Find("orders")!.NextOffset, receiver.Storage.Find("orders")!.NextOffset);
+        var install = Path.Combine(root, "log", ".install");
+        Assert.Empty(Directory.Exists(install) ? Directory.GetDirectories(install) : []); // the stale capture's staging went too
+    }
+
+    [Fact]
     public async Task A_topic_the_receiver_has_and_the_snapshot_lacks_is_set_aside_not_served_and_not_deleted()
     {
         using var dir = new TempDir();
