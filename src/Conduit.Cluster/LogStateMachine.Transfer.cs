@@ -120,7 +120,7 @@ internal sealed partial class LogStateMachine
                 if (job is null || job.Offer.CaptureId != offer.CaptureId || job.Task.IsFaulted || job.Task.IsCanceled)
                 {
                     job?.Cancel();
-                    job = _download = StartDownload(manifest, offer);
+                    job = _download = StartDownload(manifest, offer, job);
                 }
             }
         }
@@ -138,7 +138,15 @@ internal sealed partial class LogStateMachine
             {
                 throw new SnapshotInstallPendingException($"Fetching the snapshot of entry {manifest.Index} stopped ({ex.Message}); it starts again at the leader's next InstallSnapshot.", ex);
             }
-            if (Interlocked.Read(ref _swapped) < manifest.Index) throw new SnapshotInstallPendingException($"The snapshot of entry {manifest.Index} was fetched but not swapped in: this node applied up to entry {AppliedIndex} meanwhile.");
+            if (Interlocked.Read(ref _swapped) < manifest.Index)
+            {
+                // Not swapped in (this node had applied up to it meanwhile): the next one fetches again.
+                lock (_installLock)
+                {
+                    if (_download == job) _download = null;
+                }
+                throw new SnapshotInstallPendingException($"The snapshot of entry {manifest.Index} was fetched but not swapped in: this node applied up to entry {AppliedIndex} meanwhile.");
+            }
         }
         await _gate.WaitAsync(token).ConfigureAwait(false);
         try
@@ -157,12 +165,24 @@ internal sealed partial class LogStateMachine
         return manifest.Index;
     }
 
-    private SnapshotDownload StartDownload(SnapshotManifest manifest, SnapshotOffer offer)
+    /// <param name="previous">The download this one replaces (cancelled): it ends before this one touches the staging folder.</param>
+    private SnapshotDownload StartDownload(SnapshotManifest manifest, SnapshotOffer offer, SnapshotDownload? previous)
     {
         var staging = Path.Combine(_files!.Root, InstallFolder);
         var job = new SnapshotDownload(manifest, offer, Path.Combine(staging, offer.CaptureId));
         job.Task = Task.Run(async () =>
         {
+            if (previous is not null)
+            {
+                try
+                {
+                    await previous.Task.ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // cancelled or failed: reported by itself
+                }
+            }
             try
             {
                 // Staged files of another capture are not known to be this one's.

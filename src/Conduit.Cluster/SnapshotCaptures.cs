@@ -125,7 +125,15 @@ internal sealed partial class SnapshotCaptures : IDisposable
         if (!capture.TryGet(folder, file, out var entry, out var path)) throw new SnapshotFileException(SnapshotFileProblem.FileNotFound, $"Snapshot capture '{captureId}' has no file '{Short(folder)}/{Short(file)}'.");
         if (offset < 0 || offset > entry.Length) throw new SnapshotFileException(SnapshotFileProblem.OffsetOutOfRange, $"Offset {offset} is past the captured length {entry.Length} of '{folder}/{file}'.");
         capture.Touch();
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new SnapshotFileException(SnapshotFileProblem.CaptureNotFound, $"Snapshot capture '{captureId}' expired just now; the leader's next InstallSnapshot names the current one.");
+        }
         stream.Position = offset;
         return new CappedStream(stream, entry.Length - offset);
     }
