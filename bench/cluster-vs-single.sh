@@ -10,15 +10,8 @@
 #     and ConsumeStream (`conduit log consume --count N`): records/s = N over the time of that
 #     call minus the time of the same call with --count 1 (process start, connection).
 # Usage: bash bench/cluster-vs-single.sh [DURATION=8s] [CONCURRENCY=16]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/cluster-common.sh"
 duration=${1:-8s}; concurrency=${2:-16}
-dll=src/Conduit/bin/Release/net10.0/conduit.dll
-[ -f "$dll" ] || dotnet build src/Conduit -c Release -v quiet
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-conduit() { dotnet "$dll" "$@"; }
 
 serve() { # NAME PORT [cluster args...]
   local name=$1 port=$2; shift 2

@@ -60,6 +60,24 @@ public sealed class ClusterOptions
     /// </summary>
     public bool FsyncBeforeAck { get; set; } = true;
 
+    /// <summary>
+    /// PEM file of the CA(s) the members' certificates chain to. Set: the Raft port speaks mutual
+    /// TLS: this node presents <see cref="TlsCert"/> and takes a Raft connection only from a peer
+    /// whose certificate chains to it (and may serve and be a client: both extended key usages), and
+    /// dials only members whose certificate does. Null: plain TCP (refused when the gRPC port
+    /// serves https:// unless <see cref="AllowPlain"/>). docs/cluster.md, "Security".
+    /// </summary>
+    public string? Ca { get; set; }
+
+    /// <summary>PEM certificate (chain) this node presents on the Raft port; default: the gRPC port's (Conduit:TlsCert).</summary>
+    public string? TlsCert { get; set; }
+
+    /// <summary>PEM private key of <see cref="TlsCert"/>; default: Conduit:TlsKey.</summary>
+    public string? TlsKey { get; set; }
+
+    /// <summary>With https:// gRPC URLs and no <see cref="Ca"/>: run Raft in plain TCP anyway (unauthenticated, unencrypted).</summary>
+    public bool AllowPlain { get; set; }
+
     /// <summary>How long a topic creation or truncation waits for its commit before answering that its outcome is unknown.</summary>
     public int AdminTimeoutMs { get; set; } = 10_000;
 

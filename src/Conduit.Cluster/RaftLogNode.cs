@@ -20,6 +20,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
 {
     private const string IdKey = "conduit.id", RpcKey = "conduit.rpc";
 
+    /// <summary>The tag naming the node on its WAL's measurements.</summary>
+    internal const string WalNodeTag = "conduit.node";
+
     private readonly RaftCluster _cluster;
     private readonly WriteAheadLog _wal;
     private readonly LogStateMachine _machine;
@@ -36,9 +39,11 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
     private readonly (long Index, long UnixMs)[] _appliedAt = new (long, long)[AppliedTimes];
     private const int AppliedTimes = 65536;
     private int _started, _stopped;
+    private readonly bool _tls;
 
+    /// <param name="tls">Mutual TLS on the Raft port (ClusterTls in the server); null: plain TCP.</param>
     /// <param name="snapshotSource">How this node fetches a leader's snapshot files (LogAdmin.ReadSnapshotFile); null: it cannot install a snapshot.</param>
-    public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory, ISnapshotFileSource? snapshotSource = null)
+    public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory, DotNext.Net.Security.SslOptions? tls = null, ISnapshotFileSource? snapshotSource = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -68,7 +73,9 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
             ConfigurationStorage = _members,
             LoggerFactory = new PendingInstallLogFilter(loggerFactory), // a follower's "not yet" to an InstallSnapshot is no error
             TransmissionBlockSize = 64 * 1024,
+            SslOptions = tls,
         };
+        _tls = tls is not null;
         config.Metadata[IdKey] = NodeId;
         config.Metadata[RpcKey] = rpcAddress;
 
@@ -85,6 +92,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
             Location = walDirectory,
             // DotNext 6.12 flushes (msync + checkpoint) after appends in the background; a node commits an entry once it is flushed there.
             ChunkSize = 8 * 1024 * 1024,
+            // Tells this node's WAL metrics (DotNext.IO.WriteAheadLog) apart; FsyncBeforeAckTests hook the follower's flush by it.
+            MeasurementTags = new System.Diagnostics.TagList { { WalNodeTag, NodeId } },
         };
         // FsyncBeforeAckLog: a follower's ack also waits for that flush (docs/cluster.md, Durability).
         _wal = options.FsyncBeforeAck ? new FsyncBeforeAckLog(walOptions, _machine) : new WriteAheadLog(walOptions, _machine);
@@ -128,7 +137,12 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
             throw;
         }
         _refresher = RefreshMetadataAsync(_stopping.Token);
-        _logger.LogInformation("Node {Node}: Raft on {Address}, {Members} members, applied up to entry {Applied} ({Replayed} entries after the snapshot of entry {Snapshot})", NodeId, _cluster.LocalMemberEndPoint(), _cluster.Members.Count, _machine.AppliedIndex, _machine.EntriesApplied, _machine.SnapshotIndex);
+        if (!_tls)
+        {
+            _logger.LogWarning("Node {Node}: Raft on {Address} is plain TCP: not encrypted, and anything that reaches the port can take part in elections and replication. Use mutual TLS (Conduit:Cluster:Ca, --cluster-ca; docs/cluster.md, Security) unless the network is private to the members.",
+                NodeId, _cluster.LocalMemberAddress);
+        }
+        _logger.LogInformation("Node {Node}: Raft on {Address}{Tls}, {Members} members, applied up to entry {Applied} ({Replayed} entries after the snapshot of entry {Snapshot})", NodeId, _cluster.LocalMemberEndPoint(), _tls ? " (mutual TLS)" : " (plain TCP)", _cluster.Members.Count, _machine.AppliedIndex, _machine.EntriesApplied, _machine.SnapshotIndex);
     }
 
     /// <summary>The first start's membership: --cluster-peers (or this node alone); later starts keep the file's.</summary>

@@ -362,6 +362,12 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir,
     /// <summary>More settings for the process (CONDUIT__... variables).</summary>
     public Dictionary<string, string> Environment { get; } = [];
 
+    /// <summary>More `serve` flags.</summary>
+    public string[] Flags { get; set; } = [];
+
+    /// <summary>Set: the gRPC URL is https:// and the test's channel uses these options (give --tls-cert/--tls-key in <see cref="Flags"/>).</summary>
+    public System.Net.Security.SslClientAuthenticationOptions? Tls { get; set; }
+
     public ChildProcess Process => _process ?? throw new InvalidOperationException($"{id} is not running");
 
     /// <summary>Starts (or restarts) the node: with <paramref name="peers"/> as --cluster-peers, or, with <paramref name="join"/>, waiting to be added.</summary>
@@ -380,14 +386,15 @@ internal sealed class Node(string id, int rpcPort, int raftPort, string dataDir,
             _history.Append(_process.Output).Append(_process.Errors).Append("--- restarted\n");
         }
         string[] membership = join ? ["--cluster-join"] : peers is null ? [] : ["--cluster-peers", peers];
-        string[] serve = ["serve", "--urls", $"http://{host}:{rpcPort}", "--web-urls", "none", "--data", dataDir,
+        var scheme = Tls is null ? "http" : "https";
+        string[] serve = ["serve", "--urls", $"{scheme}://{host}:{rpcPort}", "--web-urls", "none", "--data", dataDir,
             "--cluster-node-id", id, "--cluster-address", $"{host}:{raftPort}", .. membership, "--log-level", logLevel,
-            .. (netns is null ? Array.Empty<string>() : ["--allow-open"])]; // a namespace's private bridge, not loopback
+            .. (netns is null ? Array.Empty<string>() : ["--allow-open"]), .. Flags]; // a namespace's private bridge, not loopback
         // `ip netns exec` enters the namespace and execs dotnet: the same pid, so signals reach the server.
         _process = netns is null ? ChildProcess.Conduit(environment, serve) : ChildProcess.Start(environment, "ip", ["netns", "exec", netns, "dotnet", Paths.ConduitDll, .. serve]);
         await _process.WaitForLine("listening on", TimeSpan.FromSeconds(60));
         _channel?.Dispose();
-        _channel = ConduitChannel.ForAddress($"http://{host}:{rpcPort}");
+        _channel = ConduitChannel.ForAddress($"{scheme}://{host}:{rpcPort}", tls: Tls);
         Client = new Protos.Log.V1.Log.LogClient(_channel);
         Admin = new LogAdmin.LogAdminClient(_channel);
     }

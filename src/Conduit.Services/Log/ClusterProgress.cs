@@ -18,7 +18,8 @@ namespace Conduit.Services.Log;
 /// the gRPC address it advertises (never one derived from the caller's request, never a wildcard
 /// one); a channel is kept per member address and disposed once no member has that address.
 /// </summary>
-public sealed partial class ClusterProgress(ILogServers? servers, bool secure = false) : IDisposable
+/// <param name="tls">With <paramref name="secure"/>: how members' https:// ports are trusted and this node presents itself (the cluster CA); null: the system's CAs.</param>
+public sealed partial class ClusterProgress(ILogServers? servers, bool secure = false, System.Net.Security.SslClientAuthenticationOptions? tls = null) : IDisposable
 {
     /// <summary>How long this node waits for a member's own figures.</summary>
     public static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(1);
@@ -106,7 +107,7 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
     /// <summary>The channel to <paramref name="address"/>, made once; one that failed to be made is not kept.</summary>
     private GrpcChannel Channel(string address)
     {
-        var channel = _channels.GetOrAdd(address, a => new Lazy<GrpcChannel>(() => ConduitChannel.ForAddress((secure ? "https://" : "http://") + a)));
+        var channel = _channels.GetOrAdd(address, a => new Lazy<GrpcChannel>(() => ConduitChannel.ForAddress((secure ? "https://" : "http://") + a, tls: secure ? tls : null)));
         try
         {
             return channel.Value;

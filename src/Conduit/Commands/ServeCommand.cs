@@ -49,11 +49,13 @@ internal static class ServeCommand
         var clusterAddress = new Option<string?>("--cluster-address") { Description = "With --cluster-node-id: where this node speaks Raft (TCP), HOST:PORT" };
         var clusterPeers = new Option<string?>("--cluster-peers") { Description = "With --cluster-node-id: the members at this node's first start, ID=HOST:PORT,... (their Raft addresses); later starts keep the membership committed since (conduit cluster join|leave). Without it (and without --cluster-join) the node starts a cluster of its own" };
         var clusterJoin = new Option<bool>("--cluster-join") { Description = "With --cluster-node-id: start as a new node that waits to be added to a running cluster (conduit cluster join)" };
+        var clusterCa = new Option<string?>("--cluster-ca") { Description = "With --cluster-node-id: the Raft port speaks mutual TLS; members' certificates must chain to this PEM CA (this node presents --tls-cert there too; docs/cluster.md, Security)" };
+        var clusterAllowPlain = new Option<bool>("--cluster-allow-plain") { Description = "With https:// URLs and no --cluster-ca: run the Raft port in plain TCP anyway (unencrypted, unauthenticated)" };
         var command = new Command("serve", "Run every Conduit service in this process. Every setting, with its default, also from appsettings.json (section Conduit) or CONDUIT__* variables: docs/operations.md")
         {
             urls, webUrls, corsOrigins, tlsCert, tlsKey, dataDir, usersDb, logLevel, logDurability, adminToken, accountsUrl, cacheBackend, accountsDb,
             maxConnectionAge, maxConnectionAgeGrace, maxConcurrentStreams, keepAliveTime,
-            logFormat, otlpEndpoint, tracing, clusterNodeId, clusterAddress, clusterPeers, clusterJoin,
+            logFormat, otlpEndpoint, tracing, clusterNodeId, clusterAddress, clusterPeers, clusterJoin, clusterCa, clusterAllowPlain,
         };
         var security = SecurityFlags.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
@@ -94,6 +96,8 @@ internal static class ServeCommand
             if (parse.GetValue(clusterAddress) is { } raftAddress) overrides[$"{Cluster.ClusterOptions.Section}:Address"] = raftAddress;
             if (parse.GetValue(clusterPeers) is { } peers) overrides[$"{Cluster.ClusterOptions.Section}:Peers:0"] = peers;
             if (parse.GetValue(clusterJoin)) overrides[$"{Cluster.ClusterOptions.Section}:Join"] = "true";
+            if (parse.GetValue(clusterCa) is { } raftCa) overrides[$"{Cluster.ClusterOptions.Section}:Ca"] = raftCa;
+            if (parse.GetValue(clusterAllowPlain)) overrides[$"{Cluster.ClusterOptions.Section}:AllowPlain"] = "true";
             security.Map(parse, overrides);
             var configuration = new ConfigurationBuilder()
                 .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)

@@ -18,6 +18,13 @@ public static class ClusterHosting
         var log = configuration.GetSection(LogOptions.Section).Get<LogOptions>() ?? new LogOptions();
         var rpc = options.RpcAddress ?? RpcAddressOf(serve.Urls.Length > 0 ? serve.Urls[0] : ServeOptions.DefaultUrl);
         var walDirectory = options.Directory ?? Path.Combine(serve.DataDir, "raft");
+        var tls = TlsFiles(options, serve);
+        if (tls is { } given)
+        {
+            // Read now, so a missing or wrong file fails `serve` at start in one line (not a retried storage gate).
+            Security.TrustedCa.Load(given.Ca);
+            ConduitHost.LoadCertificate(given.Cert, given.Key).Dispose();
+        }
         services.AddSingleton<ClusterNode>();
         // Created and started by the log's StorageGate (LogHosting): a log folder or Raft folder
         // that cannot be opened keeps only the log down (UNAVAILABLE, NOT_SERVING), retried.
@@ -26,7 +33,9 @@ public static class ClusterHosting
             var local = LogHosting.CreateFileStorage(provider, log, serve);
             try
             {
-                var node = new RaftLogNode(options, rpc, walDirectory, local, provider.GetRequiredService<ILoggerFactory>(),
+                var loggers = provider.GetRequiredService<ILoggerFactory>();
+                var ssl = tls is { } files ? Security.ClusterTls.Create(files.Cert, files.Key, files.Ca, loggers.CreateLogger("Conduit.Cluster"), options.NodeId!) : null;
+                var node = new RaftLogNode(options, rpc, walDirectory, local, loggers, ssl,
                     new Services.Log.SnapshotFileClient(() => provider.GetRequiredService<Services.Log.ClusterProgress>()));
                 provider.GetRequiredService<ClusterNode>().Node = node;
                 return new ReplicatedLogStorage(local, node);
@@ -45,6 +54,49 @@ public static class ClusterHosting
         // DotNext logs every unreachable member with its stack at Warning (each heartbeat while a
         // node is down); our own "Conduit.Cluster" lines say what an operator needs.
         services.Configure<LoggerFilterOptions>(o => o.AddFilter("DotNext", LogLevel.Error));
+    }
+
+    /// <summary>
+    /// The Raft port's TLS files (docs/cluster.md, "Security"), or null for plain TCP: with a
+    /// cluster CA, this node's certificate (Conduit:Cluster:TlsCert, else the gRPC port's); without
+    /// one, plain, which is refused when the gRPC port serves TLS unless AllowPlain says so.
+    /// </summary>
+    internal static (string Cert, string Key, string Ca)? TlsFiles(ClusterOptions options, ServeOptions serve)
+    {
+        if (options.Ca is { } ca)
+        {
+            var cert = options.TlsCert ?? serve.TlsCert;
+            var key = options.TlsKey ?? serve.TlsKey;
+            if (cert is null || key is null)
+            {
+                throw new ArgumentException("--cluster-ca (Conduit:Cluster:Ca) makes the Raft port speak mutual TLS: give this node's certificate and key (--tls-cert and --tls-key, or Conduit:Cluster:TlsCert and TlsKey).");
+            }
+            return (cert, key, ca);
+        }
+        var https = serve.Urls.FirstOrDefault(u => u.StartsWith("https://", StringComparison.OrdinalIgnoreCase));
+        if (https is not null && !options.AllowPlain)
+        {
+            throw new ArgumentException($"'{https}' serves TLS, but the Raft port would be plain TCP (unencrypted, and anyone who reaches it could take part in elections): "
+                + "give the CA the members' certificates chain to (--cluster-ca FILE or Conduit:Cluster:Ca; each node then presents its --tls-cert there too), "
+                + "or --cluster-allow-plain (Conduit:Cluster:AllowPlain=true) to run Raft in plain TCP anyway.");
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// How this node dials the other members' https:// gRPC ports (progress questions): trusting the
+    /// cluster CA and presenting its Raft certificate; null without a cluster CA (the system's CAs).
+    /// </summary>
+    internal static System.Net.Security.SslClientAuthenticationOptions? MemberTls(ClusterOptions options, ServeOptions serve)
+    {
+        if (TlsFiles(options, serve) is not { } files) return null;
+        var authorities = Security.TrustedCa.Load(files.Ca);
+        return new System.Net.Security.SslClientAuthenticationOptions
+        {
+            ClientCertificates = [ConduitHost.LoadCertificate(files.Cert, files.Key)],
+            RemoteCertificateValidationCallback = (_, certificate, _, errors) => certificate is not null
+                && Security.TrustedCa.Validate(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
+        };
     }
 
     private static string RpcAddressOf(string url)

@@ -83,7 +83,10 @@ public static class LogHosting
         // Members are asked for their progress at the address GetServers lists, which is the first
         // of Urls (Conduit:Cluster:RpcAddress): over TLS when that one is https.
         var secure = serve.Urls.Length > 0 && serve.Urls[0].StartsWith("https://", StringComparison.OrdinalIgnoreCase);
-        services.AddSingleton(provider => new ClusterProgress(provider.GetService<ILogServers>(), secure));
+        // With a cluster CA, members' https:// ports are trusted by it and this node presents its Raft certificate (docs/cluster.md, Security).
+        var cluster = configuration.GetSection(Cluster.ClusterOptions.Section).Get<Cluster.ClusterOptions>();
+        var memberTls = secure && cluster is { IsEnabled: true } ? ClusterHosting.MemberTls(cluster, serve) : null;
+        services.AddSingleton(provider => new ClusterProgress(provider.GetService<ILogServers>(), secure, memberTls));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
         // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
