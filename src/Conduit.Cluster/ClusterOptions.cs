@@ -51,6 +51,9 @@ public sealed class ClusterOptions
     /// </summary>
     public long SnapshotEvery { get; set; } = 10_000;
 
+    /// <summary>At most this many bytes a second when a node fetches a leader's snapshot files; 0: unlimited.</summary>
+    public long SnapshotFetchBytesPerSecond { get; set; }
+
     /// <summary>
     /// A follower answers AppendEntries only once the entries are fsynced (so a commit means fsynced on a
     /// majority); false: DotNext's own behaviour, answered from memory and fsynced a moment later. docs/cluster.md.

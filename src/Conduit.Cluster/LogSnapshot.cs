@@ -55,19 +55,20 @@ internal sealed record SnapshotManifest
 internal sealed record SnapshotTopic(string Name, long NextOffset, long FirstOffset, string Durability);
 
 /// <summary>
-/// The snapshot DotNext's WAL keeps and sends (InstallSnapshot): the manifest, then the topic
-/// files as they are when it is sent. Those files hold at least every record up to the manifest's
-/// entry (and maybe later ones: they are skipped when the entries after the snapshot are applied,
-/// as a replay after a restart skips them). The stream:
+/// The snapshot DotNext's WAL keeps and sends (InstallSnapshot): small whatever the log's size, so
+/// it fits one Raft request. It carries the manifest and an offer: the capture the leader pinned
+/// for it (hard links to the topic files and their lengths at one instant, between two applies),
+/// a random token, the leader's gRPC address and the list of files. The receiver fetches the files
+/// itself (LogAdmin.ReadSnapshotFile with that token) in the background, and acknowledges an
+/// InstallSnapshot only once they are staged and in place (docs/cluster.md, "Snapshots"). The stream:
 /// <code>
-/// "CNDTSNP1" | i32 manifest length | manifest (JSON)
-/// { u8 1 | string topic folder | string file name | i64 length | bytes }*   (strings: BinaryWriter's, UTF-8)
-/// u8 0
+/// "CNDTSNP2" | i32 manifest length | manifest (JSON) | i32 offer length | offer (JSON)
 /// </code>
 /// </summary>
 internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine machine) : ISnapshot
 {
-    private static readonly byte[] s_magic = "CNDTSNP1"u8.ToArray();
+    private static readonly byte[] s_magic = "CNDTSNP2"u8.ToArray();
+    private const int MaxPart = 64 * 1024 * 1024;
 
     public SnapshotManifest Manifest => manifest;
 
@@ -77,96 +78,63 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
 
     bool IDataTransferObject.IsReusable => true;
 
-    long? IDataTransferObject.Length => null; // the files grow until they are captured, when sending starts
+    long? IDataTransferObject.Length => null; // the offer is made (the capture taken) when it is first sent
 
     public async ValueTask WriteToAsync<TWriter>(TWriter writer, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
     {
-        var files = await machine.CaptureFilesAsync(token).ConfigureAwait(false);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        long sent = 0;
+        SnapshotOffer offer;
         try
         {
-            var header = new MemoryStream();
-            header.Write(s_magic);
-            var encoded = manifest.Encode();
-            header.Write(BitConverter.GetBytes(encoded.Length));
-            header.Write(encoded);
-            await writer.Invoke(header.ToArray(), token).ConfigureAwait(false);
-            foreach (var file in files)
-            {
-                await writer.Invoke(FileHeader(file.Folder, file.Name, file.Length), token).ConfigureAwait(false);
-                file.Stream.Position = 0;
-                await writer.CopyFromAsync(file.Stream, file.Length, token).ConfigureAwait(false);
-                sent += file.Length;
-            }
-            await writer.Invoke(new byte[] { 0 }, token).ConfigureAwait(false);
+            offer = await machine.OfferAsync(manifest.Index, token).ConfigureAwait(false);
         }
-        catch (Exception ex)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            machine.SnapshotSendFailed(Index, clock.Elapsed, sent, files.Sum(f => f.Length), ex);
+            machine.CaptureFailed(Index, ex);
             throw;
         }
-        finally
-        {
-            foreach (var file in files) await file.Stream.DisposeAsync().ConfigureAwait(false);
-        }
+        await writer.Invoke(Encode(manifest, offer), token).ConfigureAwait(false);
     }
 
-    private static byte[] FileHeader(string folder, string name, long length)
+    public static byte[] Encode(SnapshotManifest manifest, SnapshotOffer offer)
     {
         using var buffer = new MemoryStream();
-        using (var w = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true))
+        buffer.Write(s_magic);
+        foreach (var part in new[] { manifest.Encode(), offer.Encode() })
         {
-            w.Write((byte)1);
-            w.Write(folder);
-            w.Write(name);
-            w.Write(length);
+            buffer.Write(BitConverter.GetBytes(part.Length));
+            buffer.Write(part);
         }
         return buffer.ToArray();
     }
 
-    /// <summary>
-    /// Reads a snapshot stream into <paramref name="staging"/> (one folder per topic, each file
-    /// fsynced) and returns its manifest. Names are checked: a topic folder must be a topic's,
-    /// a file one of a topic's own kinds, so a stream cannot write anywhere else.
-    /// </summary>
-    public static SnapshotManifest Unpack(Stream input, string staging, CancellationToken token = default)
+    /// <summary>The manifest and offer of an InstallSnapshot's payload; every file name checked (<see cref="SnapshotOffer.Decode"/>).</summary>
+    public static (SnapshotManifest Manifest, SnapshotOffer Offer) Decode(ReadOnlySpan<byte> bytes)
     {
-        using var reader = new BinaryReader(input, Encoding.UTF8, leaveOpen: true);
-        if (!reader.ReadBytes(s_magic.Length).AsSpan().SequenceEqual(s_magic)) throw new InvalidDataException("not a Conduit log snapshot");
-        var length = reader.ReadInt32();
-        if (length is < 0 or > 64 * 1024 * 1024) throw new InvalidDataException("snapshot manifest length out of range");
-        var manifest = SnapshotManifest.Decode(reader.ReadBytes(length));
-        var buffer = new byte[128 * 1024];
-        while (reader.ReadByte() == 1)
+        if (bytes.Length < s_magic.Length || !bytes[..s_magic.Length].SequenceEqual(s_magic)) throw new InvalidDataException("not a Conduit log snapshot of this version (CNDTSNP2): upgrade every node");
+        var at = s_magic.Length;
+        ReadOnlySpan<byte> Part(ReadOnlySpan<byte> all, ref int at)
         {
-            token.ThrowIfCancellationRequested();
-            var folder = reader.ReadString();
-            var name = reader.ReadString();
-            var size = reader.ReadInt64();
-            var topic = folder == FileLogStorage.DefaultTopicFolder ? "" : folder;
-            if ((topic.Length > 0 && TopicNames.Validate(topic) is not null) || !IsTopicFile(name) || size < 0)
-            {
-                throw new InvalidDataException($"snapshot names a file this node does not take: {folder}/{name}");
-            }
-            var directory = Path.Combine(staging, folder);
-            Directory.CreateDirectory(directory);
-            using (var output = new FileStream(Path.Combine(directory, name), FileMode.CreateNew, FileAccess.Write))
-            {
-                var left = size;
-                while (left > 0)
-                {
-                    var read = input.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-                    if (read == 0) throw new EndOfStreamException("snapshot stream ended inside a file");
-                    output.Write(buffer, 0, read);
-                    left -= read;
-                }
-                output.Flush(flushToDisk: true);
-            }
+            if (all.Length - at < 4) throw new InvalidDataException("snapshot payload cut short");
+            var length = BitConverter.ToInt32(all[at..]);
+            at += 4;
+            if (length < 0 || length > all.Length - at) throw new InvalidDataException("snapshot payload part length out of range");
+            var part = all.Slice(at, length);
+            at += length;
+            return part;
         }
-        foreach (var directory in Directory.EnumerateDirectories(staging)) FileLogStorage.SyncDirectory(directory);
-        return manifest;
+        var manifest = SnapshotManifest.Decode(Part(bytes, ref at));
+        var offer = SnapshotOffer.Decode(Part(bytes, ref at));
+        return (manifest, offer);
+    }
+
+    /// <summary>Reads an InstallSnapshot's payload (at most 64 MiB).</summary>
+    public static async Task<(SnapshotManifest Manifest, SnapshotOffer Offer)> ReadAsync(IDataTransferObject entry, CancellationToken token)
+    {
+        using var buffer = new MemoryStream();
+        await entry.WriteToAsync(IAsyncBinaryWriter.Create(buffer, new byte[64 * 1024]), token).ConfigureAwait(false);
+        if (buffer.Length > MaxPart) throw new InvalidDataException("snapshot payload larger than 64 MiB");
+        return Decode(buffer.GetBuffer().AsSpan(0, (int)buffer.Length));
     }
 
     /// <summary>The files of a topic folder a snapshot carries: settings, segments (store and index) and producer state; not the checkpoint (the receiver's recovery finds the end), nor files set aside by a recovery.</summary>
@@ -175,7 +143,40 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         || (name.Length > 0 && name.IndexOfAny(['/', '\\']) < 0 && !name.StartsWith('.')
             && Path.GetExtension(name) is ".store" or ".index" or ".producers"
             && long.TryParse(Path.GetFileNameWithoutExtension(name), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _));
+
+    /// <summary>Whether <paramref name="folder"/> is a topic's folder name (the default topic's, or a valid topic name).</summary>
+    public static bool IsTopicFolder(string folder) =>
+        folder == FileLogStorage.DefaultTopicFolder || (folder.Length > 0 && TopicNames.Validate(folder) is null);
 }
 
-/// <summary>One file of a snapshot being sent, open since the capture (so retention removing it meanwhile changes nothing), sent up to its length then.</summary>
-internal sealed record CapturedFile(string Folder, string Name, long Length, FileStream Stream);
+/// <summary>
+/// What a leader offers with a snapshot: capture <see cref="CaptureId"/> (32 hex digits), readable
+/// with <see cref="Token"/> at <see cref="RpcAddress"/>, made of <see cref="Files"/>.
+/// </summary>
+internal sealed record SnapshotOffer(string CaptureId, byte[] Token, string RpcAddress, IReadOnlyList<SnapshotFile> Files)
+{
+    private static readonly JsonSerializerOptions s_json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    public long TotalBytes => Files.Sum(f => f.Length);
+
+    public byte[] Encode() => JsonSerializer.SerializeToUtf8Bytes(this, s_json);
+
+    /// <summary>Decodes and checks an offer: a capture id of hex digits, topic folders and topic file names only, lengths not negative (nothing can be written elsewhere).</summary>
+    public static SnapshotOffer Decode(ReadOnlySpan<byte> bytes)
+    {
+        var offer = JsonSerializer.Deserialize<SnapshotOffer>(bytes, s_json) ?? throw new InvalidDataException("empty snapshot offer");
+        if (offer.CaptureId is not { Length: 32 } || !offer.CaptureId.All(char.IsAsciiHexDigitLower)) throw new InvalidDataException("snapshot offer: the capture id is not 32 lowercase hex digits");
+        if (offer.Token is not { Length: >= 16 }) throw new InvalidDataException("snapshot offer: the token is shorter than 128 bits");
+        foreach (var file in offer.Files ?? throw new InvalidDataException("snapshot offer without files"))
+        {
+            if (file.Folder is null || file.Name is null || !LogSnapshot.IsTopicFolder(file.Folder) || !LogSnapshot.IsTopicFile(file.Name) || file.Length < 0)
+            {
+                throw new InvalidDataException($"snapshot names a file this node does not take: {file.Folder}/{file.Name}");
+            }
+        }
+        return offer;
+    }
+}
+
+/// <summary>One file of a capture: its topic folder, name, and length when captured.</summary>
+internal sealed record SnapshotFile(string Folder, string Name, long Length);

@@ -12,8 +12,10 @@ namespace Conduit.Cluster;
 /// Taking one is an fsync per topic and a small file; DotNext's WAL then drops the entries up to N
 /// and, after a restart, applies only the entries after N. A follower that needs an entry the WAL
 /// dropped (new, wiped, or away too long) is sent the snapshot (InstallSnapshot): the manifest and
-/// the topic files as they are when sending starts, which replace its own; the entries after N
-/// follow and are applied like a replay (an append the files already hold is skipped).
+/// an offer of the files the leader captured (<see cref="SnapshotCaptures"/>), which the follower
+/// fetches in the background and swaps in for its own; the InstallSnapshot is acknowledged once
+/// they are in place, and the entries after N follow, applied like a replay (an append the files
+/// already hold is skipped).
 /// </summary>
 internal sealed partial class LogStateMachine
 {
@@ -22,7 +24,16 @@ internal sealed partial class LogStateMachine
     private readonly FileLogStorage? _files;
     private readonly string? _snapshotDirectory;
     private readonly long _snapshotEvery;
-    private readonly TimeSpan? _requestTimeout; // DotNext's bound on one InstallSnapshot request, for the warnings
+    private readonly TimeSpan? _requestTimeout; // DotNext's bound on one InstallSnapshot request: how long an install request waits for its download
+    private readonly SnapshotCaptures? _captures;
+    private readonly string _rpcAddress;
+    private readonly ISnapshotFileSource? _source;
+    private readonly long _fetchBytesPerSecond;
+    private readonly SemaphoreSlim _captureLock = new(1, 1);
+    private readonly Lock _installLock = new();
+    private readonly HashSet<string> _resumable = new(StringComparer.Ordinal); // .part files this process wrote: their bytes are the capture's
+    private SnapshotDownload? _download;
+    private long _swapped; // the snapshot whose files were swapped in (by the download), adopted at its next InstallSnapshot
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Lock _snapshotLock = new();
     private volatile LogSnapshot? _snapshot;
@@ -47,7 +58,17 @@ internal sealed partial class LogStateMachine
     {
         if (_snapshotDirectory is null || _files is null) return;
         var staging = Path.Combine(_files.Root, InstallFolder);
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true); // an install a crash interrupted; it is sent again
+        if (Directory.Exists(staging))
+        {
+            // A download a restart interrupted: its complete files are kept for the same capture
+            // (fsynced before they got their names); anything else goes.
+            foreach (var entry in Directory.EnumerateFileSystemEntries(staging))
+            {
+                if (Directory.Exists(entry) && IsCaptureId(Path.GetFileName(entry))) continue;
+                if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+                else File.Delete(entry);
+            }
+        }
         if (SnapshotManifest.Load(_snapshotDirectory) is { } manifest) Adopt(manifest);
     }
 
@@ -106,142 +127,5 @@ internal sealed partial class LogStateMachine
             // The WAL keeps its entries until a later snapshot succeeds.
             logger.LogWarning(ex, "Raft snapshot at entry {Index} failed: {Message}", manifest.Index, ex.Message);
         }
-    }
-
-    /// <summary>
-    /// Opens every file a snapshot sends, with no apply running (no batch half written), and
-    /// notes their lengths: what is sent is the files as they were at that instant.
-    /// </summary>
-    internal async Task<IReadOnlyList<CapturedFile>> CaptureFilesAsync(CancellationToken token)
-    {
-        var files = _files ?? throw new InvalidOperationException("no file storage to send");
-        var captured = new List<CapturedFile>();
-        await _gate.WaitAsync(token).ConfigureAwait(false);
-        try
-        {
-            foreach (var topic in files.Topics)
-            {
-                var directory = files.TopicDirectory(topic.Name);
-                var folder = Path.GetFileName(directory);
-                var opened = new List<CapturedFile>();
-                long? removed = null;
-                foreach (var path in Directory.GetFiles(directory).Order(StringComparer.Ordinal))
-                {
-                    var name = Path.GetFileName(path);
-                    if (!LogSnapshot.IsTopicFile(name)) continue;
-                    try
-                    {
-                        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
-                        opened.Add(new CapturedFile(folder, name, stream.Length, stream));
-                    }
-                    catch (FileNotFoundException)
-                    {
-                        // Retention removed it since the listing: it and every older segment go unsent.
-                        if (BaseOf(name) is { } b) removed = Math.Max(removed ?? b, b);
-                    }
-                }
-                foreach (var file in opened)
-                {
-                    if (removed is { } r && BaseOf(file.Name) is { } b && b <= r) await file.Stream.DisposeAsync().ConfigureAwait(false);
-                    else captured.Add(file);
-                }
-            }
-            return captured;
-        }
-        catch
-        {
-            foreach (var file in captured) await file.Stream.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
-
-    private static long? BaseOf(string fileName) =>
-        long.TryParse(Path.GetFileNameWithoutExtension(fileName), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var b) ? b : null;
-
-    private const string RaiseRequestTimeout =
-        "DotNext sends the whole snapshot (every topic file) in one InstallSnapshot request, which the leader gives up after "
-        + "Conduit:Cluster:RequestTimeoutMs ({TimeoutMs} ms) and sends again: set it (on every node) above the time an install takes "
-        + "(docs/cluster.md, Snapshots)";
-
-    /// <summary>The leader's side: sending a snapshot to a member stopped (its request timed out, or the connection failed).</summary>
-    internal void SnapshotSendFailed(long index, TimeSpan elapsed, long sent, long total, Exception ex) =>
-        logger.LogWarning("Sending the snapshot of entry {Index} to a member stopped after {Elapsed} ms, {Sent} of {Total} bytes sent ({Message}). " + RaiseRequestTimeout,
-            index, (long)elapsed.TotalMilliseconds, sent, total, ex.Message, TimeoutMs);
-
-    private long TimeoutMs => (long)(_requestTimeout?.TotalMilliseconds ?? 0);
-
-    /// <summary>
-    /// Under the gate: replaces this node's topics by the snapshot's (the leader's files), keeps
-    /// its manifest as this node's snapshot, and continues from its entry. Warns, naming the
-    /// setting, when the install fails or outlasts the leader's request (the leader gave up on it).
-    /// </summary>
-    private async ValueTask<long> InstallSnapshotAsync(LogEntry entry, CancellationToken token)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        long index;
-        try
-        {
-            index = await InstallSnapshotCoreAsync(entry, token).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            logger.LogWarning("Installing the leader's snapshot of entry {Index} stopped after {Elapsed} ms ({Message}). " + RaiseRequestTimeout,
-                entry.Index, clock.ElapsedMilliseconds, ex.Message, TimeoutMs);
-            throw;
-        }
-        if (_requestTimeout is { } timeout && clock.Elapsed > timeout)
-        {
-            logger.LogWarning("Installing the leader's snapshot of entry {Index} took {Elapsed} ms, longer than the leader waits for it. " + RaiseRequestTimeout,
-                index, clock.ElapsedMilliseconds, TimeoutMs);
-        }
-        return index;
-    }
-
-    private async ValueTask<long> InstallSnapshotCoreAsync(LogEntry entry, CancellationToken token)
-    {
-        if (_files is null || _snapshotDirectory is null) throw new NotSupportedException("This node's log storage cannot install a snapshot.");
-        var staging = Path.Combine(_files.Root, InstallFolder);
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        Directory.CreateDirectory(staging);
-        var streamPath = Path.Combine(staging, "snapshot.stream");
-        SnapshotManifest manifest;
-        await using (var stream = new FileStream(streamPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose))
-        {
-            await entry.WriteToAsync(IAsyncBinaryWriter.Create(stream, new byte[128 * 1024]), token).ConfigureAwait(false);
-            await stream.FlushAsync(token).ConfigureAwait(false);
-            stream.Position = 0;
-            manifest = LogSnapshot.Unpack(stream, staging, token);
-        }
-        if (manifest.Index != entry.Index)
-        {
-            throw new InvalidDataException($"The snapshot sent for entry {entry.Index} says it covers entry {manifest.Index}.");
-        }
-        // The whole install answers one request of the leader, which gives up after its request
-        // timeout and sends the snapshot again. Given up, it stops here and keeps its old snapshot
-        // and commit index: were it finished regardless, DotNext would refuse the same snapshot
-        // again (not past the commit index) and the leader would keep sending it, never entries.
-        // Topics replaced so far keep the leader's files (they hold more; a replay skips it).
-        _localEnd.Clear();
-        var topics = 0;
-        foreach (var folder in Directory.GetDirectories(staging).Order(StringComparer.Ordinal))
-        {
-            token.ThrowIfCancellationRequested();
-            var name = Path.GetFileName(folder);
-            _files.ReplaceTopic(name == FileLogStorage.DefaultTopicFolder ? "" : name, folder);
-            topics++;
-        }
-        token.ThrowIfCancellationRequested();
-        lock (_snapshotLock)
-        {
-            manifest.Save(_snapshotDirectory);
-            Adopt(manifest);
-        }
-        Directory.Delete(staging, recursive: true);
-        logger.LogInformation("Installed the leader's snapshot of entry {Index} (term {Term}): {Topics} topic folder(s) replaced", manifest.Index, manifest.Term, topics);
-        return manifest.Index;
     }
 }

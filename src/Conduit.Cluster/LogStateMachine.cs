@@ -27,7 +27,12 @@ internal sealed partial class LogStateMachine : IStateMachine
 
     /// <param name="snapshotDirectory">Where the snapshot manifest lives (the WAL's folder); null: no snapshots (every entry stays in the WAL).</param>
     /// <param name="snapshotEvery">Take a snapshot after this many entries applied since the last one; 0: never take one (one installed from the leader is still kept).</param>
-    public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0, TimeSpan? requestTimeout = null)
+    /// <param name="requestTimeout">The leader's bound on one Raft request: an InstallSnapshot waits for its files at most half of it (null: until they are in place).</param>
+    /// <param name="rpcAddress">This node's gRPC address, where followers fetch its snapshot files.</param>
+    /// <param name="source">How this node fetches a leader's snapshot files (null: it cannot install one).</param>
+    /// <param name="fetchBytesPerSecond">At most this many bytes a second when fetching them; 0: unlimited.</param>
+    public LogStateMachine(ILogStorage local, ILogger logger, string? snapshotDirectory = null, long snapshotEvery = 0, TimeSpan? requestTimeout = null,
+        string rpcAddress = "", ISnapshotFileSource? source = null, long fetchBytesPerSecond = 0)
     {
         this.local = local;
         this.logger = logger;
@@ -35,6 +40,10 @@ internal sealed partial class LogStateMachine : IStateMachine
         _snapshotDirectory = _files is null ? null : snapshotDirectory;
         _snapshotEvery = snapshotEvery;
         _requestTimeout = requestTimeout;
+        _rpcAddress = rpcAddress;
+        _source = source;
+        _fetchBytesPerSecond = fetchBytesPerSecond;
+        if (_files is not null && _snapshotDirectory is not null) _captures = new SnapshotCaptures(_files.Root);
         RestoreSnapshot();
     }
 
@@ -46,26 +55,27 @@ internal sealed partial class LogStateMachine : IStateMachine
 
     public async ValueTask<long> ApplyAsync(LogEntry entry, CancellationToken token)
     {
-        // One at a time with a snapshot's capture of the files (a sender must not copy half a batch).
+        // One at a time with a snapshot's capture of the files (a sender must not copy half a batch)
+        // and a swap of fetched ones; an install takes the gate itself (not while it waits for its download).
         long applied;
-        await _gate.WaitAsync(token).ConfigureAwait(false);
-        try
+        if (entry.IsSnapshot)
         {
-            if (entry.IsSnapshot)
-            {
-                applied = await InstallSnapshotAsync(entry, token).ConfigureAwait(false);
-            }
-            else
+            applied = await InstallSnapshotAsync(entry, token).ConfigureAwait(false);
+        }
+        else
+        {
+            await _gate.WaitAsync(token).ConfigureAwait(false);
+            try
             {
                 if (entry.Index <= SnapshotIndex) return SnapshotIndex; // covered by the snapshot installed
                 await ApplyEntryAsync(entry, token).ConfigureAwait(false);
                 TakeSnapshotIfDue(entry.Index, entry.Term);
                 applied = entry.Index;
             }
-        }
-        finally
-        {
-            _gate.Release();
+            finally
+            {
+                _gate.Release();
+            }
         }
         // An installed snapshot too: the node has applied up to its entry now (RaftLogNode notes when).
         Applied?.Invoke(applied);

@@ -16,7 +16,7 @@ namespace Conduit.Cluster;
 /// <see cref="LogStateMachine"/> that applies committed entries to the local file engine. Lists
 /// the members for GetServers (id, gRPC address from each member's metadata, leader).
 /// </summary>
-public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
+public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServer, IAsyncDisposable
 {
     private const string IdKey = "conduit.id", RpcKey = "conduit.rpc";
 
@@ -42,7 +42,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
     private readonly bool _tls;
 
     /// <param name="tls">Mutual TLS on the Raft port (ClusterTls in the server); null: plain TCP.</param>
-    public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory, DotNext.Net.Security.SslOptions? tls = null)
+    /// <param name="snapshotSource">How this node fetches a leader's snapshot files (LogAdmin.ReadSnapshotFile); null: it cannot install a snapshot.</param>
+    public RaftLogNode(ClusterOptions options, string rpcAddress, string walDirectory, ILogStorage local, ILoggerFactory loggerFactory, DotNext.Net.Security.SslOptions? tls = null, ISnapshotFileSource? snapshotSource = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -70,7 +71,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
             ConnectTimeout = TimeSpan.FromMilliseconds(Math.Max(10, lower / 2)),
             ColdStart = false, // the seed is written by StartAsync; a joining node starts with no members
             ConfigurationStorage = _members,
-            LoggerFactory = loggerFactory,
+            LoggerFactory = new PendingInstallLogFilter(loggerFactory), // a follower's "not yet" to an InstallSnapshot is no error
             TransmissionBlockSize = 64 * 1024,
             SslOptions = tls,
         };
@@ -80,7 +81,7 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
 
         Directory.CreateDirectory(walDirectory);
         // The snapshot is loaded before the WAL opens: the WAL applies only the entries after it.
-        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery, requestTimeout);
+        _machine = new LogStateMachine(local, _logger, Path.Combine(walDirectory, "snapshot"), options.SnapshotEvery, requestTimeout, rpcAddress, snapshotSource, options.SnapshotFetchBytesPerSecond);
         _machine.Applied += index =>
         {
             var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -190,8 +191,13 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, IAsyncDisposable
         await StopAsync(CancellationToken.None).ConfigureAwait(false);
         await _cluster.DisposeAsync().ConfigureAwait(false);
         await _wal.DisposeAsync().ConfigureAwait(false);
+        _machine.Dispose();
         _stopping.Dispose();
     }
+
+    /// <summary>A file of this node's snapshot capture, for a follower presenting its token (LogAdmin.ReadSnapshotFile).</summary>
+    public Stream OpenSnapshotFile(string captureId, ReadOnlySpan<byte> token, string folder, string file, long offset) =>
+        _machine.OpenSnapshotFile(captureId, token, folder, file, offset);
 
     /// <summary>Throws <see cref="Storage.Log.NotLeaderException"/> (with the leader, when known) unless this node leads now.</summary>
     public void EnsureLeader()

@@ -17,8 +17,6 @@ public sealed partial class ClusterTests
     private static readonly Dictionary<string, string> s_snapshotSettings = new()
     {
         ["CONDUIT__CLUSTER__SNAPSHOTEVERY"] = "10",
-        // One InstallSnapshot request carries the files: time for it on a loaded machine.
-        ["CONDUIT__CLUSTER__REQUESTTIMEOUTMS"] = "5000",
     };
 
     [Fact]

@@ -123,28 +123,164 @@ public class SnapshotTests
     }
 
     [Fact]
-    public void A_snapshot_stream_naming_a_file_outside_a_topic_folder_is_refused()
+    public void An_offer_naming_a_file_outside_a_topic_folder_or_without_a_real_token_is_refused()
     {
-        using var dir = new TempDir();
-        var manifest = new SnapshotManifest { Index = 3, Term = 1 }.Encode();
-        using var stream = new MemoryStream();
-        using (var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true))
+        var manifest = new SnapshotManifest { Index = 3, Term = 1 };
+        var token = new byte[32];
+        const string id = "0123456789abcdef0123456789abcdef";
+        SnapshotOffer Offer(string captureId, byte[] key, params SnapshotFile[] files) => new(captureId, key, "127.0.0.1:1", files);
+        var good = LogSnapshot.Encode(manifest, Offer(id, token, new SnapshotFile("orders", "00000000000000000000.store", 10)));
+        Assert.Equal(3, LogSnapshot.Decode(good).Manifest.Index);
+        foreach (var bad in new[]
         {
-            w.Write("CNDTSNP1"u8);
-            w.Write(manifest.Length);
-            w.Write(manifest);
-            w.Write((byte)1);
-            w.Write("orders");
-            w.Write("../../etc/passwd");
-            w.Write(4L);
-            w.Write("evil"u8);
-            w.Write((byte)0);
+            Offer(id, token, new SnapshotFile("orders", "../../etc/passwd", 4)),
+            Offer(id, token, new SnapshotFile("..", "00000000000000000000.store", 4)),
+            Offer(id, token, new SnapshotFile(".captures", "00000000000000000000.store", 4)),
+            Offer(id, token, new SnapshotFile("orders", "checkpoint", 4)),
+            Offer(id, token, new SnapshotFile("orders", "00000000000000000000.store", -1)),
+            Offer("../x", token, new SnapshotFile("orders", "00000000000000000000.store", 4)),
+            Offer(id, new byte[8], new SnapshotFile("orders", "00000000000000000000.store", 4)),
+        })
+        {
+            Assert.Throws<InvalidDataException>(() => LogSnapshot.Decode(LogSnapshot.Encode(manifest, bad)));
         }
-        stream.Position = 0;
-        Assert.Throws<InvalidDataException>(() => LogSnapshot.Unpack(stream, dir.Path));
-        Assert.Empty(Directory.GetFileSystemEntries(dir.Path, "*", SearchOption.AllDirectories));
+        Assert.Throws<InvalidDataException>(() => LogSnapshot.Decode("CNDTSNP1"u8.ToArray()));
         Assert.False(LogSnapshot.IsTopicFile("checkpoint"));
         Assert.True(LogSnapshot.IsTopicFile("00000000000000004211.producers"));
+    }
+
+    [Fact]
+    public async Task A_capture_is_read_only_with_its_token_and_only_its_files_up_to_their_captured_lengths()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 100) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
+        var offer = await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None);
+        Assert.Equal(offer.CaptureId, (await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None)).CaptureId); // one capture per snapshot
+        Assert.True(offer.Token.Length >= 16);
+        var active = offer.Files.Where(f => f.Name.EndsWith(".store", StringComparison.Ordinal)).MaxBy(f => f.Name)!;
+
+        // The files grow after the capture; what is served stops at the captured length.
+        for (var i = 0; i < 3; i++) await sender.Commit(Append("orders", "later" + i));
+        await using (var read = sender.Machine.OpenSnapshotFile(offer.CaptureId, offer.Token, active.Folder, active.Name, 0))
+        {
+            using var copy = new MemoryStream();
+            await read.CopyToAsync(copy);
+            Assert.Equal(active.Length, copy.Length);
+        }
+
+        var wrong = (byte[])offer.Token.Clone();
+        wrong[0] ^= 1;
+        Assert.Equal(SnapshotFileProblem.TokenMismatch, Assert.Throws<SnapshotFileException>(() => sender.Machine.OpenSnapshotFile(offer.CaptureId, wrong, active.Folder, active.Name, 0)).Problem);
+        Assert.Equal(SnapshotFileProblem.TokenMismatch, Assert.Throws<SnapshotFileException>(() => sender.Machine.OpenSnapshotFile(offer.CaptureId, [], active.Folder, active.Name, 0)).Problem);
+        Assert.Equal(SnapshotFileProblem.CaptureNotFound, Assert.Throws<SnapshotFileException>(() => sender.Machine.OpenSnapshotFile("ffffffffffffffffffffffffffffffff", offer.Token, active.Folder, active.Name, 0)).Problem);
+        foreach (var (folder, name) in new[] { ("orders", "../../raft/snapshot/manifest.json"), ("..", "orders/topic.json"), ("orders", "checkpoint") })
+        {
+            Assert.Equal(SnapshotFileProblem.FileNotFound, Assert.Throws<SnapshotFileException>(() => sender.Machine.OpenSnapshotFile(offer.CaptureId, offer.Token, folder, name, 0)).Problem);
+        }
+        Assert.Equal(SnapshotFileProblem.OffsetOutOfRange, Assert.Throws<SnapshotFileException>(() => sender.Machine.OpenSnapshotFile(offer.CaptureId, offer.Token, active.Folder, active.Name, active.Length + 1)).Problem);
+    }
+
+    [Fact]
+    public async Task A_download_cut_off_resumes_where_it_stopped_and_after_a_restart_keeps_the_files_it_completed()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 60; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 40, "a snapshot of entry 40");
+        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+        var total = offer.TotalBytes;
+
+        // The first attempt stops after a third of the bytes (the leader gone, say).
+        var source = new CountingSource(sender.Machine) { FailAfter = total / 3 };
+        var root = Path.Combine(dir.Path, "fresh");
+        var fresh = new WalNode(root, snapshotEvery: 0, source);
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(snapshot, snapshot.Index));
+        Assert.Equal(0, fresh.Machine.SnapshotIndex);
+        var first = source.Fetched;
+        Assert.InRange(first, total / 3, total / 3 + 1);
+
+        // The next InstallSnapshot goes on from there: no byte fetched twice.
+        source.FailAfter = total / 3 * 2;
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(snapshot, snapshot.Index));
+        Assert.InRange(source.Fetched, total / 3 * 2, total / 3 * 2 + 1);
+
+        // Restarted: the files it completed (fsynced, then named) are kept; a partial one starts over.
+        await fresh.DisposeAsync();
+        var staged = Directory.GetFiles(Path.Combine(root, "log", ".install"), "*", SearchOption.AllDirectories);
+        var complete = staged.Where(f => !f.EndsWith(".part", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
+        Assert.True(complete > 0, "some files were complete before the restart");
+        var again = new CountingSource(sender.Machine);
+        await using var restarted = new WalNode(root, snapshotEvery: 0, again);
+        await restarted.Wal.AppendAsync(snapshot, snapshot.Index);
+        Assert.Equal(total - complete, again.Fetched);
+        Assert.Equal(snapshot.Index, restarted.Machine.SnapshotIndex);
+        Assert.False(Directory.Exists(Path.Combine(root, "log", ".install", offer.CaptureId)));
+        var topic = restarted.Storage.Find("orders")!;
+        var expected = sender.Storage.Find("orders")!;
+        Assert.Equal(expected.FirstOffset, topic.FirstOffset);
+        Assert.True(topic.NextOffset >= snapshot.Index - 1);
+        for (var offset = topic.FirstOffset; offset < topic.NextOffset; offset++) Assert.Equal(expected.Read(offset).Value.ToArray(), topic.Read(offset).Value.ToArray());
+    }
+
+    [Fact]
+    public async Task A_capture_gone_with_a_leader_restart_fails_the_download_and_the_next_offer_starts_it_again()
+    {
+        using var dir = new TempDir();
+        var senderRoot = Path.Combine(dir.Path, "sender");
+        ISnapshot snapshot;
+        var root = Path.Combine(dir.Path, "receiver");
+        await using (var sender = new WalNode(senderRoot, snapshotEvery: 5))
+        {
+            await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+            for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+            await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
+            snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+            var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+            var source = new CountingSource(sender.Machine) { FailAfter = offer.TotalBytes / 2 };
+            await using var cut = new WalNode(root, snapshotEvery: 0, source);
+            await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await cut.Wal.AppendAsync(snapshot, snapshot.Index));
+        }
+
+        // The leader restarted: its captures are gone (removed at start), the old offer's token opens nothing.
+        await using var restarted = new WalNode(senderRoot, snapshotEvery: 5);
+        Assert.False(Directory.Exists(Path.Combine(senderRoot, "log", ".captures")));
+        var again = new CountingSource(restarted.Machine);
+        await using var receiver = new WalNode(root, snapshotEvery: 0, again);
+        var stale = await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await receiver.Wal.AppendAsync(snapshot, snapshot.Index));
+        Assert.Contains("No snapshot capture", stale.InnerException?.Message ?? "", StringComparison.Ordinal);
+        Assert.Equal(0, receiver.Machine.SnapshotIndex);
+
+        // Its next InstallSnapshot offers a new capture: fetched from the start, installed.
+        var fresh = ((ISnapshotManager)restarted.Machine).Snapshot!;
+        await receiver.Wal.AppendAsync(fresh, fresh.Index);
+        Assert.Equal(fresh.Index, receiver.Machine.SnapshotIndex);
+        Assert.Equal(restarted.Storage.Find("orders")!.NextOffset, receiver.Storage.Find("orders")!.NextOffset);
+        var install = Path.Combine(root, "log", ".install");
+        Assert.Empty(Directory.Exists(install) ? Directory.GetDirectories(install) : []); // the stale capture's staging went too
+    }
+
+    [Fact]
+    public async Task A_topic_the_receiver_has_and_the_snapshot_lacks_is_set_aside_not_served_and_not_deleted()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        for (var i = 0; i < 20; i++) await sender.Commit(Append("", "d" + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot of entry 10");
+        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+
+        var root = Path.Combine(dir.Path, "receiver");
+        await using var receiver = new WalNode(root, snapshotEvery: 0, new CountingSource(sender.Machine));
+        receiver.Storage.GetOrCreate("stray").AppendBatch([new LogRecord { TimestampMs = 1, Value = "mine"u8.ToArray() }]);
+        await receiver.Wal.AppendAsync(snapshot, snapshot.Index);
+        Assert.Null(receiver.Storage.Find("stray"));
+        Assert.Equal([""], receiver.Storage.Topics.Select(t => t.Name));
+        var aside = Assert.Single(Directory.GetDirectories(Path.Combine(root, "log"), ".set-aside-stray-*"));
+        Assert.NotEmpty(Directory.GetFiles(aside, "*.store"));
     }
 
     /// <summary>Every topic the same: settings, first and next offset, every record with every field.</summary>
@@ -241,11 +377,13 @@ public class SnapshotTests
         private readonly string _raft;
         private bool _disposed;
 
-        public WalNode(string root, long snapshotEvery)
+        /// <param name="source">Where an install fetches the files (another WalNode's captures); null: from the snapshot's own sender.</param>
+        public WalNode(string root, long snapshotEvery, ISnapshotFileSource? source = null)
         {
             _raft = Path.Combine(root, "raft");
             Storage = new FileLogStorage(Path.Combine(root, "log"));
-            Machine = new LogStateMachine(Storage, NullLogger.Instance, Path.Combine(_raft, "snapshot"), snapshotEvery);
+            Machine = new LogStateMachine(Storage, NullLogger.Instance, Path.Combine(_raft, "snapshot"), snapshotEvery, source: source ?? SenderSource.Instance);
+            SenderSource.Register(Machine);
             Wal = new WriteAheadLog(new WriteAheadLog.Options { Location = _raft, ChunkSize = 16 * 1024 }, Machine);
             Wal.InitializeAsync().GetAwaiter().GetResult();
         }
@@ -281,7 +419,65 @@ public class SnapshotTests
             if (_disposed) return;
             _disposed = true;
             await Wal.DisposeAsync();
+            Machine.Dispose();
             Storage.Dispose();
+        }
+    }
+
+    /// <summary>Fetches from a sender's captures in-process (what LogAdmin.ReadSnapshotFile serves), counting bytes; fails once past <see cref="FailAfter"/>.</summary>
+    private sealed class CountingSource(LogStateMachine sender) : ISnapshotFileSource
+    {
+        private long _fetched;
+
+        public long Fetched => Interlocked.Read(ref _fetched);
+
+        public long FailAfter { get; set; } = long.MaxValue;
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            await using var file = sender.OpenSnapshotFile(request.CaptureId, request.Token, request.Folder, request.File, request.Offset);
+            var buffer = new byte[1000];
+            int read;
+            while ((read = await file.ReadAsync(buffer, token)) > 0)
+            {
+                var allowed = (int)Math.Min(read, FailAfter - Fetched);
+                if (allowed > 0) await destination.WriteAsync(buffer.AsMemory(0, allowed), token);
+                Interlocked.Add(ref _fetched, Math.Max(0, allowed));
+                if (allowed < read) throw new IOException("connection lost (test)");
+            }
+        }
+    }
+
+    /// <summary>Fetches from the machine the offer came from, found by its captures (tests that install one node's snapshot on another).</summary>
+    private sealed class SenderSource : ISnapshotFileSource
+    {
+        public static readonly SenderSource Instance = new();
+        private static readonly List<LogStateMachine> s_senders = [];
+
+        public static void Register(LogStateMachine machine)
+        {
+            lock (s_senders) s_senders.Add(machine);
+        }
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            LogStateMachine[] senders;
+            lock (s_senders) senders = [.. s_senders];
+            foreach (var sender in senders)
+            {
+                Stream file;
+                try
+                {
+                    file = sender.OpenSnapshotFile(request.CaptureId, request.Token, request.Folder, request.File, request.Offset);
+                }
+                catch (SnapshotFileException ex) when (ex.Problem == SnapshotFileProblem.CaptureNotFound)
+                {
+                    continue;
+                }
+                await using (file) await file.CopyToAsync(destination, token);
+                return;
+            }
+            throw new SnapshotFileException(SnapshotFileProblem.CaptureNotFound, "no sender has that capture");
         }
     }
 }

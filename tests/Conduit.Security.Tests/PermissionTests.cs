@@ -68,6 +68,22 @@ public class PermissionTests
     }
 
     [Fact]
+    public async Task Under_a_policy_anyone_may_call_ReadSnapshotFile_whose_handler_checks_the_capture_token()
+    {
+        await using var host = await SecureHost.StartAsync(Settings, Policy);
+        var admin = new LogAdmin.LogAdminClient(host.Channel);
+        // The policy lets a caller without identity through (a follower has only the token); the
+        // handler answers: here a single node, with no capture at all.
+        using var call = admin.ReadSnapshotFile(new ReadSnapshotFileRequest { CaptureId = new string('a', 32), Token = ByteString.CopyFrom(new byte[32]), Folder = "_default", File = "topic.json" }, SecureHost.Call());
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext(default));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        Assert.Equal("NOT_A_CLUSTER", ex.GetDetail<ErrorInfo>()?.Reason);
+        // The rest of LogAdmin still needs an identity.
+        ex = await Assert.ThrowsAsync<RpcException>(async () => await admin.ListTopicsAsync(new ListTopicsRequest(), SecureHost.Call()));
+        Assert.Equal(StatusCode.Unauthenticated, ex.StatusCode);
+    }
+
+    [Fact]
     public async Task Each_principal_source_is_checked_against_the_policy()
     {
         var (host, alice, bob) = await StartAsync();

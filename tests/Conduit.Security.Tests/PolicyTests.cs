@@ -59,6 +59,16 @@ public class PolicyTests
         Assert.True(PermissionPolicy.Parse([]).Allows(Nobody, "accounts.v1.Accounts/GetByToken", null));
 
     [Fact]
+    public void ReadSnapshotFile_is_open_to_anyone_and_nothing_else_of_LogAdmin_is()
+    {
+        var empty = PermissionPolicy.Parse([]);
+        Assert.True(empty.Allows(Nobody, "log.v1.LogAdmin/ReadSnapshotFile", null));
+        Assert.True(empty.OpenToAnyone("log.v1.LogAdmin/ReadSnapshotFile"));
+        Assert.False(empty.Allows(Nobody, "log.v1.LogAdmin/ListTopics", null));
+        Assert.False(empty.Allows(Nobody, "log.v1.LogAdmin/AddServer", null));
+    }
+
+    [Fact]
     public void GetServers_is_open_to_every_authenticated_caller_and_to_admins_on_LogAdmin()
     {
         var empty = PermissionPolicy.Parse([]);

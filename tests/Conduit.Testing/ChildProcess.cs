@@ -47,6 +47,9 @@ public sealed class ChildProcess : IAsyncDisposable
 
     public StreamWriter StandardInput => _process.StandardInput;
 
+    /// <summary>The process id (for /proc/PID).</summary>
+    public int Id => _process.Id;
+
     public string Output { get { lock (_stdout) return _stdout.ToString(); } }
 
     public string Errors { get { lock (_stderr) return _stderr.ToString(); } }

@@ -101,6 +101,9 @@ public sealed partial class ClusterProgress(ILogServers? servers, bool secure = 
         }
     }
 
+    /// <summary>The channel this node keeps to a member's gRPC address (http or https as this node serves), for other calls to members (snapshot files).</summary>
+    public GrpcChannel ChannelTo(string address) => Channel(address);
+
     /// <summary>The channel to <paramref name="address"/>, made once; one that failed to be made is not kept.</summary>
     private GrpcChannel Channel(string address)
     {

@@ -1,6 +1,7 @@
 using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
 using Conduit.Storage.Log;
+using Google.Protobuf;
 using Grpc.Core;
 using StorageDurability = Conduit.Storage.Log.Durability;
 using TopicSettings = Conduit.Protos.Log.V1.TopicSettings;
@@ -9,8 +10,11 @@ using WireDurability = Conduit.Protos.Log.V1.Durability;
 namespace Conduit.Services.Log;
 
 /// <summary>log.v1.LogAdmin: topics (create with settings, list, describe), truncation of retained data, a cluster's members and their progress.</summary>
-public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ILogMembership? membership = null, ClusterProgress? progress = null) : LogAdmin.LogAdminBase
+public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = null, ILogMembership? membership = null, ClusterProgress? progress = null, ISnapshotFileServer? snapshotFiles = null) : LogAdmin.LogAdminBase
 {
+    /// <summary>The bytes of one ReadSnapshotFile message.</summary>
+    public const int SnapshotChunkBytes = 256 * 1024;
+
     // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
     private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
 
@@ -34,6 +38,41 @@ public sealed class LogAdminService(ILogStorage storage, ILogServers? servers = 
         Required(("id", request.Id));
         var members = await ChangeMembership(m => m.RemoveServerAsync(request.Id, context.CancellationToken));
         return LogMapping.Servers(members, context);
+    }
+
+    /// <summary>A file of this node's snapshot capture, to a follower presenting the capture's token (docs/cluster.md, "Snapshots").</summary>
+    public override async Task ReadSnapshotFile(ReadSnapshotFileRequest request, IServerStreamWriter<SnapshotFileChunk> responseStream, ServerCallContext context)
+    {
+        if (snapshotFiles is null)
+        {
+            throw RpcException.WithDetails(StatusCode.FailedPrecondition, "This server is a single node, not a cluster member: it has no snapshot files to send.",
+                Details.ErrorInfo("NOT_A_CLUSTER", LogMapping.ErrorDomain, new Dictionary<string, string>()));
+        }
+        Stream file;
+        try
+        {
+            file = snapshotFiles.OpenSnapshotFile(request.CaptureId, request.Token.Span, request.Folder, request.File, request.Offset > long.MaxValue ? long.MaxValue : (long)request.Offset);
+        }
+        catch (SnapshotFileException ex)
+        {
+            var (code, reason) = ex.Problem switch
+            {
+                SnapshotFileProblem.TokenMismatch => (StatusCode.PermissionDenied, "SNAPSHOT_TOKEN_MISMATCH"),
+                SnapshotFileProblem.FileNotFound => (StatusCode.NotFound, "SNAPSHOT_FILE_NOT_FOUND"),
+                SnapshotFileProblem.OffsetOutOfRange => (StatusCode.OutOfRange, "SNAPSHOT_OFFSET_OUT_OF_RANGE"),
+                _ => (StatusCode.NotFound, "SNAPSHOT_CAPTURE_NOT_FOUND"),
+            };
+            throw RpcException.WithDetails(code, ex.Message, Details.ErrorInfo(reason, LogMapping.ErrorDomain, new Dictionary<string, string> { ["capture_id"] = ClientInput.Shorten(request.CaptureId) }));
+        }
+        await using (file)
+        {
+            var buffer = new byte[SnapshotChunkBytes];
+            int read;
+            while ((read = await file.ReadAsync(buffer, context.CancellationToken)) > 0)
+            {
+                await responseStream.WriteAsync(new SnapshotFileChunk { Data = ByteString.CopyFrom(buffer, 0, read) }, context.CancellationToken);
+            }
+        }
     }
 
     private static void Required(params (string Field, string Value)[] fields)

@@ -193,6 +193,29 @@ public sealed class FileLogStorage : ILogStorage
         }
     }
 
+    /// <summary>
+    /// Takes topic <paramref name="name"/> out of this node's log without deleting its files: it
+    /// is closed (its reads and waits throw <see cref="TopicReplacedException"/>), no longer listed,
+    /// and its folder is moved to <c>.set-aside-&lt;folder&gt;-&lt;unix ms&gt;</c> (a name no topic can
+    /// have; ignored at start) for an operator to look at or delete: a cluster node installing a
+    /// snapshot that lacks the topic (docs/cluster.md). The new path, or null without such a topic.
+    /// </summary>
+    public string? SetAsideTopic(string name)
+    {
+        lock (_createLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_topics.TryGetValue(name, out var old)) return null;
+            var folderName = name.Length == 0 ? DefaultTopicFolder : name;
+            var aside = Path.Combine(_root, $".set-aside-{folderName}-{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}");
+            old.CloseReplaced();
+            _topics.TryRemove(new KeyValuePair<string, FileTopicLog>(name, old));
+            Directory.Move(Path.Combine(_root, folderName), aside);
+            _files.SyncDirectory(_root);
+            return aside;
+        }
+    }
+
     private const string ReplacedPrefix = ".replaced-";
 
     /// <summary>At start, before any topic opens: settles every replacement a crash interrupted (<see cref="ReplaceTopic"/>).</summary>

@@ -35,7 +35,8 @@ public static class ClusterHosting
             {
                 var loggers = provider.GetRequiredService<ILoggerFactory>();
                 var ssl = tls is { } files ? Security.ClusterTls.Create(files.Cert, files.Key, files.Ca, loggers.CreateLogger("Conduit.Cluster"), options.NodeId!) : null;
-                var node = new RaftLogNode(options, rpc, walDirectory, local, loggers, ssl);
+                var node = new RaftLogNode(options, rpc, walDirectory, local, loggers, ssl,
+                    new Services.Log.SnapshotFileClient(() => provider.GetRequiredService<Services.Log.ClusterProgress>()));
                 provider.GetRequiredService<ClusterNode>().Node = node;
                 return new ReplicatedLogStorage(local, node);
             }
@@ -48,6 +49,7 @@ public static class ClusterHosting
         services.AddSingleton<ILogStorage>(provider => provider.GetRequiredService<ReplicatedLogStorage>());
         services.AddSingleton<ILogServers>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
         services.AddSingleton<ILogMembership>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
+        services.AddSingleton<ISnapshotFileServer>(provider => provider.GetRequiredService<ReplicatedLogStorage>().Node);
         services.AddHostedService<RaftNodeService>();
         // DotNext logs every unreachable member with its stack at Warning (each heartbeat while a
         // node is down); our own "Conduit.Cluster" lines say what an operator needs.

@@ -14,8 +14,10 @@ namespace Conduit.Security;
 /// Subjects are "operator" (the operator token), "account:&lt;id&gt;" (an Accounts token) and
 /// "cert:&lt;common name&gt;" (a client certificate). Everything not allowed is denied, except
 /// accounts.v1.Accounts/GetByToken, which anyone may call (the token in the request is the
-/// credential), and log.v1.Log/GetServers, which every authenticated caller may call (a client's
-/// resolver asks it before producing or consuming).
+/// credential), log.v1.Log/GetServers, which every authenticated caller may call (a client's
+/// resolver asks it before producing or consuming), and log.v1.LogAdmin/ReadSnapshotFile, which
+/// anyone may call: it serves a cluster leader's snapshot files only to a caller presenting the
+/// capture's random token, which the leader gives its followers over Raft (docs/cluster.md).
 /// </summary>
 public sealed class PermissionPolicy
 {
@@ -25,6 +27,7 @@ public sealed class PermissionPolicy
 
     private static readonly Rule GetByToken = new(Anyone, ["accounts.v1.Accounts/GetByToken"], "*");
     private static readonly Rule GetServers = new(Authenticated, ["log.v1.Log/GetServers"], "*");
+    private static readonly Rule ReadSnapshotFile = new(Anyone, ["log.v1.LogAdmin/ReadSnapshotFile"], "*");
 
     private readonly List<Rule> _rules;
     private readonly Dictionary<string, List<string>> _roles;
@@ -48,7 +51,7 @@ public sealed class PermissionPolicy
     /// <exception cref="FormatException">A line is not a rule; the message names the file and line.</exception>
     public static PermissionPolicy Parse(IEnumerable<string> lines, string source = "policy")
     {
-        var rules = new List<Rule> { GetByToken, GetServers };
+        var rules = new List<Rule> { GetByToken, GetServers, ReadSnapshotFile };
         var roles = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         var number = 0;
         foreach (var raw in lines)
