@@ -14,7 +14,7 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly AppendProposer _appends = new(
         (command, outcome) => node.ReplicateAsync(command, outcome: outcome),
-        refused: (topic, count, ex) => node.Logger.LogInformation("Node {Node}: {Count} queued append request(s) to topic '{Topic}' refused, not proposed: {Reason}", node.NodeId, count, topic, ex.Message));
+        refused: (topic, count, ex) => node.Logger.LogWarning("Node {Node}: {Count} queued append request(s) to topic '{Topic}' refused, not proposed: {Reason}", node.NodeId, count, topic, ex.Message));
 
     internal AppendProposer Appends => _appends;
 
