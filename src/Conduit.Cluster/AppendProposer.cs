@@ -16,8 +16,9 @@ namespace Conduit.Cluster;
 /// </summary>
 /// <param name="replicate">Proposes an entry and completes once it is applied here (<see cref="RaftLogNode.ReplicateAsync"/>).</param>
 /// <param name="maxQueuedBytes">At most about this many bytes of requests wait per topic; more is refused (<see cref="AppendQueueFullException"/>).</param>
+/// <param name="groupCommit">False: one request per entry, always an <see cref="LogCommand.Append"/> (a node of a version before group commit applies it).</param>
 /// <param name="refused">Told how many requests that waited here were refused, unproposed, and why (a log line).</param>
-internal sealed class AppendProposer(Func<LogCommand, ApplyOutcome, Task> replicate, long maxQueuedBytes = AppendProposer.MaxQueuedBytes, Action<string, int, Exception>? refused = null)
+internal sealed class AppendProposer(Func<LogCommand, ApplyOutcome, Task> replicate, long maxQueuedBytes = AppendProposer.MaxQueuedBytes, bool groupCommit = true, Action<string, int, Exception>? refused = null)
 {
     /// <summary>At most this many records in one entry.</summary>
     public const int MaxEntryRecords = 4096;
@@ -123,7 +124,7 @@ internal sealed class AppendProposer(Func<LogCommand, ApplyOutcome, Task> replic
                         queue.Requests.Dequeue();
                         continue;
                     }
-                    if (taken.Count > 0 && (records + next.Records.Count > MaxEntryRecords || bytes + next.Bytes > MaxEntryBytes)) break;
+                    if (taken.Count > 0 && (!groupCommit || records + next.Records.Count > MaxEntryRecords || bytes + next.Bytes > MaxEntryBytes)) break;
                     taken.Add(queue.Requests.Dequeue());
                     next.State = State.Taken;
                     queue.Bytes -= next.Bytes;

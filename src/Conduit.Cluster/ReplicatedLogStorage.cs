@@ -9,11 +9,12 @@ namespace Conduit.Cluster;
 /// and answer once a majority has them and the leader applied them. A write to a follower throws
 /// <see cref="NotLeaderException"/>. Retention by size and age runs on each node by itself.
 /// </summary>
-public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null) : ILogStorage
+public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null, bool groupCommit = true) : ILogStorage
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly AppendProposer _appends = new(
         (command, outcome) => node.ReplicateAsync(command, outcome: outcome),
+        groupCommit: groupCommit,
         refused: (topic, count, ex) => node.Logger.LogWarning("Node {Node}: {Count} queued append request(s) to topic '{Topic}' refused, not proposed: {Reason}", node.NodeId, count, topic, ex.Message));
 
     internal AppendProposer Appends => _appends;

@@ -90,14 +90,14 @@ public sealed class GroupCommitTests : IAsyncLifetime
     }
 
     /// <summary>A proposer on this node whose first entry waits for <paramref name="release"/> before it is proposed (an entry in flight).</summary>
-    private AppendProposer HeldProposer(Task release, long maxQueuedBytes = AppendProposer.MaxQueuedBytes)
+    private AppendProposer HeldProposer(Task release, long maxQueuedBytes = AppendProposer.MaxQueuedBytes, bool groupCommit = true)
     {
         var first = 1;
         return new AppendProposer(async (command, outcome) =>
         {
             if (Interlocked.Exchange(ref first, 0) == 1) await release;
             await _storage.Node.ReplicateAsync(command, outcome: outcome);
-        }, maxQueuedBytes);
+        }, maxQueuedBytes, groupCommit);
     }
 
     private static LogRecord[] Records(string value) => [new LogRecord { Value = Encoding.UTF8.GetBytes(value), TimestampMs = 1 }];
@@ -158,6 +158,25 @@ public sealed class GroupCommitTests : IAsyncLifetime
         Assert.Equal(2, _storage.Find("full")!.NextOffset);
         // Room again once the queue drained; a request larger than the cap alone still goes.
         Assert.Equal(2, await Durable(proposer.Propose("full", [new LogRecord { Value = new byte[5000], TimestampMs = 1 }])));
+    }
+
+    [Fact]
+    public async Task With_group_commit_off_each_queued_request_is_its_own_entry_in_arrival_order()
+    {
+        var release = new TaskCompletionSource();
+        var proposer = HeldProposer(release.Task, groupCommit: false);
+        var before = _storage.Node.AppliedIndex;
+        var first = proposer.Propose("single", Records("r0"));
+        await WaitUntil(() => proposer.Queued("single") == 0);
+        var queued = Enumerable.Range(1, 5).Select(i => proposer.Propose("single", Records($"r{i}"))).ToList();
+        Assert.Equal(5, proposer.Queued("single"));
+        release.SetResult();
+        Assert.Equal(0, await Durable(first));
+        for (var i = 0; i < queued.Count; i++) Assert.Equal(i + 1, await Durable(queued[i]));
+        // Six requests, six entries (with group commit the five queued ones share one).
+        Assert.Equal(6, _storage.Node.AppliedIndex - before);
+        var topic = _storage.Find("single")!;
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"r{i}"), Enumerable.Range(0, 6).Select(i => Encoding.UTF8.GetString(topic.Read(i).Value.Span)));
     }
 
     /// <summary>The offset of an append once it is applied and durable here (readers see it).</summary>
