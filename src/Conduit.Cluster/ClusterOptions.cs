@@ -61,6 +61,13 @@ public sealed class ClusterOptions
     public bool FsyncBeforeAck { get; set; } = true;
 
     /// <summary>
+    /// The leader merges a topic's produce requests that wait for its entry in flight into one
+    /// <c>AppendBatches</c> entry; false: one <c>Append</c> entry per request (still one in flight
+    /// per topic), which a node of a version before group commit can apply. docs/cluster.md, "Group commit".
+    /// </summary>
+    public bool GroupCommit { get; set; } = true;
+
+    /// <summary>
     /// PEM file of the CA(s) the members' certificates chain to. Set: the Raft port speaks mutual
     /// TLS: this node presents <see cref="TlsCert"/> and takes a Raft connection only from a peer
     /// whose certificate chains to it (and may serve and be a client: both extended key usages), and

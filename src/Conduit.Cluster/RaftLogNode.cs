@@ -122,6 +122,8 @@ public sealed class RaftLogNode : ILogServers, ILogMembership, ISnapshotFileServ
     /// <summary>How long a topic creation or truncation (answered synchronously) waits for its commit.</summary>
     public TimeSpan AdminTimeout { get; }
 
+    internal ILogger Logger => _logger;
+
     /// <summary>The index of the last Raft entry this node applied to its log.</summary>
     public long AppliedIndex => _machine.AppliedIndex;
 

@@ -1,4 +1,5 @@
 using Conduit.Storage.Log;
+using Microsoft.Extensions.Logging;
 
 namespace Conduit.Cluster;
 
@@ -8,10 +9,15 @@ namespace Conduit.Cluster;
 /// and answer once a majority has them and the leader applied them. A write to a follower throws
 /// <see cref="NotLeaderException"/>. Retention by size and age runs on each node by itself.
 /// </summary>
-public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null) : ILogStorage
+public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, TimeProvider? time = null, bool groupCommit = true) : ILogStorage
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
-    private readonly AppendProposer _appends = new(node);
+    private readonly AppendProposer _appends = new(
+        (command, outcome) => node.ReplicateAsync(command, outcome: outcome),
+        groupCommit: groupCommit,
+        refused: (topic, count, ex) => node.Logger.LogWarning("Node {Node}: {Count} queued append request(s) to topic '{Topic}' refused, not proposed: {Reason}", node.NodeId, count, topic, ex.Message));
+
+    internal AppendProposer Appends => _appends;
 
     public RaftLogNode Node => node;
 
@@ -38,7 +44,12 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
 
     internal void EnsureLeader() => node.EnsureLeader();
 
-    internal PendingAppend Append(string topic, IReadOnlyList<LogRecord> records)
+    /// <summary>
+    /// Queues the append for the topic's next entry. Throws <see cref="AppendQueueFullException"/>
+    /// at once when too much waits; a cancelled <paramref name="cancellationToken"/> drops the
+    /// request while it is not proposed yet (its task then fails with the cancellation).
+    /// </summary>
+    internal PendingAppend Append(string topic, IReadOnlyList<LogRecord> records, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfZero(records.Count);
         node.EnsureLeader();
@@ -50,12 +61,12 @@ public sealed class ReplicatedLogStorage(ILogStorage local, RaftLogNode node, Ti
             var record = records[i];
             stamped[i] = record.TimestampMs != 0 ? record : record with { TimestampMs = now };
         }
-        return PendingAppend.Replicated(AppendAsync(topic, stamped));
+        return PendingAppend.Replicated(AppendedAsync(_appends.Propose(topic, stamped, cancellationToken)));
     }
 
-    private async Task<long> AppendAsync(string topic, LogRecord[] records)
+    private static async Task<long> AppendedAsync(Task<(PendingAppend Pending, ITopicLog? Topic)> applied)
     {
-        var (pending, _) = await _appends.Propose(topic, records).ConfigureAwait(false);
+        var (pending, _) = await applied.ConfigureAwait(false);
         await pending.Durable.ConfigureAwait(false);
         return pending.Offset;
     }
@@ -145,6 +156,10 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
     public PendingAppend Append(LogRecord record) => storage.Append(name, [record]);
 
     public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records) => storage.Append(name, records);
+
+    public PendingAppend Append(LogRecord record, CancellationToken cancellationToken) => storage.Append(name, [record], cancellationToken);
+
+    public PendingAppend AppendBatch(IReadOnlyList<LogRecord> records, CancellationToken cancellationToken) => storage.Append(name, records, cancellationToken);
 
     public LogRecord Read(long offset)
     {

@@ -22,6 +22,9 @@ public sealed partial class ClusterTests
         return leader;
     }
 
+    private static async Task<ulong> LastIndex(Node node) =>
+        (await node.Client.GetServersAsync(Self, Timeout())).Servers.Single(s => s.Id == node.Id).LastIndex;
+
     private static async Task<ulong> CommitIndex(Node node) =>
         (await node.Client.GetServersAsync(Self, Timeout())).Servers.Single(s => s.Id == node.Id).CommitIndex;
 
@@ -124,10 +127,11 @@ public sealed partial class ClusterTests
         foreach (var follower in followers) follower.Signal("STOP");
         try
         {
-            // The first record's entry is proposed and cannot be committed (no majority answers);
-            // the next ones wait behind it, never proposed.
+            // The first record's entry is proposed (in the leader's WAL: its last index moves)
+            // and cannot be committed (no majority answers); the next ones wait behind it, never proposed.
+            var before = await LastIndex(leader);
             var first = leader.Client.ProduceAsync(new ProduceRequest { Topic = "lost", Record = new Record { Value = ByteString.CopyFromUtf8("first") } }, Timeout(60)).ResponseAsync;
-            await Task.Delay(300); // the first request's entry is proposed before the others arrive: a request has no event for it
+            while (await LastIndex(leader) == before) await Task.Delay(10); // GetServers has no wait for it
             var queued = Enumerable.Range(0, 5).Select(i => leader.Client.ProduceAsync(new ProduceRequest { Topic = "lost", Record = new Record { Value = ByteString.CopyFromUtf8($"q{i}") } }, Timeout(60)).ResponseAsync).ToList();
             var lost = await Assert.ThrowsAsync<RpcException>(() => first);
             Assert.Equal("LEADERSHIP_LOST", lost.GetDetail<Google.Rpc.ErrorInfo>()!.Reason);
@@ -137,6 +141,13 @@ public sealed partial class ClusterTests
                 // Nothing was proposed for them: a retry is safe, and the answer says so.
                 Assert.Contains(refused.GetDetail<Google.Rpc.ErrorInfo>()!.Reason, new[] { "NO_LEADER", "NOT_LEADER" });
             }
+            // They were refused from the queue (the leader's log counts them), not before it by a
+            // leader that had stepped down already (that would test nothing here).
+            int FromQueue() => System.Text.RegularExpressions.Regex.Matches(leader.Log, @"(\d+) queued append request\(s\) to topic 'lost' refused").Sum(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (FromQueue() < 5 && waited.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(20); // the console logger writes on its own thread
+            var fromQueue = FromQueue();
+            Assert.True(fromQueue == 5, $"{fromQueue} of the 5 requests were refused from the queue; the leader's log:\n{leader.Log}");
         }
         finally
         {

@@ -89,6 +89,114 @@ public sealed class GroupCommitTests : IAsyncLifetime
         Assert.Equal(3, _storage.Node.AppliedIndex - before);
     }
 
+    /// <summary>A proposer on this node whose first entry waits for <paramref name="release"/> before it is proposed (an entry in flight).</summary>
+    private AppendProposer HeldProposer(Task release, long maxQueuedBytes = AppendProposer.MaxQueuedBytes, bool groupCommit = true)
+    {
+        var first = 1;
+        return new AppendProposer(async (command, outcome) =>
+        {
+            if (Interlocked.Exchange(ref first, 0) == 1) await release;
+            await _storage.Node.ReplicateAsync(command, outcome: outcome);
+        }, maxQueuedBytes, groupCommit);
+    }
+
+    private static LogRecord[] Records(string value) => [new LogRecord { Value = Encoding.UTF8.GetBytes(value), TimestampMs = 1 }];
+
+    [Fact]
+    public async Task A_request_cancelled_while_queued_is_never_proposed_and_its_caller_sees_the_cancellation()
+    {
+        var release = new TaskCompletionSource();
+        var proposer = HeldProposer(release.Task);
+        var inFlight = proposer.Propose("cancel", Records("first"));
+        await WaitUntil(() => proposer.Queued("cancel") == 0); // taken: the entry in flight
+        using var cts = new CancellationTokenSource();
+        var queued = proposer.Propose("cancel", Records("cancelled"), cts.Token);
+        var after = proposer.Propose("cancel", Records("after"));
+        Assert.Equal(2, proposer.Queued("cancel"));
+        await cts.CancelAsync();
+        // Answered at once, while the entry ahead of it is still held.
+        var cancelled = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(cts.Token, cancelled.CancellationToken);
+        Assert.Equal(1, proposer.Queued("cancel"));
+        Assert.False(inFlight.IsCompleted);
+        release.SetResult();
+        Assert.Equal(0, await Durable(inFlight));
+        Assert.Equal(1, await Durable(after));
+        var topic = _storage.Find("cancel")!;
+        Assert.Equal(2, topic.NextOffset);
+        Assert.Equal(["first", "after"], Enumerable.Range(0, 2).Select(i => Encoding.UTF8.GetString(topic.Read(i).Value.Span)));
+
+        // Once taken into an entry, a cancellation changes nothing: the records are applied.
+        using var late = new CancellationTokenSource();
+        var taken = proposer.Propose("cancel", Records("taken"), late.Token);
+        await WaitUntil(() => proposer.Queued("cancel") == 0);
+        await late.CancelAsync();
+        Assert.Equal(2, await Durable(taken));
+
+        // The storage's append path takes the call's token down to the proposer.
+        var storageTopic = _storage.GetOrCreate("cancel");
+        Assert.ThrowsAny<OperationCanceledException>(() => storageTopic.Append(new LogRecord { Value = "x"u8.ToArray() }, late.Token));
+        Assert.Equal(3, storageTopic.NextOffset);
+    }
+
+    [Fact]
+    public async Task A_request_over_the_topic_queue_cap_is_refused_at_once_and_never_proposed()
+    {
+        var release = new TaskCompletionSource();
+        var proposer = HeldProposer(release.Task, maxQueuedBytes: 1000);
+        var inFlight = proposer.Propose("full", [new LogRecord { Value = new byte[2000], TimestampMs = 1 }]);
+        await WaitUntil(() => proposer.Queued("full") == 0); // taken: in flight, no longer counted
+        var queued = proposer.Propose("full", [new LogRecord { Value = new byte[600], TimestampMs = 1 }]);
+        var refused = Assert.Throws<AppendQueueFullException>(() => { _ = proposer.Propose("full", [new LogRecord { Value = new byte[600], TimestampMs = 1 }]); }); // thrown at once, not in the task
+        Assert.Equal("full", refused.Topic);
+        // Another topic has its own queue.
+        var other = proposer.Propose("other", Records("o"));
+        release.SetResult();
+        Assert.Equal(0, await Durable(inFlight));
+        Assert.Equal(1, await Durable(queued));
+        Assert.Equal(0, await Durable(other));
+        Assert.Equal(2, _storage.Find("full")!.NextOffset);
+        // Room again once the queue drained; a request larger than the cap alone still goes.
+        Assert.Equal(2, await Durable(proposer.Propose("full", [new LogRecord { Value = new byte[5000], TimestampMs = 1 }])));
+    }
+
+    [Fact]
+    public async Task With_group_commit_off_each_queued_request_is_its_own_entry_in_arrival_order()
+    {
+        var release = new TaskCompletionSource();
+        var proposer = HeldProposer(release.Task, groupCommit: false);
+        var before = _storage.Node.AppliedIndex;
+        var first = proposer.Propose("single", Records("r0"));
+        await WaitUntil(() => proposer.Queued("single") == 0);
+        var queued = Enumerable.Range(1, 5).Select(i => proposer.Propose("single", Records($"r{i}"))).ToList();
+        Assert.Equal(5, proposer.Queued("single"));
+        release.SetResult();
+        Assert.Equal(0, await Durable(first));
+        for (var i = 0; i < queued.Count; i++) Assert.Equal(i + 1, await Durable(queued[i]));
+        // Six requests, six entries (with group commit the five queued ones share one).
+        Assert.Equal(6, _storage.Node.AppliedIndex - before);
+        var topic = _storage.Find("single")!;
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"r{i}"), Enumerable.Range(0, 6).Select(i => Encoding.UTF8.GetString(topic.Read(i).Value.Span)));
+    }
+
+    /// <summary>The offset of an append once it is applied and durable here (readers see it).</summary>
+    private static async Task<long> Durable(Task<(PendingAppend Pending, ITopicLog? Topic)> applied)
+    {
+        var (pending, _) = await applied.WaitAsync(TimeSpan.FromSeconds(30));
+        await pending.Durable.WaitAsync(TimeSpan.FromSeconds(30));
+        return pending.Offset;
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "condition not met in 30 s");
+            await Task.Delay(5);
+        }
+    }
+
     [Fact]
     public async Task InitProducer_waits_only_for_a_call_of_the_same_topic_and_producer()
     {

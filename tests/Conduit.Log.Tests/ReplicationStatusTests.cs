@@ -39,4 +39,18 @@ public class ReplicationStatusTests
         Assert.Contains("resume from offset 34", stream.Status.Detail, StringComparison.Ordinal);
         Assert.Equal("34", stream.GetDetail<ErrorInfo>()!.Metadata["next_offset"]);
     }
+
+    [Fact]
+    public void A_full_append_queue_at_the_leader_is_RESOURCE_EXHAUSTED_with_the_topic_and_RetryInfo()
+    {
+        var status = _mapper.Map(new AppendQueueFullException("t", 64L * 1024 * 1024), "/log.v1.Log/Produce");
+        Assert.NotNull(status);
+        Assert.Equal(StatusCode.ResourceExhausted, status.StatusCode);
+        Assert.Contains("nothing was written", status.Status.Detail, StringComparison.Ordinal);
+        var info = status.GetDetail<ErrorInfo>()!;
+        Assert.Equal("APPEND_QUEUE_FULL", info.Reason);
+        Assert.Equal("t", info.Metadata["topic"]);
+        Assert.Equal("67108864", info.Metadata["limit_bytes"]);
+        Assert.NotNull(status.GetDetail<RetryInfo>());
+    }
 }

@@ -74,6 +74,15 @@ public sealed class LogExceptionMapper(ILogger<LogExceptionMapper> logger) : IEx
                     ProducerInfo("PRODUCER_EPOCH_TAKEN", taken.Topic, taken.ProducerId, taken.Epoch),
                     Details.LocalizedMessage($"Producer {taken.ProducerId} was given new epochs by other leaders' entries while this call picked one; no epoch was handed out. Call InitProducer again."),
                     Details.RetryInfo(TimeSpan.FromMilliseconds(200)));
+            case AppendQueueFullException full:
+                // Refused before it was proposed: a retry after the pause is safe.
+                return RpcException.WithDetails(StatusCode.ResourceExhausted, full.Message,
+                    Details.ErrorInfo("APPEND_QUEUE_FULL", LogMapping.ErrorDomain, new Dictionary<string, string>
+                    {
+                        ["topic"] = full.Topic,
+                        ["limit_bytes"] = full.LimitBytes.ToString(CultureInfo.InvariantCulture),
+                    }),
+                    Details.RetryInfo(TimeSpan.FromMilliseconds(200)));
             case TopicReplacedException replaced:
                 return TopicReplaced(replaced.Topic, null);
             case TopicExistsException exists:

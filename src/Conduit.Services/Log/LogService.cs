@@ -47,7 +47,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         {
             return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
         }
-        var pending = storage.GetOrCreate(request.Topic).Append(record);
+        var pending = storage.GetOrCreate(request.Topic).Append(record, context.CancellationToken);
         return new ProduceResponse { Offset = (ulong)await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false) };
     }
 
@@ -59,7 +59,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         {
             return new ProduceBatchResponse { BaseOffset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0), Count = (uint)records.Length };
         }
-        var pending = storage.GetOrCreate(request.Topic).AppendBatch(records);
+        var pending = storage.GetOrCreate(request.Topic).AppendBatch(records, context.CancellationToken);
         if (pending.OffsetTask is null && !pending.Durable.IsCompleted)
         {
             // Written at its offsets, waiting for the fsync: say so now, so a producer that keeps
@@ -230,7 +230,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
                 }
                 else
                 {
-                    pending = storage.GetOrCreate(request.Topic).Append(record);
+                    pending = storage.GetOrCreate(request.Topic).Append(record, token);
                 }
                 await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
             }

@@ -175,6 +175,16 @@ public interface ITopicLog
         return new PendingAppend(first.Offset, last.Durable);
     }
 
+    /// <summary>
+    /// <see cref="Append(LogRecord)"/> for a caller that may give up: a log that queues appends
+    /// before writing them (a replicated one) drops the record while <paramref name="cancellationToken"/>
+    /// is cancelled before it is written (its task then fails with the cancellation).
+    /// </summary>
+    PendingAppend Append(LogRecord record, CancellationToken cancellationToken) => Append(record);
+
+    /// <summary><see cref="AppendBatch(IReadOnlyList{LogRecord})"/> with the cancellation of <see cref="Append(LogRecord, CancellationToken)"/>.</summary>
+    PendingAppend AppendBatch(IReadOnlyList<LogRecord> records, CancellationToken cancellationToken) => AppendBatch(records);
+
     /// <summary>Appends and waits until the record is durable; returns its offset.</summary>
     async Task<long> AppendAsync(LogRecord record, CancellationToken cancellationToken = default)
     {

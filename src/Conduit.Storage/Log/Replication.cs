@@ -76,3 +76,14 @@ public sealed class ProducerEpochTakenException(string topic, long producerId, i
     public long ProducerId { get; } = producerId;
     public int Epoch { get; } = epoch;
 }
+
+/// <summary>
+/// The leader has too many bytes of produce requests waiting for a topic's next Raft entry (group
+/// commit): this one was refused and nothing was proposed, so a retry (after a pause) is safe.
+/// </summary>
+public sealed class AppendQueueFullException(string topic, long limitBytes)
+    : Exception($"Topic '{topic}' has {limitBytes} bytes of records waiting at the leader for replication; nothing was written. Retry shortly.")
+{
+    public string Topic { get; } = topic;
+    public long LimitBytes { get; } = limitBytes;
+}

@@ -38,7 +38,7 @@ public static class ClusterHosting
                 var node = new RaftLogNode(options, rpc, walDirectory, local, loggers, ssl,
                     new Services.Log.SnapshotFileClient(() => provider.GetRequiredService<Services.Log.ClusterProgress>()));
                 provider.GetRequiredService<ClusterNode>().Node = node;
-                return new ReplicatedLogStorage(local, node);
+                return new ReplicatedLogStorage(local, node, groupCommit: options.GroupCommit);
             }
             catch
             {
