@@ -41,15 +41,8 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>The test's gRPC client trusts the cluster's CA (the nodes' https:// listeners present their server.pem).</summary>
-    private static SslClientAuthenticationOptions Trusting(string caFile)
-    {
-        var authorities = TrustedCa.Load(caFile);
-        return new SslClientAuthenticationOptions
-        {
-            RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                certificate is not null && TrustedCa.Validate(X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
-        };
-    }
+    private static SslClientAuthenticationOptions Trusting(string caFile) =>
+        new() { RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(caFile)) };
 
     /// <summary>
     /// The members' elections at 2-4 s, so a loaded machine does not elect by itself while the term
@@ -203,7 +196,8 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
             await client.ConnectAsync(IPAddress.Loopback, port);
             await using var ssl = new SslStream(client.GetStream());
             var options = new SslClientAuthenticationOptions { TargetHost = "127.0.0.1", RemoteCertificateValidationCallback = (_, _, _, _) => true };
-            if (cert is not null) options.ClientCertificates = [ConduitHostCertificate(cert, key!)];
+            // As ClusterTls presents it: the leaf, and the intermediates that follow it in the file.
+            if (cert is not null) options.ClientCertificateContext = ClusterTls.Presented(cert, key!);
             try
             {
                 await ssl.AuthenticateAsClientAsync(options);
@@ -229,6 +223,54 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Contains(logs.Lines, l => l.Contains("refused the member at 127.0.0.1:7001", StringComparison.Ordinal));
         using var member = ConduitHostCertificate(Path.Combine(cluster, "server.pem"), Path.Combine(cluster, "server-key.pem"));
         Assert.True(dialled.RemoteCertificateValidationCallback!(this, member, null, SslPolicyErrors.RemoteCertificateChainErrors));
+
+        // A cluster CA with intermediates, only its root in the CA file: the intermediate comes in
+        // the handshake, both ways. Another CA's intermediate is still refused.
+        var root = IntermediateCertificates.Root(Path.Combine(_dir.Path, "root"), "Cluster root CA");
+        IntermediateCertificates.Root(Path.Combine(_dir.Path, "foreign-root"), "Foreign root CA");
+        var chained = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "root"), "member-via-intermediate");
+        var foreignChained = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "foreign-root"), "foreign-via-intermediate");
+        tls = ClusterTls.Create(chained.Cert, chained.Key, root, logs, "n1");
+        Assert.True(await Accepts(chained.Cert, chained.Key));
+        Assert.False(await Accepts(foreignChained.Cert, foreignChained.Key));
+        Assert.Equal(4, logs.Lines.Count(l => l.Contains("refused an incoming Raft connection", StringComparison.Ordinal)));
+
+        // Dialling a member that presents an intermediate CA's certificate (a real handshake).
+        async Task<bool> Dials(string cert, string key)
+        {
+            var served = Task.Run(async () =>
+            {
+                using var socket = await listener.AcceptSocketAsync();
+                await using var server = new SslStream(new NetworkStream(socket, ownsSocket: true));
+                try
+                {
+                    await server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificateContext = ClusterTls.Presented(cert, key) });
+                }
+                catch (Exception ex) when (ex is System.Security.Authentication.AuthenticationException or IOException)
+                {
+                }
+            });
+            using var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, port);
+            await using var ssl = new SslStream(client.GetStream());
+            try
+            {
+                await ssl.AuthenticateAsClientAsync(tls.CreateClientOptions(new IPEndPoint(IPAddress.Loopback, port)));
+                return true;
+            }
+            catch (System.Security.Authentication.AuthenticationException)
+            {
+                return false;
+            }
+            finally
+            {
+                ssl.Close();
+                await served;
+            }
+        }
+
+        Assert.True(await Dials(chained.Cert, chained.Key));
+        Assert.False(await Dials(foreignChained.Cert, foreignChained.Key));
     }
 
     private static X509Certificate2 ConduitHostCertificate(string cert, string key) => Hosting.ConduitHost.LoadCertificate(cert, key);
@@ -236,7 +278,6 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     /// <summary>A TLS handshake with the Raft port presenting <paramref name="cert"/>, checking the port's certificate against <paramref name="caFile"/>.</summary>
     private static async Task Handshake(int port, string cert, string key, string caFile)
     {
-        var authorities = TrustedCa.Load(caFile);
         using var client = new TcpClient();
         await client.ConnectAsync(IPAddress.Loopback, port);
         await using var ssl = new SslStream(client.GetStream());
@@ -245,7 +286,7 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
         {
             TargetHost = "127.0.0.1",
             ClientCertificates = [own],
-            RemoteCertificateValidationCallback = (_, c, _, errors) => c is not null && TrustedCa.Validate(X509CertificateLoader.LoadCertificate(c.GetRawCertData()), authorities, errors, clientAuth: false),
+            RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(caFile)),
         });
         Assert.True(ssl.IsAuthenticated && ssl.IsMutuallyAuthenticated);
     }

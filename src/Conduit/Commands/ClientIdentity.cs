@@ -66,8 +66,7 @@ internal static class ClientIdentity
         if (caFile is not null)
         {
             var authorities = Load("--ca-file", () => TrustedCa.Load(caFile));
-            tls.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                certificate is X509Certificate2 presented && TrustedCa.Validate(presented, authorities, errors, clientAuth: false);
+            tls.RemoteCertificateValidationCallback = TrustedCa.Callback(authorities);
         }
         return tls;
     }

@@ -93,9 +93,8 @@ public static class ClusterHosting
         var authorities = Security.TrustedCa.Load(files.Ca);
         return new System.Net.Security.SslClientAuthenticationOptions
         {
-            ClientCertificates = [ConduitHost.LoadCertificate(files.Cert, files.Key)],
-            RemoteCertificateValidationCallback = (_, certificate, _, errors) => certificate is not null
-                && Security.TrustedCa.Validate(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
+            ClientCertificateContext = Security.ClusterTls.Presented(files.Cert, files.Key),
+            RemoteCertificateValidationCallback = Security.TrustedCa.Callback(authorities),
         };
     }
 
