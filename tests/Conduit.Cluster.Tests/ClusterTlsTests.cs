@@ -166,6 +166,30 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_node_whose_raft_certificate_the_members_would_refuse_does_not_start()
+    {
+        var cluster = Certs("cluster");
+        var other = Certs("other");
+        var ca = Path.Combine(cluster, "ca.pem");
+        var roots = Path.Combine(_dir.Path, "root");
+        var root = IntermediateCertificates.Root(roots, "Cluster root CA");
+        var serverOnly = IntermediateCertificates.Issue(roots, "server-only", client: false);
+        async Task<(int ExitCode, string Output, string Errors)> Serve(string cert, string key, string? caFile = null) => await ChildProcess.Run("dotnet", [Paths.ConduitDll, "serve",
+            "--urls", $"http://127.0.0.1:{Ports.Free()}", "--web-urls", "none", "--data", Path.Combine(_dir.Path, Path.GetFileNameWithoutExtension(cert)),
+            "--tls-cert", cert, "--tls-key", key, "--cluster-node-id", "n1", "--cluster-address", $"127.0.0.1:{Ports.Free()}", "--cluster-ca", caFile ?? ca]);
+
+        var foreign = await Serve(Path.Combine(other, "server.pem"), Path.Combine(other, "server-key.pem"));
+        Assert.Equal(2, foreign.ExitCode);
+        Assert.Contains("does not chain to the cluster CA", foreign.Errors, StringComparison.Ordinal);
+        Assert.Single(foreign.Errors.Trim().Split('\n'));
+        var serverAuthOnly = await Serve(serverOnly.Cert, serverOnly.Key, root);
+        Assert.Equal(2, serverAuthOnly.ExitCode);
+        Assert.Contains("server and client authentication", serverAuthOnly.Errors, StringComparison.Ordinal);
+        var clientOnly = await Serve(Path.Combine(cluster, "client.pem"), Path.Combine(cluster, "client-key.pem"));
+        Assert.Equal(2, clientOnly.ExitCode);
+    }
+
+    [Fact]
     public async Task The_raft_port_takes_only_certificates_of_the_cluster_ca_that_may_serve_and_be_clients()
     {
         var cluster = Certs("cluster");

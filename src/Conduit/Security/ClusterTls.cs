@@ -48,6 +48,26 @@ public sealed class ClusterTls : SslOptions
         return SslStreamCertificateContext.Create(certificate, Intermediates(certFile, certificate), offline: true);
     }
 
+    /// <summary>
+    /// Refuses, in one line, this node's certificate when the other members would refuse it: it
+    /// must chain to the cluster CA (with the intermediates in its file) and be valid for both
+    /// server and client authentication, as <see cref="Check"/> asks of every member.
+    /// </summary>
+    /// <exception cref="ArgumentException">The certificate is no member's, or a file cannot be read.</exception>
+    public static void CheckOwn(string certFile, string keyFile, string caFile)
+    {
+        var authorities = TrustedCa.Load(caFile);
+        using var certificate = Hosting.ConduitHost.LoadCertificate(certFile, keyFile);
+        var intermediates = Intermediates(certFile, certificate);
+        var server = TrustedCa.Validate(certificate, authorities, SslPolicyErrors.None, clientAuth: false, intermediates: intermediates);
+        var client = TrustedCa.Validate(certificate, authorities, SslPolicyErrors.None, clientAuth: true, intermediates: intermediates);
+        if (server && client) return;
+        var why = server || client
+            ? $"is not for both server and client authentication (extended key usage {(server ? "serverAuth only" : "clientAuth only")}; a member both listens and dials)"
+            : $"does not chain to the cluster CA {caFile} (Conduit:Cluster:Ca)";
+        throw new ArgumentException($"This node's Raft certificate {certFile} ('{certificate.Subject}', issuer '{certificate.Issuer}') {why}: every other member would refuse it.");
+    }
+
     private static X509Certificate2Collection Intermediates(string certFile, X509Certificate2 leaf)
     {
         var all = new X509Certificate2Collection();
