@@ -258,6 +258,9 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.True(await Accepts(chained.Cert, chained.Key));
         Assert.False(await Accepts(foreignChained.Cert, foreignChained.Key));
         Assert.Equal(4, logs.Lines.Count(l => l.Contains("refused an incoming Raft connection", StringComparison.Ordinal)));
+        // No extended key usage extension at all: valid for both (RFC 5280), so a member.
+        var noUsages = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "root"), "no-usages", server: false, client: false);
+        Assert.True(await Accepts(noUsages.Cert, noUsages.Key));
 
         // Dialling a member that presents an intermediate CA's certificate (a real handshake).
         async Task<bool> Dials(string cert, string key)

@@ -34,6 +34,7 @@ public static class IntermediateCertificates
     /// <summary>
     /// Writes <paramref name="name"/>.pem (leaf + a new intermediate) and <paramref name="name"/>-key.pem
     /// next to <see cref="Root"/>'s files (root.pem, root-key.pem in <paramref name="directory"/>); returns both paths.
+    /// Neither <paramref name="server"/> nor <paramref name="client"/>: no extended key usage extension.
     /// </summary>
     public static (string Cert, string Key) Issue(string directory, string name, bool server = true, bool client = true)
     {
@@ -57,7 +58,7 @@ public static class IntermediateCertificates
         var usages = new OidCollection();
         if (server) usages.Add(ServerAuth);
         if (client) usages.Add(ClientAuth);
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(usages, false));
+        if (usages.Count > 0) request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(usages, false)); // none: no extension at all
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(intermediate, includeKeyIdentifier: true, includeIssuerAndSerial: false));
         var san = new SubjectAlternativeNameBuilder();
