@@ -83,7 +83,7 @@ public sealed class SecureHost : InProcessServer
     {
         if (ca is null) return ConduitChannel.ForAddress(Address);
         var tls = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(ca.File("ca.pem"))) };
-        if (cert is { } pair) tls.ClientCertificates = [ConduitHost.LoadCertificate(pair.Cert, pair.Key)];
+        if (cert is { } pair) tls.ClientCertificateContext = ClusterTls.Presented(pair.Cert, pair.Key); // with the file's intermediates
         return ConduitChannel.ForAddress(Address, tls: tls);
     }
 
