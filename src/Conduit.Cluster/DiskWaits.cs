@@ -9,7 +9,7 @@ namespace Conduit.Cluster;
 /// <summary>Where this node's Raft timing waits for its disk (<see cref="DiskWaits"/>).</summary>
 public enum DiskWait
 {
-    /// <summary>A follower's append with FsyncBeforeAck: its AppendEntries answer waits for the WAL's flush.</summary>
+    /// <summary>A follower's flush with FsyncBeforeAck: its AppendEntries answer waits for it (the append before, which reads the entries from the network, is not timed).</summary>
     FollowerAppend,
 
     /// <summary>A commit: the leader's (inside DotNext's heartbeat loop, which sends nothing while it waits) or a follower's (inside its answer).</summary>
@@ -72,7 +72,7 @@ public sealed class DiskWaits(ILogger logger, string nodeId, TimeSpan requestTim
             "A follower's answer must reach the leader within Conduit:Cluster:RequestTimeoutMs ({RequestTimeout} ms; else the leader counts it unavailable, and without a majority steps down) " +
             "and a leader's heartbeats wait for its own flush (past the lower election timeout, {Election} ms, the followers elect another): " +
             "put the data folder on a disk whose fsync stays well under both, or raise both on every node (docs/cluster.md, A slow disk)",
-            nodeId, (long)took.TotalMilliseconds, kind == DiskWait.FollowerAppend ? "a follower's append, fsynced before it answers" : "a commit, after the flush of the entries",
+            nodeId, (long)took.TotalMilliseconds, kind == DiskWait.FollowerAppend ? "a follower's flush of the entries it received, before it answers" : "a commit, after the flush of the entries",
             count, (long)WarnAbove.TotalMilliseconds, (long)longest.TotalMilliseconds, (long)requestTimeout.TotalMilliseconds, (long)lowerElectionTimeout.TotalMilliseconds);
     }
 }

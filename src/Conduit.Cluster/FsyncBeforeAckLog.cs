@@ -26,10 +26,11 @@ internal sealed class FsyncBeforeAckLog(WriteAheadLog.Options options, IStateMac
 {
     async ValueTask IAuditTrail<IRaftLogEntry>.AppendAsync<TEntry>(ILogEntryProducer<TEntry> entries, long startIndex, bool skipCommitted, CancellationToken token)
     {
+        // Not timed: DotNext's append reads the entries from the leader's TCP stream as it writes them.
+        await AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
         var start = Stopwatch.GetTimestamp();
         try
         {
-            await AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
             await FlushAsync(token).ConfigureAwait(false);
         }
         finally

@@ -41,15 +41,8 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>The test's gRPC client trusts the cluster's CA (the nodes' https:// listeners present their server.pem).</summary>
-    private static SslClientAuthenticationOptions Trusting(string caFile)
-    {
-        var authorities = TrustedCa.Load(caFile);
-        return new SslClientAuthenticationOptions
-        {
-            RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                certificate is not null && TrustedCa.Validate(X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
-        };
-    }
+    private static SslClientAuthenticationOptions Trusting(string caFile) =>
+        new() { RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(caFile)) };
 
     /// <summary>
     /// The members' elections at 2-4 s, so a loaded machine does not elect by itself while the term
@@ -173,6 +166,30 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_node_whose_raft_certificate_the_members_would_refuse_does_not_start()
+    {
+        var cluster = Certs("cluster");
+        var other = Certs("other");
+        var ca = Path.Combine(cluster, "ca.pem");
+        var roots = Path.Combine(_dir.Path, "root");
+        var root = IntermediateCertificates.Root(roots, "Cluster root CA");
+        var serverOnly = IntermediateCertificates.Issue(roots, "server-only", client: false);
+        async Task<(int ExitCode, string Output, string Errors)> Serve(string cert, string key, string? caFile = null) => await ChildProcess.Run("dotnet", [Paths.ConduitDll, "serve",
+            "--urls", $"http://127.0.0.1:{Ports.Free()}", "--web-urls", "none", "--data", Path.Combine(_dir.Path, Path.GetFileNameWithoutExtension(cert)),
+            "--tls-cert", cert, "--tls-key", key, "--cluster-node-id", "n1", "--cluster-address", $"127.0.0.1:{Ports.Free()}", "--cluster-ca", caFile ?? ca]);
+
+        var foreign = await Serve(Path.Combine(other, "server.pem"), Path.Combine(other, "server-key.pem"));
+        Assert.Equal(2, foreign.ExitCode);
+        Assert.Contains("does not chain to the cluster CA", foreign.Errors, StringComparison.Ordinal);
+        Assert.Single(foreign.Errors.Trim().Split('\n'));
+        var serverAuthOnly = await Serve(serverOnly.Cert, serverOnly.Key, root);
+        Assert.Equal(2, serverAuthOnly.ExitCode);
+        Assert.Contains("server and client authentication", serverAuthOnly.Errors, StringComparison.Ordinal);
+        var clientOnly = await Serve(Path.Combine(cluster, "client.pem"), Path.Combine(cluster, "client-key.pem"));
+        Assert.Equal(2, clientOnly.ExitCode);
+    }
+
+    [Fact]
     public async Task The_raft_port_takes_only_certificates_of_the_cluster_ca_that_may_serve_and_be_clients()
     {
         var cluster = Certs("cluster");
@@ -203,7 +220,8 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
             await client.ConnectAsync(IPAddress.Loopback, port);
             await using var ssl = new SslStream(client.GetStream());
             var options = new SslClientAuthenticationOptions { TargetHost = "127.0.0.1", RemoteCertificateValidationCallback = (_, _, _, _) => true };
-            if (cert is not null) options.ClientCertificates = [ConduitHostCertificate(cert, key!)];
+            // As ClusterTls presents it: the leaf, and the intermediates that follow it in the file.
+            if (cert is not null) options.ClientCertificateContext = ClusterTls.Presented(cert, key!);
             try
             {
                 await ssl.AuthenticateAsClientAsync(options);
@@ -229,6 +247,57 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Contains(logs.Lines, l => l.Contains("refused the member at 127.0.0.1:7001", StringComparison.Ordinal));
         using var member = ConduitHostCertificate(Path.Combine(cluster, "server.pem"), Path.Combine(cluster, "server-key.pem"));
         Assert.True(dialled.RemoteCertificateValidationCallback!(this, member, null, SslPolicyErrors.RemoteCertificateChainErrors));
+
+        // A cluster CA with intermediates, only its root in the CA file: the intermediate comes in
+        // the handshake, both ways. Another CA's intermediate is still refused.
+        var root = IntermediateCertificates.Root(Path.Combine(_dir.Path, "root"), "Cluster root CA");
+        IntermediateCertificates.Root(Path.Combine(_dir.Path, "foreign-root"), "Foreign root CA");
+        var chained = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "root"), "member-via-intermediate");
+        var foreignChained = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "foreign-root"), "foreign-via-intermediate");
+        tls = ClusterTls.Create(chained.Cert, chained.Key, root, logs, "n1");
+        Assert.True(await Accepts(chained.Cert, chained.Key));
+        Assert.False(await Accepts(foreignChained.Cert, foreignChained.Key));
+        Assert.Equal(4, logs.Lines.Count(l => l.Contains("refused an incoming Raft connection", StringComparison.Ordinal)));
+        // No extended key usage extension at all: valid for both (RFC 5280), so a member.
+        var noUsages = IntermediateCertificates.Issue(Path.Combine(_dir.Path, "root"), "no-usages", server: false, client: false);
+        Assert.True(await Accepts(noUsages.Cert, noUsages.Key));
+
+        // Dialling a member that presents an intermediate CA's certificate (a real handshake).
+        async Task<bool> Dials(string cert, string key)
+        {
+            var served = Task.Run(async () =>
+            {
+                using var socket = await listener.AcceptSocketAsync();
+                await using var server = new SslStream(new NetworkStream(socket, ownsSocket: true));
+                try
+                {
+                    await server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificateContext = ClusterTls.Presented(cert, key) });
+                }
+                catch (Exception ex) when (ex is System.Security.Authentication.AuthenticationException or IOException)
+                {
+                }
+            });
+            using var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, port);
+            await using var ssl = new SslStream(client.GetStream());
+            try
+            {
+                await ssl.AuthenticateAsClientAsync(tls.CreateClientOptions(new IPEndPoint(IPAddress.Loopback, port)));
+                return true;
+            }
+            catch (System.Security.Authentication.AuthenticationException)
+            {
+                return false;
+            }
+            finally
+            {
+                ssl.Close();
+                await served;
+            }
+        }
+
+        Assert.True(await Dials(chained.Cert, chained.Key));
+        Assert.False(await Dials(foreignChained.Cert, foreignChained.Key));
     }
 
     private static X509Certificate2 ConduitHostCertificate(string cert, string key) => Hosting.ConduitHost.LoadCertificate(cert, key);
@@ -236,7 +305,6 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
     /// <summary>A TLS handshake with the Raft port presenting <paramref name="cert"/>, checking the port's certificate against <paramref name="caFile"/>.</summary>
     private static async Task Handshake(int port, string cert, string key, string caFile)
     {
-        var authorities = TrustedCa.Load(caFile);
         using var client = new TcpClient();
         await client.ConnectAsync(IPAddress.Loopback, port);
         await using var ssl = new SslStream(client.GetStream());
@@ -245,7 +313,7 @@ public sealed class ClusterTlsTests(ITestOutputHelper output) : IAsyncLifetime
         {
             TargetHost = "127.0.0.1",
             ClientCertificates = [own],
-            RemoteCertificateValidationCallback = (_, c, _, errors) => c is not null && TrustedCa.Validate(X509CertificateLoader.LoadCertificate(c.GetRawCertData()), authorities, errors, clientAuth: false),
+            RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(caFile)),
         });
         Assert.True(ssl.IsAuthenticated && ssl.IsMutuallyAuthenticated);
     }

@@ -75,7 +75,44 @@ public class DiskWaitsTests
             await ((IAuditTrail)leader).CommitAsync(1, default);
             Assert.Equal(3, waits.Slow);
         }
-        Assert.Contains("a follower's append, fsynced before it answers", log.Warnings[0], StringComparison.Ordinal);
+        Assert.Contains("a follower's flush of the entries it received, before it answers", log.Warnings[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_followers_wait_is_the_flush_only_not_the_entries_arriving_from_the_network()
+    {
+        // DotNext's follower appends as it reads the entries from the TCP stream: a leader or a
+        // network that is slow to deliver them is no disk wait.
+        using var dir = new TempDir();
+        var waits = new DiskWaits(new Lines(), "n1", TimeSpan.Zero, TimeSpan.FromMilliseconds(300));
+        var options = new WriteAheadLog.Options { Location = dir.Path, ChunkSize = 64 * 1024 };
+        await using var follower = new FsyncBeforeAckLog(options, new FsyncBeforeAckTests.NothingApplied(), waits);
+        var arriving = TimeSpan.FromSeconds(3);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await ((IAuditTrail<IRaftLogEntry>)follower).AppendAsync(new SlowProducer(new BinaryLogEntry { Term = 1, Content = new byte[100] }, arriving), 1, true, default);
+        Assert.True(clock.Elapsed >= arriving);
+        Assert.Equal(1, waits.Slow);
+        Assert.True(waits.Longest < arriving, $"{waits.Longest.TotalMilliseconds} ms counted as the disk's");
+    }
+
+    /// <summary>One entry that arrives after <paramref name="delay"/>, as from a slow network.</summary>
+    private sealed class SlowProducer(BinaryLogEntry entry, TimeSpan delay) : ILogEntryProducer<BinaryLogEntry>
+    {
+        private bool _done;
+
+        public BinaryLogEntry Current => entry;
+
+        public long RemainingCount => _done ? 0 : 1;
+
+        public async ValueTask<bool> MoveNextAsync()
+        {
+            if (_done) return false;
+            await Task.Delay(delay);
+            _done = true;
+            return true;
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 
     private sealed class ManualClock : TimeProvider

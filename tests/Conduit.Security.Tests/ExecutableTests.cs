@@ -32,6 +32,26 @@ public class ExecutableTests
     }
 
     [Fact]
+    public async Task The_cli_sends_the_intermediates_of_its_cert_file()
+    {
+        // A client certificate of an intermediate CA, the server trusting only the root: the
+        // intermediate must go along in the handshake, from the --cert file (leaf, then intermediate).
+        using var dir = new TempDir("conduit-cli-intermediate-");
+        var certs = Path.Combine(dir.Path, "certs");
+        Assert.Equal(0, (await ChildProcess.Run("dotnet", Paths.ConduitDll, "certs", "dev", "--out", certs)).ExitCode);
+        var root = IntermediateCertificates.Root(Path.Combine(dir.Path, "clients"), "Client root CA");
+        var alice = IntermediateCertificates.Issue(Path.Combine(dir.Path, "clients"), "alice", server: false);
+        var port = Ports.Free();
+        await using var serve = ChildProcess.Conduit("serve", "--urls", $"https://127.0.0.1:{port}", "--web-urls", "none", "--data", Path.Combine(dir.Path, "data"),
+            "--tls-cert", Path.Combine(certs, "server.pem"), "--tls-key", Path.Combine(certs, "server-key.pem"),
+            "--client-certs", "required", "--client-ca", root);
+        await serve.WaitForLine("^conduit serve: listening on");
+        var hello = await ChildProcess.Run("dotnet", Paths.ConduitDll, "hello", "chain", "--server", $"https://localhost:{port}",
+            "--ca-file", Path.Combine(certs, "ca.pem"), "--cert", alice.Cert, "--key", alice.Key);
+        Assert.Equal((0, "Hello chain\n", ""), (hello.ExitCode, hello.Output, hello.Errors));
+    }
+
+    [Fact]
     public async Task A_conduit_target_resolves_under_a_policy_with_the_callers_token()
     {
         // The resolver's own GetServers call must carry --token: without it the policy refuses it

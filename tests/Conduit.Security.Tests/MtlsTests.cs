@@ -34,6 +34,20 @@ public class MtlsTests(DevCerts certs) : IClassFixture<DevCerts>
     }
 
     [Fact]
+    public async Task A_client_certificate_of_an_intermediate_ca_is_taken_with_only_the_root_as_client_ca()
+    {
+        using var dir = new TempDir("conduit-intermediate-");
+        var root = IntermediateCertificates.Root(Path.Combine(dir.Path, "ours"), "Client root CA");
+        IntermediateCertificates.Root(Path.Combine(dir.Path, "theirs"), "Foreign root CA");
+        var ours = IntermediateCertificates.Issue(Path.Combine(dir.Path, "ours"), "alice", server: false);
+        var theirs = IntermediateCertificates.Issue(Path.Combine(dir.Path, "theirs"), "mallory", server: false);
+        await using var host = await SecureHost.StartAsync(new() { ["Conduit:Security:ClientCertificates"] = "Required", ["Conduit:Security:ClientCa"] = root }, tls: certs);
+        Assert.Equal("Hello tls", await Hello(host, host.Connect(certs, ours)));
+        var foreign = await Assert.ThrowsAsync<RpcException>(() => Hello(host, host.Connect(certs, theirs)));
+        Assert.Contains(foreign.StatusCode, HandshakeFailed);
+    }
+
+    [Fact]
     public async Task Optional_client_certificates_may_be_missing_but_not_foreign()
     {
         await using var host = await SecureHost.StartAsync(Settings("Optional"), tls: certs);

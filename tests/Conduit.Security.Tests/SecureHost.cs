@@ -82,12 +82,8 @@ public sealed class SecureHost : InProcessServer
     public GrpcChannel Connect(DevCerts? ca = null, (string Cert, string Key)? cert = null)
     {
         if (ca is null) return ConduitChannel.ForAddress(Address);
-        var authorities = TrustedCa.Load(ca.File("ca.pem"));
-        var tls = new SslClientAuthenticationOptions
-        {
-            RemoteCertificateValidationCallback = (_, c, _, errors) => c is System.Security.Cryptography.X509Certificates.X509Certificate2 x && TrustedCa.Validate(x, authorities, errors, clientAuth: false),
-        };
-        if (cert is { } pair) tls.ClientCertificates = [ConduitHost.LoadCertificate(pair.Cert, pair.Key)];
+        var tls = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = TrustedCa.Callback(TrustedCa.Load(ca.File("ca.pem"))) };
+        if (cert is { } pair) tls.ClientCertificateContext = ClusterTls.Presented(pair.Cert, pair.Key); // with the file's intermediates
         return ConduitChannel.ForAddress(Address, tls: tls);
     }
 

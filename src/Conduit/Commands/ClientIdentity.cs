@@ -61,13 +61,13 @@ internal static class ClientIdentity
         {
             // A --key that belongs to a command (log produce --key) is the record's key, not a file.
             var keyFile = parse.CommandResult.Command.Options.Any(o => o.Name == "--key" && !ReferenceEquals(o, Key)) ? null : parse.GetValue(Key);
-            tls.ClientCertificates = [Load("--cert/--key", () => ConduitHost.LoadCertificate(certFile, keyFile ?? certFile))];
+            // The rest of the --cert file (intermediates) goes along in the handshake.
+            tls.ClientCertificateContext = Load("--cert/--key", () => ClusterTls.Presented(certFile, keyFile ?? certFile));
         }
         if (caFile is not null)
         {
             var authorities = Load("--ca-file", () => TrustedCa.Load(caFile));
-            tls.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                certificate is X509Certificate2 presented && TrustedCa.Validate(presented, authorities, errors, clientAuth: false);
+            tls.RemoteCertificateValidationCallback = TrustedCa.Callback(authorities);
         }
         return tls;
     }

@@ -21,9 +21,9 @@ public static class ClusterHosting
         var tls = TlsFiles(options, serve);
         if (tls is { } given)
         {
-            // Read now, so a missing or wrong file fails `serve` at start in one line (not a retried storage gate).
-            Security.TrustedCa.Load(given.Ca);
-            ConduitHost.LoadCertificate(given.Cert, given.Key).Dispose();
+            // Read and checked now, so a missing or wrong file, or a certificate the other members
+            // would refuse, fails `serve` at start in one line (not a retried storage gate or refusals at runtime).
+            Security.ClusterTls.CheckOwn(given.Cert, given.Key, given.Ca);
         }
         services.AddSingleton<ClusterNode>();
         // Created and started by the log's StorageGate (LogHosting): a log folder or Raft folder
@@ -93,9 +93,8 @@ public static class ClusterHosting
         var authorities = Security.TrustedCa.Load(files.Ca);
         return new System.Net.Security.SslClientAuthenticationOptions
         {
-            ClientCertificates = [ConduitHost.LoadCertificate(files.Cert, files.Key)],
-            RemoteCertificateValidationCallback = (_, certificate, _, errors) => certificate is not null
-                && Security.TrustedCa.Validate(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), authorities, errors, clientAuth: false),
+            ClientCertificateContext = Security.ClusterTls.Presented(files.Cert, files.Key),
+            RemoteCertificateValidationCallback = Security.TrustedCa.Callback(authorities),
         };
     }
 

@@ -109,7 +109,7 @@ public static class SecurityHosting
         var authorities = TrustedCa.Load(security.ClientCa);
         https.ClientCertificateMode = security.ClientCertificates == ClientCertificates.Required
             ? ClientCertificateMode.RequireCertificate : ClientCertificateMode.AllowCertificate;
-        https.ClientCertificateValidation = (certificate, _, errors) => TrustedCa.Validate(certificate, authorities, errors, clientAuth: true);
+        https.ClientCertificateValidation = (certificate, chain, errors) => TrustedCa.Validate(certificate, authorities, errors, clientAuth: true, chain);
     }
 
     /// <summary>Authentication and rate limiting, in front of the gRPC endpoints (before GrpcCalls).</summary>
