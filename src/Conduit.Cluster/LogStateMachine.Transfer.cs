@@ -87,8 +87,32 @@ internal sealed partial class LogStateMachine
         _captures is { } captures ? captures.Open(captureId, token, folder, file, offset)
         : throw new SnapshotFileException(SnapshotFileProblem.CaptureNotFound, "This node keeps no snapshot captures.");
 
-    /// <summary>Stops the captures' expiry timer.</summary>
-    public void Dispose() => _captures?.Dispose();
+    /// <summary>How long <see cref="Dispose"/> waits for a cancelled download to end (it may be between two writes of a slow disk).</summary>
+    private static readonly TimeSpan DownloadStopWait = TimeSpan.FromSeconds(10);
+
+    /// <summary>Cancels the background download and waits for it (bounded), so it never swaps into disposed storage; stops the captures' expiry timer.</summary>
+    public void Dispose()
+    {
+        SnapshotDownload? job;
+        lock (_installLock)
+        {
+            _disposed = true;
+            job = _download;
+        }
+        if (job is not null)
+        {
+            job.Cancel();
+            try
+            {
+                if (!job.Task.Wait(DownloadStopWait)) logger.LogWarning("The snapshot download did not stop within {Seconds} s of disposing the node", DownloadStopWait.TotalSeconds);
+            }
+            catch (AggregateException)
+            {
+                // cancelled or failed: reported by itself
+            }
+        }
+        _captures?.Dispose();
+    }
 
     /// <summary>How many captures the leader keeps now (tests).</summary>
     internal int CaptureCount => _captures?.Count ?? 0;
@@ -114,9 +138,14 @@ internal sealed partial class LogStateMachine
         SnapshotDownload? job = null;
         lock (_installLock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (Interlocked.Read(ref _swapped) < manifest.Index)
             {
                 job = _download;
+                if (job is not null && job.Offer.CaptureId == offer.CaptureId && job.Task.IsFaulted && Environment.TickCount64 < _retryAt)
+                {
+                    throw new SnapshotInstallPendingException($"Fetching the snapshot of entry {manifest.Index} failed {_failures} time(s) in a row; it is tried again in {(_retryAt - Environment.TickCount64) / 1000.0:0.#} s.");
+                }
                 if (job is null || job.Offer.CaptureId != offer.CaptureId || job.Task.IsFaulted || job.Task.IsCanceled)
                 {
                     job?.Cancel();
@@ -190,20 +219,124 @@ internal sealed partial class LogStateMachine
                 {
                     foreach (var other in Directory.EnumerateDirectories(staging).Where(d => Path.GetFileName(d) != offer.CaptureId)) Directory.Delete(other, recursive: true);
                 }
+                Directory.CreateDirectory(job.Staging);
+                File.WriteAllText(Path.Combine(job.Staging, StagedIndexFile), manifest.Index.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                NoteStaged(manifest.Index);
                 await DownloadAsync(job, job.Token).ConfigureAwait(false);
                 await SwapAsync(job, job.Token).ConfigureAwait(false);
+                lock (_installLock) _failures = 0;
             }
             catch (Exception ex)
             {
-                if (!job.Token.IsCancellationRequested)
-                {
-                    logger.LogWarning("Fetching the leader's snapshot of entry {Index} from {Leader} stopped after {Staged} of {Total} bytes: {Message}. The leader's next InstallSnapshot starts it again (keeping the files staged, for the same capture).",
-                        manifest.Index, offer.RpcAddress, job.Staged, offer.TotalBytes, ex.Message);
-                }
+                if (!job.Token.IsCancellationRequested) DownloadFailed(job, ex);
                 throw;
             }
         });
         return job;
+    }
+
+    /// <summary>Back-off after a failed download: 1 s doubling to <see cref="MaxRetryDelay"/>; the warning at most once per <see cref="FailureWarningEvery"/> (each failure is logged at debug level).</summary>
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(60);
+
+    private static readonly TimeSpan FailureWarningEvery = TimeSpan.FromSeconds(60);
+
+    /// <summary>Whether a failed download's back-off is over (tests).</summary>
+    internal bool DownloadRetryDue => Environment.TickCount64 >= Interlocked.Read(ref _retryAt);
+
+    private void DownloadFailed(SnapshotDownload job, Exception ex)
+    {
+        int failures;
+        bool warn;
+        lock (_installLock)
+        {
+            failures = ++_failures;
+            var delay = TimeSpan.FromSeconds(Math.Min(MaxRetryDelay.TotalSeconds, Math.Pow(2, Math.Min(failures - 1, 20))));
+            var now = Environment.TickCount64;
+            _retryAt = now + (long)delay.TotalMilliseconds;
+            warn = failures == 1 || now - _lastFailureWarning >= FailureWarningEvery.TotalMilliseconds;
+            if (warn) _lastFailureWarning = now;
+        }
+        var level = warn ? LogLevel.Warning : LogLevel.Debug;
+        logger.Log(level, "Fetching the leader's snapshot of entry {Index} from {Leader} stopped after {Staged} of {Total} bytes: {Message} ({Failures} failure(s) in a row). The leader's next InstallSnapshot after the back-off starts it again (keeping the files staged, for the same capture).",
+            job.Manifest.Index, job.Offer.RpcAddress, job.Staged, job.Offer.TotalBytes, ex.Message, failures);
+    }
+
+    /// <summary>In a capture's staging folder: the snapshot index it is for, so a restart knows when the node no longer needs it.</summary>
+    private const string StagedIndexFile = ".index";
+
+    private void NoteStaged(long index)
+    {
+        lock (_installLock) Volatile.Write(ref _stagedIndex, _stagedIndex == 0 ? index : Math.Min(_stagedIndex, index));
+    }
+
+    /// <summary>
+    /// After entry <paramref name="applied"/> was applied (or a snapshot restored): a staged download
+    /// for a snapshot at or below it is no longer needed. A running one is cancelled and its files
+    /// removed when it ends; ended ones are removed now.
+    /// </summary>
+    private void DropPassedStaging(long applied)
+    {
+        if (_files is null) return;
+        lock (_installLock)
+        {
+            if (_disposed) return;
+            if (_download is { } job && job.Manifest.Index <= applied)
+            {
+                if (!job.Task.IsCompleted)
+                {
+                    job.Cancel();
+                    _ = job.Task.ContinueWith(_ => DropPassedStaging(AppliedIndex), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    return;
+                }
+                _download = null;
+            }
+            else if (_download is { Task.IsCompleted: false })
+            {
+                return; // a newer download: it removes other captures' folders itself
+            }
+            var staging = Path.Combine(_files.Root, InstallFolder);
+            long left = 0;
+            if (Directory.Exists(staging))
+            {
+                foreach (var folder in Directory.EnumerateDirectories(staging))
+                {
+                    var index = StagedIndex(folder);
+                    if (index > applied)
+                    {
+                        left = left == 0 ? index : Math.Min(left, index);
+                        continue;
+                    }
+                    DeleteStaging(folder, $"this node applied up to entry {applied}");
+                }
+            }
+            Volatile.Write(ref _stagedIndex, left);
+        }
+    }
+
+    /// <summary>The snapshot index a staging folder is for; 0 when it does not say (removed).</summary>
+    private static long StagedIndex(string folder)
+    {
+        try
+        {
+            return long.TryParse(File.ReadAllText(Path.Combine(folder, StagedIndexFile)), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index) ? index : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    private void DeleteStaging(string folder, string why)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            logger.LogInformation("Removed the staged snapshot files in {Folder}: {Why}", folder, why);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            logger.LogWarning(ex, "Could not remove the staged snapshot files in {Folder}: {Message}", folder, ex.Message);
+        }
     }
 
     private async Task DownloadAsync(SnapshotDownload job, CancellationToken token)
@@ -247,7 +380,7 @@ internal sealed partial class LogStateMachine
                 if (offset < file.Length)
                 {
                     var request = new SnapshotFileRequest(offer.RpcAddress, offer.CaptureId, offer.Token, file.Folder, file.Name, offset);
-                    await source.CopyAsync(request, new StagingStream(output, job, _fetchBytesPerSecond, clock), token).ConfigureAwait(false);
+                    await source.CopyAsync(request, new StagingStream(output, file.Length - offset, job, _fetchBytesPerSecond, clock), token).ConfigureAwait(false);
                 }
                 if (output.Length != file.Length) throw new InvalidDataException($"{file.Folder}/{file.Name}: {output.Length} bytes received, the capture says {file.Length}.");
                 output.Flush(flushToDisk: true);
@@ -277,6 +410,7 @@ internal sealed partial class LogStateMachine
             if (AppliedIndex >= manifest.Index || SnapshotIndex >= manifest.Index)
             {
                 logger.LogInformation("The snapshot of entry {Index} was fetched, but this node applied up to entry {Applied} meanwhile: not swapped in", manifest.Index, AppliedIndex);
+                DeleteStaging(job.Staging, $"not swapped in, this node applied up to entry {AppliedIndex}");
                 return;
             }
             // What the files hold from now on is what readers see, as after a restart.
@@ -326,9 +460,15 @@ internal sealed partial class LogStateMachine
         public void Cancel() => _cancel.Cancel();
     }
 
-    /// <summary>Writes into a staged file, counting the bytes, at most <paramref name="bytesPerSecond"/> (0: unlimited).</summary>
-    private sealed class StagingStream(FileStream output, SnapshotDownload job, long bytesPerSecond, Stopwatch clock) : Stream
+    /// <summary>
+    /// Writes into a staged file at most <paramref name="length"/> bytes (what is left of the offered
+    /// length: a write past it fails at once), counting the bytes, at most <paramref name="bytesPerSecond"/> (0: unlimited).
+    /// </summary>
+    private sealed class StagingStream(FileStream output, long length, SnapshotDownload job, long bytesPerSecond, Stopwatch clock) : Stream
     {
+        private readonly long _offered = length;
+        private long _left = length;
+
         public override bool CanRead => false;
         public override bool CanSeek => false;
         public override bool CanWrite => true;
@@ -339,6 +479,8 @@ internal sealed partial class LogStateMachine
 
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
+            if (buffer.Length > _left) throw new InvalidDataException($"The snapshot source sent more than the {_offered} bytes offered for {Path.GetFileName(output.Name)}.");
+            _left -= buffer.Length;
             await output.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
             job.Add(buffer.Length);
             var written = job.AddFetched(buffer.Length);

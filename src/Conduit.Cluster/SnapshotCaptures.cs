@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Conduit.Storage.Log;
+using Microsoft.Extensions.Logging;
 
 namespace Conduit.Cluster;
 
@@ -28,11 +29,24 @@ internal sealed partial class SnapshotCaptures : IDisposable
     private readonly Timer _expiry;
     private Capture? _current;
 
-    public SnapshotCaptures(string logRoot)
+    public SnapshotCaptures(string logRoot, ILogger logger)
     {
         _root = Path.Combine(logRoot, FolderName);
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); // an earlier run's: nobody holds their tokens
-        _expiry = new Timer(_ => Expire(), null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        _expiry = new Timer(_ => ExpireFromTimer(logger), null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>The timer's callback: an exception escaping a timer callback ends the process, so every one is logged here instead (the next tick tries again).</summary>
+    internal void ExpireFromTimer(ILogger logger)
+    {
+        try
+        {
+            Expire();
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(ex, "Removing expired snapshot captures in {Folder} failed: {Message}; tried again in 30 s", _root, ex.Message);
+        }
     }
 
     /// <summary>How many captures are kept now (tests).</summary>
@@ -83,7 +97,7 @@ internal sealed partial class SnapshotCaptures : IDisposable
         {
             Directory.Delete(capture.Directory, recursive: true);
         }
-        catch (IOException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // removed at the next start
         }

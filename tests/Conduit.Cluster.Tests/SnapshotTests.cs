@@ -204,15 +204,16 @@ public class SnapshotTests
         var first = source.Fetched;
         Assert.InRange(first, total / 3, total / 3 + 1);
 
-        // The next InstallSnapshot goes on from there: no byte fetched twice.
+        // The next InstallSnapshot after the back-off goes on from there: no byte fetched twice.
         source.FailAfter = total / 3 * 2;
+        await WaitUntil(() => fresh.Machine.DownloadRetryDue, "the back-off after the failed fetch");
         await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(snapshot, snapshot.Index));
         Assert.InRange(source.Fetched, total / 3 * 2, total / 3 * 2 + 1);
 
         // Restarted: the files it completed (fsynced, then named) are kept; a partial one starts over.
         await fresh.DisposeAsync();
         var staged = Directory.GetFiles(Path.Combine(root, "log", ".install"), "*", SearchOption.AllDirectories);
-        var complete = staged.Where(f => !f.EndsWith(".part", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
+        var complete = staged.Where(f => !f.EndsWith(".part", StringComparison.Ordinal) && !Path.GetFileName(f).StartsWith('.')).Sum(f => new FileInfo(f).Length); // not the .index marker
         Assert.True(complete > 0, "some files were complete before the restart");
         var again = new CountingSource(sender.Machine);
         await using var restarted = new WalNode(root, snapshotEvery: 0, again);
@@ -370,6 +371,152 @@ public class SnapshotTests
         var (pending, _) = await restarted.Commit(Append("orders", "after"));
         Assert.Equal(40, pending.Offset);
         Assert.Empty(Directory.GetDirectories(log, ".replaced-*"));
+    }
+
+    [Fact]
+    public async Task Disposing_the_machine_cancels_and_awaits_its_background_download()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var source = new BlockingSource();
+        var root = Path.Combine(dir.Path, "fresh");
+        var storage = new FileLogStorage(Path.Combine(root, "log"));
+        var machine = new LogStateMachine(storage, NullLogger.Instance, Path.Combine(root, "raft", "snapshot"), 0, TimeSpan.FromMilliseconds(200), "", source);
+        var wal = new WriteAheadLog(new WriteAheadLog.Options { Location = Path.Combine(root, "raft"), ChunkSize = 16 * 1024 }, machine);
+        await wal.InitializeAsync();
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await wal.AppendAsync(s1, s1.Index));
+        await source.Entered.Task;
+        await wal.DisposeAsync();
+        machine.Dispose();
+        storage.Dispose();
+        await Task.Delay(200);
+        Assert.True(source.Seen.IsCancellationRequested, "the download's fetch is still running after the machine and its storage were disposed");
+    }
+
+    [Fact]
+    public async Task A_download_not_swapped_because_entries_caught_the_node_up_leaves_no_staging()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var root = Path.Combine(dir.Path, "lagging");
+        var gated = new GatedSource(new CountingSource(sender.Machine));
+        var storage = new FileLogStorage(Path.Combine(root, "log"));
+        var machine = new LogStateMachine(storage, NullLogger.Instance, Path.Combine(root, "raft", "snapshot"), 0, TimeSpan.FromMilliseconds(2), "", gated);
+        var wal = new WriteAheadLog(new WriteAheadLog.Options { Location = Path.Combine(root, "raft"), ChunkSize = 16 * 1024 }, machine);
+        await wal.InitializeAsync();
+        var commands = new List<LogCommand> { new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }) };
+        for (var i = 0; i < 80; i++) commands.Add(Append("orders", new string('o', 300) + i));
+        async Task CommitTo(WriteAheadLog log, LogCommand command)
+        {
+            var index = await log.AppendAsync(new BinaryLogEntry { Term = 1, Content = command.Encode() });
+            await log.CommitAsync(index);
+            await log.WaitForApplyAsync(index);
+        }
+        for (var i = 0; i < commands.Count; i++)
+        {
+            await sender.Commit(commands[i]);
+            if (i < 20) await CommitTo(wal, commands[i]);
+        }
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 60, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await wal.AppendAsync(s1, s1.Index));
+        for (var i = 20; i < commands.Count; i++) await CommitTo(wal, commands[i]); // a new leader sends entries
+        gated.Open.TrySetResult();
+        await Task.Delay(1000);
+        var install = Path.Combine(root, "log", ".install");
+        var left = Directory.Exists(install) ? Directory.GetFiles(install, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
+        await wal.DisposeAsync();
+        machine.Dispose();
+        storage.Dispose();
+        Assert.True(left == 0, $"{left} bytes left staged in .install after the node caught up by entries");
+    }
+
+    private sealed class GatedSource(ISnapshotFileSource inner) : ISnapshotFileSource
+    {
+        public TaskCompletionSource Open { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            await Open.Task.WaitAsync(token);
+            await inner.CopyAsync(request, destination, token);
+        }
+    }
+
+    [Fact]
+    public async Task A_source_sending_more_than_the_offered_length_is_refused_at_the_first_write_past_it()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var root = Path.Combine(dir.Path, "fresh");
+        await using var fresh = new WalNode(root, snapshotEvery: 0, new FloodSource());
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        var biggest = Directory.GetFiles(Path.Combine(root, "log", ".install"), "*", SearchOption.AllDirectories).Max(f => new FileInfo(f).Length);
+        Assert.True(biggest < 100_000, $"a staged file grew to {biggest} bytes, past any offered length");
+    }
+
+    [Fact]
+    public async Task A_fetch_failing_again_and_again_is_retried_after_a_back_off_not_at_every_InstallSnapshot()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var source = new FailingSource();
+        await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        await WaitUntil(() => source.Calls >= 1, "the first fetch");
+        await Task.Delay(100); // the download fails just after its fetch
+        for (var i = 0; i < 10; i++)
+        {
+            await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index)); // heartbeats
+            await Task.Delay(20);
+        }
+        Assert.True(source.Calls <= 2, $"{source.Calls} fetches in ~0.3 s for 11 InstallSnapshots (the first retry is due 1 s after the first failure)");
+    }
+
+    private sealed class FailingSource : ISnapshotFileSource
+    {
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            Interlocked.Increment(ref _calls);
+            throw new IOException("connection refused (test)");
+        }
+    }
+
+    private sealed class FloodSource : ISnapshotFileSource
+    {
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            var junk = new byte[64 * 1024];
+            for (var i = 0; i < 160; i++) await destination.WriteAsync(junk, token); // 10 MiB, whatever was offered
+        }
+    }
+
+    private sealed class BlockingSource : ISnapshotFileSource
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public CancellationToken Seen { get; private set; }
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            Seen = token;
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, token);
+        }
     }
 
     private sealed class WalNode : IAsyncDisposable
