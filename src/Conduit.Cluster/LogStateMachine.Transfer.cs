@@ -214,13 +214,16 @@ internal sealed partial class LogStateMachine
             }
             try
             {
-                // Staged files of another capture are not known to be this one's.
-                if (Directory.Exists(staging))
-                {
-                    foreach (var other in Directory.EnumerateDirectories(staging).Where(d => Path.GetFileName(d) != offer.CaptureId)) Directory.Delete(other, recursive: true);
-                }
                 Directory.CreateDirectory(job.Staging);
                 File.WriteAllText(Path.Combine(job.Staging, StagedIndexFile), manifest.Index.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                File.WriteAllBytes(Path.Combine(job.Staging, StagedFilesFile), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(offer.Files));
+                // Staged files of another capture: a complete one this offer names with the same
+                // id and length holds the same bytes (moved here); the rest goes.
+                foreach (var other in Directory.EnumerateDirectories(staging).Where(d => Path.GetFileName(d) != offer.CaptureId))
+                {
+                    KeepStagedFiles(other, job);
+                    Directory.Delete(other, recursive: true);
+                }
                 NoteStaged(manifest.Index);
                 await DownloadAsync(job, job.Token).ConfigureAwait(false);
                 await SwapAsync(job, job.Token).ConfigureAwait(false);
@@ -259,6 +262,40 @@ internal sealed partial class LogStateMachine
         var level = warn ? LogLevel.Warning : LogLevel.Debug;
         logger.Log(level, "Fetching the leader's snapshot of entry {Index} from {Leader} stopped after {Staged} of {Total} bytes: {Message} ({Failures} failure(s) in a row). The leader's next InstallSnapshot after the back-off starts it again (keeping the files staged, for the same capture).",
             job.Manifest.Index, job.Offer.RpcAddress, job.Staged, job.Offer.TotalBytes, ex.Message, failures);
+    }
+
+    /// <summary>In a capture's staging folder: the offered files (with their ids), so a newer capture's download can keep those it offers again.</summary>
+    private const string StagedFilesFile = ".files";
+
+    /// <summary>Moves the complete files staged in <paramref name="other"/> that <paramref name="job"/>'s offer names with the same id and length into its staging.</summary>
+    private void KeepStagedFiles(string other, SnapshotDownload job)
+    {
+        IReadOnlyList<SnapshotFile>? before;
+        try
+        {
+            before = System.Text.Json.JsonSerializer.Deserialize<List<SnapshotFile>>(File.ReadAllBytes(Path.Combine(other, StagedFilesFile)));
+        }
+        catch (Exception ex) when (ex is IOException or System.Text.Json.JsonException)
+        {
+            return;
+        }
+        if (before is null) return;
+        var known = before.Where(f => f.Id is not null).ToDictionary(f => (f.Folder, f.Name));
+        long bytes = 0;
+        var files = 0;
+        foreach (var file in job.Offer.Files)
+        {
+            if (file.Id is null || !known.TryGetValue((file.Folder, file.Name), out var old) || old.Id != file.Id || old.Length != file.Length) continue;
+            if (!LogSnapshot.IsTopicFolder(old.Folder) || !LogSnapshot.IsTopicFile(old.Name)) continue;
+            var from = Path.Combine(other, file.Folder, file.Name);
+            if (!File.Exists(from) || new FileInfo(from).Length != file.Length) continue; // not complete: a .part is fetched again
+            var directory = Path.Combine(job.Staging, file.Folder);
+            Directory.CreateDirectory(directory);
+            File.Move(from, Path.Combine(directory, file.Name), overwrite: true);
+            bytes += file.Length;
+            files++;
+        }
+        if (files > 0) logger.LogInformation("Kept {Files} staged files ({Bytes} bytes) of capture {Old} for capture {New}: the leader offers them again unchanged", files, bytes, Path.GetFileName(other), job.Offer.CaptureId);
     }
 
     /// <summary>In a capture's staging folder: the snapshot index it is for, so a restart knows when the node no longer needs it.</summary>

@@ -374,6 +374,31 @@ public class SnapshotTests
     }
 
     [Fact]
+    public async Task A_newer_snapshot_offered_mid_download_keeps_the_staged_files_it_offers_unchanged()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 60; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 40, "a snapshot of entry 40");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var o1 = await sender.Machine.OfferAsync(s1.Index, CancellationToken.None);
+        var source = new CountingSource(sender.Machine) { FailAfter = o1.TotalBytes * 9 / 10 };
+        await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        for (var i = 0; i < 15; i++) await sender.Commit(Append("orders", "later" + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex > s1.Index, "a newer snapshot");
+        var s2 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var o2 = await sender.Machine.OfferAsync(s2.Index, CancellationToken.None);
+        var same = o2.Files.Intersect(o1.Files).Sum(f => f.Length);
+        source.FailAfter = long.MaxValue;
+        var before = source.Fetched;
+        await fresh.Wal.AppendAsync(s2, s2.Index);
+        var refetched = source.Fetched - before;
+        Assert.True(refetched <= o2.TotalBytes - same / 2, $"offer 2: {o2.TotalBytes} bytes, {same} of them identical files of offer 1 (90% of which were staged); fetched again {refetched}");
+    }
+
+    [Fact]
     public async Task Disposing_the_machine_cancels_and_awaits_its_background_download()
     {
         using var dir = new TempDir();
