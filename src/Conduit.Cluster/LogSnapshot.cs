@@ -86,7 +86,7 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         SnapshotOffer offer;
         try
         {
-            offer = await machine.OfferAsync(manifest.Index, token).ConfigureAwait(false);
+            offer = await machine.OfferAsync(manifest, token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

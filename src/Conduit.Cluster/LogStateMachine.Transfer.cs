@@ -21,9 +21,18 @@ internal sealed partial class LogStateMachine
 {
     private static bool IsCaptureId(string name) => name.Length == 32 && name.All(char.IsAsciiHexDigitLower);
 
-    /// <summary>The leader's side: the offer for snapshot <paramref name="index"/>, capturing its files the first time.</summary>
-    internal async Task<SnapshotOffer> OfferAsync(long index, CancellationToken token)
+    /// <summary>The leader's side: the offer for this node's current snapshot, which must be of entry <paramref name="index"/> (tests).</summary>
+    internal Task<SnapshotOffer> OfferAsync(long index, CancellationToken token) =>
+        OfferAsync(_snapshot is { } snapshot && snapshot.Index == index ? snapshot.Manifest : throw new InvalidOperationException($"no snapshot of entry {index} here"), token);
+
+    /// <summary>
+    /// The leader's side: the offer for the snapshot <paramref name="manifest"/> describes, capturing
+    /// its files the first time. Fails when a topic the manifest lists has no files to capture (an
+    /// offline topic): the follower would keep its own stale copy of it.
+    /// </summary>
+    internal async Task<SnapshotOffer> OfferAsync(SnapshotManifest manifest, CancellationToken token)
     {
+        var index = manifest.Index;
         var (files, captures) = (_files, _captures);
         if (files is null || captures is null) throw new InvalidOperationException("no file storage to send");
         if (captures.Find(index, _rpcAddress) is { } known) return known;
@@ -38,7 +47,7 @@ internal sealed partial class LogStateMachine
                 await _gate.WaitAsync(token).ConfigureAwait(false);
                 try
                 {
-                    Capture(files, capture);
+                    Capture(files, capture, manifest);
                 }
                 finally
                 {
@@ -60,9 +69,15 @@ internal sealed partial class LogStateMachine
         }
     }
 
-    private static void Capture(FileLogStorage files, SnapshotCaptures.Capture capture)
+    /// <summary>Links the files of the topics the replicated state knows (the manifest's, and those created since); under the gate.</summary>
+    private void Capture(FileLogStorage files, SnapshotCaptures.Capture capture, SnapshotManifest manifest)
     {
-        foreach (var topic in files.Topics)
+        var listed = new HashSet<string>(manifest.Topics.Select(t => t.Name), StringComparer.Ordinal);
+        var missing = listed.Where(name => files.OfflineTopics.ContainsKey(name)).ToList();
+        if (missing.Count > 0) throw new InvalidOperationException($"topic(s) {string.Join(", ", missing.Select(n => $"'{n}'"))} of the snapshot of entry {manifest.Index} are offline on this node (their folders could not be opened): not sent, since a follower would keep its own stale copy (fix the folder and restart this node, or let another node lead)");
+        var replicated = new HashSet<string>(listed.Concat(_expected.Keys), StringComparer.Ordinal);
+        var captured = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var topic in files.Topics.Where(t => replicated.Contains(t.Name)))
         {
             var directory = files.TopicDirectory(topic.Name);
             var folder = Path.GetFileName(directory);
@@ -79,7 +94,10 @@ internal sealed partial class LogStateMachine
             {
                 if (removed is { } r && BaseOf(file.Name) is { } b && b <= r) SnapshotCaptures.Drop(capture, file);
             }
+            if (capture.Files.Any(f => f.Folder == folder)) captured.Add(topic.Name);
         }
+        missing = [.. listed.Where(name => !captured.Contains(name)).Order(StringComparer.Ordinal)];
+        if (missing.Count > 0) throw new InvalidOperationException($"topic(s) {string.Join(", ", missing.Select(n => $"'{n}'"))} of the snapshot of entry {manifest.Index} have no files on this node to capture: not sent, since a follower would keep its own stale copy");
     }
 
     /// <summary>The leader's side: a captured file for LogAdmin.ReadSnapshotFile.</summary>

@@ -399,6 +399,27 @@ public class SnapshotTests
     }
 
     [Fact]
+    public async Task An_offer_is_refused_when_a_topic_of_the_manifest_has_no_files_and_leaves_out_topics_the_replicated_state_does_not_know()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
+        var snapshot = (LogSnapshot)((ISnapshotManager)sender.Machine).Snapshot!;
+        sender.Storage.GetOrCreate("local"); // on this node's disk only, not through the log
+
+        var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+        Assert.Contains(offer.Files, f => f.Folder == "orders");
+        Assert.DoesNotContain(offer.Files, f => f.Folder == "local");
+
+        // As a topic offline on the leader: in the manifest (the replicated state), no files here.
+        var ghost = snapshot.Manifest with { Index = snapshot.Index + 1, Topics = [.. snapshot.Manifest.Topics, new SnapshotTopic("ghost", 5, 0, "Always")] };
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => sender.Machine.OfferAsync(ghost, CancellationToken.None));
+        Assert.Contains("'ghost'", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Disposing_the_machine_cancels_and_awaits_its_background_download()
     {
         using var dir = new TempDir();
