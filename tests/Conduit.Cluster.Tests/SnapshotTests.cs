@@ -188,10 +188,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 60; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 40, "a snapshot of entry 40");
-        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var snapshot = await ASnapshotOf(sender, records: 60, atLeast: 40);
         var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
         var total = offer.TotalBytes;
 
@@ -378,10 +375,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 60; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 40, "a snapshot of entry 40");
-        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var s1 = await ASnapshotOf(sender, records: 60, atLeast: 40);
         var o1 = await sender.Machine.OfferAsync(s1.Index, CancellationToken.None);
         var source = new CountingSource(sender.Machine) { FailAfter = o1.TotalBytes * 9 / 10 };
         await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
@@ -403,10 +397,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
-        var snapshot = (LogSnapshot)((ISnapshotManager)sender.Machine).Snapshot!;
+        var snapshot = await ASnapshotOf(sender);
         sender.Storage.GetOrCreate("local"); // on this node's disk only, not through the log
 
         var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
@@ -424,10 +415,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
-        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var s1 = await ASnapshotOf(sender);
         var source = new BlockingSource();
         var root = Path.Combine(dir.Path, "fresh");
         var storage = new FileLogStorage(Path.Combine(root, "log"));
@@ -497,10 +485,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
-        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var s1 = await ASnapshotOf(sender);
         var root = Path.Combine(dir.Path, "fresh");
         await using var fresh = new WalNode(root, snapshotEvery: 0, new FloodSource());
         await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
@@ -513,10 +498,7 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 30; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 10, "a snapshot");
-        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var s1 = await ASnapshotOf(sender);
         var source = new FailingSource();
         await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
         await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
@@ -528,6 +510,15 @@ public class SnapshotTests
             await Task.Delay(20);
         }
         Assert.True(source.Calls <= 2, $"{source.Calls} fetches in ~0.3 s for 11 InstallSnapshots (the first retry is due 1 s after the first failure)");
+    }
+
+    /// <summary>Commits topic orders (4 KiB segments) and <paramref name="records"/> records of 500 bytes through <paramref name="sender"/> (a snapshot every 5 entries) and returns a snapshot of entry <paramref name="atLeast"/> or later.</summary>
+    private static async Task<LogSnapshot> ASnapshotOf(WalNode sender, int records = 30, long atLeast = 10)
+    {
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < records; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= atLeast, "a snapshot of entry " + atLeast);
+        return (LogSnapshot)((ISnapshotManager)sender.Machine).Snapshot!;
     }
 
     private sealed class FailingSource : ISnapshotFileSource
