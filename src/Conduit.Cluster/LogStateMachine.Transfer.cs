@@ -21,9 +21,8 @@ internal sealed partial class LogStateMachine
 {
     private static bool IsCaptureId(string name) => name.Length == 32 && name.All(char.IsAsciiHexDigitLower);
 
-    /// <summary>The leader's side: the offer for this node's current snapshot, which must be of entry <paramref name="index"/> (tests).</summary>
-    internal Task<SnapshotOffer> OfferAsync(long index, CancellationToken token) =>
-        OfferAsync(_snapshot is { } snapshot && snapshot.Index == index ? snapshot.Manifest : throw new InvalidOperationException($"no snapshot of entry {index} here"), token);
+    /// <summary>The leader's side: the offer for <paramref name="snapshot"/>, one of this node's (tests).</summary>
+    internal Task<SnapshotOffer> OfferAsync(ISnapshot snapshot, CancellationToken token) => OfferAsync(((LogSnapshot)snapshot).Manifest, token);
 
     /// <summary>
     /// The leader's side: the offer for the snapshot <paramref name="manifest"/> describes, capturing

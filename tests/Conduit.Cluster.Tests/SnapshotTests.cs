@@ -157,8 +157,9 @@ public class SnapshotTests
         await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
         for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 100) + i));
         await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
-        var offer = await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None);
-        Assert.Equal(offer.CaptureId, (await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None)).CaptureId); // one capture per snapshot
+        var current = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var offer = await sender.Machine.OfferAsync(current, CancellationToken.None);
+        Assert.Equal(offer.CaptureId, (await sender.Machine.OfferAsync(current, CancellationToken.None)).CaptureId); // one capture per snapshot
         Assert.True(offer.Token.Length >= 16);
         var active = offer.Files.Where(f => f.Name.EndsWith(".store", StringComparison.Ordinal)).MaxBy(f => f.Name)!;
 
@@ -189,7 +190,7 @@ public class SnapshotTests
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
         var snapshot = await ASnapshotOf(sender, records: 60, atLeast: 40);
-        var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+        var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
         var total = offer.TotalBytes;
 
         // The first attempt stops after a third of the bytes (the leader gone, say).
@@ -238,7 +239,7 @@ public class SnapshotTests
             for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
             await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
             snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
-            var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+            var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
             var source = new CountingSource(sender.Machine) { FailAfter = offer.TotalBytes / 2 };
             await using var cut = new WalNode(root, snapshotEvery: 0, source);
             await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await cut.Wal.AppendAsync(snapshot, snapshot.Index));
@@ -376,14 +377,14 @@ public class SnapshotTests
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
         var s1 = await ASnapshotOf(sender, records: 60, atLeast: 40);
-        var o1 = await sender.Machine.OfferAsync(s1.Index, CancellationToken.None);
+        var o1 = await sender.Machine.OfferAsync(s1, CancellationToken.None);
         var source = new CountingSource(sender.Machine) { FailAfter = o1.TotalBytes * 9 / 10 };
         await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
         await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
         for (var i = 0; i < 15; i++) await sender.Commit(Append("orders", "later" + i));
         await WaitUntil(() => sender.Machine.SnapshotIndex > s1.Index, "a newer snapshot");
         var s2 = ((ISnapshotManager)sender.Machine).Snapshot!;
-        var o2 = await sender.Machine.OfferAsync(s2.Index, CancellationToken.None);
+        var o2 = await sender.Machine.OfferAsync(s2, CancellationToken.None);
         var same = o2.Files.Intersect(o1.Files).Sum(f => f.Length);
         source.FailAfter = long.MaxValue;
         var before = source.Fetched;
@@ -400,7 +401,7 @@ public class SnapshotTests
         var snapshot = await ASnapshotOf(sender);
         sender.Storage.GetOrCreate("local"); // on this node's disk only, not through the log
 
-        var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+        var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
         Assert.Contains(offer.Files, f => f.Folder == "orders");
         Assert.DoesNotContain(offer.Files, f => f.Folder == "local");
 
@@ -467,6 +468,34 @@ public class SnapshotTests
         machine.Dispose();
         storage.Dispose();
         Assert.True(left == 0, $"{left} bytes left staged in .install after the node caught up by entries");
+    }
+
+    [Fact]
+    public async Task A_download_cut_off_then_passed_by_entries_after_a_restart_leaves_no_staging()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var root = Path.Combine(dir.Path, "lagging");
+        var commands = new List<LogCommand> { new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }) };
+        for (var i = 0; i < 80; i++) commands.Add(Append("orders", new string('o', 300) + i));
+        var lagging = new WalNode(root, snapshotEvery: 0, new CountingSource(sender.Machine) { FailAfter = 5000 });
+        for (var i = 0; i < commands.Count; i++)
+        {
+            await sender.Commit(commands[i]);
+            if (i < 20) await lagging.Commit(commands[i]);
+        }
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 60, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await lagging.Wal.AppendAsync(s1, s1.Index)); // cut off after 5000 bytes
+        await lagging.DisposeAsync();
+        var install = Path.Combine(root, "log", ".install");
+        long Staged() => Directory.Exists(install) ? Directory.GetFiles(install, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
+        Assert.True(Staged() >= 5000, "staged before the restart: " + Staged());
+
+        await using var restarted = new WalNode(root, snapshotEvery: 0, new CountingSource(sender.Machine));
+        Assert.True(Staged() >= 5000, "kept over the restart (the snapshot is not passed yet): " + Staged());
+        for (var i = 20; i < commands.Count; i++) await restarted.Commit(commands[i]); // a new leader sends entries
+        Assert.True(Staged() == 0, $"{Staged()} bytes left staged in .install after the restarted node applied past the download's snapshot");
     }
 
     private sealed class GatedSource(ISnapshotFileSource inner) : ISnapshotFileSource
