@@ -86,7 +86,7 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         SnapshotOffer offer;
         try
         {
-            offer = await machine.OfferAsync(manifest.Index, token).ConfigureAwait(false);
+            offer = await machine.OfferAsync(manifest, token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -169,7 +169,7 @@ internal sealed record SnapshotOffer(string CaptureId, byte[] Token, string RpcA
         if (offer.Token is not { Length: >= 16 }) throw new InvalidDataException("snapshot offer: the token is shorter than 128 bits");
         foreach (var file in offer.Files ?? throw new InvalidDataException("snapshot offer without files"))
         {
-            if (file.Folder is null || file.Name is null || !LogSnapshot.IsTopicFolder(file.Folder) || !LogSnapshot.IsTopicFile(file.Name) || file.Length < 0)
+            if (file.Folder is null || file.Name is null || !LogSnapshot.IsTopicFolder(file.Folder) || !LogSnapshot.IsTopicFile(file.Name) || file.Length < 0 || file.Id is { Length: > 200 })
             {
                 throw new InvalidDataException($"snapshot names a file this node does not take: {file.Folder}/{file.Name}");
             }
@@ -178,5 +178,11 @@ internal sealed record SnapshotOffer(string CaptureId, byte[] Token, string RpcA
     }
 }
 
-/// <summary>One file of a capture: its topic folder, name, and length when captured.</summary>
-internal sealed record SnapshotFile(string Folder, string Name, long Length);
+/// <summary>
+/// One file of a capture: its topic folder, name, and length when captured; <paramref name="Id"/>
+/// names the leader's file (its process, device, inode and birth time; null when the file system
+/// does not tell the birth time): the same id and length mean the same bytes (files are only
+/// appended to while the leader runs), so a follower keeps a file staged for an older capture
+/// instead of fetching it again. Added after the first offers: an offer without it decodes with null.
+/// </summary>
+internal sealed record SnapshotFile(string Folder, string Name, long Length, string? Id = null);

@@ -33,6 +33,10 @@ internal sealed partial class LogStateMachine
     private readonly Lock _installLock = new();
     private readonly HashSet<string> _resumable = new(StringComparer.Ordinal); // .part files this process wrote: their bytes are the capture's
     private SnapshotDownload? _download;
+    private bool _disposed;
+    private int _failures; // downloads failed in a row (back-off)
+    private long _retryAt, _lastFailureWarning; // Environment.TickCount64
+    private long _stagedIndex; // the lowest snapshot index with files staged in .install; 0: none
     private long _swapped; // the snapshot whose files were swapped in (by the download), adopted at its next InstallSnapshot
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Lock _snapshotLock = new();
@@ -61,15 +65,21 @@ internal sealed partial class LogStateMachine
         if (Directory.Exists(staging))
         {
             // A download a restart interrupted: its complete files are kept for the same capture
-            // (fsynced before they got their names); anything else goes.
+            // (fsynced before they got their names) until this node applies up to its snapshot
+            // index; anything else goes.
             foreach (var entry in Directory.EnumerateFileSystemEntries(staging))
             {
-                if (Directory.Exists(entry) && IsCaptureId(Path.GetFileName(entry))) continue;
+                if (Directory.Exists(entry) && IsCaptureId(Path.GetFileName(entry)) && StagedIndex(entry) is > 0 and var index)
+                {
+                    NoteStaged(index);
+                    continue;
+                }
                 if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
                 else File.Delete(entry);
             }
         }
         if (SnapshotManifest.Load(_snapshotDirectory) is { } manifest) Adopt(manifest);
+        if (_stagedIndex > 0 && AppliedIndex >= _stagedIndex) DropPassedStaging(AppliedIndex);
     }
 
     private void Adopt(SnapshotManifest manifest)

@@ -21,9 +21,17 @@ internal sealed partial class LogStateMachine
 {
     private static bool IsCaptureId(string name) => name.Length == 32 && name.All(char.IsAsciiHexDigitLower);
 
-    /// <summary>The leader's side: the offer for snapshot <paramref name="index"/>, capturing its files the first time.</summary>
-    internal async Task<SnapshotOffer> OfferAsync(long index, CancellationToken token)
+    /// <summary>The leader's side: the offer for <paramref name="snapshot"/>, one of this node's (tests).</summary>
+    internal Task<SnapshotOffer> OfferAsync(ISnapshot snapshot, CancellationToken token) => OfferAsync(((LogSnapshot)snapshot).Manifest, token);
+
+    /// <summary>
+    /// The leader's side: the offer for the snapshot <paramref name="manifest"/> describes, capturing
+    /// its files the first time. Fails when a topic the manifest lists has no files to capture (an
+    /// offline topic): the follower would keep its own stale copy of it.
+    /// </summary>
+    internal async Task<SnapshotOffer> OfferAsync(SnapshotManifest manifest, CancellationToken token)
     {
+        var index = manifest.Index;
         var (files, captures) = (_files, _captures);
         if (files is null || captures is null) throw new InvalidOperationException("no file storage to send");
         if (captures.Find(index, _rpcAddress) is { } known) return known;
@@ -38,7 +46,7 @@ internal sealed partial class LogStateMachine
                 await _gate.WaitAsync(token).ConfigureAwait(false);
                 try
                 {
-                    Capture(files, capture);
+                    Capture(files, capture, manifest);
                 }
                 finally
                 {
@@ -60,9 +68,15 @@ internal sealed partial class LogStateMachine
         }
     }
 
-    private static void Capture(FileLogStorage files, SnapshotCaptures.Capture capture)
+    /// <summary>Links the files of the topics the replicated state knows (the manifest's, and those created since); under the gate.</summary>
+    private void Capture(FileLogStorage files, SnapshotCaptures.Capture capture, SnapshotManifest manifest)
     {
-        foreach (var topic in files.Topics)
+        var listed = new HashSet<string>(manifest.Topics.Select(t => t.Name), StringComparer.Ordinal);
+        var missing = listed.Where(name => files.OfflineTopics.ContainsKey(name)).ToList();
+        if (missing.Count > 0) throw new InvalidOperationException($"topic(s) {string.Join(", ", missing.Select(n => $"'{n}'"))} of the snapshot of entry {manifest.Index} are offline on this node (their folders could not be opened): not sent, since a follower would keep its own stale copy (fix the folder and restart this node, or let another node lead)");
+        var replicated = new HashSet<string>(listed.Concat(_expected.Keys), StringComparer.Ordinal);
+        var captured = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var topic in files.Topics.Where(t => replicated.Contains(t.Name)))
         {
             var directory = files.TopicDirectory(topic.Name);
             var folder = Path.GetFileName(directory);
@@ -79,7 +93,10 @@ internal sealed partial class LogStateMachine
             {
                 if (removed is { } r && BaseOf(file.Name) is { } b && b <= r) SnapshotCaptures.Drop(capture, file);
             }
+            if (capture.Files.Any(f => f.Folder == folder)) captured.Add(topic.Name);
         }
+        missing = [.. listed.Where(name => !captured.Contains(name)).Order(StringComparer.Ordinal)];
+        if (missing.Count > 0) throw new InvalidOperationException($"topic(s) {string.Join(", ", missing.Select(n => $"'{n}'"))} of the snapshot of entry {manifest.Index} have no files on this node to capture: not sent, since a follower would keep its own stale copy");
     }
 
     /// <summary>The leader's side: a captured file for LogAdmin.ReadSnapshotFile.</summary>
@@ -87,8 +104,32 @@ internal sealed partial class LogStateMachine
         _captures is { } captures ? captures.Open(captureId, token, folder, file, offset)
         : throw new SnapshotFileException(SnapshotFileProblem.CaptureNotFound, "This node keeps no snapshot captures.");
 
-    /// <summary>Stops the captures' expiry timer.</summary>
-    public void Dispose() => _captures?.Dispose();
+    /// <summary>How long <see cref="Dispose"/> waits for a cancelled download to end (it may be between two writes of a slow disk).</summary>
+    private static readonly TimeSpan DownloadStopWait = TimeSpan.FromSeconds(10);
+
+    /// <summary>Cancels the background download and waits for it (bounded), so it never swaps into disposed storage; stops the captures' expiry timer.</summary>
+    public void Dispose()
+    {
+        SnapshotDownload? job;
+        lock (_installLock)
+        {
+            _disposed = true;
+            job = _download;
+        }
+        if (job is not null)
+        {
+            job.Cancel();
+            try
+            {
+                if (!job.Task.Wait(DownloadStopWait)) logger.LogWarning("The snapshot download did not stop within {Seconds} s of disposing the node", DownloadStopWait.TotalSeconds);
+            }
+            catch (AggregateException)
+            {
+                // cancelled or failed: reported by itself
+            }
+        }
+        _captures?.Dispose();
+    }
 
     /// <summary>How many captures the leader keeps now (tests).</summary>
     internal int CaptureCount => _captures?.Count ?? 0;
@@ -114,9 +155,14 @@ internal sealed partial class LogStateMachine
         SnapshotDownload? job = null;
         lock (_installLock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (Interlocked.Read(ref _swapped) < manifest.Index)
             {
                 job = _download;
+                if (job is not null && job.Offer.CaptureId == offer.CaptureId && job.Task.IsFaulted && Environment.TickCount64 < _retryAt)
+                {
+                    throw new SnapshotInstallPendingException($"Fetching the snapshot of entry {manifest.Index} failed {_failures} time(s) in a row; it is tried again in {(_retryAt - Environment.TickCount64) / 1000.0:0.#} s.");
+                }
                 if (job is null || job.Offer.CaptureId != offer.CaptureId || job.Task.IsFaulted || job.Task.IsCanceled)
                 {
                     job?.Cancel();
@@ -185,25 +231,166 @@ internal sealed partial class LogStateMachine
             }
             try
             {
-                // Staged files of another capture are not known to be this one's.
-                if (Directory.Exists(staging))
+                Directory.CreateDirectory(job.Staging);
+                File.WriteAllText(Path.Combine(job.Staging, StagedIndexFile), manifest.Index.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                File.WriteAllBytes(Path.Combine(job.Staging, StagedFilesFile), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(offer.Files));
+                // Staged files of another capture: a complete one this offer names with the same
+                // id and length holds the same bytes (moved here); the rest goes.
+                foreach (var other in Directory.EnumerateDirectories(staging).Where(d => Path.GetFileName(d) != offer.CaptureId))
                 {
-                    foreach (var other in Directory.EnumerateDirectories(staging).Where(d => Path.GetFileName(d) != offer.CaptureId)) Directory.Delete(other, recursive: true);
+                    KeepStagedFiles(other, job);
+                    Directory.Delete(other, recursive: true);
                 }
+                NoteStaged(manifest.Index);
                 await DownloadAsync(job, job.Token).ConfigureAwait(false);
                 await SwapAsync(job, job.Token).ConfigureAwait(false);
+                lock (_installLock) _failures = 0;
             }
             catch (Exception ex)
             {
-                if (!job.Token.IsCancellationRequested)
-                {
-                    logger.LogWarning("Fetching the leader's snapshot of entry {Index} from {Leader} stopped after {Staged} of {Total} bytes: {Message}. The leader's next InstallSnapshot starts it again (keeping the files staged, for the same capture).",
-                        manifest.Index, offer.RpcAddress, job.Staged, offer.TotalBytes, ex.Message);
-                }
+                if (!job.Token.IsCancellationRequested) DownloadFailed(job, ex);
                 throw;
             }
         });
         return job;
+    }
+
+    /// <summary>Back-off after a failed download: 1 s doubling to <see cref="MaxRetryDelay"/>; the warning at most once per <see cref="FailureWarningEvery"/> (each failure is logged at debug level).</summary>
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(60);
+
+    private static readonly TimeSpan FailureWarningEvery = TimeSpan.FromSeconds(60);
+
+    /// <summary>Whether a failed download's back-off is over (tests).</summary>
+    internal bool DownloadRetryDue => Environment.TickCount64 >= Interlocked.Read(ref _retryAt);
+
+    private void DownloadFailed(SnapshotDownload job, Exception ex)
+    {
+        int failures;
+        bool warn;
+        lock (_installLock)
+        {
+            failures = ++_failures;
+            var delay = TimeSpan.FromSeconds(Math.Min(MaxRetryDelay.TotalSeconds, Math.Pow(2, Math.Min(failures - 1, 20))));
+            var now = Environment.TickCount64;
+            _retryAt = now + (long)delay.TotalMilliseconds;
+            warn = failures == 1 || now - _lastFailureWarning >= FailureWarningEvery.TotalMilliseconds;
+            if (warn) _lastFailureWarning = now;
+        }
+        var level = warn ? LogLevel.Warning : LogLevel.Debug;
+        logger.Log(level, "Fetching the leader's snapshot of entry {Index} from {Leader} stopped after {Staged} of {Total} bytes: {Message} ({Failures} failure(s) in a row). The leader's next InstallSnapshot after the back-off starts it again (keeping the files staged, for the same capture).",
+            job.Manifest.Index, job.Offer.RpcAddress, job.Staged, job.Offer.TotalBytes, ex.Message, failures);
+    }
+
+    /// <summary>In a capture's staging folder: the offered files (with their ids), so a newer capture's download can keep those it offers again.</summary>
+    private const string StagedFilesFile = ".files";
+
+    /// <summary>Moves the complete files staged in <paramref name="other"/> that <paramref name="job"/>'s offer names with the same id and length into its staging.</summary>
+    private void KeepStagedFiles(string other, SnapshotDownload job)
+    {
+        IReadOnlyList<SnapshotFile>? before;
+        try
+        {
+            before = System.Text.Json.JsonSerializer.Deserialize<List<SnapshotFile>>(File.ReadAllBytes(Path.Combine(other, StagedFilesFile)));
+        }
+        catch (Exception ex) when (ex is IOException or System.Text.Json.JsonException)
+        {
+            return;
+        }
+        if (before is null) return;
+        var known = before.Where(f => f.Id is not null).ToDictionary(f => (f.Folder, f.Name));
+        long bytes = 0;
+        var files = 0;
+        foreach (var file in job.Offer.Files)
+        {
+            if (file.Id is null || !known.TryGetValue((file.Folder, file.Name), out var old) || old.Id != file.Id || old.Length != file.Length) continue;
+            if (!LogSnapshot.IsTopicFolder(old.Folder) || !LogSnapshot.IsTopicFile(old.Name)) continue;
+            var from = Path.Combine(other, file.Folder, file.Name);
+            if (!File.Exists(from) || new FileInfo(from).Length != file.Length) continue; // not complete: a .part is fetched again
+            var directory = Path.Combine(job.Staging, file.Folder);
+            Directory.CreateDirectory(directory);
+            File.Move(from, Path.Combine(directory, file.Name), overwrite: true);
+            bytes += file.Length;
+            files++;
+        }
+        if (files > 0) logger.LogInformation("Kept {Files} staged files ({Bytes} bytes) of capture {Old} for capture {New}: the leader offers them again unchanged", files, bytes, Path.GetFileName(other), job.Offer.CaptureId);
+    }
+
+    /// <summary>In a capture's staging folder: the snapshot index it is for, so a restart knows when the node no longer needs it.</summary>
+    private const string StagedIndexFile = ".index";
+
+    private void NoteStaged(long index)
+    {
+        lock (_installLock) Volatile.Write(ref _stagedIndex, _stagedIndex == 0 ? index : Math.Min(_stagedIndex, index));
+    }
+
+    /// <summary>
+    /// After entry <paramref name="applied"/> was applied (or a snapshot restored): a staged download
+    /// for a snapshot at or below it is no longer needed. A running one is cancelled and its files
+    /// removed when it ends; ended ones are removed now.
+    /// </summary>
+    private void DropPassedStaging(long applied)
+    {
+        if (_files is null) return;
+        lock (_installLock)
+        {
+            if (_disposed) return;
+            if (_download is { } job && job.Manifest.Index <= applied)
+            {
+                if (!job.Task.IsCompleted)
+                {
+                    job.Cancel();
+                    _ = job.Task.ContinueWith(_ => DropPassedStaging(AppliedIndex), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    return;
+                }
+                _download = null;
+            }
+            else if (_download is { Task.IsCompleted: false })
+            {
+                return; // a newer download: it removes other captures' folders itself
+            }
+            var staging = Path.Combine(_files.Root, InstallFolder);
+            long left = 0;
+            if (Directory.Exists(staging))
+            {
+                foreach (var folder in Directory.EnumerateDirectories(staging))
+                {
+                    var index = StagedIndex(folder);
+                    if (index > applied)
+                    {
+                        left = left == 0 ? index : Math.Min(left, index);
+                        continue;
+                    }
+                    DeleteStaging(folder, $"this node applied up to entry {applied}");
+                }
+            }
+            Volatile.Write(ref _stagedIndex, left);
+        }
+    }
+
+    /// <summary>The snapshot index a staging folder is for; 0 when it does not say (removed).</summary>
+    private static long StagedIndex(string folder)
+    {
+        try
+        {
+            return long.TryParse(File.ReadAllText(Path.Combine(folder, StagedIndexFile)), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index) ? index : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    private void DeleteStaging(string folder, string why)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            logger.LogInformation("Removed the staged snapshot files in {Folder}: {Why}", folder, why);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            logger.LogWarning(ex, "Could not remove the staged snapshot files in {Folder}: {Message}", folder, ex.Message);
+        }
     }
 
     private async Task DownloadAsync(SnapshotDownload job, CancellationToken token)
@@ -247,7 +434,7 @@ internal sealed partial class LogStateMachine
                 if (offset < file.Length)
                 {
                     var request = new SnapshotFileRequest(offer.RpcAddress, offer.CaptureId, offer.Token, file.Folder, file.Name, offset);
-                    await source.CopyAsync(request, new StagingStream(output, job, _fetchBytesPerSecond, clock), token).ConfigureAwait(false);
+                    await source.CopyAsync(request, new StagingStream(output, file.Length - offset, job, _fetchBytesPerSecond, clock), token).ConfigureAwait(false);
                 }
                 if (output.Length != file.Length) throw new InvalidDataException($"{file.Folder}/{file.Name}: {output.Length} bytes received, the capture says {file.Length}.");
                 output.Flush(flushToDisk: true);
@@ -277,6 +464,7 @@ internal sealed partial class LogStateMachine
             if (AppliedIndex >= manifest.Index || SnapshotIndex >= manifest.Index)
             {
                 logger.LogInformation("The snapshot of entry {Index} was fetched, but this node applied up to entry {Applied} meanwhile: not swapped in", manifest.Index, AppliedIndex);
+                DeleteStaging(job.Staging, $"not swapped in, this node applied up to entry {AppliedIndex}");
                 return;
             }
             // What the files hold from now on is what readers see, as after a restart.
@@ -326,9 +514,15 @@ internal sealed partial class LogStateMachine
         public void Cancel() => _cancel.Cancel();
     }
 
-    /// <summary>Writes into a staged file, counting the bytes, at most <paramref name="bytesPerSecond"/> (0: unlimited).</summary>
-    private sealed class StagingStream(FileStream output, SnapshotDownload job, long bytesPerSecond, Stopwatch clock) : Stream
+    /// <summary>
+    /// Writes into a staged file at most <paramref name="length"/> bytes (what is left of the offered
+    /// length: a write past it fails at once), counting the bytes, at most <paramref name="bytesPerSecond"/> (0: unlimited).
+    /// </summary>
+    private sealed class StagingStream(FileStream output, long length, SnapshotDownload job, long bytesPerSecond, Stopwatch clock) : Stream
     {
+        private readonly long _offered = length;
+        private long _left = length;
+
         public override bool CanRead => false;
         public override bool CanSeek => false;
         public override bool CanWrite => true;
@@ -339,6 +533,8 @@ internal sealed partial class LogStateMachine
 
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
+            if (buffer.Length > _left) throw new InvalidDataException($"The snapshot source sent more than the {_offered} bytes offered for {Path.GetFileName(output.Name)}.");
+            _left -= buffer.Length;
             await output.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
             job.Add(buffer.Length);
             var written = job.AddFetched(buffer.Length);

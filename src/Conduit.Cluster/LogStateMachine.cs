@@ -43,7 +43,7 @@ internal sealed partial class LogStateMachine : IStateMachine
         _rpcAddress = rpcAddress;
         _source = source;
         _fetchBytesPerSecond = fetchBytesPerSecond;
-        if (_files is not null && _snapshotDirectory is not null) _captures = new SnapshotCaptures(_files.Root);
+        if (_files is not null && _snapshotDirectory is not null) _captures = new SnapshotCaptures(_files.Root, logger);
         RestoreSnapshot();
     }
 
@@ -108,6 +108,7 @@ internal sealed partial class LogStateMachine : IStateMachine
         }
         Volatile.Write(ref _applied, entry.Index);
         Interlocked.Increment(ref _entriesApplied);
+        if (Interlocked.Read(ref _stagedIndex) is > 0 and var staged && entry.Index >= staged) DropPassedStaging(entry.Index);
     }
 
     /// <summary>Whether the record at <paramref name="offset"/> is <paramref name="record"/> by its producer id, epoch and sequence (a record removed by retention: assumed so).</summary>

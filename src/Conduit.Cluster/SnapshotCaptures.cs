@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Conduit.Storage.Log;
+using Microsoft.Extensions.Logging;
 
 namespace Conduit.Cluster;
 
@@ -28,11 +29,24 @@ internal sealed partial class SnapshotCaptures : IDisposable
     private readonly Timer _expiry;
     private Capture? _current;
 
-    public SnapshotCaptures(string logRoot)
+    public SnapshotCaptures(string logRoot, ILogger logger)
     {
         _root = Path.Combine(logRoot, FolderName);
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); // an earlier run's: nobody holds their tokens
-        _expiry = new Timer(_ => Expire(), null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        _expiry = new Timer(_ => ExpireFromTimer(logger), null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>The timer's callback: an exception escaping a timer callback ends the process, so every one is logged here instead (the next tick tries again).</summary>
+    internal void ExpireFromTimer(ILogger logger)
+    {
+        try
+        {
+            Expire();
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(ex, "Removing expired snapshot captures in {Folder} failed: {Message}; tried again in 30 s", _root, ex.Message);
+        }
     }
 
     /// <summary>How many captures are kept now (tests).</summary>
@@ -83,7 +97,7 @@ internal sealed partial class SnapshotCaptures : IDisposable
         {
             Directory.Delete(capture.Directory, recursive: true);
         }
-        catch (IOException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // removed at the next start
         }
@@ -104,10 +118,35 @@ internal sealed partial class SnapshotCaptures : IDisposable
             if (errno == 2) return null; // ENOENT
             throw new IOException($"Could not link {source} into the snapshot capture {target}: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}); a capture needs hard links on the log's file system.");
         }
-        var file = new SnapshotFile(folder, name, new FileInfo(target).Length);
+        var file = new SnapshotFile(folder, name, new FileInfo(target).Length, IdOf(target));
         capture.Add(file, target);
         return file;
     }
+
+    /// <summary>This process, in a file's id: a restart may cut a segment's unsynced tail and write other bytes at the same inode.</summary>
+    private static readonly string s_incarnation = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    /// <summary>
+    /// The file's identity (statx: device, inode, birth time) in this process; null when the file
+    /// system does not report the birth time (an inode number alone may be reused by a new file).
+    /// </summary>
+    internal static string? IdOf(string path)
+    {
+        Span<byte> buffer = stackalloc byte[256];
+        const uint StatxIno = 0x100, StatxBtime = 0x800;
+        if (statx(-100, path, 0, StatxIno | StatxBtime, ref MemoryMarshal.GetReference(buffer)) != 0) return null; // AT_FDCWD
+        var mask = BitConverter.ToUInt32(buffer);
+        if ((mask & (StatxIno | StatxBtime)) != (StatxIno | StatxBtime)) return null;
+        var ino = BitConverter.ToUInt64(buffer[32..]);
+        var btimeSeconds = BitConverter.ToInt64(buffer[80..]);
+        var btimeNanoseconds = BitConverter.ToUInt32(buffer[88..]);
+        var devMajor = BitConverter.ToUInt32(buffer[136..]);
+        var devMinor = BitConverter.ToUInt32(buffer[140..]);
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{s_incarnation}:{devMajor}:{devMinor}:{ino}:{btimeSeconds}.{btimeNanoseconds:D9}");
+    }
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int statx(int dirfd, string path, int flags, uint mask, ref byte buffer);
 
     /// <summary>Drops files of a capture (a segment retention removed while it was linked, and older ones).</summary>
     public static void Drop(Capture capture, SnapshotFile file)

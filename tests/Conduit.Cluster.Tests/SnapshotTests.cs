@@ -157,8 +157,9 @@ public class SnapshotTests
         await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
         for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 100) + i));
         await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
-        var offer = await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None);
-        Assert.Equal(offer.CaptureId, (await sender.Machine.OfferAsync(sender.Machine.SnapshotIndex, CancellationToken.None)).CaptureId); // one capture per snapshot
+        var current = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var offer = await sender.Machine.OfferAsync(current, CancellationToken.None);
+        Assert.Equal(offer.CaptureId, (await sender.Machine.OfferAsync(current, CancellationToken.None)).CaptureId); // one capture per snapshot
         Assert.True(offer.Token.Length >= 16);
         var active = offer.Files.Where(f => f.Name.EndsWith(".store", StringComparison.Ordinal)).MaxBy(f => f.Name)!;
 
@@ -188,11 +189,8 @@ public class SnapshotTests
     {
         using var dir = new TempDir();
         await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
-        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
-        for (var i = 0; i < 60; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
-        await WaitUntil(() => sender.Machine.SnapshotIndex >= 40, "a snapshot of entry 40");
-        var snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
-        var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+        var snapshot = await ASnapshotOf(sender, records: 60, atLeast: 40);
+        var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
         var total = offer.TotalBytes;
 
         // The first attempt stops after a third of the bytes (the leader gone, say).
@@ -204,15 +202,16 @@ public class SnapshotTests
         var first = source.Fetched;
         Assert.InRange(first, total / 3, total / 3 + 1);
 
-        // The next InstallSnapshot goes on from there: no byte fetched twice.
+        // The next InstallSnapshot after the back-off goes on from there: no byte fetched twice.
         source.FailAfter = total / 3 * 2;
+        await WaitUntil(() => fresh.Machine.DownloadRetryDue, "the back-off after the failed fetch");
         await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(snapshot, snapshot.Index));
         Assert.InRange(source.Fetched, total / 3 * 2, total / 3 * 2 + 1);
 
         // Restarted: the files it completed (fsynced, then named) are kept; a partial one starts over.
         await fresh.DisposeAsync();
         var staged = Directory.GetFiles(Path.Combine(root, "log", ".install"), "*", SearchOption.AllDirectories);
-        var complete = staged.Where(f => !f.EndsWith(".part", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
+        var complete = staged.Where(f => !f.EndsWith(".part", StringComparison.Ordinal) && !Path.GetFileName(f).StartsWith('.')).Sum(f => new FileInfo(f).Length); // not the .index marker
         Assert.True(complete > 0, "some files were complete before the restart");
         var again = new CountingSource(sender.Machine);
         await using var restarted = new WalNode(root, snapshotEvery: 0, again);
@@ -240,7 +239,7 @@ public class SnapshotTests
             for (var i = 0; i < 40; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
             await WaitUntil(() => sender.Machine.SnapshotIndex >= 20, "a snapshot of entry 20");
             snapshot = ((ISnapshotManager)sender.Machine).Snapshot!;
-            var offer = await sender.Machine.OfferAsync(snapshot.Index, CancellationToken.None);
+            var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
             var source = new CountingSource(sender.Machine) { FailAfter = offer.TotalBytes / 2 };
             await using var cut = new WalNode(root, snapshotEvery: 0, source);
             await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await cut.Wal.AppendAsync(snapshot, snapshot.Index));
@@ -370,6 +369,223 @@ public class SnapshotTests
         var (pending, _) = await restarted.Commit(Append("orders", "after"));
         Assert.Equal(40, pending.Offset);
         Assert.Empty(Directory.GetDirectories(log, ".replaced-*"));
+    }
+
+    [Fact]
+    public async Task A_newer_snapshot_offered_mid_download_keeps_the_staged_files_it_offers_unchanged()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var s1 = await ASnapshotOf(sender, records: 60, atLeast: 40);
+        var o1 = await sender.Machine.OfferAsync(s1, CancellationToken.None);
+        var source = new CountingSource(sender.Machine) { FailAfter = o1.TotalBytes * 9 / 10 };
+        await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        for (var i = 0; i < 15; i++) await sender.Commit(Append("orders", "later" + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex > s1.Index, "a newer snapshot");
+        var s2 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        var o2 = await sender.Machine.OfferAsync(s2, CancellationToken.None);
+        var same = o2.Files.Intersect(o1.Files).Sum(f => f.Length);
+        source.FailAfter = long.MaxValue;
+        var before = source.Fetched;
+        await fresh.Wal.AppendAsync(s2, s2.Index);
+        var refetched = source.Fetched - before;
+        Assert.True(refetched <= o2.TotalBytes - same / 2, $"offer 2: {o2.TotalBytes} bytes, {same} of them identical files of offer 1 (90% of which were staged); fetched again {refetched}");
+    }
+
+    [Fact]
+    public async Task An_offer_is_refused_when_a_topic_of_the_manifest_has_no_files_and_leaves_out_topics_the_replicated_state_does_not_know()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var snapshot = await ASnapshotOf(sender);
+        sender.Storage.GetOrCreate("local"); // on this node's disk only, not through the log
+
+        var offer = await sender.Machine.OfferAsync(snapshot, CancellationToken.None);
+        Assert.Contains(offer.Files, f => f.Folder == "orders");
+        Assert.DoesNotContain(offer.Files, f => f.Folder == "local");
+
+        // As a topic offline on the leader: in the manifest (the replicated state), no files here.
+        var ghost = snapshot.Manifest with { Index = snapshot.Index + 1, Topics = [.. snapshot.Manifest.Topics, new SnapshotTopic("ghost", 5, 0, "Always")] };
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => sender.Machine.OfferAsync(ghost, CancellationToken.None));
+        Assert.Contains("'ghost'", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Disposing_the_machine_cancels_and_awaits_its_background_download()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var s1 = await ASnapshotOf(sender);
+        var source = new BlockingSource();
+        var root = Path.Combine(dir.Path, "fresh");
+        var storage = new FileLogStorage(Path.Combine(root, "log"));
+        var machine = new LogStateMachine(storage, NullLogger.Instance, Path.Combine(root, "raft", "snapshot"), 0, TimeSpan.FromMilliseconds(200), "", source);
+        var wal = new WriteAheadLog(new WriteAheadLog.Options { Location = Path.Combine(root, "raft"), ChunkSize = 16 * 1024 }, machine);
+        await wal.InitializeAsync();
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await wal.AppendAsync(s1, s1.Index));
+        await source.Entered.Task;
+        await wal.DisposeAsync();
+        machine.Dispose();
+        storage.Dispose();
+        await Task.Delay(200);
+        Assert.True(source.Seen.IsCancellationRequested, "the download's fetch is still running after the machine and its storage were disposed");
+    }
+
+    [Fact]
+    public async Task A_download_not_swapped_because_entries_caught_the_node_up_leaves_no_staging()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var root = Path.Combine(dir.Path, "lagging");
+        var gated = new GatedSource(new CountingSource(sender.Machine));
+        var storage = new FileLogStorage(Path.Combine(root, "log"));
+        var machine = new LogStateMachine(storage, NullLogger.Instance, Path.Combine(root, "raft", "snapshot"), 0, TimeSpan.FromMilliseconds(2), "", gated);
+        var wal = new WriteAheadLog(new WriteAheadLog.Options { Location = Path.Combine(root, "raft"), ChunkSize = 16 * 1024 }, machine);
+        await wal.InitializeAsync();
+        var commands = new List<LogCommand> { new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }) };
+        for (var i = 0; i < 80; i++) commands.Add(Append("orders", new string('o', 300) + i));
+        async Task CommitTo(WriteAheadLog log, LogCommand command)
+        {
+            var index = await log.AppendAsync(new BinaryLogEntry { Term = 1, Content = command.Encode() });
+            await log.CommitAsync(index);
+            await log.WaitForApplyAsync(index);
+        }
+        for (var i = 0; i < commands.Count; i++)
+        {
+            await sender.Commit(commands[i]);
+            if (i < 20) await CommitTo(wal, commands[i]);
+        }
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 60, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await wal.AppendAsync(s1, s1.Index));
+        for (var i = 20; i < commands.Count; i++) await CommitTo(wal, commands[i]); // a new leader sends entries
+        gated.Open.TrySetResult();
+        await Task.Delay(1000);
+        var install = Path.Combine(root, "log", ".install");
+        var left = Directory.Exists(install) ? Directory.GetFiles(install, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
+        await wal.DisposeAsync();
+        machine.Dispose();
+        storage.Dispose();
+        Assert.True(left == 0, $"{left} bytes left staged in .install after the node caught up by entries");
+    }
+
+    [Fact]
+    public async Task A_download_cut_off_then_passed_by_entries_after_a_restart_leaves_no_staging()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var root = Path.Combine(dir.Path, "lagging");
+        var commands = new List<LogCommand> { new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }) };
+        for (var i = 0; i < 80; i++) commands.Add(Append("orders", new string('o', 300) + i));
+        var lagging = new WalNode(root, snapshotEvery: 0, new CountingSource(sender.Machine) { FailAfter = 5000 });
+        for (var i = 0; i < commands.Count; i++)
+        {
+            await sender.Commit(commands[i]);
+            if (i < 20) await lagging.Commit(commands[i]);
+        }
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= 60, "a snapshot");
+        var s1 = ((ISnapshotManager)sender.Machine).Snapshot!;
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await lagging.Wal.AppendAsync(s1, s1.Index)); // cut off after 5000 bytes
+        await lagging.DisposeAsync();
+        var install = Path.Combine(root, "log", ".install");
+        long Staged() => Directory.Exists(install) ? Directory.GetFiles(install, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
+        Assert.True(Staged() >= 5000, "staged before the restart: " + Staged());
+
+        await using var restarted = new WalNode(root, snapshotEvery: 0, new CountingSource(sender.Machine));
+        Assert.True(Staged() >= 5000, "kept over the restart (the snapshot is not passed yet): " + Staged());
+        for (var i = 20; i < commands.Count; i++) await restarted.Commit(commands[i]); // a new leader sends entries
+        Assert.True(Staged() == 0, $"{Staged()} bytes left staged in .install after the restarted node applied past the download's snapshot");
+    }
+
+    private sealed class GatedSource(ISnapshotFileSource inner) : ISnapshotFileSource
+    {
+        public TaskCompletionSource Open { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            await Open.Task.WaitAsync(token);
+            await inner.CopyAsync(request, destination, token);
+        }
+    }
+
+    [Fact]
+    public async Task A_source_sending_more_than_the_offered_length_is_refused_at_the_first_write_past_it()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var s1 = await ASnapshotOf(sender);
+        var root = Path.Combine(dir.Path, "fresh");
+        await using var fresh = new WalNode(root, snapshotEvery: 0, new FloodSource());
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        var biggest = Directory.GetFiles(Path.Combine(root, "log", ".install"), "*", SearchOption.AllDirectories).Max(f => new FileInfo(f).Length);
+        Assert.True(biggest < 100_000, $"a staged file grew to {biggest} bytes, past any offered length");
+    }
+
+    [Fact]
+    public async Task A_fetch_failing_again_and_again_is_retried_after_a_back_off_not_at_every_InstallSnapshot()
+    {
+        using var dir = new TempDir();
+        await using var sender = new WalNode(Path.Combine(dir.Path, "sender"), snapshotEvery: 5);
+        var s1 = await ASnapshotOf(sender);
+        var source = new FailingSource();
+        await using var fresh = new WalNode(Path.Combine(dir.Path, "fresh"), snapshotEvery: 0, source);
+        await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index));
+        await WaitUntil(() => source.Calls >= 1, "the first fetch");
+        await Task.Delay(100); // the download fails just after its fetch
+        var clock = Stopwatch.StartNew();
+        for (var i = 0; i < 10; i++)
+        {
+            await Assert.ThrowsAsync<SnapshotInstallPendingException>(async () => await fresh.Wal.AppendAsync(s1, s1.Index)); // heartbeats
+            await Task.Delay(20);
+        }
+        // Retries are due 1, 3, 7, ... s after the first failure; one more for slack on a loaded machine.
+        var due = 1 + (int)Math.Floor(Math.Log2(clock.Elapsed.TotalSeconds + 0.2 + 1)) + 1;
+        Assert.True(source.Calls <= due, $"{source.Calls} fetches in {clock.Elapsed.TotalSeconds:0.0} s for 11 InstallSnapshots (at most {due} with the back-off)");
+    }
+
+    /// <summary>Commits topic orders (4 KiB segments) and <paramref name="records"/> records of 500 bytes through <paramref name="sender"/> (a snapshot every 5 entries) and returns a snapshot of entry <paramref name="atLeast"/> or later.</summary>
+    private static async Task<LogSnapshot> ASnapshotOf(WalNode sender, int records = 30, long atLeast = 10)
+    {
+        await sender.Commit(new LogCommand.CreateTopic("orders", new TopicConfig { SegmentBytes = 4096 }));
+        for (var i = 0; i < records; i++) await sender.Commit(Append("orders", new string('o', 500) + i));
+        await WaitUntil(() => sender.Machine.SnapshotIndex >= atLeast, "a snapshot of entry " + atLeast);
+        return (LogSnapshot)((ISnapshotManager)sender.Machine).Snapshot!;
+    }
+
+    private sealed class FailingSource : ISnapshotFileSource
+    {
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            Interlocked.Increment(ref _calls);
+            throw new IOException("connection refused (test)");
+        }
+    }
+
+    private sealed class FloodSource : ISnapshotFileSource
+    {
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            var junk = new byte[64 * 1024];
+            for (var i = 0; i < 160; i++) await destination.WriteAsync(junk, token); // 10 MiB, whatever was offered
+        }
+    }
+
+    private sealed class BlockingSource : ISnapshotFileSource
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public CancellationToken Seen { get; private set; }
+
+        public async Task CopyAsync(SnapshotFileRequest request, Stream destination, CancellationToken token)
+        {
+            Seen = token;
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, token);
+        }
     }
 
     private sealed class WalNode : IAsyncDisposable
