@@ -142,7 +142,11 @@ internal sealed class LogSnapshot(SnapshotManifest manifest, LogStateMachine mac
         name == FileLogStorage.TopicFile
         || (name.Length > 0 && name.IndexOfAny(['/', '\\']) < 0 && !name.StartsWith('.')
             && Path.GetExtension(name) is ".store" or ".index" or ".producers"
-            && long.TryParse(Path.GetFileNameWithoutExtension(name), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _));
+            && SegmentBase(name) is not null);
+
+    /// <summary>The number a segment or producer-state file is named by (its base offset), or null for any other name.</summary>
+    public static long? SegmentBase(string fileName) =>
+        long.TryParse(Path.GetFileNameWithoutExtension(fileName), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var b) ? b : null;
 
     /// <summary>Whether <paramref name="folder"/> is a topic's folder name (the default topic's, or a valid topic name).</summary>
     public static bool IsTopicFolder(string folder) =>

@@ -87,11 +87,11 @@ internal sealed partial class LogStateMachine
                 var name = Path.GetFileName(path);
                 if (!LogSnapshot.IsTopicFile(name)) continue;
                 if (SnapshotCaptures.Link(capture, folder, name, path) is { } file) linked.Add(file);
-                else if (BaseOf(name) is { } b) removed = Math.Max(removed ?? b, b); // retention removed it since the listing: it and every older segment go unsent
+                else if (LogSnapshot.SegmentBase(name) is { } b) removed = Math.Max(removed ?? b, b); // retention removed it since the listing: it and every older segment go unsent
             }
             foreach (var file in linked)
             {
-                if (removed is { } r && BaseOf(file.Name) is { } b && b <= r) SnapshotCaptures.Drop(capture, file);
+                if (removed is { } r && LogSnapshot.SegmentBase(file.Name) is { } b && b <= r) capture.Remove(file);
             }
             if (capture.Files.Any(f => f.Folder == folder)) captured.Add(topic.Name);
         }
@@ -133,9 +133,6 @@ internal sealed partial class LogStateMachine
 
     /// <summary>How many captures the leader keeps now (tests).</summary>
     internal int CaptureCount => _captures?.Count ?? 0;
-
-    private static long? BaseOf(string fileName) =>
-        long.TryParse(Path.GetFileNameWithoutExtension(fileName), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var b) ? b : null;
 
     /// <summary>The leader's side: a capture failed (a warning; DotNext sends the snapshot again).</summary>
     internal void CaptureFailed(long index, Exception ex) =>

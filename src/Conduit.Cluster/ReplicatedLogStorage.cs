@@ -196,7 +196,8 @@ internal sealed class ReplicatedTopicLog(ReplicatedLogStorage storage, string na
             catch (TopicReplacedException)
             {
                 // A snapshot install closed it; the new instance is listed once open (a failed
-                // install removes the topic: the wait goes on as for one not created yet).
+                // install removes the topic: the wait goes on as for one not created yet). Polled:
+                // the swap wakes nobody, and it takes milliseconds.
                 while (ReferenceEquals(Local, local)) await Task.Delay(10, cancellationToken).ConfigureAwait(false);
             }
         }

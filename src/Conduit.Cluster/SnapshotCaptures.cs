@@ -148,12 +148,6 @@ internal sealed partial class SnapshotCaptures : IDisposable
     [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int statx(int dirfd, string path, int flags, uint mask, ref byte buffer);
 
-    /// <summary>Drops files of a capture (a segment retention removed while it was linked, and older ones).</summary>
-    public static void Drop(Capture capture, SnapshotFile file)
-    {
-        capture.Remove(file);
-    }
-
     /// <summary>Opens a captured file for reading from <paramref name="offset"/> to its captured length (one file descriptor, until the stream is disposed).</summary>
     public Stream Open(string captureId, ReadOnlySpan<byte> token, string folder, string file, long offset)
     {
