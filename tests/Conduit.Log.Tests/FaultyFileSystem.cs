@@ -42,6 +42,9 @@ internal sealed class FaultyFileSystem : LogFileSystem
 
     public bool Crashed { get; private set; }
 
+    /// <summary>Each page-cache drop asked for: the file, the range, and how much of the file was fsynced then.</summary>
+    public List<(string Path, long Position, long Length, long Fsynced)> CacheDrops { get; } = new();
+
     /// <summary>From now on every operation fails, as if the process had died.</summary>
     public void Crash() => Crashed = true;
 
@@ -185,6 +188,12 @@ internal sealed class FaultyFileSystem : LogFileSystem
             inner.Flush();
             var content = LogFileSystem.ReadAll(inner);
             lock (files._lock) files._durable[path] = content;
+        }
+
+        public void DropFromCache(long position, long length)
+        {
+            lock (files._lock) files.CacheDrops.Add((path, position, length, files._durable.TryGetValue(path, out var durable) ? durable.Length : 0));
+            inner.DropFromCache(position, length);
         }
 
         public void Dispose() => inner.Dispose();

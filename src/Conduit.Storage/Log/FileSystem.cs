@@ -18,6 +18,15 @@ internal interface ILogFile : IDisposable
 
     /// <summary>fsync: what was written is on the disk when this returns.</summary>
     void Flush();
+
+    /// <summary>
+    /// Advice only: the bytes in [<paramref name="position"/>, +<paramref name="length"/>) are
+    /// durable and need not stay in the OS page cache (whole pages inside the range are dropped;
+    /// dirty ones are kept). Never fails; a no-op where the platform has no such advice.
+    /// </summary>
+    void DropFromCache(long position, long length)
+    {
+    }
 }
 
 /// <summary>
@@ -91,6 +100,8 @@ internal class LogFileSystem
 
         public void Flush() => RandomAccess.FlushToDisk(handle);
 
+        public void DropFromCache(long position, long length) => FileSystem.DropFromCache(handle, position, length);
+
         public void Dispose() => handle.Dispose();
     }
 }
@@ -126,6 +137,34 @@ internal static partial class FileSystem
             _ = Close(fd);
         }
     }
+
+    private const int FadviseDontNeed = 4; // POSIX_FADV_DONTNEED on Linux (every architecture .NET runs on)
+
+    /// <summary>
+    /// posix_fadvise(DONTNEED) on Linux: the kernel drops the clean page-cache pages of the range,
+    /// so they are reused for the next writes instead of new memory being taken for them. Errors
+    /// (a closed handle included) are ignored: it is advice.
+    /// </summary>
+    public static void DropFromCache(SafeFileHandle handle, long position, long length)
+    {
+        if (!OperatingSystem.IsLinux() || !Environment.Is64BitProcess || length <= 0) return; // off_t is 64 bits
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added); // the fd cannot be closed and reused under the call
+            _ = Fadvise((int)handle.DangerousGetHandle(), position, length, FadviseDontNeed);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "posix_fadvise")]
+    private static extern int Fadvise(int fd, long offset, long length, int advice);
 
     [DllImport("libc", EntryPoint = "open", SetLastError = true)]
     private static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);

@@ -503,7 +503,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                 _pendingFlush = null;
             }
             // Everyone in this round wrote before it was taken, so before this snapshot.
-            long target;
+            long target, synced;
             Segment active;
             lock (_writeLock)
             {
@@ -526,6 +526,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
                     round.TrySetException(new LogFailedException(Name, _failure));
                     continue;
                 }
+                synced = active.StoreLength;
             }
             try
             {
@@ -561,6 +562,31 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
             lock (_flushLock) _durable = Math.Max(_durable, target);
             if (Settings.Durability == Durability.Always) Publish(target);
             round.TrySetResult();
+            DropDurableFromCache(active, synced);
+        }
+    }
+
+    /// <summary>
+    /// After an fsync that made the active segment durable up to <paramref name="synced"/>: the
+    /// page cache keeps the topic's last <see cref="TopicSettings.PageCacheBytes"/> (the readers at
+    /// the tail); older bytes this process wrote are dropped from it, so the next writes reuse
+    /// their pages instead of taking new memory (docs/log.md, "The page cache"). Flush loop only.
+    /// </summary>
+    private void DropDurableFromCache(Segment active, long synced)
+    {
+        var keep = Settings.PageCacheBytes;
+        if (keep <= 0) return;
+        active.DropFromCache(synced - keep, all: false);
+        // The window reaches back into sealed segments (all fsynced when they were rolled) while
+        // the active one is shorter than it; past it, they are dropped whole.
+        var segments = Volatile.Read(ref _segments);
+        var window = keep - synced;
+        for (var i = Array.IndexOf(segments, active) - 1; i >= 0; i--)
+        {
+            var sealedSegment = segments[i];
+            if (sealedSegment.CacheDropped) break; // and so was every older one
+            sealedSegment.DropFromCache(sealedSegment.StoreLength - Math.Max(0, window), all: true);
+            window -= sealedSegment.StoreLength;
         }
     }
 

@@ -74,6 +74,13 @@ public sealed record TopicSettings
     /// <summary>How many of a producer's most recent sequence numbers a retry is recognised for (with its offset).</summary>
     public int ProducerWindow { get; init; } = 1024;
 
+    /// <summary>
+    /// How many bytes at the durable end of the topic stay in the OS page cache for readers at the
+    /// tail; older bytes are dropped from it once fsynced, so their pages are reused for the next
+    /// writes (docs/log.md, "The page cache"). 0: the kernel decides alone.
+    /// </summary>
+    public long PageCacheBytes { get; init; } = 64L * 1024 * 1024;
+
     public const long MinSegmentBytes = 1024;
     public const long MaxSegmentBytes = 1L << 30;
 
@@ -83,6 +90,7 @@ public sealed record TopicSettings
         if (SegmentBytes is < MinSegmentBytes or > MaxSegmentBytes) return $"segment size must be between {MinSegmentBytes} and {MaxSegmentBytes} bytes";
         if (RetentionBytes < 0) return "retention bytes must not be negative";
         if (RetentionAge < TimeSpan.Zero) return "retention age must not be negative";
+        if (PageCacheBytes < 0) return "the page cache bytes must not be negative";
         if (ProducerExpiration <= TimeSpan.Zero) return "the producer expiration must be positive";
         if (MaxProducers < 1) return "a topic remembers at least one producer";
         if (ProducerWindow < 1) return "the producer window is at least one sequence number";

@@ -37,6 +37,11 @@ internal sealed class Segment : IDisposable
     private long _committedNext;
     private long _repairedAtLength = -1;
     private int _disposed;
+    // Store bytes below this were dropped from the page cache (DropFromCache). -1 in a segment
+    // opened from disk until this process appends to it: what it held before is left to the kernel.
+    private long _cacheDroppedTo = -1;
+    private const long CachePage = 4096;
+    private const long CacheDropStep = 256 * 1024; // at most one fadvise per 256 KiB appended
 
     private Segment(LogFileSystem files, long baseOffset, string storePath, ILogFile store, ILogFile index, ulong topicId, string topic, ILogger logger)
     {
@@ -107,6 +112,7 @@ internal sealed class Segment : IDisposable
         var segment = new Segment(files, baseOffset, name + StoreExtension, store, index, topicId, topic, logger);
         segment._storeLength = segment._committedLength = SegmentHeader.Size;
         segment._committedNext = baseOffset;
+        segment._cacheDroppedTo = 0;
         return segment;
     }
 
@@ -488,6 +494,7 @@ internal sealed class Segment : IDisposable
     public void Append(ReadOnlySpan<byte> encoded, ReadOnlySpan<int> sizes, long maxTimestampMs)
     {
         var position = _storeLength;
+        if (Volatile.Read(ref _cacheDroppedTo) < 0) Interlocked.CompareExchange(ref _cacheDroppedTo, position & ~(CachePage - 1), -1);
         _store.Write(encoded, position);
         var length = sizes.Length * IndexEntrySize;
         var rented = length > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(length) : null;
@@ -554,6 +561,23 @@ internal sealed class Segment : IDisposable
 
     /// <summary>fsync of the store: what the log's durability rests on.</summary>
     public void FlushStore() => _store.Flush();
+
+    /// <summary>
+    /// Drops the store's bytes below <paramref name="end"/>, which the caller knows fsynced, from
+    /// the page cache (whole pages, from where the last call stopped; unless <paramref name="all"/>,
+    /// only once 256 KiB are due). Only what this process appended; one caller at a time.
+    /// </summary>
+    public void DropFromCache(long end, bool all)
+    {
+        var from = Volatile.Read(ref _cacheDroppedTo);
+        end &= ~(CachePage - 1);
+        if (from < 0 || end - from < (all ? 1 : CacheDropStep)) return;
+        _store.DropFromCache(from, end - from);
+        Volatile.Write(ref _cacheDroppedTo, end);
+    }
+
+    /// <summary>Whether every whole page this process appended to the store was dropped from the page cache.</summary>
+    public bool CacheDropped => Volatile.Read(ref _cacheDroppedTo) is var from && (from < 0 || from >= (StoreLength & ~(CachePage - 1)));
 
     /// <summary>Makes store and index durable before the segment stops being the active one.</summary>
     public void Seal()

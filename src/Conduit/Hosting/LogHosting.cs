@@ -54,8 +54,12 @@ public sealed class LogOptions
     /// <summary>How many of a producer's latest sequence numbers a retry is answered with its offset for.</summary>
     public int ProducerWindow { get; set; } = 1024;
 
+    /// <summary>Bytes at the durable end of each topic kept in the OS page cache; older ones are dropped from it once fsynced (docs/log.md, "The page cache"). 0: the kernel decides alone.</summary>
+    public long PageCacheBytes { get; set; } = 64L * 1024 * 1024;
+
     public TopicSettings TopicDefaults() => new()
     {
+        PageCacheBytes = PageCacheBytes,
         ProducerExpiration = TimeSpan.FromMilliseconds(ProducerExpirationMs),
         MaxProducers = MaxProducersPerTopic,
         ProducerWindow = ProducerWindow,
