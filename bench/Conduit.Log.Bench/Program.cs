@@ -41,6 +41,7 @@ if (args.Contains("--help") || args.Contains("-h"))
           --warmup     seconds each produce workload picked runs on a warm-up topic before the
                        measured rows, not measured (default 2; 0: none)
           --in-flight  ProduceBatch calls in flight (default 4)
+          --connections  connections (channels) those calls are spread over (default 1)
           --batch-bytes  bytes of records per ProduceBatch call for values over 1 KiB (default 131072)
         """);
     return 0;
@@ -52,6 +53,7 @@ var sizes = (Arg("--sizes") ?? "100,4096").Split(',').Select(x => int.Parse(x, C
 var diskRuns = int.Parse(Arg("--disk-runs") ?? "3", CultureInfo.InvariantCulture);
 var warmup = double.Parse(Arg("--warmup") ?? "2", CultureInfo.InvariantCulture);
 var inFlight = int.Parse(Arg("--in-flight") ?? "4", CultureInfo.InvariantCulture);
+var connections = int.Parse(Arg("--connections") ?? "1", CultureInfo.InvariantCulture);
 var batchBytes = int.Parse(Arg("--batch-bytes") ?? "131072", CultureInfo.InvariantCulture);
 int PerBatch(int size) => size <= 1024 ? 256 : Math.Max(1, batchBytes / size);
 var settings = new Dictionary<string, string?> { ["Conduit:Log:RetentionCheckSeconds"] = "0" };
@@ -90,6 +92,8 @@ await using var app = ConduitHost.Build(options, configuration,
 await app.StartAsync();
 using var channel = ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]);
 var log = new Log.LogClient(channel);
+// ProduceBatch's calls in flight spread over this many connections (--connections; default 1).
+var batchClients = Enumerable.Range(0, connections).Select(i => i == 0 ? log : new Log.LogClient(ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]))).ToArray();
 var admin = new LogAdmin.LogAdminClient(channel);
 
 var storage = app.Services.GetRequiredService<ILogStorage>();
@@ -103,7 +107,7 @@ if (warmup > 0)
         var topic = $"warmup{size}";
         await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
         if (rows.Contains("stream")) await ProduceFor(log, topic, size, warmup);
-        if (rows.Contains("batch")) await ProduceBatchFor(log, topic, size, PerBatch(size), inFlight, warmup);
+        if (rows.Contains("batch")) await ProduceBatchFor(batchClients, topic, size, PerBatch(size), inFlight, warmup);
         if (rows.Contains("producer"))
         {
             await ProducerFor(log, topic, size, warmup, idempotent: false);
@@ -173,7 +177,7 @@ if (rows.Contains("store"))
 
 if (rows.Contains("batch"))
 {
-    Line($"| ProduceBatch (issue 16), {inFlight} calls in flight | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
+    Line($"| ProduceBatch (issue 16), {inFlight} calls in flight over {connections} connection(s) | records/s | MB/s | share of disk bandwidth | records per fsync | batch latency p50 / p99 | CPU ms / thread-pool work items per MB (client + server) |");
     Line("|---|---|---|---|---|---|---|");
     foreach (var size in sizes)
     {
@@ -183,7 +187,7 @@ if (rows.Contains("batch"))
             var topic = $"b{size}-{durability.ToString().ToLowerInvariant()}";
             await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = durability } });
             var cpu = Cpu.Start();
-            var (count, elapsed, p50, p99) = await ProduceBatchFor(log, topic, size, perBatch, inFlight, seconds);
+            var (count, elapsed, p50, p99) = await ProduceBatchFor(batchClients, topic, size, perBatch, inFlight, seconds);
             var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
@@ -346,7 +350,7 @@ static async Task<(long Count, double Seconds)> ProduceFor(Log.LogClient log, st
     return (count, watch.Elapsed.TotalSeconds);
 }
 
-static async Task<(long Count, double Seconds, double P50, double P99)> ProduceBatchFor(Log.LogClient log, string topic, int size, int perBatch, int inFlight, double seconds)
+static async Task<(long Count, double Seconds, double P50, double P99)> ProduceBatchFor(Log.LogClient[] clients, string topic, int size, int perBatch, int inFlight, double seconds)
 {
     var request = new ProduceBatchRequest { Topic = topic };
     var value = ByteString.CopyFrom(new byte[size]);
@@ -354,8 +358,9 @@ static async Task<(long Count, double Seconds, double P50, double P99)> ProduceB
     var latencies = new List<double>();
     long count = 0;
     var watch = Stopwatch.StartNew();
-    await Task.WhenAll(Enumerable.Range(0, inFlight).Select(_ => Task.Run(async () =>
+    await Task.WhenAll(Enumerable.Range(0, inFlight).Select(i => Task.Run(async () =>
     {
+        var log = clients[i % clients.Length];
         while (watch.Elapsed.TotalSeconds < seconds)
         {
             var start = Stopwatch.GetTimestamp();

@@ -36,7 +36,8 @@ public static class AuthorityRepair
     private static async Task Run(ConnectionContext context, ConnectionDelegate next)
     {
         var transport = context.Transport;
-        var inbound = new Pipe(new PipeOptions(useSynchronizationContext: false));
+        // In the connection's own blocks (TransportBlocks), not the shared pool's 4 KiB ones.
+        var inbound = new Pipe(new PipeOptions(pool: context.Features.Get<Microsoft.AspNetCore.Connections.Features.IMemoryPoolFeature>()?.MemoryPool, useSynchronizationContext: false));
         context.Transport = new Duplex(inbound.Reader, transport.Output);
         var pump = Pump(transport.Input, inbound.Writer);
         try

@@ -581,7 +581,8 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         // the active one is shorter than it; past it, they are dropped whole.
         var segments = Volatile.Read(ref _segments);
         var window = keep - synced;
-        for (var i = Array.IndexOf(segments, active) - 1; i >= 0; i--)
+        var at = segments[^1] == active ? segments.Length - 1 : Array.IndexOf(segments, active); // rolled since: still where it was
+        for (var i = at - 1; i >= 0; i--)
         {
             var sealedSegment = segments[i];
             if (sealedSegment.CacheDropped) break; // and so was every older one

@@ -48,6 +48,12 @@ public sealed class ConnectionOptions
 
     /// <summary>Request metadata above this is refused RESOURCE_EXHAUSTED (grpc.MaxHeaderListSize; grpc's hard limit).</summary>
     public int MaxMetadataBytes { get; set; } = 16 * 1024;
+
+    /// <summary>
+    /// Size of the blocks connections read into and buffer in (<see cref="TransportBlocks"/>): 16 KiB
+    /// takes one HTTP/2 DATA frame per read. 0: Kestrel's own 4 KiB blocks.
+    /// </summary>
+    public int TransportBlockBytes { get; set; } = 16 * 1024;
 }
 
 /// <summary>
@@ -65,6 +71,8 @@ public static class ConnectionsHosting
         Validate(options);
         builder.Services.AddSingleton(options);
         builder.WebHost.ConfigureKestrel((context, kestrel) => ConfigureKestrel(kestrel, options));
+        // Before Kestrel's socket transport adds its default (TryAdd), so it creates its pools here.
+        if (options.TransportBlockBytes != 0) builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>>(new TransportBlocks(options.TransportBlockBytes));
         // After AddGrpc's own configuration, whenever that is registered.
         builder.Services.PostConfigure<GrpcServiceOptions>(o =>
         {
@@ -112,6 +120,7 @@ public static class ConnectionsHosting
 
     private static void Validate(ConnectionOptions o)
     {
+        if (o.TransportBlockBytes != 0 && o.TransportBlockBytes is < TransportBlocks.MinBlockBytes or > TransportBlocks.MaxBlockBytes) throw new ArgumentException($"{ConnectionOptions.Section}:TransportBlockBytes must be 0 (Kestrel's own pool) or {TransportBlocks.MinBlockBytes} to {TransportBlocks.MaxBlockBytes}.");
         if (o.MaxConcurrentStreams < 1) throw new ArgumentException($"{ConnectionOptions.Section}:MaxConcurrentStreams must be at least 1.");
         if (o.MaxReceiveMessageBytes < 1) throw new ArgumentException($"{ConnectionOptions.Section}:MaxReceiveMessageBytes must be positive.");
         if (o.MaxSendMessageBytes is < 1) throw new ArgumentException($"{ConnectionOptions.Section}:MaxSendMessageBytes must be positive (or unset: no limit).");
