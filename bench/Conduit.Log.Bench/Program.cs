@@ -93,7 +93,8 @@ await app.StartAsync();
 using var channel = ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]);
 var log = new Log.LogClient(channel);
 // ProduceBatch's calls in flight spread over this many connections (--connections; default 1).
-var batchClients = Enumerable.Range(0, connections).Select(i => i == 0 ? log : new Log.LogClient(ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]))).ToArray();
+var extraChannels = Enumerable.Range(1, Math.Max(0, connections - 1)).Select(_ => ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0])).ToList();
+var batchClients = new[] { log }.Concat(extraChannels.Select(c => new Log.LogClient(c))).ToArray();
 var admin = new LogAdmin.LogAdminClient(channel);
 
 var storage = app.Services.GetRequiredService<ILogStorage>();
@@ -249,6 +250,7 @@ if (rows.Contains("latency"))
     }
     Line("");
 }
+foreach (var extra in extraChannels) extra.Dispose();
 await app.StopAsync();
 await app.DisposeAsync(); // closes the topics (their clean-shutdown checkpoints) before the folder goes
 var after = MeasureDisk(dir, seconds, diskRuns);

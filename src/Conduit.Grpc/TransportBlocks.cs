@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Connections;
 
 namespace Conduit.Grpc;
@@ -10,72 +11,89 @@ namespace Conduit.Grpc;
 /// 256 receive calls, each waking the connection's reader; with 16 KiB blocks a read takes a whole
 /// HTTP/2 DATA frame, and the pipes in between (the HTTP/2 stream's request body, AuthorityRepair)
 /// hold a message in 4x fewer pieces. Measured (docs/performance.md): about a sixth less CPU per
-/// MB of 4 KiB records through ProduceBatch. The cost is memory: a pipe holding a few bytes (an
-/// idle stream's response) holds a whole block.
+/// MB of 4 KiB records through the log's producer. The cost is memory: a pipe holding a few bytes
+/// (an idle stream's response) holds a whole block.
 /// <para>
 /// Registered as the <see cref="IMemoryPoolFactory{T}"/> Kestrel's socket transport creates its
-/// pools with (<c>Conduit:Connections:TransportBlockBytes</c>; 0 keeps Kestrel's own pool, with its
-/// idle eviction and aspnetcore.memorypool metrics). Blocks are pinned (sockets read into them
-/// without pinning per call) and reused; at most <see cref="MaxFreeBlocks"/> are kept free per
-/// pool, the rest left to the GC.
+/// pools with (one per I/O queue and listener; <c>Conduit:Connections:TransportBlockBytes</c>; 0
+/// keeps Kestrel's own pool, with its idle eviction and aspnetcore.memorypool metrics). Blocks
+/// are pinned (sockets read into them without a pin per call) and reused through one free list
+/// for all the factory's pools, which keeps at most <see cref="MaxFreeBytes"/>; the rest are left
+/// to the GC.
 /// </para>
 /// </summary>
-public sealed class TransportBlocks(int blockBytes) : IMemoryPoolFactory<byte>
+public sealed class TransportBlocks : IMemoryPoolFactory<byte>
 {
     public const int MinBlockBytes = 4096;
     public const int MaxBlockBytes = 1024 * 1024;
-    public const int MaxFreeBlocks = 1024;
 
-    public int BlockBytes { get; } = blockBytes is >= MinBlockBytes and <= MaxBlockBytes
-        ? blockBytes
-        : throw new ArgumentOutOfRangeException(nameof(blockBytes), blockBytes, $"A transport block is {MinBlockBytes} to {MaxBlockBytes} bytes.");
+    /// <summary>Free blocks kept for reuse, all pools together.</summary>
+    public const long MaxFreeBytes = 16L * 1024 * 1024;
 
-    public MemoryPool<byte> Create(MemoryPoolOptions? options = null) => new Pool(BlockBytes);
+    private readonly ConcurrentQueue<byte[]> _free = new();
+    private int _freeCount;
+
+    public TransportBlocks(int blockBytes)
+    {
+        if (blockBytes is < MinBlockBytes or > MaxBlockBytes) throw new ArgumentOutOfRangeException(nameof(blockBytes), blockBytes, $"A transport block is {MinBlockBytes} to {MaxBlockBytes} bytes.");
+        BlockBytes = blockBytes;
+        MaxFreeBlocks = (int)(MaxFreeBytes / blockBytes);
+    }
+
+    public int BlockBytes { get; }
+
+    /// <summary>How many free blocks are kept: <see cref="MaxFreeBytes"/> of them.</summary>
+    public int MaxFreeBlocks { get; }
+
+    /// <summary>Blocks free for reuse now (for tests).</summary>
+    internal int FreeBlocks => Volatile.Read(ref _freeCount);
+
+    public MemoryPool<byte> Create(MemoryPoolOptions? options = null) => new Pool(this);
+
+    private byte[] Take()
+    {
+        if (_free.TryDequeue(out var block))
+        {
+            Interlocked.Decrement(ref _freeCount);
+            return block;
+        }
+        return GC.AllocateUninitializedArray<byte>(BlockBytes, pinned: true);
+    }
+
+    private void Return(byte[] block)
+    {
+        if (Interlocked.Increment(ref _freeCount) <= MaxFreeBlocks) _free.Enqueue(block);
+        else Interlocked.Decrement(ref _freeCount);
+    }
 
     /// <summary>Every rent is one whole block, whatever size was asked for up to the block (as Kestrel's own pool does).</summary>
-    internal sealed class Pool(int blockBytes) : MemoryPool<byte>
+    private sealed class Pool(TransportBlocks blocks) : MemoryPool<byte>
     {
-        private readonly ConcurrentQueue<byte[]> _free = new();
-        private int _freeCount;
-
-        public override int MaxBufferSize => blockBytes;
-
-        /// <summary>Blocks free for reuse now (for tests).</summary>
-        internal int FreeBlocks => Volatile.Read(ref _freeCount);
+        public override int MaxBufferSize => blocks.BlockBytes;
 
         public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
         {
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(minBufferSize, blockBytes);
-            if (_free.TryDequeue(out var block))
-            {
-                Interlocked.Decrement(ref _freeCount);
-                return new Lease(this, block);
-            }
-            return new Lease(this, GC.AllocateUninitializedArray<byte>(blockBytes, pinned: true));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(minBufferSize, blocks.BlockBytes);
+            return new Lease(blocks, blocks.Take());
         }
 
-        private void Return(byte[] block)
-        {
-            if (Interlocked.Increment(ref _freeCount) <= MaxFreeBlocks) _free.Enqueue(block);
-            else Interlocked.Decrement(ref _freeCount);
-        }
-
+        // The free list belongs to the factory, shared by its pools: nothing of its own to release.
         protected override void Dispose(bool disposing)
         {
-            while (_free.TryDequeue(out _)) Interlocked.Decrement(ref _freeCount);
         }
+    }
 
-        private sealed class Lease(Pool pool, byte[] block) : IMemoryOwner<byte>
+    private sealed class Lease(TransportBlocks blocks, byte[] block) : IMemoryOwner<byte>
+    {
+        private byte[]? _block = block;
+        private readonly Memory<byte> _memory = MemoryMarshal.CreateFromPinnedArray(block, 0, block.Length);
+
+        public Memory<byte> Memory => _block is not null ? _memory : throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
+
+        public void Dispose()
         {
-            private byte[]? _block = block;
-
-            public Memory<byte> Memory => _block ?? throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
-
-            public void Dispose()
-            {
-                // Once only: a block given back twice would be handed to two owners.
-                if (Interlocked.Exchange(ref _block, null) is { } returned) pool.Return(returned);
-            }
+            // Once only: a block given back twice would be handed to two owners.
+            if (Interlocked.Exchange(ref _block, null) is { } returned) blocks.Return(returned);
         }
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using Conduit.Grpc.Tests.Protos;
 using Conduit.Hosting;
 using Grpc.Core;
@@ -36,14 +37,17 @@ public class TransportBlocksTests
     }
 
     [Fact]
-    public void At_most_1024_free_blocks_are_kept_the_rest_are_left_to_the_GC()
+    public void At_most_16_MiB_of_free_blocks_are_kept_for_all_pools_together_the_rest_are_left_to_the_GC()
     {
-        var pool = (TransportBlocks.Pool)new TransportBlocks(4096).Create();
-        var leases = Enumerable.Range(0, TransportBlocks.MaxFreeBlocks + 100).Select(_ => pool.Rent()).ToList();
+        var blocks = new TransportBlocks(16384);
+        Assert.Equal(1024, blocks.MaxFreeBlocks);
+        using MemoryPool<byte> one = blocks.Create(), two = blocks.Create();
+        var leases = Enumerable.Range(0, 700).SelectMany(_ => new[] { one.Rent(), two.Rent() }).ToList();
         foreach (var lease in leases) lease.Dispose();
-        Assert.Equal(TransportBlocks.MaxFreeBlocks, pool.FreeBlocks);
-        pool.Dispose();
-        Assert.Equal(0, pool.FreeBlocks);
+        Assert.Equal(blocks.MaxFreeBlocks, blocks.FreeBlocks);
+        var again = two.Rent(); // from the shared free list
+        Assert.Equal(blocks.MaxFreeBlocks - 1, blocks.FreeBlocks);
+        again.Dispose();
     }
 
     [Theory]

@@ -42,8 +42,13 @@ internal sealed class FaultyFileSystem : LogFileSystem
 
     public bool Crashed { get; private set; }
 
-    /// <summary>Each page-cache drop asked for: the file, the range, and how much of the file was fsynced then.</summary>
-    public List<(string Path, long Position, long Length, long Fsynced)> CacheDrops { get; } = new();
+    private readonly List<(string Path, long Position, long Length, long Fsynced)> _cacheDrops = new();
+
+    /// <summary>Each page-cache drop asked for so far: the file, the range, and how much of the file was fsynced then.</summary>
+    public List<(string Path, long Position, long Length, long Fsynced)> CacheDrops()
+    {
+        lock (_lock) return [.. _cacheDrops];
+    }
 
     /// <summary>From now on every operation fails, as if the process had died.</summary>
     public void Crash() => Crashed = true;
@@ -192,7 +197,7 @@ internal sealed class FaultyFileSystem : LogFileSystem
 
         public void DropFromCache(long position, long length)
         {
-            lock (files._lock) files.CacheDrops.Add((path, position, length, files._durable.TryGetValue(path, out var durable) ? durable.Length : 0));
+            lock (files._lock) files._cacheDrops.Add((path, position, length, files._durable.TryGetValue(path, out var durable) ? durable.Length : 0));
             inner.DropFromCache(position, length);
         }
 

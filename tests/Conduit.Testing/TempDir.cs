@@ -16,11 +16,24 @@ public sealed class TempDir(string prefix = "conduit-test-") : IDisposable
 
 public static class Ports
 {
-    /// <summary>A loopback TCP port that was free a moment ago (for servers that need their port named up front).</summary>
+    private static readonly HashSet<int> Given = [];
+
+    /// <summary>
+    /// A loopback TCP port that was free a moment ago (for servers that need their port named up
+    /// front), never one this process was given before: the kernel can hand the same port to two
+    /// listeners opened and closed one after the other (a cluster's members got one port twice).
+    /// </summary>
     public static int Free()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        while (true)
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            lock (Given)
+            {
+                if (Given.Add(port)) return port;
+            }
+        }
     }
 }

@@ -138,7 +138,8 @@ internal static partial class FileSystem
         }
     }
 
-    private const int FadviseDontNeed = 4; // POSIX_FADV_DONTNEED on Linux (every architecture .NET runs on)
+    // POSIX_FADV_DONTNEED: 6 on s390x, 4 on every other architecture Linux and .NET share.
+    private static readonly int FadviseDontNeed = RuntimeInformation.ProcessArchitecture == Architecture.S390x ? 6 : 4;
 
     /// <summary>
     /// posix_fadvise(DONTNEED) on Linux: the kernel drops the clean page-cache pages of the range,

@@ -34,6 +34,7 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private bool _disposed;
     private volatile bool _replaced;
     private long _fsyncs;
+    private bool _cacheAdviceFailed; // flush loop only
 
     private FileTopicLog(string name, string directory, TopicSettings settings, Segment[] segments, ProducerStates producers, ILogger logger, TimeProvider time, LogFileSystem files)
     {
@@ -575,19 +576,28 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
     private void DropDurableFromCache(Segment active, long synced)
     {
         var keep = Settings.PageCacheBytes;
-        if (keep <= 0) return;
-        active.DropFromCache(synced - keep, all: false);
-        // The window reaches back into sealed segments (all fsynced when they were rolled) while
-        // the active one is shorter than it; past it, they are dropped whole.
-        var segments = Volatile.Read(ref _segments);
-        var window = keep - synced;
-        var at = segments[^1] == active ? segments.Length - 1 : Array.IndexOf(segments, active); // rolled since: still where it was
-        for (var i = at - 1; i >= 0; i--)
+        if (keep <= 0 || _cacheAdviceFailed) return;
+        try
         {
-            var sealedSegment = segments[i];
-            if (sealedSegment.CacheDropped) break; // and so was every older one
-            sealedSegment.DropFromCache(sealedSegment.StoreLength - Math.Max(0, window), all: true);
-            window -= sealedSegment.StoreLength;
+            active.DropFromCache(synced - keep, final: false);
+            // The window reaches back into sealed segments (all fsynced when they were rolled)
+            // while the active one is shorter than it; wholly behind it, one is dropped to its end.
+            var segments = Volatile.Read(ref _segments);
+            var window = keep - synced;
+            var at = segments[^1] == active ? segments.Length - 1 : Array.IndexOf(segments, active); // rolled since: still where it was
+            for (var i = at - 1; i >= 0; i--)
+            {
+                var sealedSegment = segments[i];
+                if (sealedSegment.CacheDropped) break; // and so was every older one
+                sealedSegment.DropFromCache(sealedSegment.StoreLength - Math.Max(0, window), final: window <= 0);
+                window -= sealedSegment.StoreLength;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Advice only: never worth stopping the flush loop for. Off for this topic from now on.
+            _cacheAdviceFailed = true;
+            _logger.LogWarning(ex, "Log topic '{Topic}': dropping fsynced bytes from the page cache failed; the page cache is left to the kernel.", Name);
         }
     }
 

@@ -40,7 +40,8 @@ internal sealed class Segment : IDisposable
     // Store bytes below this were dropped from the page cache (DropFromCache). -1 in a segment
     // opened from disk until this process appends to it: what it held before is left to the kernel.
     private long _cacheDroppedTo = -1;
-    private const long CachePage = 4096;
+    private volatile bool _cacheDone; // dropped up to its end once no byte of it was in the window
+    private static readonly long CachePage = Environment.SystemPageSize;
     private const long CacheDropStep = 256 * 1024; // at most one fadvise per 256 KiB appended
 
     private Segment(LogFileSystem files, long baseOffset, string storePath, ILogFile store, ILogFile index, ulong topicId, string topic, ILogger logger)
@@ -564,20 +565,24 @@ internal sealed class Segment : IDisposable
 
     /// <summary>
     /// Drops the store's bytes below <paramref name="end"/>, which the caller knows fsynced, from
-    /// the page cache (whole pages, from where the last call stopped; unless <paramref name="all"/>,
-    /// only once 256 KiB are due). Only what this process appended; one caller at a time.
+    /// the page cache: whole pages from where the last call stopped, once 256 KiB are due. With
+    /// <paramref name="final"/> (a sealed segment wholly behind the window) everything up to the
+    /// end of the store, and the segment is done (<see cref="CacheDropped"/>). Only what this
+    /// process appended; one caller at a time.
     /// </summary>
-    public void DropFromCache(long end, bool all)
+    public void DropFromCache(long end, bool final)
     {
         var from = Volatile.Read(ref _cacheDroppedTo);
-        end &= ~(CachePage - 1);
-        if (from < 0 || end - from < (all ? 1 : CacheDropStep)) return;
-        _store.DropFromCache(from, end - from);
-        Volatile.Write(ref _cacheDroppedTo, end);
+        if (from < 0 || _cacheDone) return;
+        end = final ? StoreLength : end & ~(CachePage - 1);
+        if (!final && end - from < CacheDropStep) return;
+        if (end > from) _store.DropFromCache(from, end - from); // the kernel keeps a partial last page
+        Volatile.Write(ref _cacheDroppedTo, Math.Max(from, end & ~(CachePage - 1)));
+        if (final) _cacheDone = true;
     }
 
-    /// <summary>Whether every whole page this process appended to the store was dropped from the page cache.</summary>
-    public bool CacheDropped => Volatile.Read(ref _cacheDroppedTo) is var from && (from < 0 || from >= (StoreLength & ~(CachePage - 1)));
+    /// <summary>Whether nothing more of this segment will be dropped: done, or not appended to by this process.</summary>
+    public bool CacheDropped => _cacheDone || Volatile.Read(ref _cacheDroppedTo) < 0;
 
     /// <summary>Makes store and index durable before the segment stops being the active one.</summary>
     public void Seal()

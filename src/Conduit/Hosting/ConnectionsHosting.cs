@@ -71,7 +71,7 @@ public static class ConnectionsHosting
         Validate(options);
         builder.Services.AddSingleton(options);
         builder.WebHost.ConfigureKestrel((context, kestrel) => ConfigureKestrel(kestrel, options));
-        // Before Kestrel's socket transport adds its default (TryAdd), so it creates its pools here.
+        // Kestrel's socket transport registered its default already (CreateSlimBuilder); the last registration is the one it gets.
         if (options.TransportBlockBytes != 0) builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>>(new TransportBlocks(options.TransportBlockBytes));
         // After AddGrpc's own configuration, whenever that is registered.
         builder.Services.PostConfigure<GrpcServiceOptions>(o =>
