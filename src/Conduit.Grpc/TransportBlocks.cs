@@ -30,7 +30,7 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
     /// <summary>Free blocks kept for reuse, all pools together.</summary>
     public const long MaxFreeBytes = 16L * 1024 * 1024;
 
-    private readonly ConcurrentQueue<byte[]> _free = new();
+    private readonly ConcurrentQueue<Block> _free = new();
     private int _freeCount;
 
     public TransportBlocks(int blockBytes)
@@ -50,17 +50,15 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
 
     public MemoryPool<byte> Create(MemoryPoolOptions? options = null) => new Pool(this);
 
-    private byte[] Take()
+    private Block Take()
     {
-        if (_free.TryDequeue(out var block))
-        {
-            Interlocked.Decrement(ref _freeCount);
-            return block;
-        }
-        return GC.AllocateUninitializedArray<byte>(BlockBytes, pinned: true);
+        if (_free.TryDequeue(out var block)) Interlocked.Decrement(ref _freeCount);
+        else block = new Block(this, GC.AllocateUninitializedArray<byte>(BlockBytes, pinned: true));
+        block.Lent();
+        return block;
     }
 
-    private void Return(byte[] block)
+    private void Return(Block block)
     {
         if (Interlocked.Increment(ref _freeCount) <= MaxFreeBlocks) _free.Enqueue(block);
         else Interlocked.Decrement(ref _freeCount);
@@ -74,7 +72,7 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
         public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
         {
             ArgumentOutOfRangeException.ThrowIfGreaterThan(minBufferSize, blocks.BlockBytes);
-            return new Lease(blocks, blocks.Take());
+            return blocks.Take();
         }
 
         // The free list belongs to the factory, shared by its pools: nothing of its own to release.
@@ -83,17 +81,20 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
         }
     }
 
-    private sealed class Lease(TransportBlocks blocks, byte[] block) : IMemoryOwner<byte>
+    /// <summary>A pinned block and its own owner object, both reused (no allocation per rent, as Kestrel's blocks).</summary>
+    private sealed class Block(TransportBlocks blocks, byte[] array) : IMemoryOwner<byte>
     {
-        private byte[]? _block = block;
-        private readonly Memory<byte> _memory = MemoryMarshal.CreateFromPinnedArray(block, 0, block.Length);
+        private readonly Memory<byte> _memory = MemoryMarshal.CreateFromPinnedArray(array, 0, array.Length);
+        private int _lent;
 
-        public Memory<byte> Memory => _block is not null ? _memory : throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
+        public Memory<byte> Memory => Volatile.Read(ref _lent) == 1 ? _memory : throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
+
+        public void Lent() => Volatile.Write(ref _lent, 1);
 
         public void Dispose()
         {
-            // Once only: a block given back twice would be handed to two owners.
-            if (Interlocked.Exchange(ref _block, null) is { } returned) blocks.Return(returned);
+            // Once per rent: a block given back twice would be handed to two owners.
+            if (Interlocked.Exchange(ref _lent, 0) == 1) blocks.Return(this);
         }
     }
 }
