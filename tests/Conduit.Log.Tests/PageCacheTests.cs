@@ -40,13 +40,33 @@ public class PageCacheTests
     private static async Task<List<(string Path, long Position, long Length, long Fsynced)>> Drops(FaultyFileSystem files, long atLeast)
     {
         var clock = Stopwatch.StartNew();
-        while (files.CacheDrops().Sum(d => d.Length) < atLeast && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(20);
+        while (Covered(files.CacheDrops()) < atLeast && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(20);
         return files.CacheDrops();
+    }
+
+    /// <summary>Bytes covered by the drops, each byte once (a sealed segment's last drop asks again from its start).</summary>
+    private static long Covered(List<(string Path, long Position, long Length, long Fsynced)> drops)
+    {
+        long covered = 0;
+        foreach (var file in drops.GroupBy(d => d.Path))
+        {
+            long end = 0;
+            foreach (var (_, position, length, _) in file.OrderBy(d => d.Position))
+            {
+                var start = Math.Max(position, end);
+                if (position + length > start) covered += position + length - start;
+                end = Math.Max(end, position + length);
+            }
+        }
+        return covered;
     }
 
     private static long Stored(TempDir dir) => Stores(dir).Sum(path => new FileInfo(path).Length);
 
-    /// <summary>Every drop covers only fsynced bytes of a store, page-aligned where it starts, and per file the drops follow one another.</summary>
+    /// <summary>
+    /// Every drop covers only fsynced bytes of a store, page-aligned where it starts; per file the
+    /// drops follow one another, except a sealed segment's last, which asks again from its start.
+    /// </summary>
     private static void AssertOnlyFsyncedBytesInOrder(List<(string Path, long Position, long Length, long Fsynced)> drops)
     {
         Assert.NotEmpty(drops);
@@ -59,7 +79,11 @@ public class PageCacheTests
         foreach (var file in drops.GroupBy(d => d.Path))
         {
             var ranges = file.ToList();
-            for (var i = 1; i < ranges.Count; i++) Assert.True(ranges[i].Position >= ranges[i - 1].Position + ranges[i - 1].Length - Environment.SystemPageSize, $"{ranges[i]} overlaps {ranges[i - 1]}");
+            for (var i = 1; i < ranges.Count; i++)
+            {
+                var final = i == ranges.Count - 1 && ranges[i].Position == ranges[0].Position;
+                Assert.True(final || ranges[i].Position >= ranges[i - 1].Position + ranges[i - 1].Length - Environment.SystemPageSize, $"{ranges[i]} overlaps {ranges[i - 1]}");
+            }
         }
     }
 
@@ -79,7 +103,7 @@ public class PageCacheTests
         Assert.True(log.Stats().Segments >= 4);
         var drops = await Drops(files, Stored(dir) - Window - Slack);
         AssertOnlyFsyncedBytesInOrder(drops);
-        Assert.InRange(drops.Sum(d => d.Length), Stored(dir) - Window - Slack, Stored(dir) - Window);
+        Assert.InRange(Covered(drops), Stored(dir) - Window - Slack, Stored(dir) - Window);
         for (var offset = 0; offset < count; offset++) Assert.Equal(Fill(offset), log.Read(offset).Value.ToArray());
     }
 
@@ -96,7 +120,7 @@ public class PageCacheTests
         AssertOnlyFsyncedBytesInOrder(drops);
         var segments = log.Stats().Segments;
         Assert.True(drops.Count <= Stored(dir) / Step + 2 * segments, $"{drops.Count} drops for {Stored(dir)} bytes in {segments} segments: not one per 256 KiB");
-        Assert.InRange(drops.Sum(d => d.Length), Stored(dir) - Window - Slack, Stored(dir) - Window);
+        Assert.InRange(Covered(drops), Stored(dir) - Window - Slack, Stored(dir) - Window);
     }
 
     [Fact]
@@ -113,7 +137,7 @@ public class PageCacheTests
 
         var drops = await Drops(files, Stored(dir) - 3 * segmentBytes / 2 - Slack);
         AssertOnlyFsyncedBytesInOrder(drops);
-        Assert.InRange(drops.Sum(d => d.Length), Stored(dir) - 3 * segmentBytes / 2 - Slack, Stored(dir) - 3 * segmentBytes / 2);
+        Assert.InRange(Covered(drops), Stored(dir) - 3 * segmentBytes / 2 - Slack, Stored(dir) - 3 * segmentBytes / 2);
     }
 
     [Theory]

@@ -40,6 +40,7 @@ internal sealed class Segment : IDisposable
     // Store bytes below this were dropped from the page cache (DropFromCache). -1 in a segment
     // opened from disk until this process appends to it: what it held before is left to the kernel.
     private long _cacheDroppedTo = -1;
+    private long _cacheStart; // where this process's appends began: a final drop asks again from here
     private volatile bool _cacheDone; // dropped up to its end once no byte of it was in the window
     private static readonly long CachePage = Environment.SystemPageSize;
     private const long CacheDropStep = 256 * 1024; // at most one fadvise per 256 KiB appended
@@ -495,7 +496,10 @@ internal sealed class Segment : IDisposable
     public void Append(ReadOnlySpan<byte> encoded, ReadOnlySpan<int> sizes, long maxTimestampMs)
     {
         var position = _storeLength;
-        if (Volatile.Read(ref _cacheDroppedTo) < 0) Interlocked.CompareExchange(ref _cacheDroppedTo, position & ~(CachePage - 1), -1);
+        if (Volatile.Read(ref _cacheDroppedTo) < 0 && Interlocked.CompareExchange(ref _cacheDroppedTo, position & ~(CachePage - 1), -1) < 0)
+        {
+            Volatile.Write(ref _cacheStart, position & ~(CachePage - 1));
+        }
         _store.Write(encoded, position);
         var length = sizes.Length * IndexEntrySize;
         var rented = length > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(length) : null;
@@ -566,14 +570,16 @@ internal sealed class Segment : IDisposable
     /// <summary>
     /// Drops the store's bytes below <paramref name="end"/>, which the caller knows fsynced, from
     /// the page cache: whole pages from where the last call stopped, once 256 KiB are due. With
-    /// <paramref name="final"/> (a sealed segment wholly behind the window) everything up to the
-    /// end of the store, and the segment is done (<see cref="CacheDropped"/>). Only what this
-    /// process appended; one caller at a time.
+    /// <paramref name="final"/> (a sealed segment wholly behind the window) all that this process
+    /// appended, asked again from its start (the kernel keeps a page it finds busy, and a running
+    /// server left such pages behind: docs/log.md), and the segment is done
+    /// (<see cref="CacheDropped"/>). Only what this process appended; one caller at a time.
     /// </summary>
     public void DropFromCache(long end, bool final)
     {
         var from = Volatile.Read(ref _cacheDroppedTo);
         if (from < 0 || _cacheDone) return;
+        if (final) from = Volatile.Read(ref _cacheStart);
         end = final ? StoreLength : end & ~(CachePage - 1);
         if (!final && end - from < CacheDropStep) return;
         if (end > from) _store.DropFromCache(from, end - from); // the kernel keeps a partial last page
