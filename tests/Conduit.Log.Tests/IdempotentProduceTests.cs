@@ -96,6 +96,55 @@ public class IdempotentProduceTests(ITestOutputHelper output)
         Assert.Equal(0ul, (await server.Log.ConsumeAsync(new ConsumeRequest { Offset = 0 }, Timeout())).Record.Offset);
     }
 
+    private static ProduceBatchRequest Batch(ulong producer, ulong sequence, params string[] values)
+    {
+        var batch = new ProduceBatchRequest { Topic = "t", ProducerId = producer, Sequence = sequence };
+        foreach (var value in values) batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8(value) });
+        return batch;
+    }
+
+    [Fact]
+    public async Task A_batch_that_arrives_ahead_of_its_predecessor_waits_for_it_and_both_are_appended_in_sequence_order()
+    {
+        // Calls side by side on one connection run on different threads: batch 1 may reach the topic
+        // before batch 0. It is held until batch 0 is appended, not answered SEQUENCE_GAP.
+        var (listener, held) = LogProducerTests.ListenForHolds("t");
+        using var _ = listener;
+        await using var server = await LogServer.StartAsync();
+        var id = (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout())).ProducerId;
+        using var ahead = server.Log.ProduceBatchAsync(Batch(id, 2, "c", "d"), Timeout());
+        await held.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(ahead.ResponseAsync.IsCompleted);
+        using var unary = server.Log.ProduceAsync(Request("e", id, 0, 4), Timeout());
+        Assert.Equal(0ul, (await server.Log.ProduceBatchAsync(Batch(id, 0, "a", "b"), Timeout())).BaseOffset);
+        Assert.Equal(2ul, (await ahead).BaseOffset);
+        Assert.Equal(4ul, (await unary).Offset);
+        for (var offset = 0ul; offset < 5; offset++)
+        {
+            var record = (await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "t", Offset = offset }, Timeout())).Record;
+            Assert.Equal("abcde"[(int)offset].ToString(), record.Value.ToStringUtf8());
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(300)]
+    public async Task A_batch_whose_predecessor_never_comes_is_answered_SEQUENCE_GAP_once_the_hold_is_over(int holdMs)
+    {
+        await using var server = await LogServer.StartAsync(("Conduit:Log:OutOfOrderHoldMs", holdMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        var id = (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout())).ProducerId;
+        var clock = Stopwatch.StartNew();
+        var gap = await Assert.ThrowsAsync<RpcException>(() => server.Log.ProduceBatchAsync(Batch(id, 5, "x"), Timeout()).ResponseAsync);
+        Assert.Equal(("SEQUENCE_GAP", "0"), (gap.GetDetail<ErrorInfo>()!.Reason, gap.GetDetail<ErrorInfo>()!.Metadata["expected_sequence"]));
+        Assert.True(clock.ElapsedMilliseconds >= holdMs, $"answered after {clock.ElapsedMilliseconds} ms, before the {holdMs} ms hold");
+        // An append of another producer wakes the held call, which is refused again and keeps waiting.
+        var other = (await server.Log.InitProducerAsync(new InitProducerRequest { Topic = "t" }, Timeout())).ProducerId;
+        using var held = server.Log.ProduceBatchAsync(Batch(id, 5, "x"), Timeout());
+        Assert.Equal(0ul, (await server.Log.ProduceBatchAsync(Batch(other, 0, "o"), Timeout())).BaseOffset);
+        Assert.Equal("SEQUENCE_GAP", (await Assert.ThrowsAsync<RpcException>(() => held.ResponseAsync)).GetDetail<ErrorInfo>()!.Reason);
+        Assert.Equal(1ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "t" }, Timeout())).NextOffset);
+    }
+
     [Fact]
     public async Task ProduceBatch_and_ProduceStream_recognise_retries()
     {

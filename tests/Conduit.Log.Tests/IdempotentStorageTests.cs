@@ -159,6 +159,44 @@ public class IdempotentStorageTests
     }
 
     [Fact]
+    public async Task With_the_default_window_every_batch_a_default_LogProducer_may_have_unanswered_is_answered_with_its_offset()
+    {
+        // LogProducer (defaults) has up to MaxQueuedBatches sealed batches of MaxBatchRecords records
+        // unanswered, several of them appended (it sends the next once the previous is written). After
+        // a cut connection it resends the oldest: that retry must find its offset, not DUPLICATE_SEQUENCE.
+        using var dir = new TempDir();
+        using var storage = new FileLogStorage(dir.Path, new TopicSettings());
+        var log = storage.GetOrCreate("t");
+        var defaults = new Conduit.Services.Log.LogProducerOptions();
+        var batches = defaults.MaxQueuedBatches + 1;
+        LogRecord[] Batch(int n) => [.. Enumerable.Range(n * defaults.MaxBatchRecords, defaults.MaxBatchRecords).Select(i => P($"r{i}", i))];
+        for (var n = 0; n < batches; n++) await log.AppendBatch(Batch(n)).Durable;
+        var retry = log.AppendBatch(Batch(0));
+        Assert.True(retry.Duplicate);
+        Assert.Equal(0, retry.Offset);
+        Assert.Equal(batches * defaults.MaxBatchRecords, log.NextOffset);
+    }
+
+    [Fact]
+    public async Task A_producer_interleaved_record_by_record_keeps_at_most_the_run_cap_so_its_memory_stays_bounded()
+    {
+        // Two producers alternating single records: each record is a run of its own. The window in
+        // sequences is large; the cap on runs bounds what the topic keeps per producer.
+        using var dir = new TempDir();
+        using var storage = new FileLogStorage(dir.Path, new TopicSettings());
+        var log = (FileTopicLog)storage.GetOrCreate("t");
+        var records = ProducerStates.MaxRuns + 10;
+        for (var i = 0; i < records; i++)
+        {
+            await log.Append(P($"a{i}", i, producer: 1)).Durable;
+            await log.Append(P($"b{i}", i, producer: 2)).Durable;
+        }
+        Assert.Equal(ProducerStates.MaxRuns, log.ProducerRuns(1));
+        Assert.Equal(2 * (records - 1), log.Append(P($"a{records - 1}", records - 1, producer: 1)).Offset);
+        Assert.Throws<DuplicateSequenceException>(() => log.Append(P("a0", 0, producer: 1)));
+    }
+
+    [Fact]
     public async Task Producers_idle_longer_than_the_expiration_by_record_time_are_forgotten_and_the_cap_drops_the_least_recent()
     {
         using var dir = new TempDir();

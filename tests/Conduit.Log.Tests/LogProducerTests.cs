@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using System.Threading.Channels;
 using Conduit.Grpc;
 using Conduit.Protos.Log.V1;
@@ -142,6 +143,69 @@ public class LogProducerTests
             Assert.Equal($"r{i}", call.ResponseStream.Current.Record.Value.ToStringUtf8());
         }
         Assert.Equal(30ul, (await server.Admin.DescribeTopicAsync(new DescribeTopicRequest { Name = "lost" })).NextOffset);
+    }
+
+    [Fact]
+    public async Task An_idempotent_producer_has_two_batches_in_flight_and_the_server_appends_them_in_sequence_order_whichever_arrives_first()
+    {
+        // Batch 0 is held back on the client until the server holds batch 1 (sequence 10), which was
+        // sent while batch 0 was not yet written: the server waits for batch 0 instead of answering
+        // SEQUENCE_GAP, so no batch is sent twice and the log keeps the order of SendAsync.
+        var (listener, held) = ListenForHolds("inorder");
+        using var _ = listener;
+        await using var server = await LogServer.StartAsync();
+        var client = new Protos.Log.V1.Log.LogClient(server.Channel.Intercept(new SendFirstBatchAfter(held)));
+        await using var producer = await LogProducer.CreateAsync(client, "inorder", new LogProducerOptions { MaxBatchRecords = 10, Linger = TimeSpan.FromSeconds(30) });
+        var acks = new List<Task<ulong>>();
+        for (var i = 0; i < 20; i++) acks.Add(await producer.SendAsync(Value($"r{i}")));
+        await producer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(held.IsCompleted, "batch 1 was not held by the server");
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => (ulong)i), acks.Select(a => a.Result));
+        Assert.Equal(2, producer.Calls);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal($"r{i}", (await server.Log.ConsumeAsync(new ConsumeRequest { Topic = "inorder", Offset = (ulong)i })).Record.Value.ToStringUtf8());
+        }
+    }
+
+    /// <summary>Completes when the server holds its first request of <paramref name="topic"/> (the conduit.log.held counter).</summary>
+    internal static (MeterListener Listener, Task Held) ListenForHolds(string topic)
+    {
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == Storage.Log.LogMetrics.MeterName && instrument.Name == "conduit.log.held") l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "topic" && Equals(tag.Value, topic)) held.TrySetResult();
+            }
+        });
+        listener.Start();
+        return (listener, held.Task);
+    }
+
+    /// <summary>Sends the ProduceBatch of sequence 0 once <paramref name="after"/> completes (or 10 s have passed); other calls at once.</summary>
+    private sealed class SendFirstBatchAfter(Task after) : Interceptor
+    {
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (request is not ProduceBatchRequest { Sequence: 0 }) return continuation(request, context);
+            var call = Task.Run(async () =>
+            {
+                await after.WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { }, TaskScheduler.Default);
+                return continuation(request, context);
+            });
+            return new AsyncUnaryCall<TResponse>(
+                call.ContinueWith(c => c.Result.ResponseAsync, TaskScheduler.Default).Unwrap(),
+                call.ContinueWith(c => c.Result.ResponseHeadersAsync, TaskScheduler.Default).Unwrap(),
+                () => call.Result.GetStatus(),
+                () => call.Result.GetTrailers(),
+                () => call.ContinueWith(c => c.Result.Dispose(), TaskScheduler.Default));
+        }
     }
 
     /// <summary>

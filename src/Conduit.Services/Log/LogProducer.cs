@@ -13,9 +13,10 @@ public sealed class LogProducerOptions
     public int MaxBatchBytes { get; set; } = 1024 * 1024;
 
     /// <summary>
-    /// An idempotent producer's batch is sent once it holds this many records; default 1000. It must
-    /// stay below the server's producer window (Conduit:Log:ProducerWindow, 1024 by
-    /// default): a retried batch larger than the window is recognised as a duplicate without its offset.
+    /// An idempotent producer's batch is sent once it holds this many records; default 1000. The
+    /// records of <see cref="MaxQueuedBatches"/> + 1 batches must stay within the server's producer
+    /// window (Conduit:Log:ProducerWindow, 8192 by default): a resent batch older than the window
+    /// is recognised as a duplicate without its offset (ALREADY_EXISTS), which ends the producer.
     /// </summary>
     public int MaxBatchRecords { get; set; } = 1000;
 
@@ -32,13 +33,18 @@ public sealed class LogProducerOptions
     public bool Idempotent { get; set; } = true;
 
     /// <summary>
-    /// ProduceBatch calls at once whose batch is not yet written, when not idempotent (an idempotent
-    /// producer has one such call, so the server meets its sequences in order). 1 (the
-    /// default) keeps the records' order. A call whose batch the server reports written
-    /// (<see cref="LogService.AppendedHeader"/>: a single node under durability <c>always</c>) stops
-    /// counting while it waits for its fsync, so the next batch travels meanwhile, still in order.
+    /// ProduceBatch calls at once whose batch is not yet written. A call whose batch the server
+    /// reports written (<see cref="LogService.AppendedHeader"/>: a single node under durability
+    /// <c>always</c>) stops counting while it waits for its fsync, so the next batch travels
+    /// meanwhile. Default (null): 1 when not idempotent, since two calls side by side may be
+    /// appended in either order; <see cref="DefaultIdempotentInFlight"/> when idempotent, since the
+    /// server appends an idempotent producer's batches in sequence order whatever order they arrive
+    /// in (a batch a moment ahead of its predecessor is held for it: docs/log.md).
     /// </summary>
-    public int MaxInFlight { get; set; } = 1;
+    public int? MaxInFlight { get; set; }
+
+    /// <summary>An idempotent producer's calls in flight when <see cref="MaxInFlight"/> is not set.</summary>
+    public const int DefaultIdempotentInFlight = 2;
 
     /// <summary>Batches (sealed, not yet answered) the producer holds before <see cref="LogProducer.SendAsync"/> waits: back-pressure.</summary>
     public int MaxQueuedBatches { get; set; } = 4;
@@ -110,10 +116,10 @@ public sealed class LogProducer : IAsyncDisposable
         _topic = topic ?? "";
         _options = options ?? new LogProducerOptions();
         if (_options.MaxBatchBytes is < 1 or > 3 * 1024 * 1024) throw new ArgumentOutOfRangeException(nameof(options), "MaxBatchBytes is 1 byte to 3 MiB.");
-        if (_options.MaxInFlight < 1 || _options.MaxQueuedBatches < 1 || _options.MaxBatchRecords < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxInFlight, MaxQueuedBatches and MaxBatchRecords are at least 1.");
+        if (_options.MaxInFlight is < 1 || _options.MaxQueuedBatches < 1 || _options.MaxBatchRecords < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxInFlight, MaxQueuedBatches and MaxBatchRecords are at least 1.");
         _callOptions = callOptions ?? (() => default);
         _sealed = Channel.CreateUnbounded<Batch>(new UnboundedChannelOptions { SingleReader = true });
-        _slots = new SemaphoreSlim(_options.Idempotent ? 1 : _options.MaxInFlight);
+        _slots = new SemaphoreSlim(_options.MaxInFlight ?? (_options.Idempotent ? LogProducerOptions.DefaultIdempotentInFlight : 1));
         _initialized = _options.Idempotent ? Task.Run(InitAsync) : Task.CompletedTask;
         _sender = Task.Run(SendLoop);
     }
@@ -293,8 +299,9 @@ public sealed class LogProducer : IAsyncDisposable
         await foreach (var batch in _sealed.Reader.ReadAllAsync().ConfigureAwait(false))
         {
             await _slots.WaitAsync().ConfigureAwait(false);
-            // Idempotent: the slot comes back once this batch is written (announced) or answered,
-            // so the next batch, whose sequence follows this one's, reaches the server after it.
+            // The slot comes back once this batch is written (announced) or answered. Idempotent
+            // batches in flight together may reach the topic in any order: the server holds one
+            // that is ahead of its predecessor (SequenceHold), so they are appended in sequence order.
             var call = _options.Idempotent ? SendIdempotentAsync(batch, previous) : SendAsync(batch);
             previous = batch;
             lock (_inFlight)

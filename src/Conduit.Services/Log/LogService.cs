@@ -17,8 +17,9 @@ namespace Conduit.Services.Log;
 /// followers a principal may open, and how many bytes of large records all followers may have on
 /// their way at once, are the <see cref="ConsumeStreamGate"/>'s.
 /// </summary>
-public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null, ClusterProgress? progress = null) : Protos.Log.V1.Log.LogBase
+public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? lifetime = null, ConsumeStreamGate? gate = null, ILogServers? servers = null, ClusterProgress? progress = null, SequenceHold? hold = null) : Protos.Log.V1.Log.LogBase
 {
+    private readonly SequenceHold _hold = hold ?? new SequenceHold(SequenceHold.DefaultHold);
     private readonly CancellationToken _stopping = lifetime?.ApplicationStopping ?? CancellationToken.None;
     // Without DI (tests): one of its own, which asks members only under PROGRESS_ALL on a Raft node.
     private readonly ClusterProgress _progress = progress ?? new ClusterProgress(servers);
@@ -47,7 +48,10 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         {
             return new ProduceResponse { Offset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0) };
         }
-        var pending = storage.GetOrCreate(request.Topic).Append(record, context.CancellationToken);
+        var log = storage.GetOrCreate(request.Topic);
+        var pending = record.ProducerId == 0
+            ? log.Append(record, context.CancellationToken)
+            : await _hold.AppendAsync(log.Name, () => log.Append(record, context.CancellationToken), context.CancellationToken).ConfigureAwait(false);
         return new ProduceResponse { Offset = (ulong)await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false) };
     }
 
@@ -59,7 +63,11 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         {
             return new ProduceBatchResponse { BaseOffset = (ulong)(storage.Find(request.Topic)?.NextOffset ?? 0), Count = (uint)records.Length };
         }
-        var pending = storage.GetOrCreate(request.Topic).AppendBatch(records, context.CancellationToken);
+        var log = storage.GetOrCreate(request.Topic);
+        // An idempotent producer's batch that arrives just ahead of its predecessor waits for it (SequenceHold).
+        var pending = records is not [{ ProducerId: not 0 }, ..]
+            ? log.AppendBatch(records, context.CancellationToken)
+            : await _hold.AppendAsync(log.Name, () => log.AppendBatch(records, context.CancellationToken), context.CancellationToken).ConfigureAwait(false);
         if (pending.OffsetTask is null && !pending.Durable.IsCompleted)
         {
             // Written at its offsets, waiting for the fsync: say so now, so a producer that keeps
@@ -230,7 +238,10 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
                 }
                 else
                 {
-                    pending = storage.GetOrCreate(request.Topic).Append(record, token);
+                    var log = storage.GetOrCreate(request.Topic);
+                    pending = log.Append(record, token);
+                    // A stream's records are in order; one of them may be what a held batch of its producer waits for.
+                    if (record.ProducerId != 0) _hold.Appended(log.Name);
                 }
                 await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
             }

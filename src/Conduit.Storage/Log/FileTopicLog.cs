@@ -292,6 +292,12 @@ internal sealed class FileTopicLog : ITopicLog, IDisposable
         lock (_writeLock) return _producers.EpochOf(producerId);
     }
 
+    /// <summary>Runs a producer's window holds (tests: the cap on them).</summary>
+    internal int ProducerRuns(long producerId)
+    {
+        lock (_writeLock) return _producers.Producers.TryGetValue(producerId, out var p) ? p.Runs.Count : 0;
+    }
+
     /// <summary>
     /// A new epoch for a producer (InitProducer): one above the epoch the topic knows for it,
     /// registered (the older epochs are fenced from now on) and durable before it is returned, so

@@ -71,8 +71,12 @@ public sealed record TopicSettings
     /// <summary>Idempotent producers a topic remembers; a new one beyond this makes it forget the one that wrote least recently.</summary>
     public int MaxProducers { get; init; } = 1000;
 
-    /// <summary>How many of a producer's most recent sequence numbers a retry is recognised for (with its offset).</summary>
-    public int ProducerWindow { get; init; } = 1024;
+    /// <summary>
+    /// How many of a producer's most recent sequence numbers a retry is recognised for (with its
+    /// offset), kept in at most 1024 runs (a run: records the producer appended at consecutive
+    /// offsets). 8192 covers what a default LogProducer may have unanswered (5 batches of 1000).
+    /// </summary>
+    public int ProducerWindow { get; init; } = 8192;
 
     /// <summary>
     /// How many bytes at the durable end of the topic stay in the OS page cache for readers at the

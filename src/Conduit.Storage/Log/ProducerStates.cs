@@ -7,7 +7,7 @@ namespace Conduit.Storage.Log;
 /// <summary>
 /// What one topic knows of its idempotent producers (docs/log.md, "Idempotent producing"): per
 /// producer id, its epoch, the next sequence it must send, and the offsets of its most recent
-/// sequences (<see cref="TopicSettings.ProducerWindow"/> of them), so a retry is answered with its
+/// sequences (<see cref="TopicSettings.ProducerWindow"/> of them, in at most <see cref="MaxRuns"/> runs), so a retry is answered with its
 /// first offset instead of being appended again.
 /// <para>
 /// Every decision is a function of the records applied so far, in log order, and of the epochs
@@ -21,6 +21,9 @@ namespace Conduit.Storage.Log;
 /// </summary>
 internal sealed class ProducerStates(TopicSettings settings)
 {
+    /// <summary>The most runs a producer keeps in its window (docs/log.md): a retry older than the oldest kept run is DUPLICATE_SEQUENCE.</summary>
+    internal const int MaxRuns = 1024;
+
     private readonly Dictionary<long, Producer> _producers = new();
     private long _maxTimestamp = long.MinValue;
 
@@ -152,6 +155,10 @@ internal sealed class ProducerStates(TopicSettings settings)
                 var cut = oldest - first.FirstSequence;
                 producer.Runs[0] = new Run(oldest, first.FirstOffset + cut, first.Count - cut);
             }
+            // Runs are batches (or longer stretches) a producer appended apart from its earlier
+            // records: one run for a producer that writes alone, one per record at worst when producers
+            // interleave record by record. The cap keeps that worst case at MaxRuns * 24 bytes.
+            if (producer.Runs.Count > MaxRuns) producer.Runs.RemoveRange(0, producer.Runs.Count - MaxRuns);
         }
         _maxTimestamp = Math.Max(_maxTimestamp, maxTimestamp);
     }

@@ -52,10 +52,16 @@ public sealed class LogOptions
     public int MaxProducersPerTopic { get; set; } = 1000;
 
     /// <summary>How many of a producer's latest sequence numbers a retry is answered with its offset for.</summary>
-    public int ProducerWindow { get; set; } = 1024;
+    public int ProducerWindow { get; set; } = 8192;
 
     /// <summary>Bytes at the durable end of each topic kept in the OS page cache; older ones are dropped from it once fsynced (docs/log.md, "The page cache"). 0: the kernel decides alone.</summary>
     public long PageCacheBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>
+    /// How long an idempotent producer's Produce or ProduceBatch that arrives ahead of its
+    /// predecessor waits for it before it is answered SEQUENCE_GAP (docs/log.md); 0: not at all.
+    /// </summary>
+    public int OutOfOrderHoldMs { get; set; } = (int)SequenceHold.DefaultHold.TotalMilliseconds;
 
     public TopicSettings TopicDefaults() => new()
     {
@@ -91,6 +97,7 @@ public static class LogHosting
         var cluster = configuration.GetSection(Cluster.ClusterOptions.Section).Get<Cluster.ClusterOptions>();
         var memberTls = secure && cluster is { IsEnabled: true } ? ClusterHosting.MemberTls(cluster, serve) : null;
         services.AddSingleton(provider => new ClusterProgress(provider.GetService<ILogServers>(), secure, memberTls));
+        services.AddSingleton(new SequenceHold(TimeSpan.FromMilliseconds(Math.Max(0, options.OutOfOrderHoldMs))));
         services.AddSingleton<LogService>();
         services.AddSingleton<LogAdminService>();
         // Opened (and recovered) before the first call; a log folder that cannot be opened keeps
