@@ -118,6 +118,30 @@ public sealed partial class ClusterTests
     }
 
     [Fact]
+    public async Task An_idempotent_batch_that_reaches_the_leader_ahead_of_its_predecessor_is_held_for_it_and_every_node_has_both_in_order()
+    {
+        // Through Raft the gap shows only when the entry is applied: the held call is proposed again
+        // once its predecessor is applied, instead of being answered SEQUENCE_GAP.
+        var leader = await StartThree(new Dictionary<string, string> { ["CONDUIT__LOG__OUTOFORDERHOLDMS"] = "60000" });
+        var producer = await leader.Client.InitProducerAsync(new InitProducerRequest { Topic = "held" }, Timeout());
+        ProduceBatchRequest Batch(ulong sequence, params string[] values)
+        {
+            var batch = new ProduceBatchRequest { Topic = "held", ProducerId = producer.ProducerId, ProducerEpoch = producer.ProducerEpoch, Sequence = sequence };
+            foreach (var value in values) batch.Records.Add(new Record { Value = ByteString.CopyFromUtf8(value) });
+            return batch;
+        }
+        using var ahead = leader.Client.ProduceBatchAsync(Batch(2, "c", "d"), Timeout(60));
+        // Without the hold it would be refused within this time (one Raft round); with it, it waits.
+        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        Assert.False(ahead.ResponseAsync.IsCompleted, "the batch ahead of its predecessor was answered instead of held");
+        Assert.Equal(0ul, (await leader.Client.ProduceBatchAsync(Batch(0, "a", "b"), Timeout(60))).BaseOffset);
+        Assert.Equal(2ul, (await ahead).BaseOffset);
+        var reference = await ReadAll(leader, "held", 4);
+        Assert.Equal(["a", "b", "c", "d"], reference.Select(r => r.Value.ToStringUtf8()));
+        foreach (var node in _nodes) Assert.Equal(reference, await ReadAll(node, "held", 4));
+    }
+
+    [Fact]
     public async Task Requests_queued_behind_an_entry_when_leadership_is_lost_answer_no_leader_and_only_the_proposed_one_leadership_lost()
     {
         // Slow elections: the leader steps down (a heartbeat round without a majority) well after

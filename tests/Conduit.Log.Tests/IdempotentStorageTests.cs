@@ -183,7 +183,7 @@ public class IdempotentStorageTests
         // Two producers alternating single records: each record is a run of its own. The window in
         // sequences is large; the cap on runs bounds what the topic keeps per producer.
         using var dir = new TempDir();
-        using var storage = new FileLogStorage(dir.Path, new TopicSettings());
+        using var storage = new FileLogStorage(dir.Path, new TopicSettings { Durability = Durability.Never });
         var log = (FileTopicLog)storage.GetOrCreate("t");
         var records = ProducerStates.MaxRuns + 10;
         for (var i = 0; i < records; i++)

@@ -51,7 +51,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         var log = storage.GetOrCreate(request.Topic);
         var pending = record.ProducerId == 0
             ? log.Append(record, context.CancellationToken)
-            : await _hold.AppendAsync(log.Name, () => log.Append(record, context.CancellationToken), context.CancellationToken).ConfigureAwait(false);
+            : await _hold.AppendAsync(log.Name, record.ProducerId, () => log.Append(record, context.CancellationToken), context.Deadline, context.CancellationToken).ConfigureAwait(false);
         return new ProduceResponse { Offset = (ulong)await pending.DurableOffsetAsync(context.CancellationToken).ConfigureAwait(false) };
     }
 
@@ -65,9 +65,9 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
         }
         var log = storage.GetOrCreate(request.Topic);
         // An idempotent producer's batch that arrives just ahead of its predecessor waits for it (SequenceHold).
-        var pending = records is not [{ ProducerId: not 0 }, ..]
+        var pending = records is not [{ ProducerId: not 0 and var producerId }, ..]
             ? log.AppendBatch(records, context.CancellationToken)
-            : await _hold.AppendAsync(log.Name, () => log.AppendBatch(records, context.CancellationToken), context.CancellationToken).ConfigureAwait(false);
+            : await _hold.AppendAsync(log.Name, producerId, () => log.AppendBatch(records, context.CancellationToken), context.Deadline, context.CancellationToken).ConfigureAwait(false);
         if (pending.OffsetTask is null && !pending.Durable.IsCompleted)
         {
             // Written at its offsets, waiting for the fsync: say so now, so a producer that keeps
@@ -241,7 +241,7 @@ public sealed class LogService(ILogStorage storage, IHostApplicationLifetime? li
                     var log = storage.GetOrCreate(request.Topic);
                     pending = log.Append(record, token);
                     // A stream's records are in order; one of them may be what a held batch of its producer waits for.
-                    if (record.ProducerId != 0) _hold.Appended(log.Name);
+                    if (record.ProducerId != 0) _hold.Appended(log.Name, record.ProducerId);
                 }
                 await acknowledgements.WriteAsync(pending, token).ConfigureAwait(false);
             }

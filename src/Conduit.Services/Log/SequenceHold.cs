@@ -11,39 +11,41 @@ namespace Conduit.Services.Log;
 /// predecessor (docs/log.md, "Batches that arrive out of order"): calls that travel side by side on
 /// one connection are handled on different threads, so batch N+1 of a producer that pipelines may
 /// reach the topic a moment before batch N. Instead of answering SEQUENCE_GAP at once (which makes
-/// the producer resend it after N is answered), the call waits for the topic's next idempotent
-/// append and tries again, for at most the hold time; then it is SEQUENCE_GAP as before. What is
+/// the producer resend it after N is answered), the call waits until this server appends another
+/// batch of the same producer to the topic and tries again, until the hold time (or the call's
+/// deadline) is over; a last try then decides, and a gap is SEQUENCE_GAP as before. What is
 /// appended, and where, is still decided by the topic alone (ProducerStates): the hold only
-/// chooses when a refused request is tried again. At most <see cref="MaxHeldPerTopic"/> calls wait
-/// per topic; more are answered at once. Thread-safe; one per server.
+/// chooses when a refused request is tried again. At most <see cref="MaxHeldPerProducer"/> calls
+/// of one producer wait at once; more are answered at once. Thread-safe; one per server.
 /// </summary>
 public sealed class SequenceHold(TimeSpan hold)
 {
     /// <summary>The hold when none is configured (Conduit:Log:OutOfOrderHoldMs).</summary>
     public static readonly TimeSpan DefaultHold = TimeSpan.FromSeconds(1);
 
-    /// <summary>Calls one topic holds at once; another one ahead of its sequence is SEQUENCE_GAP at once.</summary>
-    public const int MaxHeldPerTopic = 64;
+    /// <summary>Calls of one producer (per topic) held at once; another one ahead of its sequence is SEQUENCE_GAP at once.</summary>
+    public const int MaxHeldPerProducer = 16;
 
     private static readonly Meter Meter = new(LogMetrics.MeterName);
 
     private static readonly Counter<long> Held = Meter.CreateCounter<long>("conduit.log.held", "{request}", "Idempotent produce requests that arrived ahead of their producer's next sequence and were held");
 
-    private readonly ConcurrentDictionary<string, Topic> _topics = new(StringComparer.Ordinal);
+    // Only producers with a held call have an entry (added and removed under the dictionary's lock).
+    private readonly ConcurrentDictionary<(string Topic, long Producer), Waiters> _waiting = new();
 
     /// <summary>How long a request ahead of its sequence waits for its predecessor; zero: not at all.</summary>
     public TimeSpan Hold => hold;
 
     /// <summary>
-    /// Appends through <paramref name="append"/> (an idempotent producer's records), holding the
-    /// call while the topic refuses them as ahead of the producer's next sequence; returns once they
-    /// are written at their offsets (not yet durable). Any other failure is thrown as it comes.
+    /// Appends an idempotent producer's records through <paramref name="append"/>, holding the call
+    /// while the topic refuses them as ahead of the producer's next sequence; returns once they are
+    /// written at their offsets (not yet durable). Any other failure is thrown as it comes.
     /// </summary>
-    public async Task<PendingAppend> AppendAsync(string topic, Func<PendingAppend> append, CancellationToken cancellationToken)
+    public async Task<PendingAppend> AppendAsync(string topic, long producerId, Func<PendingAppend> append, DateTime deadline, CancellationToken cancellationToken)
     {
-        Topic? state = null;
+        Waiters? waiters = null;
         Task? next = null;
-        long deadline = 0;
+        long until = 0;
         try
         {
             while (true)
@@ -53,66 +55,82 @@ public sealed class SequenceHold(TimeSpan hold)
                 {
                     var pending = append();
                     // A cluster decides when the batch is applied: a gap comes back through the offset.
-                    if (pending.OffsetTask is { } applied) await applied.ConfigureAwait(false);
-                    Appended(topic);
+                    if (pending.OffsetTask is { } applied) await applied.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    Appended(topic, producerId);
                     return pending;
                 }
                 catch (OutOfOrderSequenceException ex) when (ex.Got > ex.Expected && hold > TimeSpan.Zero)
                 {
                     ahead = ex;
                 }
-                if (state is null)
+                if (waiters is null)
                 {
-                    state = _topics.GetOrAdd(topic, _ => new Topic());
-                    if (!state.TryEnter())
-                    {
-                        state = null;
-                        ExceptionDispatchInfo.Throw(ahead);
-                    }
+                    waiters = Enter(topic, producerId);
+                    if (waiters is null) ExceptionDispatchInfo.Throw(ahead);
                     Held.Add(1, new KeyValuePair<string, object?>("topic", topic));
-                    deadline = Stopwatch.GetTimestamp() + (long)(hold.TotalSeconds * Stopwatch.Frequency);
+                    // Over before the call's deadline, so the caller hears SEQUENCE_GAP rather than DEADLINE_EXCEEDED.
+                    until = Stopwatch.GetTimestamp() + Ticks(Min(hold, deadline - DateTime.UtcNow - DeadlineMargin));
                     // Registered before the next try, so an append between that try and the wait wakes it.
-                    next = state.Next();
+                    next = waiters.Next();
                     continue;
                 }
-                var left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+                var left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), until);
                 if (left <= TimeSpan.Zero) ExceptionDispatchInfo.Throw(ahead);
+                // Woken by the producer's next append, or at the end of the hold: either way one more try
+                // (timers may fire a little early: the clock above decides when the hold is over).
                 try
                 {
                     await next!.WaitAsync(left, cancellationToken).ConfigureAwait(false);
                 }
                 catch (TimeoutException)
                 {
-                    ExceptionDispatchInfo.Throw(ahead);
                 }
-                next = state.Next();
+                next = waiters.Next();
             }
         }
         finally
         {
-            state?.Leave();
+            if (waiters is not null) Leave(topic, producerId, waiters);
         }
     }
 
-    /// <summary>An idempotent producer's records were appended to <paramref name="topic"/> (by any call): wakes the calls it holds.</summary>
-    public void Appended(string topic)
+    /// <summary>An idempotent producer's records were appended to <paramref name="topic"/> (by any call): wakes the calls of that producer it holds.</summary>
+    public void Appended(string topic, long producerId)
     {
-        if (_topics.TryGetValue(topic, out var state)) state.Signal();
+        if (!_waiting.IsEmpty && _waiting.TryGetValue((topic, producerId), out var waiters)) waiters.Signal();
     }
 
-    private sealed class Topic
+    private static readonly TimeSpan DeadlineMargin = TimeSpan.FromMilliseconds(20);
+
+    private static long Ticks(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)(span.TotalSeconds * Stopwatch.Frequency);
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private Waiters? Enter(string topic, long producerId)
+    {
+        lock (_waiting)
+        {
+            var waiters = _waiting.GetOrAdd((topic, producerId), _ => new Waiters());
+            if (waiters.Count >= MaxHeldPerProducer) return null;
+            waiters.Count++;
+            return waiters;
+        }
+    }
+
+    private void Leave(string topic, long producerId, Waiters waiters)
+    {
+        lock (_waiting)
+        {
+            if (--waiters.Count == 0) _waiting.TryRemove((topic, producerId), out _);
+        }
+    }
+
+    private sealed class Waiters
     {
         private TaskCompletionSource? _next;
-        private int _held;
 
-        public bool TryEnter()
-        {
-            if (Interlocked.Increment(ref _held) <= MaxHeldPerTopic) return true;
-            Interlocked.Decrement(ref _held);
-            return false;
-        }
-
-        public void Leave() => Interlocked.Decrement(ref _held);
+        /// <summary>Calls held (under the owner's lock).</summary>
+        public int Count;
 
         /// <summary>Completes at the next <see cref="Signal"/>.</summary>
         public Task Next()
