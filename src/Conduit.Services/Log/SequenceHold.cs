@@ -68,8 +68,7 @@ public sealed class SequenceHold(TimeSpan hold)
                     waiters = Enter(topic, producerId);
                     if (waiters is null) ExceptionDispatchInfo.Throw(ahead);
                     Held.Add(1, new KeyValuePair<string, object?>("topic", topic));
-                    // Over before the call's deadline, so the caller hears SEQUENCE_GAP rather than DEADLINE_EXCEEDED.
-                    until = Stopwatch.GetTimestamp() + Ticks(Min(hold, deadline - DateTime.UtcNow - DeadlineMargin));
+                    until = Stopwatch.GetTimestamp() + Ticks(HoldFor(deadline - DateTime.UtcNow));
                     // Registered before the next try, so an append between that try and the wait wakes it.
                     next = waiters.Next();
                     continue;
@@ -100,11 +99,19 @@ public sealed class SequenceHold(TimeSpan hold)
         if (!_waiting.IsEmpty && _waiting.TryGetValue((topic, producerId), out var waiters)) waiters.Signal();
     }
 
-    private static readonly TimeSpan DeadlineMargin = TimeSpan.FromMilliseconds(20);
+    /// <summary>
+    /// The hold, over before the call's deadline so the caller hears SEQUENCE_GAP rather than
+    /// DEADLINE_EXCEEDED: a tenth of the time left (at least 20 ms) is kept for the answer's way
+    /// back, since the server's deadline runs from when the call arrived, the client's from when it left.
+    /// </summary>
+    private TimeSpan HoldFor(TimeSpan untilDeadline)
+    {
+        if (untilDeadline >= hold * 2) return hold; // also no deadline at all (DateTime.MaxValue)
+        var beforeDeadline = untilDeadline - TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(20).Ticks, untilDeadline.Ticks / 10));
+        return beforeDeadline < hold ? beforeDeadline : hold;
+    }
 
     private static long Ticks(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)(span.TotalSeconds * Stopwatch.Frequency);
-
-    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     private Waiters? Enter(string topic, long producerId)
     {
