@@ -16,7 +16,8 @@ namespace Conduit.Services.Log;
 /// deadline) is over; a last try then decides, and a gap is SEQUENCE_GAP as before. What is
 /// appended, and where, is still decided by the topic alone (ProducerStates): the hold only
 /// chooses when a refused request is tried again. At most <see cref="MaxHeldPerProducer"/> calls
-/// of one producer wait at once; more are answered at once. Thread-safe; one per server.
+/// of one producer, and <see cref="MaxHeld"/> in all, wait at once; more are answered at once.
+/// Thread-safe; one per server.
 /// </summary>
 public sealed class SequenceHold(TimeSpan hold)
 {
@@ -26,12 +27,16 @@ public sealed class SequenceHold(TimeSpan hold)
     /// <summary>Calls of one producer (per topic) held at once; another one ahead of its sequence is SEQUENCE_GAP at once.</summary>
     public const int MaxHeldPerProducer = 16;
 
+    /// <summary>Calls held at once on this server (each keeps its request in memory while it waits); more are SEQUENCE_GAP at once.</summary>
+    public const int MaxHeld = 256;
+
     private static readonly Meter Meter = new(LogMetrics.MeterName);
 
     private static readonly Counter<long> Held = Meter.CreateCounter<long>("conduit.log.held", "{request}", "Idempotent produce requests that arrived ahead of their producer's next sequence and were held");
 
     // Only producers with a held call have an entry (added and removed under the dictionary's lock).
     private readonly ConcurrentDictionary<(string Topic, long Producer), Waiters> _waiting = new();
+    private int _held; // under _waiting's lock
 
     /// <summary>How long a request ahead of its sequence waits for its predecessor; zero: not at all.</summary>
     public TimeSpan Hold => hold;
@@ -117,9 +122,11 @@ public sealed class SequenceHold(TimeSpan hold)
     {
         lock (_waiting)
         {
+            if (_held >= MaxHeld) return null;
             var waiters = _waiting.GetOrAdd((topic, producerId), _ => new Waiters());
             if (waiters.Count >= MaxHeldPerProducer) return null;
             waiters.Count++;
+            _held++;
             return waiters;
         }
     }
@@ -128,6 +135,7 @@ public sealed class SequenceHold(TimeSpan hold)
     {
         lock (_waiting)
         {
+            _held--;
             if (--waiters.Count == 0) _waiting.TryRemove((topic, producerId), out _);
         }
     }
