@@ -36,7 +36,7 @@ public sealed class SequenceHold(TimeSpan hold)
 
     // Only producers with a held call have an entry (added and removed under the dictionary's lock).
     private readonly ConcurrentDictionary<(string Topic, long Producer), Waiters> _waiting = new();
-    private int _held; // under _waiting's lock
+    private int _held; // changed under _waiting's lock
 
     /// <summary>How long a request ahead of its sequence waits for its predecessor; zero: not at all.</summary>
     public TimeSpan Hold => hold;
@@ -101,7 +101,9 @@ public sealed class SequenceHold(TimeSpan hold)
     /// <summary>An idempotent producer's records were appended to <paramref name="topic"/> (by any call): wakes the calls of that producer it holds.</summary>
     public void Appended(string topic, long producerId)
     {
-        if (!_waiting.IsEmpty && _waiting.TryGetValue((topic, producerId), out var waiters)) waiters.Signal();
+        // No call held (the common case): one read, no lookup. A call held from now on tries again
+        // after registering, and so sees this append.
+        if (Volatile.Read(ref _held) > 0 && _waiting.TryGetValue((topic, producerId), out var waiters)) waiters.Signal();
     }
 
     /// <summary>
