@@ -13,19 +13,19 @@ public class SequenceHoldTests
     {
         var hold = new SequenceHold(TimeSpan.FromMinutes(5));
         using var stop = new CancellationTokenSource();
-        var held = Enumerable.Range(0, SequenceHold.MaxHeldPerProducer).Select(_ => hold.AppendAsync("t", 7, Ahead, DateTime.MaxValue, stop.Token)).ToList();
+        var held = Enumerable.Range(0, SequenceHold.MaxHeldPerProducer).Select(_ => hold.AppendAsync("t", 7, Ahead, DateTime.MaxValue, stop.Token).AsTask()).ToList();
         Assert.DoesNotContain(held, t => t.IsCompleted);
-        await Assert.ThrowsAsync<OutOfOrderSequenceException>(() => hold.AppendAsync("t", 7, Ahead, DateTime.MaxValue, stop.Token));
+        await Assert.ThrowsAsync<OutOfOrderSequenceException>(() => hold.AppendAsync("t", 7, Ahead, DateTime.MaxValue, stop.Token).AsTask());
 
-        held.AddRange(Enumerable.Range(0, SequenceHold.MaxHeld - SequenceHold.MaxHeldPerProducer).Select(i => hold.AppendAsync("t", 100 + i, Ahead, DateTime.MaxValue, stop.Token)));
+        held.AddRange(Enumerable.Range(0, SequenceHold.MaxHeld - SequenceHold.MaxHeldPerProducer).Select(i => hold.AppendAsync("t", 100 + i, Ahead, DateTime.MaxValue, stop.Token).AsTask()));
         Assert.DoesNotContain(held, t => t.IsCompleted);
-        await Assert.ThrowsAsync<OutOfOrderSequenceException>(() => hold.AppendAsync("u", 1, Ahead, DateTime.MaxValue, CancellationToken.None));
+        await Assert.ThrowsAsync<OutOfOrderSequenceException>(() => hold.AppendAsync("u", 1, Ahead, DateTime.MaxValue, CancellationToken.None).AsTask());
 
         // The caller's cancellation ends a held call, and its place is given back.
         stop.Cancel();
         foreach (var call in held) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
         var predecessorAppended = false;
-        var again = hold.AppendAsync("u", 1, () => predecessorAppended ? new PendingAppend(42, Task.CompletedTask) : Ahead(), DateTime.MaxValue, CancellationToken.None);
+        var again = hold.AppendAsync("u", 1, () => predecessorAppended ? new PendingAppend(42, Task.CompletedTask) : Ahead(), DateTime.MaxValue, CancellationToken.None).AsTask();
         Assert.False(again.IsCompleted);
         predecessorAppended = true;
         // Another producer's append does not wake it (it would succeed now if it tried again); its

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Runtime.ExceptionServices;
 using Conduit.Storage.Log;
 
@@ -30,23 +29,16 @@ public sealed class SequenceHold(TimeSpan hold)
     /// <summary>Calls held at once on this server (each keeps its request in memory while it waits); more are SEQUENCE_GAP at once.</summary>
     public const int MaxHeld = 256;
 
-    private static readonly Meter Meter = new(LogMetrics.MeterName);
-
-    private static readonly Counter<long> Held = Meter.CreateCounter<long>("conduit.log.held", "{request}", "Idempotent produce requests that arrived ahead of their producer's next sequence and were held");
-
     // Only producers with a held call have an entry (added and removed under the dictionary's lock).
     private readonly ConcurrentDictionary<(string Topic, long Producer), Waiters> _waiting = new();
     private int _held; // changed under _waiting's lock
-
-    /// <summary>How long a request ahead of its sequence waits for its predecessor; zero: not at all.</summary>
-    public TimeSpan Hold => hold;
 
     /// <summary>
     /// Appends an idempotent producer's records through <paramref name="append"/>, holding the call
     /// while the topic refuses them as ahead of the producer's next sequence; returns once they are
     /// written at their offsets (not yet durable). Any other failure is thrown as it comes.
     /// </summary>
-    public async Task<PendingAppend> AppendAsync(string topic, long producerId, Func<PendingAppend> append, DateTime deadline, CancellationToken cancellationToken)
+    public async ValueTask<PendingAppend> AppendAsync(string topic, long producerId, Func<PendingAppend> append, DateTime deadline, CancellationToken cancellationToken)
     {
         Waiters? waiters = null;
         Task? next = null;
@@ -72,7 +64,7 @@ public sealed class SequenceHold(TimeSpan hold)
                 {
                     waiters = Enter(topic, producerId);
                     if (waiters is null) ExceptionDispatchInfo.Throw(ahead);
-                    Held.Add(1, new KeyValuePair<string, object?>("topic", topic));
+                    LogMetrics.Held.Add(1, LogMetrics.Topic(topic));
                     until = Stopwatch.GetTimestamp() + Ticks(HoldFor(deadline - DateTime.UtcNow));
                     // Registered before the next try, so an append between that try and the wait wakes it.
                     next = waiters.Next();

@@ -25,5 +25,8 @@ public static class LogMetrics
     /// <summary>Idempotent producers' retries answered with the records' offsets instead of appending them again, per topic.</summary>
     internal static readonly Counter<long> Duplicates = Meter.CreateCounter<long>("conduit.log.duplicates", "{record}", "Retried records of idempotent producers that were not appended again");
 
-    internal static KeyValuePair<string, object?> Topic(string name) => new("topic", name);
+    /// <summary>Idempotent produce calls held because they reached their topic ahead of their producer's next sequence (the service's SequenceHold), per topic.</summary>
+    public static readonly Counter<long> Held = Meter.CreateCounter<long>("conduit.log.held", "{request}", "Idempotent produce requests that arrived ahead of their producer's next sequence and were held");
+
+    public static KeyValuePair<string, object?> Topic(string name) => new("topic", name);
 }
