@@ -87,7 +87,7 @@ public static class ConduitHost
 
     /// <summary>
     /// grpc-dotnet with Conduit's interceptors (outermost first: the per-call log, exception
-    /// mapping, dry run, as one registration), gzip and deflate, and the gRPC default 4 MiB
+    /// mapping, dry run, request reads kept inside their call, as one registration), gzip and deflate, and the gRPC default 4 MiB
     /// receive limit. Services add their own <see cref="IExceptionMapper"/>s. Unknown services
     /// and methods are answered by <see cref="GrpcCalls"/>, not by grpc-dotnet's catch-all routes.
     /// </summary>
@@ -97,8 +97,10 @@ public static class ConduitHost
         services.AddSingleton<LoggingInterceptor>();
         services.AddSingleton<ExceptionInterceptor>();
         services.AddSingleton<DryRunInterceptor>();
+        services.AddSingleton<ReadScopeInterceptor>();
         services.AddSingleton(sp => new ConduitInterceptors(
-            sp.GetRequiredService<LoggingInterceptor>(), sp.GetRequiredService<ExceptionInterceptor>(), sp.GetRequiredService<DryRunInterceptor>()));
+            sp.GetRequiredService<LoggingInterceptor>(), sp.GetRequiredService<ExceptionInterceptor>(), sp.GetRequiredService<DryRunInterceptor>(),
+            sp.GetRequiredService<ReadScopeInterceptor>()));
         // First, so a stream ended by shutdown is UNAVAILABLE whatever the service's own mappers say.
         services.AddSingleton<IExceptionMapper, ShutdownExceptionMapper>();
         services.AddGrpc(o =>
@@ -112,9 +114,9 @@ public static class ConduitHost
         return services;
     }
 
-    /// <summary>Conduit's three server interceptors as one grpc-dotnet registration.</summary>
-    public sealed class ConduitInterceptors(LoggingInterceptor logging, ExceptionInterceptor exceptions, DryRunInterceptor dryRun)
-        : CompositeInterceptor([logging, exceptions, dryRun]);
+    /// <summary>Conduit's server interceptors as one grpc-dotnet registration.</summary>
+    public sealed class ConduitInterceptors(LoggingInterceptor logging, ExceptionInterceptor exceptions, DryRunInterceptor dryRun, ReadScopeInterceptor readScope)
+        : CompositeInterceptor([logging, exceptions, dryRun, readScope]);
 
     /// <summary>
     /// Every service `conduit serve` runs. Each service binds its own options class from its own
