@@ -124,29 +124,16 @@ public class ClientGoneTests
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(uri.Host, uri.Port);
         await socket.SendAsync(Encoding.ASCII.GetBytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-        await socket.SendAsync(Frame(type: 0x4, flags: 0, stream: 0, []));                     // SETTINGS
-        await socket.SendAsync(Frame(type: 0x1, flags: 0x4, stream: 1, Headers(                // HEADERS, END_HEADERS
+        await socket.SendAsync(TestHost.Http2Frame(type: 0x4, flags: 0, stream: 0, []));                     // SETTINGS
+        await socket.SendAsync(TestHost.Http2Frame(type: 0x1, flags: 0x4, stream: 1, Headers(                // HEADERS, END_HEADERS
             (":method", "POST"), (":scheme", "http"), (":path", "/helloworld.Greeter/SayHello"),
             (":authority", uri.Authority), ("content-type", "application/grpc"), ("te", "trailers"))));
         // Half a message: a frame header announcing 10 bytes, and 1 of them.
-        await socket.SendAsync(Frame(type: 0x0, flags: 0, stream: 1, [0, 0, 0, 0, 10, 0x0a]));
+        await socket.SendAsync(TestHost.Http2Frame(type: 0x0, flags: 0, stream: 1, [0, 0, 0, 0, 10, 0x0a]));
         // PING, and wait for its ACK: the server has read every frame sent before it.
-        await socket.SendAsync(Frame(type: 0x6, flags: 0, stream: 0, new byte[8]));
+        await socket.SendAsync(TestHost.Http2Frame(type: 0x6, flags: 0, stream: 0, new byte[8]));
         await ReadUntilPingAckAsync(socket);
         return socket;
-    }
-
-    private static byte[] Frame(byte type, byte flags, int stream, byte[] payload)
-    {
-        var frame = new byte[9 + payload.Length];
-        frame[0] = (byte)(payload.Length >> 16);
-        frame[1] = (byte)(payload.Length >> 8);
-        frame[2] = (byte)payload.Length;
-        frame[3] = type;
-        frame[4] = flags;
-        BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(5), stream);
-        payload.CopyTo(frame, 9);
-        return frame;
     }
 
     /// <summary>HPACK literal fields without indexing, names and values as raw octets (all under 127 bytes).</summary>

@@ -42,6 +42,20 @@ public sealed class TestHost(InProcessServer server) : InProcessServer(server)
         return frame;
     }
 
+    /// <summary>One HTTP/2 frame: the 9-byte header, then <paramref name="payload"/>.</summary>
+    public static byte[] Http2Frame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
+    {
+        var frame = new byte[9 + payload.Length];
+        frame[0] = (byte)(payload.Length >> 16);
+        frame[1] = (byte)(payload.Length >> 8);
+        frame[2] = (byte)payload.Length;
+        frame[3] = type;
+        frame[4] = flags;
+        BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(5), stream);
+        payload.CopyTo(frame.AsSpan(9));
+        return frame;
+    }
+
     /// <summary>A -bin header value: base64 with or without padding (PROTOCOL-HTTP2.md accepts both).</summary>
     public static byte[] FromBase64(string value) => Convert.FromBase64String(value.PadRight(value.Length + (4 - value.Length % 4) % 4, '='));
 
