@@ -46,6 +46,9 @@ public static class AuthorityRepair
         finally
         {
             context.Transport = transport;
+            // Kestrel's HTTP/1.1 connections do not complete their input: without this, a pump
+            // waiting on a full pipe nobody reads would wait forever.
+            await input.CompleteAsync().ConfigureAwait(false);
             if (!pump.IsCompleted) transport.Input.CancelPendingRead();
             await pump.ConfigureAwait(false);
         }
@@ -81,9 +84,10 @@ public static class AuthorityRepair
     private sealed class HandOverReader(PipeReader inbound, PipeReader source) : PipeReader
     {
         private const int PumpOwnsSource = 0, HandedOver = 1, CompletedFirst = 2;
+        private readonly Lock _gate = new();
         private int _state;
         private volatile bool _direct;
-        private int _cancelled;
+        private bool _cancelled;
 
         private bool IsHandedOver => Volatile.Read(ref _state) == HandedOver;
 
@@ -93,21 +97,30 @@ public static class AuthorityRepair
         /// </summary>
         public bool TryHandOver() => Interlocked.CompareExchange(ref _state, HandedOver, PumpOwnsSource) == PumpOwnsSource;
 
-        public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        /// <summary>After the hand-over, the transport's own read: no layer, no allocation.</summary>
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default) =>
+            _direct ? source.ReadAsync(cancellationToken) : ReadBeforeHandOverAsync(cancellationToken);
+
+        private async ValueTask<ReadResult> ReadBeforeHandOverAsync(CancellationToken cancellationToken)
         {
-            if (!_direct)
+            var result = await inbound.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (result.IsCanceled)
             {
-                var result = await inbound.ReadAsync(cancellationToken).ConfigureAwait(false);
-                if (result.IsCanceled) Interlocked.Exchange(ref _cancelled, 0);
-                if (!result.IsCompleted || !IsHandedOver) return result;
-                if (!result.Buffer.IsEmpty || result.IsCanceled) return new ReadResult(result.Buffer, result.IsCanceled, isCompleted: false);
-                await inbound.CompleteAsync().ConfigureAwait(false);
-                _direct = true;
-                if (Interlocked.Exchange(ref _cancelled, 0) == 1) return new ReadResult(default, isCanceled: true, isCompleted: false);
+                lock (_gate) _cancelled = false;
             }
-            var direct = await source.ReadAsync(cancellationToken).ConfigureAwait(false);
-            if (direct.IsCanceled) Interlocked.Exchange(ref _cancelled, 0);
-            return direct;
+            if (!result.IsCompleted || !IsHandedOver) return result;
+            // The pump passes whole frames only, which Kestrel consumes whole: what is left here
+            // is read again at once (the pipe is completed), never waited on.
+            if (!result.Buffer.IsEmpty || result.IsCanceled) return new ReadResult(result.Buffer, result.IsCanceled, isCompleted: false);
+            await inbound.CompleteAsync().ConfigureAwait(false);
+            lock (_gate)
+            {
+                _direct = true;
+                // A cancellation that reached the drained pipe is the transport's now.
+                if (_cancelled) source.CancelPendingRead();
+                _cancelled = false;
+            }
+            return await source.ReadAsync(cancellationToken).ConfigureAwait(false);
         }
 
         public override bool TryRead(out ReadResult result)
@@ -118,7 +131,7 @@ public static class AuthorityRepair
             {
                 if (result.Buffer.IsEmpty && !result.IsCanceled)
                 {
-                    // Drained: the next read switches to the transport.
+                    // Drained: the next ReadAsync switches to the transport.
                     inbound.AdvanceTo(result.Buffer.End);
                     result = default;
                     return false;
@@ -138,9 +151,18 @@ public static class AuthorityRepair
 
         public override void CancelPendingRead()
         {
-            Interlocked.Exchange(ref _cancelled, 1);
-            if (_direct) source.CancelPendingRead();
-            else inbound.CancelPendingRead();
+            lock (_gate)
+            {
+                if (_direct)
+                {
+                    source.CancelPendingRead();
+                }
+                else
+                {
+                    _cancelled = true;
+                    inbound.CancelPendingRead();
+                }
+            }
         }
 
         public override void Complete(Exception? exception = null)

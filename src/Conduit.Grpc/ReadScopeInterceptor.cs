@@ -46,6 +46,8 @@ public sealed class ReadScopeInterceptor : Interceptor
         return reader.EndWhenComplete(task);
     }
 
+    private static readonly TimeSpan AbandonedReadLimit = TimeSpan.FromSeconds(5);
+
     /// <summary>The request stream a handler sees: every read can be cancelled by the end of the call.</summary>
     private sealed class ScopedReader<T>(IAsyncStreamReader<T> inner) : IAsyncStreamReader<T>
     {
@@ -125,7 +127,9 @@ public sealed class ReadScopeInterceptor : Interceptor
                 await _end.CancelAsync().ConfigureAwait(false);
                 try
                 {
-                    await last.ConfigureAwait(false);
+                    // Every reader in the chain passes the token on; the limit is a backstop, so a
+                    // wrapper that one day drops it costs a call 5 s, not its end.
+                    await last.WaitAsync(AbandonedReadLimit).ConfigureAwait(false);
                 }
 #pragma warning disable CA1031 // The handler abandoned this read: however it ended, nobody is waiting for it.
                 catch (Exception)

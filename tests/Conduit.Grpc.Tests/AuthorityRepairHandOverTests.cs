@@ -21,12 +21,13 @@ public class AuthorityRepairHandOverTests
         return TestHost.Http2Frame(0x1, 0x4, stream, block);
     }
 
-    /// <summary>A connection: preface, SETTINGS, a HEADERS with <paramref name="authority"/>, then DATA frames of every size.</summary>
-    private static byte[] Connection(string authority, Random random)
+    /// <summary>A connection's start: the preface, SETTINGS, and a HEADERS with <paramref name="authority"/>.</summary>
+    private static byte[] Start(string authority) => [.. Preface, .. TestHost.Http2Frame(0x4, 0, 0, []), .. Headers(1, authority)];
+
+    /// <summary>The rest: DATA frames of every size, and one more HEADERS.</summary>
+    private static byte[] Rest(string authority, Random random)
     {
-        var bytes = new List<byte>(Preface);
-        bytes.AddRange(TestHost.Http2Frame(0x4, 0, 0, []));
-        bytes.AddRange(Headers(1, authority));
+        var bytes = new List<byte>();
         for (var i = 0; i < 200; i++)
         {
             var payload = new byte[random.Next(0, 16385)];
@@ -37,17 +38,16 @@ public class AuthorityRepairHandOverTests
         return [.. bytes];
     }
 
-    /// <summary>Writes <paramref name="bytes"/> in pieces of random size, some flushed apart.</summary>
-    private static async Task WriteInPieces(PipeWriter writer, byte[] bytes, Random random)
+    /// <summary>Writes <paramref name="bytes"/> in pieces of 1 to <paramref name="maxPiece"/> bytes, some flushed apart.</summary>
+    private static async Task WriteInPieces(PipeWriter writer, byte[] bytes, Random random, int maxPiece)
     {
         for (var at = 0; at < bytes.Length;)
         {
-            var n = Math.Min(bytes.Length - at, random.Next(1, 40000));
+            var n = Math.Min(bytes.Length - at, random.Next(1, maxPiece + 1));
             await writer.WriteAsync(bytes.AsMemory(at, n));
             at += n;
             if (random.Next(4) == 0) await Task.Yield();
         }
-        await writer.CompleteAsync();
     }
 
     /// <summary>Reads as Kestrel does: consumes whole frames (here: a random part), examines all, until the end.</summary>
@@ -76,14 +76,29 @@ public class AuthorityRepairHandOverTests
     public async Task Every_byte_reaches_Kestrel_once_and_in_order_across_the_hand_over(string authority, int seed)
     {
         var random = new Random(seed);
-        var bytes = Connection(authority, random);
+        var repaired = authority.Contains(',', StringComparison.Ordinal);
+        var start = Start(authority);
+        var rest = Rest(authority, random);
         var transport = new Pipe();
         var (input, pump) = AuthorityRepair.Wrap(transport.Reader, null);
-        var writing = WriteInPieces(transport.Writer, bytes, random);
-        var read = await ReadAll(input, random).WaitAsync(TimeSpan.FromSeconds(30));
-        await writing;
+        var reading = ReadAll(input, random);
+        // The start a few bytes at a time, so the pump meets every cut of the preface and the header block.
+        await WriteInPieces(transport.Writer, start, random, maxPiece: 7);
+        if (repaired)
+        {
+            Assert.False(pump.IsCompleted);
+        }
+        else
+        {
+            // Handed over after the first valid header block, with the transport still open.
+            await pump.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        await WriteInPieces(transport.Writer, rest, random, maxPiece: 40000);
+        await transport.Writer.CompleteAsync();
+        var read = await reading.WaitAsync(TimeSpan.FromSeconds(30));
         await pump.WaitAsync(TimeSpan.FromSeconds(10));
-        if (authority.Contains(',', StringComparison.Ordinal))
+        byte[] bytes = [.. start, .. rest];
+        if (repaired)
         {
             // Same length, the :authority made a host ("ipv4-127.0.0.1-5001-127.0.0.1-5002").
             Assert.Equal(bytes.Length, read.Length);
@@ -104,7 +119,13 @@ public class AuthorityRepairHandOverTests
         var start = Preface.Concat(TestHost.Http2Frame(0x4, 0, 0, [])).Concat(Headers(1, "localhost:5000")).ToArray();
         await transport.Writer.WriteAsync(start);
         await pump.WaitAsync(TimeSpan.FromSeconds(10)); // handed over after the valid :authority
+        // A cancellation before Kestrel has read what the pump passed: one cancelled read, no more.
+        input.CancelPendingRead();
+        var early = await input.ReadAsync();
+        Assert.True(early.IsCanceled);
+        input.AdvanceTo(early.Buffer.Start);
         var first = await input.ReadAsync();
+        Assert.False(first.IsCanceled);
         Assert.Equal(start.Length, first.Buffer.Length);
         Assert.False(first.IsCompleted);
         input.AdvanceTo(first.Buffer.End);
@@ -136,7 +157,8 @@ public class AuthorityRepairHandOverTests
         Assert.Equal(Preface.Length, read.Buffer.Length);
         input.AdvanceTo(read.Buffer.End);
         await input.CompleteAsync();
-        await transport.Writer.WriteAsync(TestHost.Http2Frame(0x4, 0, 0, []));
+        // A valid header block: the pump would hand over, but Kestrel is gone, so it ends instead.
+        await transport.Writer.WriteAsync(TestHost.Http2Frame(0x4, 0, 0, []).Concat(Headers(1, "localhost:5000")).ToArray());
         await pump.WaitAsync(TimeSpan.FromSeconds(10));
         var flush = await transport.Writer.WriteAsync(new byte[1]);
         Assert.True(flush.IsCompleted);
