@@ -78,8 +78,8 @@ public static class AuthorityRepair
     /// connection needs no more repairs) and that pipe is drained, the transport itself. The pump
     /// only ever passes whole frames before it hands over, so the bytes Kestrel has not consumed
     /// are all in one place at the switch. Without the hand-over every byte of every connection
-    /// was copied once more, and each read took one more thread hop: a fifth of the log's 4 KiB
-    /// producer throughput (docs/performance.md).
+    /// was copied once more, and each read took one more thread-pool hop (docs/performance.md,
+    /// "AuthorityRepair hands over").
     /// </summary>
     private sealed class HandOverReader(PipeReader inbound, PipeReader source) : PipeReader
     {
