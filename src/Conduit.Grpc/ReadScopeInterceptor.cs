@@ -62,6 +62,9 @@ public sealed class ReadScopeInterceptor : Interceptor
 
         public Task<bool> MoveNext(CancellationToken cancellationToken)
         {
+            // Held while the read starts (it parses a message already received, up to the receive
+            // limit, before it returns): only the end of the call ever waits on it, once, and a
+            // read that started unseen by EndAsync would escape its cancellation.
             lock (_gate)
             {
                 if (_ended)
