@@ -13,6 +13,10 @@
 // tail-following ConsumeStream. --rows and --sizes pick some of them (the disk row always runs).
 // Before the measured rows, each produce workload picked runs --warmup seconds on a topic of its
 // own, not measured: the figures are a running server's, not its first seconds' (JIT, tiering).
+// --target URL drives a `conduit serve` of its own instead (say pinned to other cores than this
+// client with taskset, as a client on another machine would be); --server-pid PID then reports
+// the server's CPU apart from the client's. The store row and records per fsync need the
+// in-process server.
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
@@ -44,6 +48,9 @@ if (args.Contains("--help") || args.Contains("-h"))
           --connections  connections (channels) those calls are spread over (default 1)
           --batch-bytes  bytes of records per ProduceBatch call for values over 1 KiB (default 131072)
           --producer-in-flight  LogProducerOptions.MaxInFlight of the producer rows (default: the producer's)
+          --target     URL of a running `conduit serve` to drive instead of the in-process server
+                       (its data folder should be on the disk --dir is on; no store row)
+          --server-pid that server's process id: its CPU per MB is reported apart from the client's
         """);
     return 0;
 }
@@ -57,6 +64,9 @@ var inFlight = int.Parse(Arg("--in-flight") ?? "4", CultureInfo.InvariantCulture
 var connections = int.Parse(Arg("--connections") ?? "1", CultureInfo.InvariantCulture);
 var batchBytes = int.Parse(Arg("--batch-bytes") ?? "131072", CultureInfo.InvariantCulture);
 int? producerInFlight = Arg("--producer-in-flight") is { } pif ? int.Parse(pif, CultureInfo.InvariantCulture) : null;
+var target = Arg("--target");
+int? serverPid = Arg("--server-pid") is { } pid ? int.Parse(pid, CultureInfo.InvariantCulture) : null;
+Cpu.ServerPid = serverPid;
 int PerBatch(int size) => size <= 1024 ? 256 : Math.Max(1, batchBytes / size);
 var settings = new Dictionary<string, string?> { ["Conduit:Log:RetentionCheckSeconds"] = "0" };
 for (var i = 0; i < args.Length - 1; i++)
@@ -87,19 +97,31 @@ Line($"| 4 KiB write + fsync, one after another | p50 {disk.P50:F2} ms, p99 {dis
 Line("");
 
 // ---- The service -------------------------------------------------------------------------------
-var options = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = Path.Combine(dir, "data") };
-var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
-await using var app = ConduitHost.Build(options, configuration,
-    services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, Microsoft.Extensions.Logging.LogLevel.Warning);
-await app.StartAsync();
-using var channel = ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0]);
+Microsoft.AspNetCore.Builder.WebApplication? app = null;
+if (target is null)
+{
+    var options = new ServeOptions { Urls = ["http://127.0.0.1:0"], DataDir = Path.Combine(dir, "data") };
+    var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+    app = ConduitHost.Build(options, configuration,
+        services => ConduitHost.AddConduitServices(services, configuration, options), ConduitHost.MapConduitServices, Microsoft.Extensions.Logging.LogLevel.Warning);
+    await app.StartAsync();
+}
+else
+{
+    Line($"(driving the server at {target}{(serverPid is { } p ? $", process {p}" : "")}; --config does not reach it)");
+    Line("");
+}
+var address = target ?? ConduitHost.Addresses(app!)[0];
+using var channel = ConduitChannel.ForAddress(address);
 var log = new Log.LogClient(channel);
 // ProduceBatch's calls in flight spread over this many connections (--connections; default 1).
-var extraChannels = Enumerable.Range(1, Math.Max(0, connections - 1)).Select(_ => ConduitChannel.ForAddress(ConduitHost.Addresses(app)[0])).ToList();
+var extraChannels = Enumerable.Range(1, Math.Max(0, connections - 1)).Select(_ => ConduitChannel.ForAddress(address)).ToList();
 var batchClients = new[] { log }.Concat(extraChannels.Select(c => new Log.LogClient(c))).ToArray();
 var admin = new LogAdmin.LogAdminClient(channel);
 
-var storage = app.Services.GetRequiredService<ILogStorage>();
+var storage = app?.Services.GetRequiredService<ILogStorage>();
+// Records per fsync: the in-process server's count of its fsyncs ("-" for a --target server).
+string PerFsync(string topic, long count) => storage is null ? "-" : $"{count / Math.Max(1, ((FileTopicLog)storage.Find(topic)!).FsyncCount)}";
 if (warmup > 0)
 {
     // The same calls as the measured rows, on topics of their own, so the JIT has tiered up the
@@ -135,15 +157,20 @@ if (rows.Contains("stream"))
             produced[topic] = count;
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
-            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            var fsyncs = durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
+            var issued = storage is null ? -1 : ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+            var fsyncs = issued < 0 ? "-" : durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
             Line($"| {size} B values, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {fsyncs} |");
         }
     }
     Line("");
 }
 
-if (rows.Contains("store"))
+if (rows.Contains("store") && storage is null)
+{
+    Line("(no store row: it needs the in-process server)");
+    Line("");
+}
+else if (rows.Contains("store"))
 {
     // The storage engine alone, no gRPC: 1 MiB batches appended one after the other by one
     // caller, the next ones written while the previous one's fsync runs (as the pipelined producer
@@ -156,7 +183,7 @@ if (rows.Contains("store"))
     {
         var topic = $"s{size}-always";
         await admin.CreateTopicAsync(new CreateTopicRequest { Name = topic, Settings = new TopicSettings { Durability = Durability.Always } });
-        var target = storage.Find(topic)!;
+        var store = storage!.Find(topic)!;
         var records = Enumerable.Range(0, Math.Max(1, (1 << 20) / size)).Select(_ => new LogRecord { Value = new byte[size] }).ToArray();
         var cpu = Cpu.Start();
         var inFlightAppends = new Queue<Task>();
@@ -164,14 +191,14 @@ if (rows.Contains("store"))
         var watch = Stopwatch.StartNew();
         while (watch.Elapsed.TotalSeconds < seconds)
         {
-            inFlightAppends.Enqueue(target.AppendBatch(records).Durable);
+            inFlightAppends.Enqueue(store.AppendBatch(records).Durable);
             count += records.Length;
             if (inFlightAppends.Count >= 4) await inFlightAppends.Dequeue();
         }
         await Task.WhenAll(inFlightAppends);
         var elapsed = watch.Elapsed.TotalSeconds;
         var mbps = count / elapsed * size / 1e6;
-        var issued = ((FileTopicLog)target).FsyncCount;
+        var issued = ((FileTopicLog)store).FsyncCount;
         Line($"| {size} B values, durability always | {count / elapsed:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {cpu.Per(count * (double)size / 1e6)} |");
     }
     Line("");
@@ -193,8 +220,7 @@ if (rows.Contains("batch"))
             var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
-            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            var perFsync = durability == Durability.Always ? $"{count / Math.Max(1, issued)}" : "-";
+            var perFsync = durability == Durability.Always ? PerFsync(topic, count) : "-";
             Line($"| {size} B values x {perBatch} per batch, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {perFsync} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
@@ -216,8 +242,7 @@ if (rows.Contains("producer"))
             var cpuPerMB = cpu.Per(count * (double)size / 1e6);
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
-            var issued = ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            Line($"| {size} B values, {(idempotent ? "idempotent (the default)" : "plain (Idempotent = false)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
+            Line($"| {size} B values, {(idempotent ? "idempotent (the default)" : "plain (Idempotent = false)")} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {PerFsync(topic, count)} | {p50:F2} / {p99:F2} ms | {cpuPerMB} |");
         }
     }
     Line("");
@@ -250,8 +275,11 @@ if (rows.Contains("latency"))
     Line("");
 }
 foreach (var extra in extraChannels) extra.Dispose();
-await app.StopAsync();
-await app.DisposeAsync(); // closes the topics (their clean-shutdown checkpoints) before the folder goes
+if (app is not null)
+{
+    await app.StopAsync();
+    await app.DisposeAsync(); // closes the topics (their clean-shutdown checkpoints) before the folder goes
+}
 var after = MeasureDisk(dir, seconds, diskRuns);
 Line($"Disk measured again after the service ran (the machine is shared; load average {LoadAverage()}): 1 MiB appends with an fsync each {after.AppendFsync1M:F0} MB/s [{after.Runs1M}]; 4 KiB write + fsync p50 {after.P50:F2} ms, p99 {after.P99:F2} ms.");
 Directory.Delete(dir, recursive: true);
@@ -451,15 +479,32 @@ static async Task<(double P50, double P99)> Latency(Log.LogClient log, string to
 /// <summary>
 /// The process's CPU time (user + system, every thread: client, server and the kernel's work for
 /// them) over a row: per MB it is the cost of the path, which a busy machine disturbs far less than
-/// the throughput; so are the thread-pool work items (hops between threads) per MB.
+/// the throughput; so are the thread-pool work items (hops between threads) per MB. With
+/// --server-pid, this process is the client only, and the server's CPU per MB follows.
 /// </summary>
-internal readonly record struct Cpu(TimeSpan At, long WorkItems)
+internal readonly record struct Cpu(TimeSpan At, long WorkItems, TimeSpan ServerAt)
 {
-    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount);
+    public static int? ServerPid { get; set; }
 
-    /// <summary>"CPU ms per MB / thread-pool work items per MB" since the start.</summary>
-    public string Per(double mb) => string.Create(CultureInfo.InvariantCulture,
-        $"{(Process.GetCurrentProcess().TotalProcessorTime - At).TotalMilliseconds / Math.Max(mb, 1e-9):F2} / {(ThreadPool.CompletedWorkItemCount - WorkItems) / Math.Max(mb, 1e-9):F0}");
+    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount, ServerCpu());
+
+    private static TimeSpan ServerCpu()
+    {
+        if (ServerPid is not { } pid) return TimeSpan.Zero;
+        using var server = Process.GetProcessById(pid);
+        return server.TotalProcessorTime;
+    }
+
+    /// <summary>"CPU ms per MB / thread-pool work items per MB" since the start (with a server pid: "client ms + server ms / the client's work items").</summary>
+    public string Per(double mb)
+    {
+        mb = Math.Max(mb, 1e-9);
+        var client = (Process.GetCurrentProcess().TotalProcessorTime - At).TotalMilliseconds / mb;
+        var workItems = (ThreadPool.CompletedWorkItemCount - WorkItems) / mb;
+        return ServerPid is null
+            ? string.Create(CultureInfo.InvariantCulture, $"{client:F2} / {workItems:F0}")
+            : string.Create(CultureInfo.InvariantCulture, $"client {client:F2} + server {(ServerCpu() - ServerAt).TotalMilliseconds / mb:F2} / {workItems:F0}");
+    }
 }
 
 internal sealed record DiskFigures(double AppendFsync1M, string Runs1M, double Kept1M, string RunsKept, double AppendFsync128K, string Runs128K, double FsyncAtEnd, string RunsEnd, double P50, double P99);

@@ -11,11 +11,14 @@ namespace Conduit.Grpc;
 /// 256 receive calls, each waking the connection's reader; with 16 KiB blocks a read takes a whole
 /// HTTP/2 DATA frame, and the pipes in between (the HTTP/2 stream's request body, AuthorityRepair)
 /// hold a message in 4x fewer pieces. Measured (docs/performance.md): about a sixth less CPU per
-/// MB of 4 KiB records through the log's producer. The costs: memory (a pipe holding a few bytes,
-/// an idle stream's response, holds a whole block) and an owner object per rent. That object is
-/// not reused on purpose: a version that reused it (as Kestrel's blocks are) let a stale second
-/// Dispose give back a block its next owner was using, which ClientTests caught as a call ending
-/// UNKNOWN. Off by default (docs/operations.md).
+/// MB of 4 KiB records through the log's producer. The cost: memory (a pipe holding a few bytes,
+/// an idle stream's response, holds a whole block). Blocks and their owner objects are reused, as
+/// Kestrel's are, so a stale second Dispose by an owner that already gave its block back would
+/// hand the block to two owners, with Kestrel's pool too. Reusing them first failed a ClientTests
+/// test in 5 runs of 8 (a call ending UNKNOWN): a handler's read left running after its call had
+/// ended, on a pooled HTTP/2 stream (grpc/grpc-dotnet#1442). <see cref="ReadScopeInterceptor"/>
+/// now stops such a read before the call ends, and the test passed 12 runs of 12. On by default
+/// (docs/operations.md).
 /// <para>
 /// Registered as the <see cref="IMemoryPoolFactory{T}"/> Kestrel's socket transport creates its
 /// pools with (one per I/O queue and listener; <c>Conduit:Connections:TransportBlockBytes</c>; 0
@@ -33,7 +36,7 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
     /// <summary>Free blocks kept for reuse, all pools together.</summary>
     public const long MaxFreeBytes = 16L * 1024 * 1024;
 
-    private readonly ConcurrentQueue<byte[]> _free = new();
+    private readonly ConcurrentQueue<Block> _free = new();
     private int _freeCount;
 
     public TransportBlocks(int blockBytes)
@@ -53,17 +56,15 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
 
     public MemoryPool<byte> Create(MemoryPoolOptions? options = null) => new Pool(this);
 
-    private byte[] Take()
+    private Block Take()
     {
-        if (_free.TryDequeue(out var block))
-        {
-            Interlocked.Decrement(ref _freeCount);
-            return block;
-        }
-        return GC.AllocateUninitializedArray<byte>(BlockBytes, pinned: true);
+        if (_free.TryDequeue(out var block)) Interlocked.Decrement(ref _freeCount);
+        else block = new Block(this, GC.AllocateUninitializedArray<byte>(BlockBytes, pinned: true));
+        block.Lent();
+        return block;
     }
 
-    private void Return(byte[] block)
+    private void Return(Block block)
     {
         if (Interlocked.Increment(ref _freeCount) <= MaxFreeBlocks) _free.Enqueue(block);
         else Interlocked.Decrement(ref _freeCount);
@@ -77,7 +78,7 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
         public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
         {
             ArgumentOutOfRangeException.ThrowIfGreaterThan(minBufferSize, blocks.BlockBytes);
-            return new Lease(blocks, blocks.Take());
+            return blocks.Take();
         }
 
         // The free list belongs to the factory, shared by its pools: nothing of its own to release.
@@ -86,17 +87,20 @@ public sealed class TransportBlocks : IMemoryPoolFactory<byte>
         }
     }
 
-    private sealed class Lease(TransportBlocks blocks, byte[] block) : IMemoryOwner<byte>
+    /// <summary>A pinned block and its owner object, both reused (no allocation per rent, as Kestrel's own blocks).</summary>
+    private sealed class Block(TransportBlocks blocks, byte[] array) : IMemoryOwner<byte>
     {
-        private byte[]? _block = block;
-        private readonly Memory<byte> _memory = MemoryMarshal.CreateFromPinnedArray(block, 0, block.Length);
+        private readonly Memory<byte> _memory = MemoryMarshal.CreateFromPinnedArray(array, 0, array.Length);
+        private int _lent;
 
-        public Memory<byte> Memory => _block is not null ? _memory : throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
+        public Memory<byte> Memory => Volatile.Read(ref _lent) == 1 ? _memory : throw new ObjectDisposedException(nameof(IMemoryOwner<byte>));
+
+        public void Lent() => Volatile.Write(ref _lent, 1);
 
         public void Dispose()
         {
-            // Once only: a block given back twice would be handed to two owners.
-            if (Interlocked.Exchange(ref _block, null) is { } returned) blocks.Return(returned);
+            // Once per rent: a block given back twice would be handed to two owners.
+            if (Interlocked.Exchange(ref _lent, 0) == 1) blocks.Return(this);
         }
     }
 }

@@ -50,11 +50,11 @@ public sealed class ConnectionOptions
     public int MaxMetadataBytes { get; set; } = 16 * 1024;
 
     /// <summary>
-    /// Size of the blocks connections read into and buffer in (<see cref="TransportBlocks"/>): 16384
-    /// takes one HTTP/2 DATA frame per read (for servers that take large messages: the log's
-    /// producers). 0, the default: Kestrel's own 4 KiB blocks.
+    /// Size of the blocks connections read into and buffer in (<see cref="TransportBlocks"/>): 16384,
+    /// the default, takes one HTTP/2 DATA frame per read (large messages: the log's producers).
+    /// 0: Kestrel's own 4 KiB blocks.
     /// </summary>
-    public int TransportBlockBytes { get; set; }
+    public int TransportBlockBytes { get; set; } = 16 * 1024;
 }
 
 /// <summary>
