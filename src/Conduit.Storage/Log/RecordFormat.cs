@@ -1,18 +1,31 @@
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 
 namespace Conduit.Storage.Log;
 
-/// <summary>CRC-32C (Castagnoli), with the hardware instruction where the CPU has one.</summary>
+/// <summary>
+/// CRC-32C (Castagnoli), with the hardware instruction where the CPU has one. The instruction
+/// takes 3 cycles per 8 bytes but can start one every cycle, so long inputs run as three
+/// independent streams over adjacent blocks, joined by shifting a block's CRC past the blocks after
+/// it (a table lookup, since the CRC's register is linear in its input: the method of Intel's
+/// white paper "Fast CRC Computation for iSCSI Polynomial" and Mark Adler's crc32c.c).
+/// </summary>
 public static class Crc32C
 {
+    private const int LongBlock = 1024;
+    private const int ShortBlock = 128;
+    private static readonly uint[] LongShift = ShiftTable(LongBlock);
+    private static readonly uint[] ShortShift = ShiftTable(ShortBlock);
+
     /// <summary>The CRC of <paramref name="data"/>; with a <paramref name="seed"/> (the CRC of a prefix), the CRC of prefix + data.</summary>
     public static uint Compute(ReadOnlySpan<byte> data, uint seed = 0)
     {
         var crc = ~seed;
+        if (data.Length >= 3 * ShortBlock) crc = Blocks(crc, ref data);
         while (data.Length >= 8)
         {
             crc = BitOperations.Crc32C(crc, MemoryMarshal.Read<ulong>(data));
@@ -20,6 +33,63 @@ public static class Crc32C
         }
         foreach (var b in data) crc = BitOperations.Crc32C(crc, b);
         return ~crc;
+    }
+
+    /// <summary>The register after as many whole blocks as <paramref name="data"/> has, which it takes off it (a call of its own: small inputs do not pay for it).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static uint Blocks(uint crc, ref ReadOnlySpan<byte> data)
+    {
+        while (data.Length >= 3 * LongBlock) crc = ThreeBlocks(crc, ref data, LongBlock, LongShift);
+        while (data.Length >= 3 * ShortBlock) crc = ThreeBlocks(crc, ref data, ShortBlock, ShortShift);
+        return crc;
+    }
+
+    /// <summary>The register after the next 3 x <paramref name="block"/> bytes, which it takes off <paramref name="data"/>.</summary>
+    private static uint ThreeBlocks(uint crc, ref ReadOnlySpan<byte> data, int block, uint[] shift)
+    {
+        // Unchecked reads: the callers checked that data holds the three blocks.
+        ref var a = ref MemoryMarshal.GetReference(data);
+        ref var b = ref Unsafe.Add(ref a, block);
+        ref var c = ref Unsafe.Add(ref b, block);
+        uint crc1 = 0, crc2 = 0;
+        for (nint i = 0; i < block; i += 8)
+        {
+            crc = BitOperations.Crc32C(crc, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref a, i)));
+            crc1 = BitOperations.Crc32C(crc1, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref b, i)));
+            crc2 = BitOperations.Crc32C(crc2, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, i)));
+        }
+        data = data[(3 * block)..];
+        return Shift(Shift(crc, shift) ^ crc1, shift) ^ crc2;
+    }
+
+    /// <summary>The register after <paramref name="crc"/> is fed the table's block length of zero bytes.</summary>
+    private static uint Shift(uint crc, uint[] table) =>
+        table[(byte)crc] ^ table[256 + (byte)(crc >> 8)] ^ table[512 + (byte)(crc >> 16)] ^ table[768 + (crc >> 24)];
+
+    /// <summary>For each byte of the register and each of its values, that value shifted past <paramref name="length"/> zero bytes.</summary>
+    private static uint[] ShiftTable(int length)
+    {
+        var bits = new uint[32];
+        for (var bit = 0; bit < 32; bit++)
+        {
+            var crc = 1u << bit;
+            for (var i = 0; i < length; i += 8) crc = BitOperations.Crc32C(crc, 0UL);
+            bits[bit] = crc;
+        }
+        var table = new uint[4 * 256];
+        for (var n = 0; n < 4; n++)
+        {
+            for (var value = 0; value < 256; value++)
+            {
+                var shifted = 0u;
+                for (var bit = 0; bit < 8; bit++)
+                {
+                    if ((value & (1 << bit)) != 0) shifted ^= bits[8 * n + bit];
+                }
+                table[256 * n + value] = shifted;
+            }
+        }
+        return table;
     }
 }
 
