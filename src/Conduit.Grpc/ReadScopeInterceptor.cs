@@ -14,10 +14,19 @@ namespace Conduit.Grpc;
 /// </summary>
 public sealed class ReadScopeInterceptor : Interceptor
 {
+    private readonly TimeSpan _abandonedReadLimit;
+
+    public ReadScopeInterceptor() : this(TimeSpan.FromSeconds(5))
+    {
+    }
+
+    /// <summary>With another bound on the wait for an abandoned read (tests).</summary>
+    internal ReadScopeInterceptor(TimeSpan abandonedReadLimit) => _abandonedReadLimit = abandonedReadLimit;
+
     public override Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
     {
         ArgumentNullException.ThrowIfNull(continuation);
-        var reader = new ScopedReader<TRequest>(requestStream);
+        var reader = new ScopedReader<TRequest>(requestStream, context, _abandonedReadLimit);
         Task<TResponse> task;
         try
         {
@@ -33,7 +42,7 @@ public sealed class ReadScopeInterceptor : Interceptor
     public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
     {
         ArgumentNullException.ThrowIfNull(continuation);
-        var reader = new ScopedReader<TRequest>(requestStream);
+        var reader = new ScopedReader<TRequest>(requestStream, context, _abandonedReadLimit);
         Task task;
         try
         {
@@ -46,10 +55,8 @@ public sealed class ReadScopeInterceptor : Interceptor
         return reader.EndWhenComplete(task);
     }
 
-    private static readonly TimeSpan AbandonedReadLimit = TimeSpan.FromSeconds(5);
-
     /// <summary>The request stream a handler sees: every read can be cancelled by the end of the call.</summary>
-    private sealed class ScopedReader<T>(IAsyncStreamReader<T> inner) : IAsyncStreamReader<T>
+    private sealed class ScopedReader<T>(IAsyncStreamReader<T> inner, ServerCallContext context, TimeSpan abandonedReadLimit) : IAsyncStreamReader<T>
     {
         private readonly Lock _gate = new();
         private readonly CancellationTokenSource _end = new();
@@ -132,7 +139,14 @@ public sealed class ReadScopeInterceptor : Interceptor
                 {
                     // Every reader in the chain passes the token on; the limit is a backstop, so a
                     // wrapper that one day drops it costs a call 5 s, not its end.
-                    await last.WaitAsync(AbandonedReadLimit).ConfigureAwait(false);
+                    await last.WaitAsync(abandonedReadLimit).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    // The read is still pending: reset the stream rather than let Kestrel pool it
+                    // with a read in progress (the bug this interceptor exists for). The client
+                    // sees the reset instead of the handler's status.
+                    context.GetHttpContext().Abort();
                 }
 #pragma warning disable CA1031 // The handler abandoned this read: however it ended, nobody is waiting for it.
                 catch (Exception)
