@@ -28,7 +28,7 @@ public static class Crc32C
         if (data.Length >= 3 * ShortBlock) crc = Blocks(crc, ref data);
         while (data.Length >= 8)
         {
-            crc = BitOperations.Crc32C(crc, MemoryMarshal.Read<ulong>(data));
+            crc = BitOperations.Crc32C(crc, BinaryPrimitives.ReadUInt64LittleEndian(data));
             data = data[8..];
         }
         foreach (var b in data) crc = BitOperations.Crc32C(crc, b);
@@ -54,13 +54,16 @@ public static class Crc32C
         uint crc1 = 0, crc2 = 0;
         for (nint i = 0; i < block; i += 8)
         {
-            crc = BitOperations.Crc32C(crc, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref a, i)));
-            crc1 = BitOperations.Crc32C(crc1, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref b, i)));
-            crc2 = BitOperations.Crc32C(crc2, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, i)));
+            crc = BitOperations.Crc32C(crc, LittleEndian(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref a, i))));
+            crc1 = BitOperations.Crc32C(crc1, LittleEndian(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref b, i))));
+            crc2 = BitOperations.Crc32C(crc2, LittleEndian(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, i))));
         }
         data = data[(3 * block)..];
         return Shift(Shift(crc, shift) ^ crc1, shift) ^ crc2;
     }
+
+    /// <summary>8 bytes read in memory order as CRC-32C takes them: the first byte lowest (a no-op on little-endian CPUs; s390x is not).</summary>
+    private static ulong LittleEndian(ulong read) => BitConverter.IsLittleEndian ? read : BinaryPrimitives.ReverseEndianness(read);
 
     /// <summary>The register after <paramref name="crc"/> is fed the table's block length of zero bytes.</summary>
     private static uint Shift(uint crc, uint[] table) =>
