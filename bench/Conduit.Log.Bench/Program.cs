@@ -108,7 +108,7 @@ if (target is null)
 }
 else
 {
-    Line($"(driving the server at {target}{(serverPid is { } p ? $", process {p}" : "")}; --config does not reach it)");
+    Line($"(driving the server at {target}{(serverPid is { } p ? $", process {p}: CPU per MB is the client's + the server's" : ": CPU per MB is this process's, the client's, only")}; --config does not reach it)");
     Line("");
 }
 var address = target ?? ConduitHost.Addresses(app!)[0];
@@ -486,13 +486,21 @@ internal readonly record struct Cpu(TimeSpan At, long WorkItems, TimeSpan Server
 {
     public static int? ServerPid { get; set; }
 
-    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount, ServerCpu());
+    public static Cpu Start() => new(Process.GetCurrentProcess().TotalProcessorTime, ThreadPool.CompletedWorkItemCount, ServerCpu() ?? TimeSpan.Zero);
 
-    private static TimeSpan ServerCpu()
+    /// <summary>The server's CPU time so far; null when there is no such process (any more).</summary>
+    private static TimeSpan? ServerCpu()
     {
         if (ServerPid is not { } pid) return TimeSpan.Zero;
-        using var server = Process.GetProcessById(pid);
-        return server.TotalProcessorTime;
+        try
+        {
+            using var server = Process.GetProcessById(pid);
+            return server.TotalProcessorTime;
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
+        {
+            return null;
+        }
     }
 
     /// <summary>"CPU ms per MB / thread-pool work items per MB" since the start (with a server pid: "client ms + server ms / the client's work items").</summary>
@@ -503,7 +511,9 @@ internal readonly record struct Cpu(TimeSpan At, long WorkItems, TimeSpan Server
         var workItems = (ThreadPool.CompletedWorkItemCount - WorkItems) / mb;
         return ServerPid is null
             ? string.Create(CultureInfo.InvariantCulture, $"{client:F2} / {workItems:F0}")
-            : string.Create(CultureInfo.InvariantCulture, $"client {client:F2} + server {(ServerCpu() - ServerAt).TotalMilliseconds / mb:F2} / {workItems:F0}");
+            : ServerCpu() is { } server
+                ? string.Create(CultureInfo.InvariantCulture, $"client {client:F2} + server {(server - ServerAt).TotalMilliseconds / mb:F2} / {workItems:F0}")
+                : string.Create(CultureInfo.InvariantCulture, $"client {client:F2} + server ? (process {ServerPid} gone) / {workItems:F0}");
     }
 }
 
