@@ -10,7 +10,7 @@ namespace Conduit.Grpc;
 /// blocks, and its socket transport reads into whatever is left of one, so a 1 MiB request takes
 /// 256 receive calls, each waking the connection's reader; with 16 KiB blocks a read takes a whole
 /// HTTP/2 DATA frame, and the pipes in between (the HTTP/2 stream's request body, AuthorityRepair)
-/// hold a message in 4x fewer pieces. Measured (docs/performance.md): about a sixth less CPU per
+/// hold a message in 4x fewer pieces. Measured (docs/performance.md): about an eighth less CPU per
 /// MB of 4 KiB records through the log's producer. The cost: memory (a pipe holding a few bytes,
 /// an idle stream's response, holds a whole block). Blocks and their owner objects are reused, as
 /// Kestrel's are, so a stale second Dispose by an owner that already gave its block back would

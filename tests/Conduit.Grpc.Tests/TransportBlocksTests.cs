@@ -17,7 +17,7 @@ namespace Conduit.Grpc.Tests;
 public class TransportBlocksTests
 {
     [Fact]
-    public void Every_rent_is_a_whole_block_reused_once_given_back_and_given_back_only_once()
+    public void Every_rent_is_a_whole_block_reused_once_given_back_and_a_second_dispose_of_the_same_rent_is_ignored()
     {
         using var pool = new TransportBlocks(16384).Create();
         var first = pool.Rent();
