@@ -138,7 +138,7 @@ public sealed class ReadScopeInterceptor : Interceptor
                 try
                 {
                     // Every reader in the chain passes the token on; the limit is a backstop, so a
-                    // wrapper that one day drops it costs a call 5 s, not its end.
+                    // wrapper that one day drops it costs a call 5 s and a reset, not a hang.
                     await last.WaitAsync(abandonedReadLimit).ConfigureAwait(false);
                 }
                 catch (TimeoutException)
