@@ -65,8 +65,7 @@ var connections = int.Parse(Arg("--connections") ?? "1", CultureInfo.InvariantCu
 var batchBytes = int.Parse(Arg("--batch-bytes") ?? "131072", CultureInfo.InvariantCulture);
 int? producerInFlight = Arg("--producer-in-flight") is { } pif ? int.Parse(pif, CultureInfo.InvariantCulture) : null;
 var target = Arg("--target");
-int? serverPid = Arg("--server-pid") is { } pid ? int.Parse(pid, CultureInfo.InvariantCulture) : null;
-Cpu.ServerPid = serverPid;
+Cpu.ServerPid = Arg("--server-pid") is { } pid ? int.Parse(pid, CultureInfo.InvariantCulture) : null;
 int PerBatch(int size) => size <= 1024 ? 256 : Math.Max(1, batchBytes / size);
 var settings = new Dictionary<string, string?> { ["Conduit:Log:RetentionCheckSeconds"] = "0" };
 for (var i = 0; i < args.Length - 1; i++)
@@ -108,7 +107,7 @@ if (target is null)
 }
 else
 {
-    Line($"(driving the server at {target}{(serverPid is { } p ? $", process {p}: CPU per MB is the client's + the server's" : ": CPU per MB is this process's, the client's, only")}; --config does not reach it)");
+    Line($"(driving the server at {target}{(Cpu.ServerPid is { } p ? $", process {p}: CPU per MB is the client's + the server's" : ": CPU per MB is this process's, the client's, only")}; --config does not reach it)");
     Line("");
 }
 var address = target ?? ConduitHost.Addresses(app!)[0];
@@ -120,8 +119,9 @@ var batchClients = new[] { log }.Concat(extraChannels.Select(c => new Log.LogCli
 var admin = new LogAdmin.LogAdminClient(channel);
 
 var storage = app?.Services.GetRequiredService<ILogStorage>();
-// Records per fsync: the in-process server's count of its fsyncs ("-" for a --target server).
-string PerFsync(string topic, long count) => storage is null ? "-" : $"{count / Math.Max(1, ((FileTopicLog)storage.Find(topic)!).FsyncCount)}";
+// The in-process server's count of a topic's fsyncs (none for a --target server), and records per fsync.
+long? Fsyncs(string topic) => storage is null ? null : ((FileTopicLog)storage.Find(topic)!).FsyncCount;
+string PerFsync(string topic, long count) => Fsyncs(topic) is { } issued ? $"{count / Math.Max(1, issued)}" : "-";
 if (warmup > 0)
 {
     // The same calls as the measured rows, on topics of their own, so the JIT has tiered up the
@@ -157,8 +157,7 @@ if (rows.Contains("stream"))
             produced[topic] = count;
             var rate = count / elapsed;
             var mbps = rate * size / 1e6;
-            var issued = storage is null ? -1 : ((FileTopicLog)storage.Find(topic)!).FsyncCount;
-            var fsyncs = issued < 0 ? "-" : durability == Durability.Always ? $"{issued / elapsed:F0}/s ({count / Math.Max(1, issued)})" : $"{issued}";
+            var fsyncs = Fsyncs(topic) is not { } issued ? "-" : durability == Durability.Always ? $"{issued / elapsed:F0}/s ({PerFsync(topic, count)})" : $"{issued}";
             Line($"| {size} B values, durability {durability.ToString().ToLowerInvariant()} | {rate:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {fsyncs} |");
         }
     }
