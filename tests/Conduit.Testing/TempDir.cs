@@ -28,8 +28,8 @@ public static class Ports
     /// listener in any process can take it between now and the server's bind (a child serve once
     /// lost its port that way while other test projects ran alongside).</item>
     /// <item>It is claimed with a lock file held open until this process ends, so two test processes
-    /// running at once never pick the same one; the lock dies with the process, so nothing is left
-    /// to clean up.</item>
+    /// running at once never pick the same one; the lock dies with the process. The empty files
+    /// stay, one per port at most: removing one would let two processes lock two files of one port.</item>
     /// <item>It is never given twice in one process: a cluster's members need distinct ports.</item>
     /// </list>
     /// </summary>
