@@ -173,9 +173,8 @@ else if (rows.Contains("store"))
 {
     // The storage engine alone, no gRPC: 1 MiB batches appended one after the other by one
     // caller, the next ones written while the previous one's fsync runs (as the pipelined producer
-    // does). The ceiling of what any transport could reach on this machine. `always` only: a
-    // `never` row here would leave gigabytes of dirty pages for the kernel to write back during
-    // the rows after it.
+    // does). The ceiling of what any transport could reach on this machine. `always` only: the
+    // `never` rows of ProduceStream and ProduceBatch show what skipping the fsync gives.
     Line("| the store alone (AppendBatch, no gRPC), 1 MiB batches, 4 in flight | records/s | MB/s | share of disk bandwidth | records per fsync | CPU ms per MB |");
     Line("|---|---|---|---|---|---|");
     foreach (var size in sizes)

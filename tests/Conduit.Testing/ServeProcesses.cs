@@ -45,6 +45,9 @@ public sealed class ServeProcesses : IAsyncDisposable
         var servers = new ServeProcesses(count, flags);
         try
         {
+            // Ports of their own, not port 0: a restarted server takes its old port again, and an
+            // ephemeral one could be taken (by any outgoing connection) while it is down.
+            for (var i = 0; i < count; i++) servers.Ports[i] = Conduit.Testing.Ports.Free();
             await Task.WhenAll(Enumerable.Range(0, count).Select(i => servers.Start(i)));
         }
         catch
