@@ -196,8 +196,7 @@ else if (rows.Contains("store"))
         await Task.WhenAll(inFlightAppends);
         var elapsed = watch.Elapsed.TotalSeconds;
         var mbps = count / elapsed * size / 1e6;
-        var issued = ((FileTopicLog)store).FsyncCount;
-        Line($"| {size} B values, durability always | {count / elapsed:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {count / Math.Max(1, issued)} | {cpu.Per(count * (double)size / 1e6)} |");
+        Line($"| {size} B values, durability always | {count / elapsed:F0} | {mbps:F1} | {mbps / diskMBps:P1} | {PerFsync(topic, count)} | {cpu.Per(count * (double)size / 1e6)} |");
     }
     Line("");
 }

@@ -16,7 +16,6 @@ public sealed class TempDir(string prefix = "conduit-test-") : IDisposable
 
 public static class Ports
 {
-    private static readonly HashSet<int> Given = [];
     private static readonly List<FileStream> Claims = [];
     // Per user: another user's claim files could not be opened (and fs.protected_regular refuses
     // them even in a sticky, world-writable folder).
@@ -33,7 +32,8 @@ public static class Ports
     /// <item>It is claimed with a lock file held open until this process ends, so two test processes
     /// running at once never pick the same one; the lock dies with the process. The empty files
     /// stay, one per port at most: removing one would let two processes lock two files of one port.</item>
-    /// <item>It is never given twice in one process: a cluster's members need distinct ports.</item>
+    /// <item>It is never given twice in one process either (a cluster's members need distinct
+    /// ports): the process's own lock refuses a second open of the file too.</item>
     /// <item>It is free on 127.0.0.1 and on [::1] (callers that dial "localhost" may try either).</item>
     /// </list>
     /// Only this port is claimed: `conduit serve --urls http://127.0.0.1:P` without --web-urls also
@@ -45,10 +45,6 @@ public static class Ports
         for (var attempt = 0; attempt < 10_000; attempt++)
         {
             var port = Pick(Random.Shared.Next(total));
-            lock (Given)
-            {
-                if (!Given.Add(port)) continue;
-            }
             if (Claim(port) && Bindable(port)) return port;
         }
         throw new InvalidOperationException($"no free loopback port in {string.Join(", ", Spans.Select(s => $"{s.Low}-{s.High - 1}"))}");
